@@ -1,0 +1,160 @@
+//! Peak pairs ("landmarks"): the hashes the index is keyed by.
+//!
+//! Each anchor peak is paired with later peaks in its target zone (up to
+//! [`PAIR_MAX_DT`] frames ahead, within [`PAIR_MAX_DF`] bins). A hash packs the
+//! anchor's band-relative bin, the frequency step and the time step into
+//! [`HASH_BITS`] bits; the anchor's frame travels beside it.
+//!
+//! Speed changes (a radio playing 2% fast) scale every frequency up and every
+//! time step down by the same factor. A query is therefore hashed once per
+//! speed hypothesis after *warping* its peaks back (`bin / speed`,
+//! `frame * speed`): the peak positions are the same physical features, so
+//! no new spectrogram is needed.
+
+use crate::params::{BAND_HI, BAND_LO, HASH_BITS, PAIR_MAX_DF, PAIR_MAX_DT, PAIR_MIN_DT};
+use crate::peaks::Peak;
+
+/// A hash and the frame of its anchor peak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Landmark {
+    /// The packed hash, below `1 << HASH_BITS`.
+    pub hash: u32,
+    /// Frame of the anchor peak.
+    pub frame: u32,
+}
+
+/// Time and frequency of a peak, quantised, on the analysis grid.
+#[derive(Debug, Clone, Copy)]
+struct GridPeak {
+    frame: i64,
+    bin: i32,
+}
+
+fn pack(anchor: GridPeak, target: GridPeak) -> Option<u32> {
+    let df = target.bin - anchor.bin;
+    let dt = target.frame - anchor.frame;
+    if dt < i64::from(PAIR_MIN_DT) || dt > i64::from(PAIR_MAX_DT) || df.abs() > PAIR_MAX_DF {
+        return None;
+    }
+    if anchor.bin < BAND_LO as i32 || anchor.bin >= BAND_HI as i32 {
+        return None;
+    }
+    let f1 = (anchor.bin - BAND_LO as i32) as u32;
+    let df = (df + PAIR_MAX_DF) as u32;
+    let hash = (f1 << 13) | (df << 6) | dt as u32;
+    debug_assert!(hash < 1 << HASH_BITS);
+    Some(hash)
+}
+
+/// Catalogue landmarks: each anchor paired with its first `fan_out` targets.
+/// `peaks` must be in time order (as the picker emits them).
+pub fn catalogue_landmarks(peaks: &[Peak], fan_out: usize, out: &mut Vec<Landmark>) {
+    let grid: Vec<GridPeak> = peaks
+        .iter()
+        .map(|p| GridPeak {
+            frame: i64::from(p.frame),
+            bin: p.bin.round() as i32,
+        })
+        .collect();
+    pair_up(&grid, fan_out, out);
+}
+
+/// Query landmarks under a speed hypothesis (`speed` > 1: the query plays
+/// fast). Every anchor is paired with all targets in its zone.
+pub fn query_landmarks(peaks: &[Peak], speed: f32, out: &mut Vec<Landmark>) {
+    let grid: Vec<GridPeak> = peaks
+        .iter()
+        .map(|p| GridPeak {
+            frame: (p.frame as f32 * speed).round() as i64,
+            bin: (p.bin / speed).round() as i32,
+        })
+        .collect();
+    pair_up(&grid, usize::MAX, out);
+}
+
+fn pair_up(grid: &[GridPeak], fan_out: usize, out: &mut Vec<Landmark>) {
+    for (i, &anchor) in grid.iter().enumerate() {
+        let mut paired = 0;
+        for &target in &grid[i + 1..] {
+            if target.frame - anchor.frame > i64::from(PAIR_MAX_DT) {
+                break;
+            }
+            if let Some(hash) = pack(anchor, target) {
+                out.push(Landmark {
+                    hash,
+                    frame: anchor.frame.max(0) as u32,
+                });
+                paired += 1;
+                if paired == fan_out {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn peaks(raw: &[(u32, f32)]) -> Vec<Peak> {
+        raw.iter()
+            .map(|&(frame, bin)| Peak { frame, bin })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn a_time_shift_moves_landmarks_but_keeps_their_hashes(
+            raw in prop::collection::vec((0u32..2000, 20f32..217.0), 1..200),
+            shift in 0u32..100_000,
+        ) {
+            let mut raw = raw;
+            raw.sort_by_key(|p| p.0);
+            let original = peaks(&raw);
+            let shifted: Vec<Peak> = original.iter().map(|p| Peak { frame: p.frame + shift, ..*p }).collect();
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            catalogue_landmarks(&original, 5, &mut a);
+            catalogue_landmarks(&shifted, 5, &mut b);
+            prop_assert_eq!(a.len(), b.len());
+            for (x, y) in a.iter().zip(&b) {
+                prop_assert_eq!(x.hash, y.hash);
+                prop_assert_eq!(x.frame + shift, y.frame);
+            }
+        }
+
+        #[test]
+        fn catalogue_pairs_are_a_subset_of_query_pairs(
+            raw in prop::collection::vec((0u32..500, 20f32..217.0), 1..100),
+        ) {
+            let mut raw = raw;
+            raw.sort_by_key(|p| p.0);
+            let p = peaks(&raw);
+            let (mut cat, mut query) = (Vec::new(), Vec::new());
+            catalogue_landmarks(&p, 5, &mut cat);
+            query_landmarks(&p, 1.0, &mut query);
+            let query: std::collections::HashSet<_> = query.into_iter().collect();
+            prop_assert!(cat.iter().all(|l| query.contains(l)));
+        }
+    }
+
+    #[test]
+    fn warping_undoes_a_speed_change() {
+        let original = peaks(&[(100, 60.0), (110, 80.0), (130, 70.0)]);
+        let fast: Vec<Peak> = original
+            .iter()
+            .map(|p| Peak {
+                frame: (p.frame as f32 / 1.02).round() as u32,
+                bin: p.bin * 1.02,
+            })
+            .collect();
+        let (mut a, mut b, mut naive) = (Vec::new(), Vec::new(), Vec::new());
+        query_landmarks(&original, 1.0, &mut a);
+        query_landmarks(&fast, 1.02, &mut b);
+        query_landmarks(&fast, 1.0, &mut naive);
+        let hashes = |v: &[Landmark]| v.iter().map(|l| l.hash).collect::<Vec<_>>();
+        assert_eq!(hashes(&a), hashes(&b));
+        assert!(hashes(&a).iter().all(|h| !hashes(&naive).contains(h)));
+    }
+}

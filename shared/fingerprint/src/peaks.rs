@@ -1,0 +1,220 @@
+//! Spectral peak picking: the sparse constellation that the hashes are built on.
+//!
+//! A peak is a bin that is the maximum of a rectangle of the log-power
+//! spectrogram around it (`±time_radius` frames, `±freq_radius` bins),
+//! restricted to the telephone band. Per half-second block only the most
+//! *prominent* peaks are kept: prominence is the height above the mean level
+//! of the surrounding ±[`PROMINENCE_RADIUS`] bins, so that a tonal component
+//! standing out of broadband noise wins over a louder but flat noise bump.
+//! Frequencies are refined to a fraction of a bin by parabolic interpolation;
+//! queries need that precision to undo speed changes.
+
+use crate::params::{BAND_HI, BAND_LO, PeakProfile};
+use crate::spectrogram::BINS;
+
+/// A spectral peak: STFT frame and (fractional) FFT bin.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Peak {
+    /// Frame index from the start of the stream.
+    pub frame: u32,
+    /// Frequency in FFT bins, refined to a fraction of a bin.
+    pub bin: f32,
+}
+
+/// Frames per density block (0.512 s).
+const BLOCK_FRAMES: u32 = 32;
+
+/// Half-width, in bins, of the neighbourhood a peak's prominence is measured against.
+pub const PROMINENCE_RADIUS: usize = 16;
+
+/// Log power below which nothing is a peak: about 80 dB under a full-scale
+/// sine. Keeps silence and dither from producing constellations.
+const MIN_LOG_POWER: f32 = -9.0;
+
+/// Picks peaks from a stream of log-power frames with bounded memory
+/// (`2 * time_radius + 1` frames plus one density block of peaks).
+#[derive(Debug)]
+pub struct PeakPicker {
+    profile: PeakProfile,
+    keep_per_block: usize,
+    mags: Vec<Vec<f32>>,
+    fmax: Vec<Vec<f32>>,
+    pushed: u32,
+    next_center: u32,
+    block: u32,
+    candidates: Vec<(f32, Peak)>,
+    prefix: Vec<f32>,
+}
+
+impl PeakPicker {
+    /// A picker with the given density profile.
+    pub fn new(profile: PeakProfile) -> Self {
+        let window = 2 * profile.time_radius + 1;
+        let block_seconds = BLOCK_FRAMES as f64 * crate::params::FRAME_SECONDS;
+        let keep_per_block = (f64::from(profile.max_per_second) * block_seconds).round() as usize;
+        Self {
+            profile,
+            keep_per_block: keep_per_block.max(1),
+            mags: vec![vec![0.0; BINS]; window],
+            fmax: vec![vec![0.0; BINS]; window],
+            pushed: 0,
+            next_center: 0,
+            block: 0,
+            candidates: Vec::new(),
+            prefix: vec![0.0; BINS + 1],
+        }
+    }
+
+    fn slot(&self, frame: u32) -> usize {
+        frame as usize % self.mags.len()
+    }
+
+    /// Feeds one log-power frame (as produced by [`crate::spectrogram::Stft`]).
+    /// Peaks are appended to `out` in time order, about half a second late.
+    pub fn push_frame(&mut self, frame: &[f32], out: &mut Vec<Peak>) {
+        let slot = self.slot(self.pushed);
+        self.mags[slot].copy_from_slice(&frame[..BINS]);
+        let r = self.profile.freq_radius;
+        let fmax = &mut self.fmax[slot];
+        for (f, dst) in fmax.iter_mut().enumerate() {
+            let lo = f.saturating_sub(r);
+            let hi = (f + r + 1).min(BINS);
+            *dst = frame[lo..hi]
+                .iter()
+                .copied()
+                .fold(f32::NEG_INFINITY, f32::max);
+        }
+        self.pushed += 1;
+        let t = self.profile.time_radius as u32;
+        while self.next_center + t < self.pushed {
+            self.examine(self.next_center, out);
+            self.next_center += 1;
+        }
+    }
+
+    /// Flushes the peaks still held back at the end of the stream.
+    pub fn finish(&mut self, out: &mut Vec<Peak>) {
+        while self.next_center < self.pushed {
+            self.examine(self.next_center, out);
+            self.next_center += 1;
+        }
+        self.flush_block(out);
+    }
+
+    fn examine(&mut self, center: u32, out: &mut Vec<Peak>) {
+        if center / BLOCK_FRAMES != self.block {
+            self.flush_block(out);
+            self.block = center / BLOCK_FRAMES;
+        }
+        let t = self.profile.time_radius as u32;
+        let first = center.saturating_sub(t);
+        let last = (center + t).min(self.pushed - 1);
+        let c = self.slot(center);
+        let mags = &self.mags[c];
+        for (i, &m) in mags.iter().enumerate() {
+            self.prefix[i + 1] = self.prefix[i] + m;
+        }
+        for f in BAND_LO..BAND_HI {
+            let v = mags[f];
+            if v < MIN_LOG_POWER || v < self.fmax[c][f] || v <= mags[f - 1] {
+                continue;
+            }
+            // Strictly above earlier frames, at least equal to later ones: a
+            // stationary plateau yields one peak, at its start.
+            let is_peak = (first..=last).filter(|&k| k != center).all(|k| {
+                let other = self.fmax[self.slot(k)][f];
+                if k < center { other < v } else { other <= v }
+            });
+            if !is_peak {
+                continue;
+            }
+            let lo = f - PROMINENCE_RADIUS.min(f);
+            let hi = (f + PROMINENCE_RADIUS + 1).min(BINS);
+            let mean = (self.prefix[hi] - self.prefix[lo]) / (hi - lo) as f32;
+            let (a, b, cc) = (mags[f - 1], v, mags[f + 1]);
+            let curvature = a - 2.0 * b + cc;
+            let delta = if curvature < 0.0 {
+                (0.5 * (a - cc) / curvature).clamp(-0.5, 0.5)
+            } else {
+                0.0
+            };
+            self.candidates.push((
+                v - mean,
+                Peak {
+                    frame: center,
+                    bin: f as f32 + delta,
+                },
+            ));
+        }
+    }
+
+    fn flush_block(&mut self, out: &mut Vec<Peak>) {
+        if self.candidates.len() > self.keep_per_block {
+            self.candidates
+                .select_nth_unstable_by(self.keep_per_block - 1, |a, b| b.0.total_cmp(&a.0));
+            self.candidates.truncate(self.keep_per_block);
+        }
+        self.candidates
+            .sort_unstable_by(|a, b| a.1.frame.cmp(&b.1.frame).then(a.1.bin.total_cmp(&b.1.bin)));
+        out.extend(self.candidates.drain(..).map(|(_, p)| p));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::FFT_SIZE;
+
+    fn frame_with(peaks: &[(usize, f32)]) -> Vec<f32> {
+        let mut frame = vec![-20.0; FFT_SIZE / 2 + 1];
+        for &(bin, level) in peaks {
+            frame[bin] = level;
+        }
+        frame
+    }
+
+    #[test]
+    fn an_isolated_maximum_is_a_peak_and_its_neighbours_are_not() {
+        let mut picker = PeakPicker::new(PeakProfile::QUERY);
+        let mut out = Vec::new();
+        for i in 0..40 {
+            let frame = if i == 20 {
+                frame_with(&[(100, 5.0), (103, 4.0)])
+            } else {
+                frame_with(&[])
+            };
+            picker.push_frame(&frame, &mut out);
+        }
+        picker.finish(&mut out);
+        assert_eq!(
+            out,
+            vec![Peak {
+                frame: 20,
+                bin: 100.0
+            }]
+        );
+    }
+
+    #[test]
+    fn a_stationary_tone_gives_one_peak_not_one_per_frame() {
+        let mut picker = PeakPicker::new(PeakProfile::CATALOGUE);
+        let mut out = Vec::new();
+        for _ in 0..30 {
+            picker.push_frame(&frame_with(&[(50, 3.0)]), &mut out);
+        }
+        picker.finish(&mut out);
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn peaks_outside_the_band_are_ignored() {
+        let mut picker = PeakPicker::new(PeakProfile::QUERY);
+        let mut out = Vec::new();
+        picker.push_frame(
+            &frame_with(&[(BAND_LO - 5, 5.0), (BAND_HI + 5, 5.0)]),
+            &mut out,
+        );
+        picker.finish(&mut out);
+        assert!(out.is_empty());
+    }
+}
