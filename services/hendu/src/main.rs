@@ -1,1 +1,12 @@
-fn main() {}
+use clap::Parser;
+
+fn main() {
+    let cli = hendu::Cli::parse();
+    match hendu::run(cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}

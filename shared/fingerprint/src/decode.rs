@@ -248,3 +248,36 @@ impl AudioReader {
         }
     }
 }
+
+/// A short recording decoded into memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Clip {
+    /// Sample rate of `samples`, Hz.
+    pub sample_rate: u32,
+    /// Mono samples.
+    pub samples: Vec<f32>,
+}
+
+/// Decodes at most the first `max_seconds` of a file into memory (queries are
+/// short; only their first minute or so is ever matched).
+///
+/// # Errors
+/// [`DecodeError`] if the file is unreadable, not audio, or has no samples.
+pub fn read_clip(path: &Path, max_seconds: f64) -> Result<Clip, DecodeError> {
+    let mut reader = AudioReader::open(path)?;
+    let mut clip = Clip {
+        sample_rate: 0,
+        samples: Vec::new(),
+    };
+    while let Some(chunk) = reader.next_chunk()? {
+        clip.sample_rate = chunk.sample_rate;
+        clip.samples.extend_from_slice(chunk.samples);
+        if clip.samples.len() as f64 >= max_seconds * f64::from(chunk.sample_rate) {
+            break;
+        }
+    }
+    if clip.samples.is_empty() {
+        return Err(DecodeError::NoAudio);
+    }
+    Ok(clip)
+}

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::decode::{AudioReader, DecodeError};
+use crate::decode::{AudioReader, Clip, DecodeError};
 use crate::params::{FRAME_SECONDS, PeakProfile, SAMPLE_RATE};
 use crate::peaks::{Peak, PeakPicker};
 use crate::resample::Resampler;
@@ -141,4 +141,13 @@ pub fn fingerprint_reader(
         frames: fp.frames(),
         duration_s: reader.frames_read() as f64 / f64::from(rate),
     })
+}
+
+/// Peaks of a clip already in memory.
+pub fn fingerprint_clip(clip: &Clip, profile: PeakProfile) -> Vec<Peak> {
+    let mut fp = Fingerprinter::new(clip.sample_rate, profile);
+    let mut peaks = Vec::new();
+    fp.push(&clip.samples, &mut peaks);
+    fp.finish(&mut peaks);
+    peaks
 }

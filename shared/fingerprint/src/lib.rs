@@ -13,6 +13,7 @@
 //! - [`hashes`]: peak pairs (landmarks) and speed warping.
 //! - [`fingerprinter`]: the streaming pipeline, PCM in, peaks out.
 //! - [`index`]: the inverted index and the offset-histogram matcher.
+//! - [`timeline`]: long recordings to a timeline of plays.
 //! - [`blocks`]: the catalogue's 30 s blocks with 15 s overlap.
 
 pub mod blocks;
@@ -24,9 +25,13 @@ pub mod params;
 pub mod peaks;
 pub mod resample;
 pub mod spectrogram;
+pub mod timeline;
 
-pub use decode::{AudioReader, DecodeError};
-pub use fingerprinter::{Fingerprint, Fingerprinter, fingerprint_file, fingerprint_reader};
+pub use decode::{AudioReader, Clip, DecodeError, read_clip};
+pub use fingerprinter::{
+    Fingerprint, Fingerprinter, fingerprint_clip, fingerprint_file, fingerprint_reader,
+};
 pub use index::{Candidate, Index, IndexBuilder, IndexError, SearchOptions, Searcher, TrackId};
 pub use params::PeakProfile;
 pub use peaks::Peak;
+pub use timeline::{ScanOptions, Scanner, Segment};

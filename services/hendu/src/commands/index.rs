@@ -1,0 +1,173 @@
+//! `hendu index`: fingerprint files into the store.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use hendu_fingerprint::{PeakProfile, fingerprint_file};
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+
+use crate::store::{Store, StoredTrack, TrackMeta};
+use crate::walk;
+
+/// Arguments of `hendu index`.
+#[derive(Debug, clap::Args)]
+pub struct IndexArgs {
+    /// Store directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub store: PathBuf,
+    /// Worker threads (default: one per core).
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Audio files, or folders to search recursively.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
+enum Outcome {
+    Indexed { seconds: f64 },
+    AlreadyIndexed { as_source: String },
+    Failed(String),
+}
+
+/// Runs `hendu index`. Returns the process exit code: 0 when every file was
+/// indexed or already present, 1 when some could not be read.
+///
+/// # Errors
+/// When the store itself cannot be created or written.
+pub fn run(args: &IndexArgs) -> Result<i32> {
+    let store = Store::create(&args.store)
+        .with_context(|| format!("cannot open store {}", args.store.display()))?;
+    let (files, walk_errors) = walk::expand(&args.paths);
+    let pool = crate::thread_pool(args.jobs)?;
+    let jobs = pool.current_num_threads();
+    let progress = ProgressBar::new(files.len() as u64).with_style(
+        ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} files, {elapsed} elapsed, {eta} left  {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    for (path, e) in &walk_errors {
+        progress.suspend(|| eprintln!("error: {}: {e}", path.display()));
+    }
+    // Same content under two names in one run: only one of them is fingerprinted.
+    let claimed = Mutex::new(std::collections::HashMap::<String, String>::new());
+    let started = Instant::now();
+    let outcomes: Vec<(PathBuf, Outcome)> = pool.install(|| {
+        files
+            .par_iter()
+            .map(|path| {
+                let outcome = index_one(&store, path, &claimed);
+                if let Outcome::Failed(reason) = &outcome {
+                    progress.suspend(|| eprintln!("error: {}: {reason}", path.display()));
+                }
+                progress.set_message(short_name(path));
+                progress.inc(1);
+                (path.clone(), outcome)
+            })
+            .collect()
+    });
+    progress.finish_and_clear();
+    let wall = started.elapsed().as_secs_f64();
+
+    let mut indexed = 0usize;
+    let mut audio_s = 0.0;
+    let mut already = 0usize;
+    let mut failed = walk_errors.len();
+    for (_, outcome) in &outcomes {
+        match outcome {
+            Outcome::Indexed { seconds } => {
+                indexed += 1;
+                audio_s += seconds;
+            }
+            Outcome::AlreadyIndexed { .. } => already += 1,
+            Outcome::Failed(_) => failed += 1,
+        }
+    }
+    for (path, outcome) in &outcomes {
+        if let Outcome::AlreadyIndexed { as_source } = outcome {
+            if Path::new(as_source) != path {
+                eprintln!(
+                    "note: {} is the same audio as {as_source}; kept once",
+                    path.display()
+                );
+            }
+        }
+    }
+    eprintln!(
+        "indexed {indexed} new file(s), {:.2} h of audio, in {wall:.1} s ({:.0}x real time on {jobs} thread(s), {:.0}x per thread); {already} already in the store; {failed} failed",
+        audio_s / 3600.0,
+        audio_s / wall.max(1e-9),
+        audio_s / wall.max(1e-9) / jobs as f64,
+    );
+    Ok(if failed > 0 { 1 } else { 0 })
+}
+
+fn short_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn content_hash(path: &Path) -> std::io::Result<String> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(File::open(path)?)?;
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
+fn index_one(
+    store: &Store,
+    path: &Path,
+    claimed: &Mutex<std::collections::HashMap<String, String>>,
+) -> Outcome {
+    let source = path.to_string_lossy().into_owned();
+    let hash = match content_hash(path) {
+        Ok(hash) => hash,
+        Err(e) => return Outcome::Failed(format!("cannot read: {e}")),
+    };
+    match store.get(&hash) {
+        Ok(Some(existing)) => {
+            return Outcome::AlreadyIndexed {
+                as_source: existing.meta.source,
+            };
+        }
+        Ok(None) => {}
+        // A damaged earlier copy is simply replaced.
+        Err(_) => {}
+    }
+    {
+        let mut claimed = claimed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(first) = claimed.get(&hash) {
+            return Outcome::AlreadyIndexed {
+                as_source: first.clone(),
+            };
+        }
+        claimed.insert(hash.clone(), source.clone());
+    }
+    let fingerprint = match fingerprint_file(path, PeakProfile::CATALOGUE) {
+        Ok(fp) => fp,
+        Err(e) => return Outcome::Failed(e.to_string()),
+    };
+    let title = path
+        .file_stem()
+        .map_or_else(|| source.clone(), |s| s.to_string_lossy().into_owned());
+    let track = StoredTrack {
+        meta: TrackMeta {
+            source,
+            title,
+            duration_s: fingerprint.duration_s,
+            frames: fingerprint.frames,
+            content_hash: hash,
+        },
+        peaks: fingerprint.peaks,
+    };
+    match store.put(&track) {
+        Ok(()) => Outcome::Indexed {
+            seconds: track.meta.duration_s,
+        },
+        Err(e) => Outcome::Failed(format!("cannot store: {e}")),
+    }
+}

@@ -1,0 +1,200 @@
+//! `hendu match`: identify clips against the store.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use hendu_fingerprint::blocks::block_of;
+use hendu_fingerprint::index::TRACK_GAP_FRAMES;
+use hendu_fingerprint::params::FRAME_SECONDS;
+use hendu_fingerprint::{
+    Candidate, PeakProfile, SearchOptions, Searcher, fingerprint_clip, read_clip,
+};
+use rayon::prelude::*;
+use serde_json::{Value, json};
+
+use crate::catalog::Catalog;
+use crate::store::Store;
+
+/// Confidence from which `hendu match` names a track (see docs/recognition.md).
+pub const DEFAULT_MIN_CONFIDENCE: f32 = 0.5;
+
+/// Arguments of `hendu match`.
+#[derive(Debug, clap::Args)]
+pub struct MatchArgs {
+    /// Store directory written by `hendu index`.
+    #[arg(long, value_name = "DIR")]
+    pub store: PathBuf,
+    /// One JSON object per query on stdout, instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Below this confidence the answer is "not in the catalogue"; 0 reports
+    /// the best candidate of every query.
+    #[arg(long, value_name = "C", default_value_t = DEFAULT_MIN_CONFIDENCE)]
+    pub min_confidence: f32,
+    /// Worker threads (default: one per core).
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Audio clips to identify (only their first 65 s are used).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
+struct Answer {
+    query: String,
+    candidate: Option<Candidate>,
+    error: Option<String>,
+    elapsed_ms: f64,
+    match_ms: f64,
+}
+
+/// Runs `hendu match`. Returns the exit code: 0, or 1 when a query could not be read.
+///
+/// # Errors
+/// When the store cannot be opened.
+pub fn run(args: &MatchArgs) -> Result<i32> {
+    let store = Store::open(&args.store)?;
+    let catalog = Catalog::load(&store).context("cannot load the store")?;
+    for (path, e) in &catalog.damaged {
+        eprintln!("warning: skipped {}: {e}", path.display());
+    }
+    if !args.json {
+        eprintln!(
+            "loaded {} tracks ({} landmarks) in {:.0} ms",
+            catalog.tracks.len(),
+            catalog.index.postings(),
+            catalog.load_time.as_secs_f64() * 1000.0
+        );
+    }
+    let pool = crate::thread_pool(args.jobs)?;
+    let options = SearchOptions::default();
+    let max_seconds = f64::from(TRACK_GAP_FRAMES) * FRAME_SECONDS;
+    let stdout = std::io::stdout();
+    let mut failed = false;
+    if !args.json {
+        println!(
+            "{:<40} {:<32} {:>5} {:>9} {:>10} {:>8}",
+            "QUERY", "TRACK", "BLOCK", "OFFSET", "CONFIDENCE", "TIME"
+        );
+    }
+    // Answers are printed in the order of the arguments, a chunk at a time,
+    // so a long batch shows progress and memory stays bounded.
+    for chunk in args.paths.chunks(64) {
+        let answers: Vec<Answer> = pool.install(|| {
+            chunk
+                .par_iter()
+                .map_init(Searcher::default, |searcher, path| {
+                    identify(&catalog, path, &options, searcher, max_seconds)
+                })
+                .collect()
+        });
+        let mut out = stdout.lock();
+        for answer in answers {
+            failed |= answer.error.is_some();
+            let accepted = answer
+                .candidate
+                .as_ref()
+                .filter(|c| c.confidence >= args.min_confidence);
+            if args.json {
+                let mut line = json!({
+                    "query": answer.query,
+                    "match": accepted.map(|c| describe(&catalog, c)),
+                    "elapsed_ms": round3(answer.elapsed_ms),
+                    "match_ms": round3(answer.match_ms),
+                });
+                if let Some(e) = &answer.error {
+                    line["error"] = Value::from(e.as_str());
+                }
+                writeln!(out, "{line}")?;
+            } else {
+                let (track, block, offset, confidence) = match (&answer.error, accepted) {
+                    (Some(e), _) => (
+                        format!("error: {e}"),
+                        String::new(),
+                        String::new(),
+                        String::new(),
+                    ),
+                    (None, Some(c)) => {
+                        let meta = catalog.track(c.track);
+                        let (a, b) = c.track_span_s();
+                        (
+                            meta.title.clone(),
+                            block_of(a, b, meta.duration_s).to_string(),
+                            clock(c.offset_s),
+                            format!("{:.2}", c.confidence),
+                        )
+                    }
+                    (None, None) => (
+                        "(not in the catalogue)".into(),
+                        "-".into(),
+                        "-".into(),
+                        "-".into(),
+                    ),
+                };
+                writeln!(
+                    out,
+                    "{:<40} {:<32} {:>5} {:>9} {:>10} {:>6.0}ms",
+                    answer.query, track, block, offset, confidence, answer.elapsed_ms
+                )?;
+            }
+        }
+        out.flush()?;
+    }
+    Ok(i32::from(failed))
+}
+
+fn identify(
+    catalog: &Catalog,
+    path: &PathBuf,
+    options: &SearchOptions,
+    searcher: &mut Searcher,
+    max_seconds: f64,
+) -> Answer {
+    let started = Instant::now();
+    let query = path.to_string_lossy().into_owned();
+    let clip = read_clip(path, max_seconds);
+    let decoded = Instant::now();
+    let (candidate, error) = match clip {
+        Ok(clip) => {
+            let peaks = fingerprint_clip(&clip, PeakProfile::QUERY);
+            (catalog.index.search(&peaks, options, searcher), None)
+        }
+        Err(e) => (None, Some(e.to_string())),
+    };
+    let done = Instant::now();
+    Answer {
+        query,
+        candidate,
+        error,
+        elapsed_ms: (done - started).as_secs_f64() * 1000.0,
+        match_ms: (done - decoded).as_secs_f64() * 1000.0,
+    }
+}
+
+/// The JSON description of a match.
+pub fn describe(catalog: &Catalog, c: &Candidate) -> Value {
+    let meta = catalog.track(c.track);
+    let (a, b) = c.track_span_s();
+    json!({
+        "source": meta.source,
+        "title": meta.title,
+        "block": block_of(a, b, meta.duration_s),
+        "offset_s": round3(c.offset_s),
+        "span_s": [round3(a), round3(b)],
+        "speed": round3(f64::from(c.speed)),
+        "score": c.score,
+        "confidence": round3(f64::from(c.confidence)),
+    })
+}
+
+pub fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// `m:ss.s`, or `-m:ss.s` before the start.
+pub fn clock(seconds: f64) -> String {
+    let sign = if seconds < 0.0 { "-" } else { "" };
+    let s = seconds.abs();
+    format!("{sign}{}:{:04.1}", (s / 60.0).floor() as u64, s % 60.0)
+}

@@ -1,0 +1,5 @@
+//! One module per subcommand.
+
+pub mod index;
+pub mod matching;
+pub mod scan;

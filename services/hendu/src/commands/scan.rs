@@ -1,0 +1,132 @@
+//! `hendu scan`: the timeline of what played in a long recording.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use hendu_fingerprint::{AudioReader, Fingerprinter, PeakProfile, ScanOptions, Scanner, Segment};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use crate::catalog::Catalog;
+use crate::commands::matching::{DEFAULT_MIN_CONFIDENCE, clock, round3};
+use crate::store::Store;
+
+/// Arguments of `hendu scan`.
+#[derive(Debug, clap::Args)]
+pub struct ScanArgs {
+    /// Store directory written by `hendu index`.
+    #[arg(long, value_name = "DIR")]
+    pub store: PathBuf,
+    /// One JSON object per recognised stretch (JSON Lines), instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Windows below this confidence count as unknown audio.
+    #[arg(long, value_name = "C", default_value_t = DEFAULT_MIN_CONFIDENCE)]
+    pub min_confidence: f32,
+    /// The recording (any length: it is streamed, never held in memory).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+}
+
+/// Runs `hendu scan`.
+///
+/// # Errors
+/// When the store cannot be loaded or the recording cannot be decoded.
+pub fn run(args: &ScanArgs) -> Result<i32> {
+    let store = Store::open(&args.store)?;
+    let catalog = Catalog::load(&store).context("cannot load the store")?;
+    for (path, e) in &catalog.damaged {
+        eprintln!("warning: skipped {}: {e}", path.display());
+    }
+    let started = Instant::now();
+    let mut reader = AudioReader::open(&args.file)
+        .with_context(|| format!("cannot decode {}", args.file.display()))?;
+    let options = ScanOptions {
+        min_confidence: args.min_confidence,
+        ..ScanOptions::default()
+    };
+    let mut scanner = Scanner::new(&catalog.index, options);
+    let mut fingerprinter: Option<Fingerprinter> = None;
+    let mut peaks = Vec::new();
+    let mut segments = Vec::new();
+    let progress = ProgressBar::new_spinner().with_style(
+        ProgressStyle::with_template("{spinner} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    let stdout = std::io::stdout();
+    if !args.json {
+        println!(
+            "{:>9} {:>9}  {:<40} {:>9} {:>10}",
+            "START", "END", "TRACK", "OFFSET", "CONFIDENCE"
+        );
+    }
+    let emit = |segments: &mut Vec<Segment>| -> Result<()> {
+        let mut out = stdout.lock();
+        for s in segments.drain(..) {
+            let meta = catalog.track(s.track);
+            if args.json {
+                let line = json!({
+                    "start_s": round3(s.start_s),
+                    "end_s": round3(s.end_s),
+                    "source": meta.source,
+                    "title": meta.title,
+                    "offset_s": round3(s.offset_s),
+                    "speed": round3(f64::from(s.speed)),
+                    "confidence": round3(f64::from(s.confidence)),
+                    "score": s.score,
+                });
+                writeln!(out, "{line}")?;
+            } else {
+                progress.suspend(|| {
+                    writeln!(
+                        out,
+                        "{:>9} {:>9}  {:<40} {:>9} {:>10.2}",
+                        clock(s.start_s),
+                        clock(s.end_s),
+                        meta.title,
+                        clock(s.offset_s),
+                        s.confidence
+                    )
+                })?;
+            }
+        }
+        out.flush()?;
+        Ok(())
+    };
+    while let Some(chunk) = reader
+        .next_chunk()
+        .with_context(|| format!("cannot decode {}", args.file.display()))?
+    {
+        let fp = fingerprinter
+            .get_or_insert_with(|| Fingerprinter::new(chunk.sample_rate, PeakProfile::QUERY));
+        peaks.clear();
+        fp.push(chunk.samples, &mut peaks);
+        scanner.push(&peaks, fp.frames(), &mut segments);
+        if !segments.is_empty() {
+            emit(&mut segments)?;
+        }
+        progress.set_message(format!(
+            "{} scanned",
+            clock(fp.frames() as f64 * hendu_fingerprint::params::FRAME_SECONDS)
+        ));
+        progress.tick();
+    }
+    let Some(mut fp) = fingerprinter else {
+        anyhow::bail!("{}: no audio in the file", args.file.display());
+    };
+    peaks.clear();
+    fp.finish(&mut peaks);
+    scanner.push(&peaks, fp.frames(), &mut segments);
+    scanner.finish(fp.frames(), &mut segments);
+    emit(&mut segments)?;
+    progress.finish_and_clear();
+    let audio_s = reader.frames_read() as f64 / f64::from(reader.sample_rate().unwrap_or(1));
+    eprintln!(
+        "scanned {} of audio in {:.1} s",
+        clock(audio_s),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(0)
+}

@@ -1,0 +1,81 @@
+//! `hendu`, the all-in-one command.
+//!
+//! # Layout
+//! - [`commands`]: one module per subcommand (`index`, `match`, `scan`).
+//! - [`store`]: the embedded store, a directory of fingerprint files.
+//! - [`catalog`]: the store loaded into a searchable index.
+//! - [`walk`]: files and folders from the command line to a list of files.
+
+pub mod catalog;
+pub mod commands;
+pub mod store;
+pub mod walk;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// HENDU recognises catalogue music in audio: index your tracks once, then
+/// identify clips or find every track played in a long recording.
+///
+/// Quick start:
+///   hendu index --store ./catalogue ~/Music
+///   hendu match --store ./catalogue clip.mp3
+///   hendu scan  --store ./catalogue radio-recording.ogg
+///
+/// Formats: MP3, AAC (ADTS, MP4/M4A), FLAC, Ogg Vorbis, WAV/PCM, AIFF, ALAC, CAF, MKV/WebM audio.
+#[derive(Debug, Parser)]
+#[command(name = "hendu", version, verbatim_doc_comment)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Fingerprint audio files (or whole folders) into a store.
+    ///
+    /// Uses every core (or --jobs N). Files already in the store (same audio
+    /// bytes, whatever their name) are skipped; a file that cannot be decoded
+    /// is reported and nothing of it is kept. Exit status 1 if any file failed.
+    Index(commands::index::IndexArgs),
+    /// Identify short clips: which track, where in it, how sure.
+    ///
+    /// Prints a table, or with --json one object per query:
+    /// {"query", "match": null | {"source", "title", "block", "offset_s",
+    /// "span_s", "speed", "score", "confidence"}, "elapsed_ms", "match_ms"}.
+    /// A clip whose best candidate is below --min-confidence gets "match": null
+    /// ("not in the catalogue").
+    Match(commands::matching::MatchArgs),
+    /// Find every catalogue track played in a long recording (a radio
+    /// recording, a DJ set, an event), with start and end times.
+    ///
+    /// Streams the file with bounded memory and prints one row per play, or with
+    /// --json one object per play: {"start_s", "end_s", "source", "title",
+    /// "offset_s", "speed", "confidence", "score"}.
+    Scan(commands::scan::ScanArgs),
+}
+
+/// Runs the parsed command; returns the process exit code.
+///
+/// # Errors
+/// Whatever stops the command as a whole (an unreadable store, a full disk).
+pub fn run(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Index(args) => commands::index::run(&args),
+        Command::Match(args) => commands::matching::run(&args),
+        Command::Scan(args) => commands::scan::run(&args),
+    }
+}
+
+/// A thread pool of `jobs` threads (default: one per core).
+///
+/// # Errors
+/// If `jobs` is zero or the threads cannot be started.
+pub fn thread_pool(jobs: Option<usize>) -> Result<rayon::ThreadPool> {
+    if jobs == Some(0) {
+        anyhow::bail!("--jobs must be at least 1");
+    }
+    Ok(rayon::ThreadPoolBuilder::new()
+        .num_threads(jobs.unwrap_or(0))
+        .build()?)
+}
