@@ -58,6 +58,13 @@ impl From<SymphoniaError> for DecodeError {
     }
 }
 
+/// Runs a Symphonia call, turning a panic on malformed input (a bug on their
+/// side, but our input is untrusted) into a [`DecodeError`] instead of a crash.
+fn guard<T>(call: impl FnOnce() -> T) -> Result<T, DecodeError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(call))
+        .map_err(|_| DecodeError::Corrupt("the decoder failed on malformed data".into()))
+}
+
 /// Mono samples decoded from one packet.
 #[derive(Debug, Clone, Copy)]
 pub struct AudioChunk<'a> {
@@ -115,19 +122,20 @@ impl AudioReader {
         if let Some(ext) = extension {
             hint.with_extension(ext);
         }
-        let format = symphonia::default::get_probe()
-            .probe(
+        let format = guard(|| {
+            symphonia::default::get_probe().probe(
                 &hint,
                 stream,
                 FormatOptions::default(),
                 MetadataOptions::default(),
             )
-            .map_err(|e| match e {
-                SymphoniaError::Unsupported(_) => {
-                    DecodeError::Unsupported("unrecognised container".into())
-                }
-                other => other.into(),
-            })?;
+        })?
+        .map_err(|e| match e {
+            SymphoniaError::Unsupported(_) => {
+                DecodeError::Unsupported("unrecognised container".into())
+            }
+            other => other.into(),
+        })?;
         let track = format
             .default_track(TrackType::Audio)
             .ok_or(DecodeError::NoAudio)?;
@@ -170,7 +178,7 @@ impl AudioReader {
     pub fn next_chunk(&mut self) -> Result<Option<AudioChunk<'_>>, DecodeError> {
         let mut bad_packets = 0usize;
         loop {
-            let packet = match self.format.next_packet() {
+            let packet = match guard(|| self.format.next_packet())? {
                 Ok(Some(packet)) => packet,
                 Ok(None) => return Ok(None),
                 // A truncated file ends with an unexpected EOF: what came before is good audio.
@@ -192,7 +200,7 @@ impl AudioReader {
             if packet.track_id != self.track_id {
                 continue;
             }
-            let buf = match self.decoder.decode(&packet) {
+            let buf = match guard(|| self.decoder.decode(&packet))? {
                 Ok(buf) => buf,
                 Err(SymphoniaError::DecodeError(msg)) => {
                     bad_packets += 1;

@@ -127,8 +127,10 @@ pub struct Index {
 pub struct SearchOptions {
     /// Speed hypotheses, tried in this order (1.0 = as indexed, 1.02 = 2% fast).
     pub speeds: Vec<f32>,
-    /// Stop trying further speeds once a candidate is this confident.
+    /// Stop trying further speeds once a candidate is this confident ...
     pub stop_confidence: f32,
+    /// ... except those this close to the confident one.
+    pub refine_radius: f32,
 }
 
 impl SearchOptions {
@@ -144,6 +146,7 @@ impl SearchOptions {
         Self {
             speeds,
             stop_confidence: 0.99,
+            refine_radius: 2.01 * step,
         }
     }
 }
@@ -249,21 +252,29 @@ impl Index {
         searcher: &mut Searcher,
     ) -> Option<Candidate> {
         let mut best: Option<Candidate> = None;
+        // Once a speed is confident, its neighbours are still tried: the
+        // first confident speed is often one step off the true one.
+        let mut settled: Option<f32> = None;
         for &speed in &options.speeds {
-            let found = self.search_at_speed(peaks, speed, searcher);
-            if let Some(found) = found {
-                if best.as_ref().is_none_or(|b| {
-                    found.confidence > b.confidence
-                        || (found.confidence == b.confidence && found.score > b.score)
-                }) {
-                    best = Some(found);
+            if let Some(at) = settled {
+                if (speed - 1.0).abs() > (at - 1.0).abs() + options.refine_radius {
+                    break;
+                }
+                if (speed - at).abs() > options.refine_radius {
+                    continue;
                 }
             }
-            if best
-                .as_ref()
-                .is_some_and(|b| b.confidence >= options.stop_confidence)
-            {
-                break;
+            let Some(found) = self.search_at_speed(peaks, speed, searcher) else {
+                continue;
+            };
+            if best.as_ref().is_none_or(|b| found.score > b.score) {
+                best = Some(found);
+            }
+            if settled.is_none() {
+                settled = best
+                    .as_ref()
+                    .filter(|b| b.confidence >= options.stop_confidence)
+                    .map(|b| b.speed);
             }
         }
         best

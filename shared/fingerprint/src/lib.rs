@@ -14,6 +14,7 @@
 //! - [`fingerprinter`]: the streaming pipeline, PCM in, peaks out.
 //! - [`index`]: the inverted index and the offset-histogram matcher.
 //! - [`timeline`]: long recordings to a timeline of plays.
+//! - [`synth`]: deterministic synthetic music and noise for tests.
 //! - [`blocks`]: the catalogue's 30 s blocks with 15 s overlap.
 
 pub mod blocks;
@@ -25,6 +26,7 @@ pub mod params;
 pub mod peaks;
 pub mod resample;
 pub mod spectrogram;
+pub mod synth;
 pub mod timeline;
 
 pub use decode::{AudioReader, Clip, DecodeError, read_clip};

@@ -1,0 +1,255 @@
+//! End-to-end tests of the engine: decoders on real files, recognition of
+//! synthetic music under noise and speed changes, refusal of bad input.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use hendu_fingerprint::params::SAMPLE_RATE;
+use hendu_fingerprint::synth::{mix_at_snr, music, white_noise};
+use hendu_fingerprint::{
+    Clip, DecodeError, Fingerprinter, Index, IndexBuilder, PeakProfile, SearchOptions, Searcher,
+    fingerprint_clip, fingerprint_file, read_clip,
+};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+const FORMATS: [&str; 6] = [
+    "tones.wav",
+    "tones.mp3",
+    "tones.aac",
+    "tones.m4a",
+    "tones.flac",
+    "tones-ogg-without-extension",
+];
+
+#[test]
+fn every_supported_format_decodes_to_the_same_audio() {
+    let reference = fingerprint_file(&fixture("tones.wav"), PeakProfile::CATALOGUE).unwrap();
+    let mut builder = IndexBuilder::new();
+    builder.add(&reference.peaks, reference.frames).unwrap();
+    let index = builder.build();
+    for name in FORMATS {
+        let clip = read_clip(&fixture(name), 60.0).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let seconds = clip.samples.len() as f64 / f64::from(clip.sample_rate);
+        // Lossy codecs add priming and padding of a few tens of milliseconds.
+        assert!((seconds - 3.0).abs() < 0.1, "{name}: {seconds} s");
+        let peaks = fingerprint_clip(&clip, PeakProfile::QUERY);
+        let found = index
+            .search(
+                &peaks,
+                &SearchOptions::with_speed_range(0.0, 0.01),
+                &mut Searcher::default(),
+            )
+            .unwrap_or_else(|| panic!("{name}: no candidate"));
+        assert!(
+            found.offset_s.abs() < 0.1,
+            "{name}: offset {}",
+            found.offset_s
+        );
+        assert!(found.score >= 10, "{name}: score {}", found.score);
+    }
+}
+
+fn catalogue(seeds: &[u64], seconds: f32) -> Index {
+    let mut builder = IndexBuilder::new();
+    for &seed in seeds {
+        let clip = Clip {
+            sample_rate: 22_050,
+            samples: music(seed, seconds, 22_050),
+        };
+        let mut fp = Fingerprinter::new(clip.sample_rate, PeakProfile::CATALOGUE);
+        let mut peaks = Vec::new();
+        fp.push(&clip.samples, &mut peaks);
+        fp.finish(&mut peaks);
+        builder.add(&peaks, fp.frames()).unwrap();
+    }
+    builder.build()
+}
+
+fn excerpt(seed: u64, start_s: f32, seconds: f32, rate: u32) -> Vec<f32> {
+    let all = music(seed, start_s + seconds, rate);
+    all[(start_s * rate as f32) as usize..].to_vec()
+}
+
+#[test]
+fn recognises_a_noisy_excerpt_and_locates_it() {
+    let index = catalogue(&[1, 2, 3, 4, 5], 60.0);
+    let clean = excerpt(3, 20.0, 8.0, 22_050);
+    let noisy = mix_at_snr(&clean, &white_noise(99, clean.len()), 0.0);
+    let clip = Clip {
+        sample_rate: 22_050,
+        samples: noisy,
+    };
+    let peaks = fingerprint_clip(&clip, PeakProfile::QUERY);
+    let found = index
+        .search(&peaks, &SearchOptions::default(), &mut Searcher::default())
+        .unwrap();
+    assert_eq!(found.track, 2);
+    assert!(
+        (found.offset_s - 20.0).abs() < 0.05,
+        "offset {}",
+        found.offset_s
+    );
+    assert!(found.confidence > 0.9, "confidence {}", found.confidence);
+}
+
+#[test]
+fn recognises_audio_played_two_percent_fast() {
+    let index = catalogue(&[1, 2, 3], 60.0);
+    // Played 2% fast: the original at 22050 Hz, declared as 22491 Hz.
+    let clip = Clip {
+        sample_rate: 22_491,
+        samples: excerpt(2, 10.0, 8.0, 22_050),
+    };
+    let peaks = fingerprint_clip(&clip, PeakProfile::QUERY);
+    let found = index
+        .search(&peaks, &SearchOptions::default(), &mut Searcher::default())
+        .unwrap();
+    assert_eq!(found.track, 1);
+    assert!((found.speed - 1.02).abs() < 0.003, "speed {}", found.speed);
+    assert!(
+        (found.offset_s - 10.0).abs() < 0.1,
+        "offset {}",
+        found.offset_s
+    );
+    assert!(found.confidence > 0.9);
+}
+
+#[test]
+fn unknown_audio_is_not_confidently_matched() {
+    let index = catalogue(&[1, 2, 3, 4, 5], 60.0);
+    for seed in 100..110 {
+        let clip = Clip {
+            sample_rate: 22_050,
+            samples: music(seed, 8.0, 22_050),
+        };
+        let peaks = fingerprint_clip(&clip, PeakProfile::QUERY);
+        let best = index.search(&peaks, &SearchOptions::default(), &mut Searcher::default());
+        assert!(
+            best.as_ref().is_none_or(|c| c.confidence < 0.5),
+            "seed {seed}: {best:?}"
+        );
+    }
+}
+
+#[test]
+fn chunking_does_not_change_the_fingerprint() {
+    let samples = music(11, 6.0, 44_100);
+    let run = |chunk: usize| {
+        let mut fp = Fingerprinter::new(44_100, PeakProfile::QUERY);
+        let mut peaks = Vec::new();
+        for c in samples.chunks(chunk) {
+            fp.push(c, &mut peaks);
+        }
+        fp.finish(&mut peaks);
+        peaks
+    };
+    let whole = run(samples.len());
+    assert!(whole.len() > 100);
+    for chunk in [1, 333, 4096] {
+        assert_eq!(run(chunk), whole, "chunk {chunk}");
+    }
+}
+
+#[test]
+fn most_peaks_survive_noise_at_ten_db() {
+    let clean = music(5, 10.0, SAMPLE_RATE);
+    let noisy = mix_at_snr(&clean, &white_noise(6, clean.len()), 10.0);
+    let peaks = |s: Vec<f32>| {
+        fingerprint_clip(
+            &Clip {
+                sample_rate: SAMPLE_RATE,
+                samples: s,
+            },
+            PeakProfile::QUERY,
+        )
+    };
+    let (a, b) = (peaks(clean), peaks(noisy));
+    let kept = a
+        .iter()
+        .filter(|p| {
+            b.iter()
+                .any(|q| q.frame.abs_diff(p.frame) <= 1 && (q.bin - p.bin).abs() <= 1.0)
+        })
+        .count();
+    assert!(
+        kept * 10 >= a.len() * 6,
+        "{kept} of {} peaks survive",
+        a.len()
+    );
+}
+
+fn temp_file(bytes: &[u8]) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(bytes).unwrap();
+    f
+}
+
+#[test]
+fn empty_and_non_audio_files_are_refused_clearly() {
+    for bytes in [&b""[..], b"hello, this is a text file\n", &[0u8; 10_000]] {
+        let f = temp_file(bytes);
+        let err = read_clip(f.path(), 60.0).unwrap_err();
+        assert!(
+            matches!(err, DecodeError::Unsupported(_) | DecodeError::NoAudio),
+            "{err:?}"
+        );
+    }
+    let missing = read_clip(Path::new("/nonexistent/clip.mp3"), 60.0).unwrap_err();
+    assert!(matches!(missing, DecodeError::Io(_)), "{missing:?}");
+}
+
+#[test]
+fn truncated_files_give_what_they_hold_or_a_clear_error() {
+    for name in FORMATS {
+        let bytes = std::fs::read(fixture(name)).unwrap();
+        for cut in [bytes.len() / 2, 64, 7] {
+            let f = temp_file(&bytes[..cut]);
+            // Either the audio before the cut, or an error; never a panic.
+            if let Ok(clip) = read_clip(f.path(), 60.0) {
+                assert!(clip.samples.len() as f64 / f64::from(clip.sample_rate) < 3.0);
+            }
+        }
+    }
+}
+
+#[test]
+fn corrupt_bytes_never_panic() {
+    let mut rng = hendu_fingerprint::synth::Rng::new(42);
+    for name in FORMATS {
+        let bytes = std::fs::read(fixture(name)).unwrap();
+        for _ in 0..20 {
+            let mut damaged = bytes.clone();
+            for _ in 0..30 {
+                let i = (rng.next_f32() * damaged.len() as f32) as usize % damaged.len();
+                damaged[i] = (rng.next_f32() * 256.0) as u8;
+            }
+            let f = temp_file(&damaged);
+            let _ = read_clip(f.path(), 60.0);
+        }
+    }
+}
+
+#[test]
+fn a_wav_header_claiming_gigabytes_is_refused_without_allocating_them() {
+    let mut wav = Vec::new();
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&u32::MAX.to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    wav.extend_from_slice(&16u32.to_le_bytes());
+    wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    wav.extend_from_slice(&u16::MAX.to_le_bytes()); // 65535 channels
+    wav.extend_from_slice(&u32::MAX.to_le_bytes()); // 4 GHz
+    wav.extend_from_slice(&u32::MAX.to_le_bytes());
+    wav.extend_from_slice(&u16::MAX.to_le_bytes());
+    wav.extend_from_slice(&16u16.to_le_bytes());
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&u32::MAX.to_le_bytes());
+    wav.extend_from_slice(&[0u8; 4096]);
+    let f = temp_file(&wav);
+    assert!(read_clip(f.path(), 60.0).is_err());
+}
