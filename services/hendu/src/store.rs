@@ -270,7 +270,7 @@ fn decode_track(bytes: &[u8]) -> Option<StoredTrack> {
         let (&bin, tail) = rest.split_first()?;
         rest = tail;
         frame = frame.checked_add(delta)?;
-        if usize::from(bin) >= BAND_HI + 1 {
+        if usize::from(bin) > BAND_HI {
             return None;
         }
         peaks.push(Peak {

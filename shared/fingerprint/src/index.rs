@@ -344,7 +344,7 @@ impl Index {
                 None => s.per_track.push((track, votes)),
             }
             if s.per_track.len() > 4 * RIVALS {
-                s.per_track.sort_unstable_by(|a, b| b.1.cmp(&a.1));
+                s.per_track.sort_unstable_by_key(|r| std::cmp::Reverse(r.1));
                 s.per_track.truncate(RIVALS);
                 floor = s.per_track[RIVALS - 1].1;
             }
@@ -352,7 +352,7 @@ impl Index {
         let (score, i) = best?;
         let bin = s.bins[i];
         let track = self.track_of(bin.offset)?;
-        s.per_track.sort_unstable_by(|a, b| b.1.cmp(&a.1));
+        s.per_track.sort_unstable_by_key(|r| std::cmp::Reverse(r.1));
         let (first, last) = [i.checked_sub(1), Some(i), Some(i + 1)]
             .into_iter()
             .flatten()

@@ -149,10 +149,12 @@ impl<'a> Scanner<'a> {
             };
             self.merge(detection, out);
         }
-        if let Some(open) = &self.open {
-            if window_start_s > open.end_s + self.options.max_gap_s {
-                out.extend(self.open.take());
-            }
+        if self
+            .open
+            .as_ref()
+            .is_some_and(|open| window_start_s > open.end_s + self.options.max_gap_s)
+        {
+            out.extend(self.open.take());
         }
         self.next_start += self.hop;
     }

@@ -1,6 +1,8 @@
 //! End-to-end tests of the engine: decoders on real files, recognition of
 //! synthetic music under noise and speed changes, refusal of bad input.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 

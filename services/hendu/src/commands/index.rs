@@ -88,13 +88,13 @@ pub fn run(args: &IndexArgs) -> Result<i32> {
         }
     }
     for (path, outcome) in &outcomes {
-        if let Outcome::AlreadyIndexed { as_source } = outcome {
-            if Path::new(as_source) != path {
-                eprintln!(
-                    "note: {} is the same audio as {as_source}; kept once",
-                    path.display()
-                );
-            }
+        if let Outcome::AlreadyIndexed { as_source } = outcome
+            && Path::new(as_source) != path
+        {
+            eprintln!(
+                "note: {} is the same audio as {as_source}; kept once",
+                path.display()
+            );
         }
     }
     eprintln!(

@@ -1,7 +1,7 @@
 //! `hendu match`: identify clips against the store.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -146,7 +146,7 @@ pub fn run(args: &MatchArgs) -> Result<i32> {
 
 fn identify(
     catalog: &Catalog,
-    path: &PathBuf,
+    path: &Path,
     options: &SearchOptions,
     searcher: &mut Searcher,
     max_seconds: f64,
