@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
+import wave
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,6 +137,17 @@ def probe(path: Path) -> dict:
         "channels": int(a.get("channels") or 0),
         "has_video": any(s.get("codec_type") == "video" for s in streams),
     }
+
+
+def wav_frames(path: Path) -> tuple[int, int]:
+    """(frames, sample rate) of a PCM WAV file."""
+    with wave.open(str(path), "rb") as w:
+        return w.getnframes(), w.getframerate()
+
+
+def wav_seconds(path: Path) -> float:
+    frames, rate = wav_frames(path)
+    return frames / rate
 
 
 def sox_rms(path: Path) -> float:

@@ -1,0 +1,211 @@
+"""Step 3: cut query clips from every track (indexed and held out) and degrade them,
+one folder per condition, plus a manifest with the ground truth."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+from common import (BenchError, Config, Progress, ffmpeg_has_encoder, log, noise_gain,
+                    read_json, require_tools, rng_for, run, short_hash, sox_rms, wav_seconds,
+                    write_json)
+
+EDGE_S = 10.0  # clips start and end at least this far from either end of the track
+NOISE_BANK_S = 300.0
+FAST_SPEED = 1.02
+
+
+@dataclass(frozen=True)
+class Condition:
+    name: str
+    duration: float  # query length in seconds, as the engine receives it
+    description: str
+
+
+CONDITIONS = [
+    Condition("clean3", 3.0, "clean, 3 s"),
+    Condition("clean5", 5.0, "clean, 5 s"),
+    Condition("clean10", 10.0, "clean, 10 s"),
+    Condition("mp3_64k", 10.0, "10 s, MP3 64 kbps"),
+    Condition("pink5db", 10.0, "10 s, pink noise at 5 dB SNR"),
+    Condition("pink0db", 10.0, "10 s, pink noise at 0 dB SNR"),
+    Condition("fast2", 10.0, "10 s, played 2% fast (pitch and tempo)"),
+    Condition("phone", 10.0, "10 s, telephone channel (300-3400 Hz, 8 kHz, GSM)"),
+]
+CONDITION_NAMES = [c.name for c in CONDITIONS]
+
+
+def source_span(cond: Condition) -> float:
+    """Seconds of the original track a clip of this condition covers."""
+    return cond.duration * FAST_SPEED if cond.name == "fast2" else cond.duration
+
+
+def plan(cfg: Config, corpus: dict) -> list[dict]:
+    """The list of queries to make: deterministic in (seed, track, condition, index)."""
+    jobs = []
+    for track in corpus["tracks"]:
+        for cond in CONDITIONS:
+            span = source_span(cond)
+            latest = track["duration"] - EDGE_S - span
+            if latest < EDGE_S:
+                continue
+            for i in range(cfg.clips_per_track):
+                rng = rng_for(cfg.seed, "clip", track["rel"], cond.name, i)
+                start = round(rng.uniform(EDGE_S, latest), 3)
+                ext = "mp3" if cond.name == "mp3_64k" else "wav"
+                name = short_hash(cfg.seed, track["rel"], cond.name, i) + "." + ext
+                jobs.append({
+                    "path": str(cfg.queries_dir / cond.name / name),
+                    "condition": cond.name,
+                    "track": track["path"] if track["split"] == "indexed" else None,
+                    "from_track": track["path"],
+                    "split": track["split"],
+                    "start_s": start,
+                    "duration_s": cond.duration,
+                    "source_span_s": round(span, 3),
+                    "noise_offset_s": round(rng.uniform(0, NOISE_BANK_S - span - 1), 3),
+                    "sample_rate": track["sample_rate"],
+                    "channels": track["channels"],
+                })
+    return jobs
+
+
+def noise_bank(cfg: Config, rate: int, channels: int) -> Path:
+    """A long pink-noise file per (rate, channels), made once with sox in repeatable mode;
+    each noisy query takes its own stretch of it."""
+    path = cfg.data / "noise" / f"pink_{rate}_{channels}.wav"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.wav")
+        run(["sox", "-R", "-n", "-r", rate, "-c", channels, "-b", "16", tmp,
+             "synth", NOISE_BANK_S, "pinknoise", "gain", "-n", "-3"])
+        os.replace(tmp, path)
+    return path
+
+
+def extract(src: str, start: float, length: float, out: Path) -> None:
+    """Decode `length` seconds of `src` from `start` into 16-bit WAV (sample-accurate)."""
+    run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-ss", f"{start:.3f}", "-i", src,
+         "-t", f"{length:.3f}", "-map", "0:a:0", "-c:a", "pcm_s16le", "-f", "wav", out])
+
+
+def add_noise(clip: Path, noise: Path, noise_offset: float, snr_db: float, out: Path,
+              tmp: Path) -> None:
+    """Mix pink noise into `clip` at `snr_db`, SNR relative to the clip's own RMS."""
+    seg = tmp / "noise.wav"
+    length = wav_seconds(clip)
+    run(["sox", "-R", noise, seg, "trim", f"{noise_offset:.3f}", f"{length:.6f}"])
+    g = noise_gain(sox_rms(clip), sox_rms(seg), snr_db)
+    # Both inputs are halved before mixing so the sum cannot clip; the result is then
+    # brought back to a normal level (peak -1 dBFS). Levels do not change the SNR.
+    run(["sox", "-R", "-m", "-v", "0.5", clip, "-v", f"{0.5 * g:.6f}", seg,
+         "-b", "16", out, "gain", "-n", "-1"])
+
+
+def phone(clip: Path, out: Path, tmp: Path, codec: str) -> None:
+    """Telephone channel: 300-3400 Hz band-pass, mono 8 kHz, codec round trip, 16-bit WAV."""
+    narrow = tmp / "narrow.wav"
+    run(["sox", "-R", clip, "-r", "8000", "-c", "1", "-b", "16", narrow, "sinc", "300-3400"])
+    if codec == "gsm":
+        coded = tmp / "coded.gsm"
+        run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", narrow, "-c:a", "libgsm",
+             "-f", "gsm", coded])
+        run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "gsm", "-i", coded,
+             "-ar", "8000", "-ac", "1", "-c:a", "pcm_s16le", "-f", "wav", out])
+    else:
+        coded = tmp / "coded.wav"
+        run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", narrow, "-c:a", "pcm_mulaw",
+             coded])
+        run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", coded, "-c:a", "pcm_s16le",
+             "-f", "wav", out])
+
+
+def make_query(job: dict, noise_path: str | None, phone_codec: str, tmp_root: str) -> str:
+    """Produce one query file (worker function; runs in a process pool)."""
+    out = Path(job["path"])
+    if out.exists():
+        return "cached"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cond = job["condition"]
+    with tempfile.TemporaryDirectory(dir=tmp_root) as td:
+        tmp = Path(td)
+        partial = tmp / ("out" + out.suffix)
+        if cond in ("clean3", "clean5", "clean10"):
+            extract(job["from_track"], job["start_s"], job["duration_s"], partial)
+        else:
+            clip = tmp / "clip.wav"
+            extract(job["from_track"], job["start_s"], job["source_span_s"], clip)
+            if cond == "mp3_64k":
+                run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", clip,
+                     "-c:a", "libmp3lame", "-b:a", "64k", "-f", "mp3", partial])
+            elif cond in ("pink5db", "pink0db"):
+                snr = 5.0 if cond == "pink5db" else 0.0
+                add_noise(clip, Path(noise_path), job["noise_offset_s"], snr, partial, tmp)
+            elif cond == "fast2":
+                # `speed` raises pitch and tempo together, then resamples back to the
+                # original rate: 10.2 s of the track become 10 s.
+                run(["sox", "-R", clip, "-b", "16", partial, "speed", str(FAST_SPEED),
+                     "rate", "-v", str(job["sample_rate"])])
+            elif cond == "phone":
+                phone(clip, partial, tmp, phone_codec)
+            else:
+                raise BenchError(f"unknown condition {cond}")
+        os.replace(partial, out)  # same file system: data dir
+    return "made"
+
+
+def build(cfg: Config, corpus: dict) -> dict:
+    """Run the queries step: generate missing clips with a process pool, write the manifest."""
+    require_tools("ffmpeg", "sox")
+    jobs = plan(cfg, corpus)
+    phone_codec = "gsm" if ffmpeg_has_encoder("libgsm") else "mulaw"
+    if phone_codec != "gsm":
+        log("queries: ffmpeg has no libgsm encoder, the phone condition uses mu-law instead")
+    cfg.tmp_dir.mkdir(parents=True, exist_ok=True)
+    todo = [j for j in jobs if not os.path.exists(j["path"])]
+    log(f"queries: {len(jobs)} queries planned, {len(jobs) - len(todo)} already made")
+    noise = {}
+    for j in todo:
+        if j["condition"].startswith("pink"):
+            key = (j["sample_rate"], j["channels"])
+            if key not in noise:
+                noise[key] = str(noise_bank(cfg, *key))
+    if todo:
+        progress = Progress("queries: generating", len(todo))
+        with ProcessPoolExecutor(max_workers=cfg.jobs) as pool:
+            futures = [
+                pool.submit(make_query, j, noise.get((j["sample_rate"], j["channels"])),
+                            phone_codec, str(cfg.tmp_dir))
+                for j in todo
+            ]
+            for fut in as_completed(futures):
+                fut.result()
+                progress.step()
+        progress.close()
+    manifest = {
+        "seed": cfg.seed,
+        "clips_per_track": cfg.clips_per_track,
+        "edge_s": EDGE_S,
+        "phone_codec": phone_codec,
+        "conditions": {c.name: {"duration_s": c.duration, "description": c.description}
+                       for c in CONDITIONS},
+        "queries": [
+            {k: j[k] for k in ("path", "condition", "track", "from_track", "split",
+                               "start_s", "duration_s")}
+            for j in jobs
+        ],
+    }
+    write_json(cfg.queries_manifest, manifest)
+    log(f"queries: wrote {cfg.queries_manifest}")
+    return manifest
+
+
+def load(cfg: Config) -> dict:
+    """The queries manifest written by `build`."""
+    if not cfg.queries_manifest.exists():
+        raise BenchError(f"no queries manifest at {cfg.queries_manifest}: "
+                         "run `bench.py queries` first")
+    return read_json(cfg.queries_manifest)
