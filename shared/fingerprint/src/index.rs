@@ -6,18 +6,28 @@
 //! sit in one array sorted by hash, addressed through a dense offsets table
 //! (`1 << HASH_BITS` + 1 entries): a lookup costs two reads of the offsets
 //! table and one contiguous run of postings, i.e. about two cache misses.
-//! That is 4 bytes per landmark plus a fixed 8 MiB table.
+//! That is 4 bytes per landmark plus a fixed 8 MiB table. The catalogue's
+//! peaks are kept too (4 bytes each, a fifth of the landmarks) for the
+//! verification step.
 //!
-//! Matching votes in the offset histogram: a query landmark at query frame
-//! `q` that hits a posting at global frame `g` votes for `g - q`, the global
-//! position of the query's first frame. The true track piles its votes into
-//! one offset (±1 frame); chance hits spread over the whole timeline.
-//! Since the gap between tracks is longer than any query, an offset names
-//! exactly one track.
+//! Matching has two stages:
+//! 1. **Voting.** A query landmark at query frame `q` that hits a posting at
+//!    global frame `g` votes for `g - q`, the global position of the query's
+//!    first frame. The true track piles its votes into one offset (±1 frame);
+//!    chance hits spread over the whole timeline. Since the gap between tracks
+//!    is longer than any query, an offset names exactly one track. The best
+//!    few tracks go on to
+//! 2. **Verification** ([`crate::verify`]): the catalogue's peaks at the
+//!    candidate alignment are compared one by one with the query's peaks, and
+//!    the number that coincide is set against the same count at decoy
+//!    alignments (other tracks, same query). Single peaks survive noise far
+//!    better than peak pairs, and the decoys measure what chance gives for
+//!    *this* query, so the resulting z-score is what the confidence is made of.
 
 use crate::hashes::{Landmark, catalogue_landmarks, query_landmarks};
 use crate::params::{CATALOGUE_FAN_OUT, FRAME_SECONDS, HASH_BITS};
 use crate::peaks::Peak;
+use crate::verify::{QueryGrid, Verdict, verify};
 
 /// Dense id of a track inside one [`Index`], in insertion order.
 pub type TrackId = u32;
@@ -36,9 +46,19 @@ pub enum IndexError {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct TrackSpan {
-    start: u32,
-    frames: u32,
+pub(crate) struct TrackSpan {
+    pub(crate) start: u32,
+    pub(crate) frames: u32,
+    /// Range of this track's peaks in [`Index::peaks`].
+    peaks_from: u32,
+    peaks_to: u32,
+}
+
+/// A catalogue peak packed as `frame << 8 | bin`.
+type PackedPeak = u32;
+
+fn pack_peak(p: &Peak) -> PackedPeak {
+    (p.frame << 8) | p.bin.round().clamp(0.0, 255.0) as u32
 }
 
 /// Collects catalogue fingerprints, then builds an [`Index`].
@@ -46,6 +66,7 @@ struct TrackSpan {
 pub struct IndexBuilder {
     landmarks: Vec<Landmark>,
     tracks: Vec<TrackSpan>,
+    peaks: Vec<PackedPeak>,
     scratch: Vec<Landmark>,
 }
 
@@ -56,7 +77,8 @@ impl IndexBuilder {
     }
 
     /// Adds a track from its catalogue peaks (see
-    /// [`crate::params::PeakProfile::CATALOGUE`]) and its length in frames.
+    /// [`crate::params::PeakProfile::CATALOGUE`], in time order) and its
+    /// length in frames.
     ///
     /// # Errors
     /// [`IndexError::Full`] when the timeline cannot take the track.
@@ -65,7 +87,7 @@ impl IndexBuilder {
             u64::from(t.start) + u64::from(t.frames) + u64::from(TRACK_GAP_FRAMES)
         });
         let end = start + u64::from(frames) + u64::from(TRACK_GAP_FRAMES);
-        if end > u64::from(u32::MAX) {
+        if end > u64::from(u32::MAX) || frames >= 1 << 24 {
             return Err(IndexError::Full);
         }
         let start = start as u32;
@@ -75,7 +97,15 @@ impl IndexBuilder {
             hash: l.hash,
             frame: start + l.frame.min(frames),
         }));
-        self.tracks.push(TrackSpan { start, frames });
+        let peaks_from = self.peaks.len() as u32;
+        self.peaks
+            .extend(peaks.iter().filter(|p| p.frame < frames).map(pack_peak));
+        self.tracks.push(TrackSpan {
+            start,
+            frames,
+            peaks_from,
+            peaks_to: self.peaks.len() as u32,
+        });
         Ok((self.tracks.len() - 1) as TrackId)
     }
 
@@ -110,6 +140,7 @@ impl IndexBuilder {
             offsets,
             postings,
             tracks: self.tracks,
+            peaks: self.peaks,
         }
     }
 }
@@ -119,7 +150,8 @@ impl IndexBuilder {
 pub struct Index {
     offsets: Vec<u32>,
     postings: Vec<u32>,
-    tracks: Vec<TrackSpan>,
+    pub(crate) tracks: Vec<TrackSpan>,
+    peaks: Vec<PackedPeak>,
 }
 
 /// How [`Index::search`] explores speed changes and when it stops.
@@ -131,6 +163,8 @@ pub struct SearchOptions {
     pub stop_confidence: f32,
     /// ... except those this close to the confident one.
     pub refine_radius: f32,
+    /// Tracks per speed that go on from voting to verification.
+    pub verify_top: usize,
 }
 
 impl SearchOptions {
@@ -145,8 +179,9 @@ impl SearchOptions {
         }
         Self {
             speeds,
-            stop_confidence: 0.99,
+            stop_confidence: 0.999,
             refine_radius: 2.01 * step,
+            verify_top: 4,
         }
     }
 }
@@ -171,8 +206,16 @@ pub struct Candidate {
     pub speed: f32,
     /// Landmarks agreeing on this track and offset.
     pub score: u32,
-    /// Score that the best chance alignment is expected to reach.
-    pub background: f32,
+    /// Landmarks agreeing on the best alignment of any other track at this speed.
+    pub rival_score: u32,
+    /// Verification: catalogue peaks at this alignment found in the query ...
+    pub verified: u32,
+    /// ... and what chance gives (median over decoy alignments).
+    pub expected: f32,
+    /// How far `verified` stands above chance, in units of the decoys' spread.
+    pub z: f32,
+    /// The evidence the confidence is made of (see [`strength`]).
+    pub strength: f32,
     /// Probability-like confidence in `[0, 1]` that the query is this track.
     pub confidence: f32,
     /// Start and end (seconds, query time) of the stretch of the query that matched.
@@ -199,17 +242,47 @@ struct Bin {
     last: u32,
 }
 
+/// A track's best alignment after voting.
+#[derive(Debug, Clone, Copy)]
+struct Voted {
+    track: TrackId,
+    votes: u32,
+    /// Global frame of the query's first frame.
+    offset: u32,
+    first: u32,
+    last: u32,
+}
+
 /// Reusable buffers of one search; keep one per thread.
 #[derive(Debug, Default)]
 pub struct Searcher {
     landmarks: Vec<Landmark>,
     hits: Vec<u64>,
     bins: Vec<Bin>,
-    per_track: Vec<(TrackId, u32)>,
+    voted: Vec<Voted>,
+    grid: QueryGrid,
 }
 
-/// Distinct tracks whose best score is kept to estimate the chance level.
-const RIVALS: usize = 8;
+/// How strongly a candidate stands out, from two independent views:
+/// - the vote margin over the best *other* track at the same speed, in
+///   Poisson standard deviations of that rival (chance alignments have rivals
+///   of similar strength, a true one does not);
+/// - half the verification z-score (single peaks that coincide at the exact
+///   alignment, against the same track shifted by a fraction of a second).
+pub fn strength(votes: u32, rival_votes: u32, z: f32) -> f32 {
+    let rival = rival_votes as f32;
+    (votes as f32 - rival) / (rival + 1.0).sqrt() + z / 2.0
+}
+
+/// Confidence is one half at this [`strength`] (see `docs/recognition.md`) ...
+pub const CONFIDENCE_MID: f32 = 6.0;
+/// ... and rises from 0.12 to 0.88 over twice this many units.
+pub const CONFIDENCE_SCALE: f32 = 0.5;
+
+/// Maps a candidate's [`strength`] to a confidence in `[0, 1]`.
+pub fn confidence(strength: f32) -> f32 {
+    1.0 / (1.0 + (-(strength - CONFIDENCE_MID) / CONFIDENCE_SCALE).exp())
+}
 
 impl Index {
     /// Number of tracks.
@@ -229,7 +302,17 @@ impl Index {
 
     /// Bytes of memory held by the index's arrays.
     pub fn heap_bytes(&self) -> usize {
-        self.offsets.len() * 4 + self.postings.len() * 4 + self.tracks.len() * 8
+        (self.offsets.len() + self.postings.len() + self.peaks.len()) * 4
+            + self.tracks.len() * std::mem::size_of::<TrackSpan>()
+    }
+
+    /// Catalogue peaks of `track` with `from <= frame < to`.
+    pub(crate) fn track_peaks_between(&self, track: TrackId, from: i64, to: i64) -> &[PackedPeak] {
+        let t = self.tracks[track as usize];
+        let all = &self.peaks[t.peaks_from as usize..t.peaks_to as usize];
+        let lo = all.partition_point(|&p| i64::from(p >> 8) < from);
+        let hi = all.partition_point(|&p| i64::from(p >> 8) < to);
+        &all[lo..hi.max(lo)]
     }
 
     fn track_of(&self, offset: u32) -> Option<TrackId> {
@@ -252,11 +335,12 @@ impl Index {
         searcher: &mut Searcher,
     ) -> Option<Candidate> {
         let mut best: Option<Candidate> = None;
-        // Once a speed is confident, its neighbours are still tried: the
-        // first confident speed is often one step off the true one.
-        let mut settled: Option<f32> = None;
+        // Once a speed is confident, only its neighbours are still tried, for
+        // as long as they improve on it: the first confident speed is often a
+        // step or two short of the true one.
+        let mut settled = false;
         for &speed in &options.speeds {
-            if let Some(at) = settled {
+            if let Some(at) = best.as_ref().filter(|_| settled).map(|b| b.speed) {
                 if (speed - 1.0).abs() > (at - 1.0).abs() + options.refine_radius {
                     break;
                 }
@@ -264,23 +348,72 @@ impl Index {
                     continue;
                 }
             }
-            let Some(found) = self.search_at_speed(peaks, speed, searcher) else {
+            self.vote(peaks, speed, options.verify_top, searcher);
+            if searcher.voted.is_empty() {
                 continue;
-            };
-            if best.as_ref().is_none_or(|b| found.score > b.score) {
-                best = Some(found);
             }
-            if settled.is_none() {
-                settled = best
-                    .as_ref()
-                    .filter(|b| b.confidence >= options.stop_confidence)
-                    .map(|b| b.speed);
+            searcher.grid.fill(peaks, speed);
+            for i in 0..searcher.voted.len() {
+                let v = searcher.voted[i];
+                let rival = searcher
+                    .voted
+                    .iter()
+                    .filter(|r| r.track != v.track)
+                    .map(|r| r.votes)
+                    .max()
+                    // Rivals below the voting floor were not recorded: at most that.
+                    .unwrap_or(0)
+                    .max(MIN_VOTES - 1);
+                let found = self.candidate(v, rival, speed, &searcher.grid);
+                // Between tracks the stronger evidence wins; between speeds of
+                // one track, the most agreeing landmarks (the truest speed).
+                let better = best.as_ref().is_none_or(|b| {
+                    if b.track == found.track && (b.offset_s - found.offset_s).abs() < 2.0 {
+                        found.score > b.score
+                    } else {
+                        found.strength > b.strength
+                    }
+                });
+                if better {
+                    best = Some(found);
+                }
             }
+            settled |= best
+                .as_ref()
+                .is_some_and(|b| b.confidence >= options.stop_confidence);
         }
         best
     }
 
-    fn search_at_speed(&self, peaks: &[Peak], speed: f32, s: &mut Searcher) -> Option<Candidate> {
+    fn candidate(&self, v: Voted, rival_score: u32, speed: f32, grid: &QueryGrid) -> Candidate {
+        let start = self.tracks[v.track as usize].start;
+        let offset_frames = i64::from(v.offset) - i64::from(start);
+        let Verdict {
+            verified,
+            expected,
+            z,
+        } = verify(self, v.track, offset_frames, grid);
+        Candidate {
+            track: v.track,
+            offset_s: offset_frames as f64 * FRAME_SECONDS,
+            speed,
+            score: v.votes,
+            rival_score,
+            verified,
+            expected,
+            z,
+            strength: strength(v.votes, rival_score, z),
+            confidence: confidence(strength(v.votes, rival_score, z)),
+            query_span_s: (
+                f64::from(v.first) * FRAME_SECONDS / f64::from(speed),
+                f64::from(v.last) * FRAME_SECONDS / f64::from(speed),
+            ),
+        }
+    }
+
+    /// Offset-histogram voting at one speed; leaves the best alignment of
+    /// each of the `top` best tracks in `s.voted`.
+    fn vote(&self, peaks: &[Peak], speed: f32, top: usize, s: &mut Searcher) {
         s.landmarks.clear();
         query_landmarks(peaks, speed, &mut s.landmarks);
         s.hits.clear();
@@ -295,8 +428,9 @@ impl Index {
                     .map(|&g| (u64::from(g - l.frame) << 32) | u64::from(l.frame)),
             );
         }
+        s.voted.clear();
         if s.hits.is_empty() {
-            return None;
+            return;
         }
         s.hits.sort_unstable();
         s.bins.clear();
@@ -318,17 +452,17 @@ impl Index {
         }
         // Votes within ±1 frame count together: rounding of warped times
         // spreads a true alignment over neighbouring offsets.
-        s.per_track.clear();
-        let mut best: Option<(u32, usize)> = None;
-        let mut floor = 2;
+        let mut floor = MIN_VOTES - 1;
         for i in 0..s.bins.len() {
             let b = s.bins[i];
             let mut votes = b.votes;
-            if i > 0 && s.bins[i - 1].offset + 1 == b.offset {
-                votes += s.bins[i - 1].votes;
-            }
-            if i + 1 < s.bins.len() && s.bins[i + 1].offset == b.offset + 1 {
-                votes += s.bins[i + 1].votes;
+            let (mut first, mut last) = (b.first, b.last);
+            for j in [i.wrapping_sub(1), i + 1] {
+                if let Some(n) = s.bins.get(j).filter(|n| n.offset.abs_diff(b.offset) == 1) {
+                    votes += n.votes;
+                    first = first.min(n.first);
+                    last = last.max(n.last);
+                }
             }
             if votes <= floor {
                 continue;
@@ -336,92 +470,26 @@ impl Index {
             let Some(track) = self.track_of(b.offset) else {
                 continue;
             };
-            if best.is_none_or(|(v, _)| votes > v) {
-                best = Some((votes, i));
+            let entry = Voted {
+                track,
+                votes,
+                offset: b.offset,
+                first,
+                last,
+            };
+            match s.voted.iter_mut().find(|v| v.track == track) {
+                Some(v) if v.votes < votes => *v = entry,
+                Some(_) => {}
+                None => s.voted.push(entry),
             }
-            match s.per_track.iter_mut().find(|(t, _)| *t == track) {
-                Some(entry) => entry.1 = entry.1.max(votes),
-                None => s.per_track.push((track, votes)),
-            }
-            if s.per_track.len() > 4 * RIVALS {
-                s.per_track.sort_unstable_by_key(|r| std::cmp::Reverse(r.1));
-                s.per_track.truncate(RIVALS);
-                floor = s.per_track[RIVALS - 1].1;
+            if s.voted.len() > top {
+                s.voted.sort_unstable_by_key(|v| std::cmp::Reverse(v.votes));
+                s.voted.truncate(top);
+                floor = s.voted[top - 1].votes;
             }
         }
-        let (score, i) = best?;
-        let bin = s.bins[i];
-        let track = self.track_of(bin.offset)?;
-        s.per_track.sort_unstable_by_key(|r| std::cmp::Reverse(r.1));
-        let (first, last) = [i.checked_sub(1), Some(i), Some(i + 1)]
-            .into_iter()
-            .flatten()
-            .filter_map(|j| s.bins.get(j))
-            .filter(|b| b.offset.abs_diff(bin.offset) <= 1)
-            .fold((u32::MAX, 0), |(f, l), b| (f.min(b.first), l.max(b.last)));
-        let background = self.chance_level(s.hits.len(), &s.per_track);
-        let confidence = confidence(score, background);
-        let start = self.tracks[track as usize].start;
-        Some(Candidate {
-            track,
-            offset_s: (f64::from(bin.offset) - f64::from(start)) * FRAME_SECONDS,
-            speed,
-            score,
-            background,
-            confidence,
-            query_span_s: (
-                f64::from(first) * FRAME_SECONDS / f64::from(speed),
-                f64::from(last) * FRAME_SECONDS / f64::from(speed),
-            ),
-        })
-    }
-
-    /// The score chance alone would reach: the larger of the Poisson
-    /// expectation for the best of all offsets, and the score of the 4th best
-    /// distinct track (real music is not random: repeated chords and shared
-    /// instruments make chance alignments cluster, and the runner-up tracks
-    /// measure that directly, while tolerating a few true duplicates).
-    fn chance_level(&self, hits: usize, per_track: &[(TrackId, u32)]) -> f32 {
-        let timeline = self
-            .tracks
-            .last()
-            .map_or(1.0, |t| f64::from(t.start + t.frames));
-        let lambda = 3.0 * hits as f64 / timeline;
-        let poisson = poisson_expected_max(lambda, timeline);
-        let rival = per_track.get(3).map_or(0, |r| r.1);
-        poisson.max(f64::from(rival)) as f32
     }
 }
 
-/// Smallest `k` such that, among `bins` Poisson(`lambda`) counts, one reaching
-/// `k` is expected less than once.
-fn poisson_expected_max(lambda: f64, bins: f64) -> f64 {
-    // P(X >= k) by summing the pmf upwards.
-    let mut pmf = (-lambda).exp();
-    let mut tail = 1.0;
-    let mut k = 0u32;
-    while k < 1000 {
-        if tail * bins < 1.0 {
-            return f64::from(k);
-        }
-        tail -= pmf;
-        k += 1;
-        pmf *= lambda / f64::from(k);
-    }
-    f64::from(k)
-}
-
-/// Maps a score and the chance level to a confidence in `[0, 1]`.
-///
-/// The margin over the chance level is measured in its Poisson standard
-/// deviations (`z`); `CONFIDENCE_Z_MID` is where confidence crosses one half.
-fn confidence(score: u32, background: f32) -> f32 {
-    let excess = score as f32 - background;
-    let z = excess / (background + 1.0).sqrt();
-    1.0 / (1.0 + (-(z - CONFIDENCE_Z_MID) / CONFIDENCE_Z_SCALE).exp())
-}
-
-/// See [`confidence`].
-const CONFIDENCE_Z_MID: f32 = 4.0;
-/// See [`confidence`].
-const CONFIDENCE_Z_SCALE: f32 = 1.0;
+/// Fewest agreeing landmarks worth verifying.
+const MIN_VOTES: u32 = 3;

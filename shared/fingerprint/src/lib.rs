@@ -13,6 +13,7 @@
 //! - [`hashes`]: peak pairs (landmarks) and speed warping.
 //! - [`fingerprinter`]: the streaming pipeline, PCM in, peaks out.
 //! - [`index`]: the inverted index and the offset-histogram matcher.
+//! - [`verify`]: peak-by-peak verification of candidates against decoys.
 //! - [`timeline`]: long recordings to a timeline of plays.
 //! - [`synth`]: deterministic synthetic music and noise for tests.
 //! - [`blocks`]: the catalogue's 30 s blocks with 15 s overlap.
@@ -28,6 +29,7 @@ pub mod resample;
 pub mod spectrogram;
 pub mod synth;
 pub mod timeline;
+pub mod verify;
 
 pub use decode::{AudioReader, Clip, DecodeError, read_clip};
 pub use fingerprinter::{

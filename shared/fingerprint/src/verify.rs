@@ -1,0 +1,120 @@
+//! Verification of a candidate alignment, peak by peak, against decoys.
+//!
+//! Voting counts agreeing peak *pairs*; a pair survives noise only if both of
+//! its peaks do, so in heavy noise a true match and the best chance alignment
+//! collect similar vote counts. Verification looks again at the winning
+//! alignments with single peaks: how many of the catalogue's peaks in the
+//! aligned stretch have a query peak within ±1 frame and ±1 bin. The same
+//! count at [`DECOYS`] decoy alignments (the same stretch of other tracks, or
+//! other stretches of the same track in a tiny catalogue) tells what chance
+//! gives for this very query: dense, noisy queries coincide with anything more
+//! often than sparse, clean ones. The verdict is how many decoy spreads the
+//! candidate stands above the decoys' median.
+
+use crate::index::{Index, TRACK_GAP_FRAMES, TrackId};
+use crate::peaks::Peak;
+
+/// Decoy alignments per verification.
+pub const DECOYS: usize = 16;
+
+/// Shifts (frames) of the decoy alignments, both ways.
+const DECOY_SHIFTS: [i64; DECOYS / 2] = [8, 13, 21, 29, 37, 47, 59, 71];
+
+/// The query's peaks as a bitmap over (warped frame, bin), for ±1 look-ups.
+#[derive(Debug, Default)]
+pub(crate) struct QueryGrid {
+    words: Vec<u64>,
+    frames: usize,
+}
+
+const WORDS_PER_FRAME: usize = 4;
+
+impl QueryGrid {
+    /// Rebuilds the grid from the query's peaks warped to `speed`.
+    pub(crate) fn fill(&mut self, peaks: &[Peak], speed: f32) {
+        let limit = TRACK_GAP_FRAMES as usize;
+        let frames = peaks
+            .iter()
+            .map(|p| (p.frame as f32 * speed).round() as usize + 1)
+            .max()
+            .unwrap_or(0)
+            .min(limit);
+        self.frames = frames;
+        self.words.clear();
+        self.words.resize(frames * WORDS_PER_FRAME, 0);
+        for p in peaks {
+            let t = (p.frame as f32 * speed).round() as usize;
+            if t >= frames {
+                continue;
+            }
+            let b = (p.bin / speed).round().clamp(0.0, 255.0) as usize;
+            self.words[t * WORDS_PER_FRAME + b / 64] |= 1 << (b % 64);
+        }
+    }
+
+    /// Length of the warped query in frames.
+    pub(crate) fn frames(&self) -> usize {
+        self.frames
+    }
+
+    fn near(&self, t: i64, bin: u32) -> bool {
+        let bin = bin as usize;
+        (t - 1..=t + 1).any(|row| {
+            if row < 0 || row as usize >= self.frames {
+                return false;
+            }
+            let base = row as usize * WORDS_PER_FRAME;
+            (bin.saturating_sub(1)..=(bin + 1).min(255))
+                .any(|b| self.words[base + b / 64] & (1 << (b % 64)) != 0)
+        })
+    }
+}
+
+/// The outcome of a verification.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Verdict {
+    /// Catalogue peaks of the candidate alignment found in the query.
+    pub verified: u32,
+    /// Median of the same count over the decoys.
+    pub expected: f32,
+    /// `(verified - expected) / spread`.
+    pub z: f32,
+}
+
+/// Catalogue peaks of `track` in the query's stretch starting at track frame
+/// `offset` that have a query peak next to them.
+fn coincidences(index: &Index, track: TrackId, offset: i64, grid: &QueryGrid) -> u32 {
+    let to = offset + grid.frames() as i64;
+    index
+        .track_peaks_between(track, offset - 1, to + 1)
+        .iter()
+        .filter(|&&p| grid.near(i64::from(p >> 8) - offset, p & 0xff))
+        .count() as u32
+}
+
+/// Verifies `track` at track frame `offset` (where the query's first frame falls).
+pub(crate) fn verify(index: &Index, track: TrackId, offset: i64, grid: &QueryGrid) -> Verdict {
+    let verified = coincidences(index, track, offset, grid);
+    let n = index.len();
+    let query = grid.frames() as i64;
+    let mut decoys = [0u32; DECOYS];
+    let frames = i64::from(index.tracks[track as usize].frames);
+    for (slot, shift) in decoys
+        .iter_mut()
+        .zip(DECOY_SHIFTS.iter().flat_map(|&s| [s, -s]))
+    {
+        let _ = (n, query, frames);
+        *slot = coincidences(index, track, offset + shift, grid);
+    }
+    decoys.sort_unstable();
+    let median = (decoys[DECOYS / 2 - 1] + decoys[DECOYS / 2]) as f32 / 2.0;
+    let mut deviations = decoys.map(|d| (d as f32 - median).abs());
+    deviations.sort_unstable_by(f32::total_cmp);
+    let mad = (deviations[DECOYS / 2 - 1] + deviations[DECOYS / 2]) / 2.0;
+    let spread = (1.4826 * mad).max(median.sqrt()).max(1.0);
+    Verdict {
+        verified,
+        expected: median,
+        z: (verified as f32 - median) / spread,
+    }
+}
