@@ -43,9 +43,52 @@ def source_span(cond: Condition) -> float:
     return cond.duration * FAST_SPEED if cond.name == "fast2" else cond.duration
 
 
+SILENCE_DB = -50  # below this level (dBFS) a stretch of a track counts as silent
+MAX_SILENT_SHARE = 0.1  # a clip may overlap silence by at most this share of its span
+
+
+def silent_stretches(path: str) -> list[tuple[float, float]]:
+    """Stretches of at least 0.5 s below SILENCE_DB in a track (ffmpeg silencedetect)."""
+    proc = run(["ffmpeg", "-nostdin", "-hide_banner", "-i", path, "-af",
+                f"silencedetect=noise={SILENCE_DB}dB:d=0.5", "-f", "null", "-"])
+    stretches, start = [], None
+    for line in proc.stderr.splitlines():
+        if "silence_start:" in line:
+            start = float(line.split("silence_start:")[1].split()[0])
+        elif "silence_end:" in line and start is not None:
+            stretches.append((start, float(line.split("silence_end:")[1].split()[0])))
+            start = None
+    if start is not None:
+        stretches.append((start, float("inf")))
+    return stretches
+
+
+def silence_map(cfg: Config, corpus: dict) -> dict[str, list[tuple[float, float]]]:
+    """Silent stretches of every track, computed once and cached next to the queries.
+
+    A clip of digital silence (some game tracks have long pauses) cannot be recognised
+    by any system; the protocol draws clip starts outside such stretches."""
+    cache = cfg.queries_dir / "silence.json"
+    if cache.exists():
+        return {k: [tuple(x) for x in v] for k, v in read_json(cache).items()}
+    log("queries: finding silent stretches in the tracks")
+    paths = [t["path"] for t in corpus["tracks"]]
+    with ProcessPoolExecutor(max_workers=cfg.jobs) as pool:
+        found = dict(zip(paths, pool.map(silent_stretches, paths)))
+    cfg.queries_dir.mkdir(parents=True, exist_ok=True)
+    write_json(cache, found)
+    return found
+
+
+def silent_share(stretches: list[tuple[float, float]], start: float, span: float) -> float:
+    covered = sum(max(0.0, min(e, start + span) - max(s, start)) for s, e in stretches)
+    return covered / span
+
+
 def plan(cfg: Config, corpus: dict) -> list[dict]:
     """The list of queries to make: deterministic in (seed, track, condition, index)."""
     jobs = []
+    silences = silence_map(cfg, corpus)
     for track in corpus["tracks"]:
         for cond in CONDITIONS:
             span = source_span(cond)
@@ -54,9 +97,14 @@ def plan(cfg: Config, corpus: dict) -> list[dict]:
                 continue
             for i in range(cfg.clips_per_track):
                 rng = rng_for(cfg.seed, "clip", track["rel"], cond.name, i)
-                start = round(rng.uniform(EDGE_S, latest), 3)
+                for _ in range(50):
+                    start = round(rng.uniform(EDGE_S, latest), 3)
+                    if silent_share(silences[track["path"]], start, span) <= MAX_SILENT_SHARE:
+                        break
+                else:
+                    continue  # a track that is mostly silence: no clip from it
                 ext = "mp3" if cond.name == "mp3_64k" else "wav"
-                name = short_hash(cfg.seed, track["rel"], cond.name, i) + "." + ext
+                name = short_hash(cfg.seed, track["rel"], cond.name, i, start) + "." + ext
                 jobs.append({
                     "path": str(cfg.queries_dir / cond.name / name),
                     "condition": cond.name,

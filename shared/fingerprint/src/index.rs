@@ -233,15 +233,6 @@ impl Candidate {
     }
 }
 
-/// One offset bin of the vote histogram.
-#[derive(Debug, Clone, Copy)]
-struct Bin {
-    offset: u32,
-    votes: u32,
-    first: u32,
-    last: u32,
-}
-
 /// A track's best alignment after voting.
 #[derive(Debug, Clone, Copy)]
 struct Voted {
@@ -258,8 +249,9 @@ struct Voted {
 pub struct Searcher {
     landmarks: Vec<Landmark>,
     hits: Vec<u64>,
-    bins: Vec<Bin>,
+    counts: OffsetCounts,
     voted: Vec<Voted>,
+    frames: Vec<u32>,
     grid: QueryGrid,
 }
 
@@ -432,50 +424,31 @@ impl Index {
         if s.hits.is_empty() {
             return;
         }
-        s.hits.sort_unstable();
-        s.bins.clear();
+        s.counts.reset(s.hits.len());
         for &hit in &s.hits {
-            let offset = (hit >> 32) as u32;
-            let frame = hit as u32;
-            match s.bins.last_mut() {
-                Some(bin) if bin.offset == offset => {
-                    bin.votes += 1;
-                    bin.last = frame;
-                }
-                _ => s.bins.push(Bin {
-                    offset,
-                    votes: 1,
-                    first: frame,
-                    last: frame,
-                }),
-            }
+            s.counts.add((hit >> 32) as u32);
         }
         // Votes within ±1 frame count together: rounding of warped times
-        // spreads a true alignment over neighbouring offsets.
+        // spreads a true alignment over neighbouring offsets. An alignment
+        // worth verifying has at least two votes in its central offset.
         let mut floor = MIN_VOTES - 1;
-        for i in 0..s.bins.len() {
-            let b = s.bins[i];
-            let mut votes = b.votes;
-            let (mut first, mut last) = (b.first, b.last);
-            for j in [i.wrapping_sub(1), i + 1] {
-                if let Some(n) = s.bins.get(j).filter(|n| n.offset.abs_diff(b.offset) == 1) {
-                    votes += n.votes;
-                    first = first.min(n.first);
-                    last = last.max(n.last);
-                }
+        for (offset, count) in s.counts.entries() {
+            if count < 2 || count * 3 <= floor {
+                continue;
             }
+            let votes = count + s.counts.get(offset - 1) + s.counts.get(offset + 1);
             if votes <= floor {
                 continue;
             }
-            let Some(track) = self.track_of(b.offset) else {
+            let Some(track) = self.track_of(offset) else {
                 continue;
             };
             let entry = Voted {
                 track,
                 votes,
-                offset: b.offset,
-                first,
-                last,
+                offset,
+                first: 0,
+                last: 0,
             };
             match s.voted.iter_mut().find(|v| v.track == track) {
                 Some(v) if v.votes < votes => *v = entry,
@@ -488,8 +461,105 @@ impl Index {
                 floor = s.voted[top - 1].votes;
             }
         }
+        for v in &mut s.voted {
+            (v.first, v.last) = agreeing_span(&s.hits, v.offset, &mut s.frames);
+        }
+    }
+}
+
+/// Vote counts per offset: an open-addressing hash table sized to the hits,
+/// so that counting is linear in the hits, whatever the catalogue's size.
+#[derive(Debug, Default)]
+struct OffsetCounts {
+    slots: Vec<(u32, u32)>,
+    mask: usize,
+    shift: u32,
+}
+
+const EMPTY: u32 = u32::MAX;
+
+impl OffsetCounts {
+    fn reset(&mut self, hits: usize) {
+        let capacity = (hits * 2).next_power_of_two().max(64);
+        self.slots.clear();
+        self.slots.resize(capacity, (EMPTY, 0));
+        self.mask = capacity - 1;
+        self.shift = 32 - capacity.trailing_zeros();
+    }
+
+    fn slot(&self, key: u32) -> usize {
+        // Fibonacci hashing: the product's high bits mix all of the key's bits.
+        (key.wrapping_mul(0x9E37_79B1) >> self.shift) as usize
+    }
+
+    fn add(&mut self, key: u32) {
+        let mut i = self.slot(key);
+        loop {
+            let (k, c) = &mut self.slots[i];
+            if *k == key {
+                *c += 1;
+                return;
+            }
+            if *k == EMPTY {
+                *k = key;
+                *c = 1;
+                return;
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    fn get(&self, key: u32) -> u32 {
+        let mut i = self.slot(key);
+        loop {
+            let (k, c) = self.slots[i];
+            if k == key {
+                return c;
+            }
+            if k == EMPTY {
+                return 0;
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    fn entries(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.slots.iter().copied().filter(|&(k, _)| k != EMPTY)
     }
 }
 
 /// Fewest agreeing landmarks worth verifying.
 const MIN_VOTES: u32 = 3;
+
+/// A matched stretch starts (ends) at the first (last) agreeing landmark that
+/// has `DENSE_HITS - 1` more within `DENSE_FRAMES` (2 s): a lone chance hit in
+/// the noise before a track starts does not move its start.
+const DENSE_HITS: usize = 3;
+/// See [`DENSE_HITS`].
+const DENSE_FRAMES: u32 = 125;
+
+/// First and last query frames of the hits that agree with `offset` (±1),
+/// trimmed to where they are dense (all of them when they never are).
+fn agreeing_span(hits: &[u64], offset: u32, frames: &mut Vec<u32>) -> (u32, u32) {
+    frames.clear();
+    frames.extend(
+        hits.iter()
+            .filter(|&&h| ((h >> 32) as u32).abs_diff(offset) <= 1)
+            .map(|&h| h as u32),
+    );
+    frames.sort_unstable();
+    let dense = |w: &[u32]| w[DENSE_HITS - 1] - w[0] <= DENSE_FRAMES;
+    let first = frames.windows(DENSE_HITS).find(|w| dense(w)).map(|w| w[0]);
+    let last = frames
+        .windows(DENSE_HITS)
+        .rev()
+        .find(|w| dense(w))
+        .map(|w| w[DENSE_HITS - 1]);
+    match (first, last) {
+        (Some(first), Some(last)) => (first, last),
+        _ => (
+            frames.first().copied().unwrap_or(0),
+            frames.last().copied().unwrap_or(0),
+        ),
+    }
+}
