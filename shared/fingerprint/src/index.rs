@@ -180,7 +180,7 @@ impl SearchOptions {
         Self {
             speeds,
             stop_confidence: 0.999,
-            refine_radius: 2.01 * step,
+            refine_radius: 1.01 * step,
             verify_top: 4,
         }
     }
