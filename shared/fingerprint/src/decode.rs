@@ -58,6 +58,15 @@ impl From<SymphoniaError> for DecodeError {
     }
 }
 
+/// Counts a corrupt packet that is skipped; too many in a row end the stream.
+fn skip_bad_packet(bad_packets: &mut usize, msg: &str) -> Result<(), DecodeError> {
+    *bad_packets += 1;
+    if *bad_packets > MAX_CONSECUTIVE_BAD_PACKETS {
+        return Err(DecodeError::Corrupt(msg.to_string()));
+    }
+    Ok(())
+}
+
 /// Runs a Symphonia call, turning a panic on malformed input (a bug on their
 /// side, but our input is untrusted) into a [`DecodeError`] instead of a crash.
 fn guard<T>(call: impl FnOnce() -> T) -> Result<T, DecodeError> {
@@ -189,10 +198,7 @@ impl AudioReader {
                 }
                 Err(SymphoniaError::ResetRequired) => return Ok(None),
                 Err(SymphoniaError::DecodeError(msg)) => {
-                    bad_packets += 1;
-                    if bad_packets > MAX_CONSECUTIVE_BAD_PACKETS {
-                        return Err(DecodeError::Corrupt(msg.to_string()));
-                    }
+                    skip_bad_packet(&mut bad_packets, msg)?;
                     continue;
                 }
                 Err(e) => return Err(e.into()),
@@ -203,10 +209,7 @@ impl AudioReader {
             let buf = match guard(|| self.decoder.decode(&packet))? {
                 Ok(buf) => buf,
                 Err(SymphoniaError::DecodeError(msg)) => {
-                    bad_packets += 1;
-                    if bad_packets > MAX_CONSECUTIVE_BAD_PACKETS {
-                        return Err(DecodeError::Corrupt(msg.to_string()));
-                    }
+                    skip_bad_packet(&mut bad_packets, msg)?;
                     continue;
                 }
                 Err(e) => return Err(e.into()),

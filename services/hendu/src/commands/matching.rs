@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use hendu_fingerprint::blocks::block_of;
 use hendu_fingerprint::index::TRACK_GAP_FRAMES;
 use hendu_fingerprint::params::FRAME_SECONDS;
@@ -15,24 +15,13 @@ use rayon::prelude::*;
 use serde_json::{Value, json};
 
 use crate::catalog::Catalog;
-use crate::store::Store;
-
-/// Confidence from which `hendu match` names a track (see docs/recognition.md).
-pub const DEFAULT_MIN_CONFIDENCE: f32 = 0.5;
+use crate::commands::SearchArgs;
 
 /// Arguments of `hendu match`.
 #[derive(Debug, clap::Args)]
 pub struct MatchArgs {
-    /// Store directory written by `hendu index`.
-    #[arg(long, value_name = "DIR")]
-    pub store: PathBuf,
-    /// One JSON object per query on stdout, instead of a table.
-    #[arg(long)]
-    pub json: bool,
-    /// Below this confidence the answer is "not in the catalogue"; 0 reports
-    /// the best candidate of every query.
-    #[arg(long, value_name = "C", default_value_t = DEFAULT_MIN_CONFIDENCE)]
-    pub min_confidence: f32,
+    #[command(flatten)]
+    pub search: SearchArgs,
     /// Worker threads (default: one per core).
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
@@ -54,12 +43,9 @@ struct Answer {
 /// # Errors
 /// When the store cannot be opened.
 pub fn run(args: &MatchArgs) -> Result<i32> {
-    let store = Store::open(&args.store)?;
-    let catalog = Catalog::load(&store).context("cannot load the store")?;
-    for (path, e) in &catalog.damaged {
-        eprintln!("warning: skipped {}: {e}", path.display());
-    }
-    if !args.json {
+    let catalog = args.search.load_catalog()?;
+    let json = args.search.json;
+    if !json {
         eprintln!(
             "loaded {} tracks ({} landmarks) in {:.0} ms",
             catalog.tracks.len(),
@@ -72,7 +58,7 @@ pub fn run(args: &MatchArgs) -> Result<i32> {
     let max_seconds = f64::from(TRACK_GAP_FRAMES) * FRAME_SECONDS;
     let stdout = std::io::stdout();
     let mut failed = false;
-    if !args.json {
+    if !json {
         println!(
             "{:<40} {:<32} {:>5} {:>9} {:>10} {:>8}",
             "QUERY", "TRACK", "BLOCK", "OFFSET", "CONFIDENCE", "TIME"
@@ -95,8 +81,8 @@ pub fn run(args: &MatchArgs) -> Result<i32> {
             let accepted = answer
                 .candidate
                 .as_ref()
-                .filter(|c| c.confidence >= args.min_confidence);
-            if args.json {
+                .filter(|c| c.confidence >= args.search.min_confidence);
+            if json {
                 let mut line = json!({
                     "query": answer.query,
                     "match": accepted.map(|c| describe(&catalog, c)),

@@ -1,5 +1,45 @@
-//! One module per subcommand.
+//! One module per subcommand, and the arguments they share.
 
 pub mod index;
 pub mod matching;
 pub mod scan;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use crate::catalog::Catalog;
+use crate::store::Store;
+
+/// Confidence from which a track is named (see docs/recognition.md).
+pub const DEFAULT_MIN_CONFIDENCE: f32 = 0.5;
+
+/// What `match` and `scan` both take: the store to search and how to answer.
+#[derive(Debug, clap::Args)]
+pub struct SearchArgs {
+    /// Store directory written by `hendu index`.
+    #[arg(long, value_name = "DIR")]
+    pub store: PathBuf,
+    /// JSON Lines on stdout (one object per answer), instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Below this confidence the answer is "not in the catalogue"; 0 reports
+    /// the best candidate whatever its confidence.
+    #[arg(long, value_name = "C", default_value_t = DEFAULT_MIN_CONFIDENCE)]
+    pub min_confidence: f32,
+}
+
+impl SearchArgs {
+    /// Loads the store into memory, reporting (and skipping) damaged track files.
+    ///
+    /// # Errors
+    /// When the store cannot be opened or listed.
+    pub fn load_catalog(&self) -> Result<Catalog> {
+        let store = Store::open(&self.store)?;
+        let catalog = Catalog::load(&store).context("cannot load the store")?;
+        for (path, e) in &catalog.damaged {
+            eprintln!("warning: skipped {}: {e}", path.display());
+        }
+        Ok(catalog)
+    }
+}

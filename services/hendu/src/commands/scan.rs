@@ -9,22 +9,14 @@ use hendu_fingerprint::{AudioReader, Fingerprinter, PeakProfile, ScanOptions, Sc
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use crate::catalog::Catalog;
-use crate::commands::matching::{DEFAULT_MIN_CONFIDENCE, clock, round3};
-use crate::store::Store;
+use crate::commands::SearchArgs;
+use crate::commands::matching::{clock, round3};
 
 /// Arguments of `hendu scan`.
 #[derive(Debug, clap::Args)]
 pub struct ScanArgs {
-    /// Store directory written by `hendu index`.
-    #[arg(long, value_name = "DIR")]
-    pub store: PathBuf,
-    /// One JSON object per recognised stretch (JSON Lines), instead of a table.
-    #[arg(long)]
-    pub json: bool,
-    /// Windows below this confidence count as unknown audio.
-    #[arg(long, value_name = "C", default_value_t = DEFAULT_MIN_CONFIDENCE)]
-    pub min_confidence: f32,
+    #[command(flatten)]
+    pub search: SearchArgs,
     /// The recording (any length: it is streamed, never held in memory).
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
@@ -35,16 +27,13 @@ pub struct ScanArgs {
 /// # Errors
 /// When the store cannot be loaded or the recording cannot be decoded.
 pub fn run(args: &ScanArgs) -> Result<i32> {
-    let store = Store::open(&args.store)?;
-    let catalog = Catalog::load(&store).context("cannot load the store")?;
-    for (path, e) in &catalog.damaged {
-        eprintln!("warning: skipped {}: {e}", path.display());
-    }
+    let catalog = args.search.load_catalog()?;
+    let json = args.search.json;
     let started = Instant::now();
     let mut reader = AudioReader::open(&args.file)
         .with_context(|| format!("cannot decode {}", args.file.display()))?;
     let options = ScanOptions {
-        min_confidence: args.min_confidence,
+        min_confidence: args.search.min_confidence,
         ..ScanOptions::default()
     };
     let mut scanner = Scanner::new(&catalog.index, options);
@@ -56,7 +45,7 @@ pub fn run(args: &ScanArgs) -> Result<i32> {
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     let stdout = std::io::stdout();
-    if !args.json {
+    if !json {
         println!(
             "{:>9} {:>9}  {:<40} {:>9} {:>10}",
             "START", "END", "TRACK", "OFFSET", "CONFIDENCE"
@@ -66,7 +55,7 @@ pub fn run(args: &ScanArgs) -> Result<i32> {
         let mut out = stdout.lock();
         for s in segments.drain(..) {
             let meta = catalog.track(s.track);
-            if args.json {
+            if json {
                 let line = json!({
                     "start_s": round3(s.start_s),
                     "end_s": round3(s.end_s),
