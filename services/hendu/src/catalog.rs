@@ -14,8 +14,8 @@ pub struct Catalog {
     pub index: Index,
     /// Indexed by [`TrackId`].
     pub tracks: Vec<TrackMeta>,
-    /// Track files that could not be read (reported, then skipped).
-    pub damaged: Vec<(PathBuf, StoreError)>,
+    /// Track files that could not be loaded, and why (reported, then skipped).
+    pub damaged: Vec<(PathBuf, String)>,
     pub load_time: Duration,
 }
 
@@ -36,14 +36,11 @@ impl Catalog {
         let mut damaged = Vec::new();
         for (path, track) in loaded {
             match track {
-                Ok(track) => {
-                    if builder.add(&track.peaks, track.meta.frames).is_err() {
-                        damaged.push((path, StoreError::Corrupt(PathBuf::from("index full"))));
-                        break;
-                    }
-                    tracks.push(track.meta);
-                }
-                Err(e) => damaged.push((path, e)),
+                Ok(track) => match builder.add(&track.peaks, track.meta.frames) {
+                    Ok(_) => tracks.push(track.meta),
+                    Err(e) => damaged.push((path, e.to_string())),
+                },
+                Err(e) => damaged.push((path, e.to_string())),
             }
         }
         Ok(Self {

@@ -230,3 +230,37 @@ fn help_explains_every_command() {
     let out = hendu(&["match", "--help"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("--min-confidence"));
 }
+
+#[test]
+fn a_damaged_track_file_is_skipped_with_a_warning_and_the_rest_still_match() {
+    let (c, _) = catalogue();
+    let tracks_dir = Path::new(&c.store).join("tracks");
+    let victim = std::fs::read_dir(&tracks_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&victim, bytes).unwrap();
+
+    let clips: Vec<String> = (0..3)
+        .map(|i| {
+            let clip = c.root.join(format!("clip{i}.wav"));
+            write_wav(&clip, seconds(&c.tracks[i], 10.0, 16.0));
+            clip.to_string_lossy().into_owned()
+        })
+        .collect();
+    let mut args = vec!["match", "--store", c.store.as_str(), "--json"];
+    args.extend(clips.iter().map(String::as_str));
+    let out = hendu(&args);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warning: skipped"));
+    let matched = json_lines(&out)
+        .iter()
+        .filter(|a| !a["match"].is_null())
+        .count();
+    assert_eq!(matched, 2, "the two intact tracks still match");
+}

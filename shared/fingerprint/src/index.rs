@@ -43,6 +43,9 @@ pub enum IndexError {
     /// The global timeline (`u32` frames, about 2 years of audio) is full.
     #[error("the index is full: at most about two years of audio fit in one index")]
     Full,
+    /// One track longer than an index can address (about 74 hours).
+    #[error("the track is too long to index (more than about 74 hours)")]
+    TrackTooLong,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -87,7 +90,10 @@ impl IndexBuilder {
             u64::from(t.start) + u64::from(t.frames) + u64::from(TRACK_GAP_FRAMES)
         });
         let end = start + u64::from(frames) + u64::from(TRACK_GAP_FRAMES);
-        if end > u64::from(u32::MAX) || frames >= 1 << 24 {
+        if frames >= 1 << 24 {
+            return Err(IndexError::TrackTooLong);
+        }
+        if end > u64::from(u32::MAX) {
             return Err(IndexError::Full);
         }
         let start = start as u32;
