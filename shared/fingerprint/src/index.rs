@@ -163,19 +163,23 @@ pub struct Index {
 /// How [`Index::search`] explores speed changes and when it stops.
 #[derive(Debug, Clone)]
 pub struct SearchOptions {
-    /// Speed hypotheses, tried in this order (1.0 = as indexed, 1.02 = 2% fast).
+    /// Coarse speed hypotheses, tried in this order (1.0 = as indexed,
+    /// 1.02 = 2% fast) until one is confident ...
     pub speeds: Vec<f32>,
-    /// Stop trying further speeds once a candidate is this confident ...
+    /// ... then speeds this far apart are tried from the best one outwards,
+    /// for as long as they improve on it.
+    pub refine_step: f32,
+    /// No speed further than this from 1.0 is tried.
+    pub max_deviation: f32,
+    /// Confidence at which the coarse search stops.
     pub stop_confidence: f32,
-    /// ... except those this close to the confident one.
-    pub refine_radius: f32,
     /// Tracks per speed that go on from voting to verification.
     pub verify_top: usize,
 }
 
 impl SearchOptions {
     /// Speeds from `1 - max_deviation` to `1 + max_deviation` in `step`s,
-    /// nearest to 1.0 first.
+    /// nearest to 1.0 first, refined by half a step.
     pub fn with_speed_range(max_deviation: f32, step: f32) -> Self {
         let mut speeds = vec![1.0];
         let steps = (max_deviation / step).round() as i32;
@@ -185,18 +189,21 @@ impl SearchOptions {
         }
         Self {
             speeds,
+            refine_step: step / 2.0,
+            max_deviation,
             stop_confidence: 0.999,
-            refine_radius: 1.01 * step,
             verify_top: 4,
         }
     }
 }
 
 impl Default for SearchOptions {
-    /// ±3% in 0.25% steps: a residual error of at most 0.125% moves a peak at
-    /// the top of the band by a quarter of a bin, which rounding absorbs.
+    /// ±3% in 0.5% steps, refined to 0.25%: a residual error of at most
+    /// 0.125% moves a peak at the top of the band by a quarter of a bin, which
+    /// rounding absorbs; a coarse step's residual of 0.25% still leaves
+    /// enough agreeing landmarks to find the track and refine.
     fn default() -> Self {
-        Self::with_speed_range(0.03, 0.0025)
+        Self::with_speed_range(0.03, 0.005)
     }
 }
 
@@ -333,54 +340,71 @@ impl Index {
         searcher: &mut Searcher,
     ) -> Option<Candidate> {
         let mut best: Option<Candidate> = None;
-        // Once a speed is confident, only its neighbours are still tried, for
-        // as long as they improve on it: the first confident speed is often a
-        // step or two short of the true one.
-        let mut settled = false;
         for &speed in &options.speeds {
-            if let Some(at) = best.as_ref().filter(|_| settled).map(|b| b.speed) {
-                if (speed - 1.0).abs() > (at - 1.0).abs() + options.refine_radius {
+            self.try_speed(peaks, speed, options, searcher, &mut best);
+            if best
+                .as_ref()
+                .is_some_and(|b| b.confidence >= options.stop_confidence)
+            {
+                break;
+            }
+        }
+        // The coarse grid leaves up to half a coarse step of error, and the
+        // first confident speed may be further off still: climb from the best
+        // speed in fine steps, each way, for as long as it improves.
+        for direction in [1.0f32, -1.0] {
+            while let Some(at) = best.as_ref().map(|b| b.speed) {
+                let next = at + direction * options.refine_step;
+                if (next - 1.0).abs() > options.max_deviation + 1e-6 {
                     break;
                 }
-                if (speed - at).abs() > options.refine_radius {
-                    continue;
+                self.try_speed(peaks, next, options, searcher, &mut best);
+                if best.as_ref().is_none_or(|b| b.speed != next) {
+                    break;
                 }
             }
-            self.vote(peaks, speed, options.verify_top, searcher);
-            if searcher.voted.is_empty() {
-                continue;
-            }
-            searcher.grid.fill(peaks, speed);
-            for i in 0..searcher.voted.len() {
-                let v = searcher.voted[i];
-                let rival = searcher
-                    .voted
-                    .iter()
-                    .filter(|r| r.track != v.track)
-                    .map(|r| r.votes)
-                    .max()
-                    // Rivals below the voting floor were not recorded: at most that.
-                    .unwrap_or(0)
-                    .max(MIN_VOTES - 1);
-                let found = self.candidate(v, rival, speed, &searcher.grid);
-                // Between tracks the stronger evidence wins; between speeds of
-                // one track, the most agreeing landmarks (the truest speed).
-                let better = best.as_ref().is_none_or(|b| {
-                    if b.track == found.track && (b.offset_s - found.offset_s).abs() < 2.0 {
-                        found.score > b.score
-                    } else {
-                        found.strength > b.strength
-                    }
-                });
-                if better {
-                    best = Some(found);
-                }
-            }
-            settled |= best
-                .as_ref()
-                .is_some_and(|b| b.confidence >= options.stop_confidence);
         }
         best
+    }
+
+    /// Votes and verifies at one speed; keeps the better of `best` and what it finds.
+    fn try_speed(
+        &self,
+        peaks: &[Peak],
+        speed: f32,
+        options: &SearchOptions,
+        searcher: &mut Searcher,
+        best: &mut Option<Candidate>,
+    ) {
+        self.vote(peaks, speed, options.verify_top, searcher);
+        if searcher.voted.is_empty() {
+            return;
+        }
+        searcher.grid.fill(peaks, speed);
+        for v in &searcher.voted {
+            let rival = searcher
+                .voted
+                .iter()
+                .filter(|r| r.track != v.track)
+                .map(|r| r.votes)
+                .max()
+                // Rivals below the voting floor were not recorded: at most that.
+                .unwrap_or(0)
+                .max(MIN_VOTES - 1);
+            let found = self.candidate(*v, rival, speed, &searcher.grid);
+            // Between tracks the stronger evidence wins; between speeds of
+            // one track, the most agreeing landmarks (the truest speed).
+            let better = best.as_ref().is_none_or(|b| {
+                if b.track == found.track && (b.offset_s - found.offset_s).abs() < 2.0 {
+                    found.score > b.score
+                } else {
+                    found.strength > b.strength
+                }
+            });
+            if better {
+                *best = Some(found);
+            }
+        }
     }
 
     fn candidate(&self, v: Voted, rival_score: u32, speed: f32, grid: &QueryGrid) -> Candidate {
