@@ -252,22 +252,19 @@ def confidence_curve(queries: list[dict], answers: dict[str, dict], related: set
     run that reports the best candidate for every query (--min-confidence 0)."""
     inq = [q for q in queries if q["track"] is not None]
     held = [q for q in queries if q["track"] is None]
-    scored_inq, scored_held = [], []
-    confs = []
-    for q in inq:
+    def answer(q: dict) -> tuple[dict | None, dict | None, float | None]:
         a = answers.get(q["path"])
         m = a.get("match") if a else None
-        c = _num(m, "confidence")
-        if c is not None:
-            confs.append(c)
+        return a, m, _num(m, "confidence")
+
+    scored_inq, scored_held = [], []
+    for q in inq:
+        a, _, c = answer(q)
         scored_inq.append((judge(q, a, related)["correct"], c))
     for q in held:
-        a = answers.get(q["path"])
-        m = a.get("match") if a else None
-        c = _num(m, "confidence")
-        if c is not None:
-            confs.append(c)
+        _, m, c = answer(q)
         scored_held.append((m is not None, c))
+    confs = [c for _, c in scored_inq + scored_held if c is not None]
     thresholds = set(CURVE_THRESHOLDS)
     if confs and (min(confs) < 0 or max(confs) > 1):
         # Not a 0..1 scale: use deciles of the observed confidences instead.
