@@ -20,9 +20,9 @@
 //! 2. **Verification** ([`crate::verify`]): the catalogue's peaks at the
 //!    candidate alignment are compared one by one with the query's peaks, and
 //!    the number that coincide is set against the same count at decoy
-//!    alignments (other tracks, same query). Single peaks survive noise far
-//!    better than peak pairs, and the decoys measure what chance gives for
-//!    *this* query, so the resulting z-score is what the confidence is made of.
+//!    alignments (the same track shifted by a fraction of a second).
+//! 3. **Strength and confidence** ([`strength`], [`confidence`]): the vote
+//!    margin over the best other track, plus half the verification z-score.
 
 use crate::hashes::{Landmark, catalogue_landmarks, query_landmarks};
 use crate::params::{CATALOGUE_FAN_OUT, FRAME_SECONDS, HASH_BITS};
@@ -49,9 +49,9 @@ pub enum IndexError {
 }
 
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct TrackSpan {
-    pub(crate) start: u32,
-    pub(crate) frames: u32,
+struct TrackSpan {
+    start: u32,
+    frames: u32,
     /// Range of this track's peaks in [`Index::peaks`].
     peaks_from: u32,
     peaks_to: u32,
@@ -156,7 +156,7 @@ impl IndexBuilder {
 pub struct Index {
     offsets: Vec<u32>,
     postings: Vec<u32>,
-    pub(crate) tracks: Vec<TrackSpan>,
+    tracks: Vec<TrackSpan>,
     peaks: Vec<PackedPeak>,
 }
 

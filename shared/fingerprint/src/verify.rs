@@ -5,11 +5,13 @@
 //! collect similar vote counts. Verification looks again at the winning
 //! alignments with single peaks: how many of the catalogue's peaks in the
 //! aligned stretch have a query peak within ±1 frame and ±1 bin. The same
-//! count at [`DECOYS`] decoy alignments (the same stretch of other tracks, or
-//! other stretches of the same track in a tiny catalogue) tells what chance
-//! gives for this very query: dense, noisy queries coincide with anything more
-//! often than sparse, clean ones. The verdict is how many decoy spreads the
-//! candidate stands above the decoys' median.
+//! count at [`DECOYS`] decoy alignments, the same track shifted by 0.13 to
+//! 1.1 s either way, tells what near-misses give for this very query: music
+//! that merely shares a key and instruments with the query coincides about as
+//! well when shifted, a true alignment does not. (Decoys taken from other
+//! tracks were tried first: they let such related music through, because they
+//! share nothing with the query at all.) The verdict is how many decoy
+//! spreads the candidate stands above the decoys' median.
 
 use crate::index::{Index, TRACK_GAP_FRAMES, TrackId};
 use crate::peaks::Peak;
@@ -95,15 +97,11 @@ fn coincidences(index: &Index, track: TrackId, offset: i64, grid: &QueryGrid) ->
 /// Verifies `track` at track frame `offset` (where the query's first frame falls).
 pub(crate) fn verify(index: &Index, track: TrackId, offset: i64, grid: &QueryGrid) -> Verdict {
     let verified = coincidences(index, track, offset, grid);
-    let n = index.len();
-    let query = grid.frames() as i64;
     let mut decoys = [0u32; DECOYS];
-    let frames = i64::from(index.tracks[track as usize].frames);
     for (slot, shift) in decoys
         .iter_mut()
         .zip(DECOY_SHIFTS.iter().flat_map(|&s| [s, -s]))
     {
-        let _ = (n, query, frames);
         *slot = coincidences(index, track, offset + shift, grid);
     }
     decoys.sort_unstable();
