@@ -66,16 +66,3 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Scan(args) => commands::scan::run(&args),
     }
 }
-
-/// A thread pool of `jobs` threads (default: one per core).
-///
-/// # Errors
-/// If `jobs` is zero or the threads cannot be started.
-pub fn thread_pool(jobs: Option<usize>) -> Result<rayon::ThreadPool> {
-    if jobs == Some(0) {
-        anyhow::bail!("--jobs must be at least 1");
-    }
-    Ok(rayon::ThreadPoolBuilder::new()
-        .num_threads(jobs.unwrap_or(0))
-        .build()?)
-}

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use crate::decode::{AudioReader, Clip, DecodeError};
-use crate::params::{FRAME_SECONDS, PeakProfile, SAMPLE_RATE};
+use crate::params::{PeakProfile, SAMPLE_RATE};
 use crate::peaks::{Peak, PeakPicker};
 use crate::resample::Resampler;
 use crate::spectrogram::Stft;
@@ -95,13 +95,6 @@ pub struct Fingerprint {
     pub frames: u32,
     /// Duration of the decoded audio in seconds.
     pub duration_s: f64,
-}
-
-impl Fingerprint {
-    /// Length of the analysed audio in seconds, on the frame grid.
-    pub fn frames_seconds(&self) -> f64 {
-        f64::from(self.frames) * FRAME_SECONDS
-    }
 }
 
 /// Decodes and fingerprints a whole file, never holding more than one

@@ -305,12 +305,6 @@ impl Index {
         self.postings.len()
     }
 
-    /// Bytes of memory held by the index's arrays.
-    pub fn heap_bytes(&self) -> usize {
-        (self.offsets.len() + self.postings.len() + self.peaks.len()) * 4
-            + self.tracks.len() * std::mem::size_of::<TrackSpan>()
-    }
-
     /// Catalogue peaks of `track` with `from <= frame < to`.
     pub(crate) fn track_peaks_between(&self, track: TrackId, from: i64, to: i64) -> &[PackedPeak] {
         let t = self.tracks[track as usize];

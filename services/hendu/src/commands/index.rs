@@ -10,6 +10,7 @@ use hendu_fingerprint::{PeakProfile, fingerprint_file};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
+use crate::commands::JobsArgs;
 use crate::store::{Store, StoredTrack, TrackMeta};
 use crate::walk;
 
@@ -19,9 +20,8 @@ pub struct IndexArgs {
     /// Store directory (created if missing).
     #[arg(long, value_name = "DIR")]
     pub store: PathBuf,
-    /// Worker threads (default: one per core).
-    #[arg(long, short = 'j', value_name = "N")]
-    pub jobs: Option<usize>,
+    #[command(flatten)]
+    pub jobs: JobsArgs,
     /// Audio files, or folders to search recursively.
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
@@ -42,7 +42,7 @@ pub fn run(args: &IndexArgs) -> Result<i32> {
     let store = Store::create(&args.store)
         .with_context(|| format!("cannot open store {}", args.store.display()))?;
     let (files, walk_errors) = walk::expand(&args.paths);
-    let pool = crate::thread_pool(args.jobs)?;
+    let pool = args.jobs.pool()?;
     let jobs = pool.current_num_threads();
     let progress = ProgressBar::new(files.len() as u64).with_style(
         ProgressStyle::with_template(

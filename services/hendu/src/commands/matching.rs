@@ -15,16 +15,15 @@ use rayon::prelude::*;
 use serde_json::{Value, json};
 
 use crate::catalog::Catalog;
-use crate::commands::SearchArgs;
+use crate::commands::{JobsArgs, SearchArgs};
 
 /// Arguments of `hendu match`.
 #[derive(Debug, clap::Args)]
 pub struct MatchArgs {
     #[command(flatten)]
     pub search: SearchArgs,
-    /// Worker threads (default: one per core).
-    #[arg(long, short = 'j', value_name = "N")]
-    pub jobs: Option<usize>,
+    #[command(flatten)]
+    pub jobs: JobsArgs,
     /// Audio clips to identify (only their first 65 s are used).
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
@@ -53,7 +52,7 @@ pub fn run(args: &MatchArgs) -> Result<i32> {
             catalog.load_time.as_secs_f64() * 1000.0
         );
     }
-    let pool = crate::thread_pool(args.jobs)?;
+    let pool = args.jobs.pool()?;
     let options = SearchOptions::default();
     let max_seconds = f64::from(TRACK_GAP_FRAMES) * FRAME_SECONDS;
     let stdout = std::io::stdout();

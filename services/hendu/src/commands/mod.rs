@@ -14,6 +14,29 @@ use crate::store::Store;
 /// Confidence from which a track is named (see docs/recognition.md).
 pub const DEFAULT_MIN_CONFIDENCE: f32 = 0.5;
 
+/// How many worker threads a command may use.
+#[derive(Debug, clap::Args)]
+pub struct JobsArgs {
+    /// Worker threads (default: one per core).
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+}
+
+impl JobsArgs {
+    /// A thread pool of that many threads.
+    ///
+    /// # Errors
+    /// If `--jobs` is zero or the threads cannot be started.
+    pub fn pool(&self) -> Result<rayon::ThreadPool> {
+        if self.jobs == Some(0) {
+            anyhow::bail!("--jobs must be at least 1");
+        }
+        Ok(rayon::ThreadPoolBuilder::new()
+            .num_threads(self.jobs.unwrap_or(0))
+            .build()?)
+    }
+}
+
 /// What `match` and `scan` both take: the store to search and how to answer.
 #[derive(Debug, clap::Args)]
 pub struct SearchArgs {
