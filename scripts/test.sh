@@ -12,6 +12,9 @@ fi
 # The toolchain pinned in rust-toolchain.toml, with rustfmt and clippy.
 rustup show active-toolchain >/dev/null
 
+# shellcheck source=scripts/test-services.sh
+source scripts/test-services.sh
+
 echo "== format"
 cargo fmt --all -- --check
 echo "== lint"

@@ -58,12 +58,14 @@
 //! - [`timeline`]: long recordings to a timeline of plays.
 //! - [`synth`]: deterministic synthetic music and noise for tests.
 //! - [`blocks`]: the catalogue's 30 s blocks with 15 s overlap.
+//! - [`packed`]: a compact byte form of peak lists for stores and the wire.
 
 pub mod blocks;
 pub mod decode;
 pub mod fingerprinter;
 pub mod hashes;
 pub mod index;
+pub mod packed;
 pub mod params;
 pub mod peaks;
 pub mod resample;

@@ -1,0 +1,214 @@
+//! A compact byte form of a peak list, for stores and the wire.
+//!
+//! Layout: one byte naming the bin precision, a LEB128 varint peak count, then
+//! per peak the frame delta from the previous peak (LEB128 varint) and the bin,
+//! either rounded to one byte ([`BinPrecision::Whole`], about 2 bytes a peak:
+//! catalogue tracks, whose bins are never warped) or in 1/256ths of a bin as two
+//! little-endian bytes ([`BinPrecision::Fine`], about 3 bytes a peak: queries
+//! and samples, which the matcher warps to undo speed changes and so need the
+//! fraction). Peaks rather than hashes are kept because each peak anchors several
+//! hashes: the hashes are rebuilt from peaks at load time in a fraction of the
+//! time it takes to read them.
+//!
+//! ```
+//! use hendu_fingerprint::Peak;
+//! use hendu_fingerprint::packed::{BinPrecision, pack, unpack};
+//!
+//! let peaks = vec![Peak { frame: 3, bin: 40.25 }, Peak { frame: 900, bin: 120.5 }];
+//! let bytes = pack(&peaks, BinPrecision::Fine);
+//! assert_eq!(unpack(&bytes).unwrap(), peaks);
+//! ```
+
+use crate::params::BAND_HI;
+use crate::peaks::Peak;
+
+/// How precisely bins are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinPrecision {
+    /// Rounded to a whole bin, one byte.
+    Whole = 1,
+    /// To 1/256 bin, two bytes.
+    Fine = 2,
+}
+
+/// Why bytes are not a packed peak list.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UnpackError {
+    #[error("unknown peak packing {0}")]
+    UnknownPrecision(u8),
+    #[error("packed peaks are truncated or malformed")]
+    Malformed,
+    #[error("packed peak bin {0} is outside the analysis band")]
+    BinOutOfBand(f32),
+}
+
+/// Packs peaks (in frame order) into bytes.
+///
+/// # Panics
+/// If the peaks are not in non-decreasing frame order (the fingerprinter
+/// always emits them so).
+pub fn pack(peaks: &[Peak], precision: BinPrecision) -> Vec<u8> {
+    let per_peak = if precision == BinPrecision::Whole {
+        2
+    } else {
+        3
+    };
+    let mut out = Vec::with_capacity(6 + peaks.len() * per_peak);
+    out.push(precision as u8);
+    put_varint(&mut out, peaks.len() as u32);
+    let mut previous = 0u32;
+    for p in peaks {
+        let delta = p
+            .frame
+            .checked_sub(previous)
+            .expect("peaks are packed in frame order");
+        previous = p.frame;
+        put_varint(&mut out, delta);
+        match precision {
+            BinPrecision::Whole => out.push(p.bin.round().clamp(0.0, 255.0) as u8),
+            BinPrecision::Fine => {
+                let fixed = (p.bin * 256.0).round().clamp(0.0, f32::from(u16::MAX)) as u16;
+                out.extend_from_slice(&fixed.to_le_bytes());
+            }
+        }
+    }
+    out
+}
+
+/// Unpacks what [`pack`] wrote.
+///
+/// # Errors
+/// [`UnpackError`] for anything [`pack`] cannot have written; never panics and
+/// never allocates more than the input can describe.
+pub fn unpack(bytes: &[u8]) -> Result<Vec<Peak>, UnpackError> {
+    let (&tag, mut rest) = bytes.split_first().ok_or(UnpackError::Malformed)?;
+    let precision = match tag {
+        1 => BinPrecision::Whole,
+        2 => BinPrecision::Fine,
+        other => return Err(UnpackError::UnknownPrecision(other)),
+    };
+    let count = take_varint(&mut rest)? as usize;
+    // Each peak takes at least two bytes: a count beyond that is a lie.
+    if count > rest.len() / 2 {
+        return Err(UnpackError::Malformed);
+    }
+    let mut peaks = Vec::with_capacity(count);
+    let mut frame = 0u32;
+    for _ in 0..count {
+        let delta = take_varint(&mut rest)?;
+        frame = frame.checked_add(delta).ok_or(UnpackError::Malformed)?;
+        let bin = match precision {
+            BinPrecision::Whole => {
+                let (&b, tail) = rest.split_first().ok_or(UnpackError::Malformed)?;
+                rest = tail;
+                f32::from(b)
+            }
+            BinPrecision::Fine => {
+                let (b, tail) = rest.split_at_checked(2).ok_or(UnpackError::Malformed)?;
+                rest = tail;
+                f32::from(u16::from_le_bytes([b[0], b[1]])) / 256.0
+            }
+        };
+        if bin > BAND_HI as f32 + 1.0 {
+            return Err(UnpackError::BinOutOfBand(bin));
+        }
+        peaks.push(Peak { frame, bin });
+    }
+    if rest.is_empty() {
+        Ok(peaks)
+    } else {
+        Err(UnpackError::Malformed)
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut value: u32) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn take_varint(rest: &mut &[u8]) -> Result<u32, UnpackError> {
+    let mut value = 0u32;
+    let mut shift = 0;
+    loop {
+        let (&byte, tail) = rest.split_first().ok_or(UnpackError::Malformed)?;
+        *rest = tail;
+        value |= u32::from(byte & 0x7f)
+            .checked_shl(shift)
+            .ok_or(UnpackError::Malformed)?;
+        if byte & 0x80 == 0 {
+            return Ok(value);
+        }
+        shift += 7;
+        if shift > 28 {
+            return Err(UnpackError::Malformed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn peaks_strategy() -> impl Strategy<Value = Vec<Peak>> {
+        prop::collection::vec((0u32..5_000, 20u32..218, 0u32..256), 0..300).prop_map(|raw| {
+            let mut frame = 0;
+            raw.into_iter()
+                .map(|(delta, bin, frac)| {
+                    frame += delta;
+                    Peak {
+                        frame,
+                        bin: bin as f32 + frac as f32 / 256.0,
+                    }
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn fine_packing_keeps_peaks_to_a_256th_of_a_bin(peaks in peaks_strategy()) {
+            prop_assert_eq!(unpack(&pack(&peaks, BinPrecision::Fine)).unwrap(), peaks);
+        }
+
+        #[test]
+        fn whole_packing_rounds_bins(peaks in peaks_strategy()) {
+            let back = unpack(&pack(&peaks, BinPrecision::Whole)).unwrap();
+            prop_assert_eq!(back.len(), peaks.len());
+            for (a, b) in back.iter().zip(&peaks) {
+                prop_assert_eq!(a.frame, b.frame);
+                prop_assert!((a.bin - b.bin).abs() <= 0.5);
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+            let _ = unpack(&bytes);
+        }
+    }
+
+    #[test]
+    fn damage_is_reported() {
+        let bytes = pack(
+            &[Peak {
+                frame: 5,
+                bin: 30.0,
+            }],
+            BinPrecision::Whole,
+        );
+        assert_eq!(
+            unpack(&bytes[..bytes.len() - 1]),
+            Err(UnpackError::Malformed)
+        );
+        assert_eq!(unpack(&[9, 0]), Err(UnpackError::UnknownPrecision(9)));
+        assert_eq!(unpack(&[1, 200, 1]), Err(UnpackError::Malformed));
+    }
+}

@@ -1,0 +1,231 @@
+//! The catalogue's life cycle across the stores, written once for every backend.
+//!
+//! A music is matched only in state [`MusicState::Ready`], and the state moves
+//! so that a crash at any point leaves nothing the recogniser would match:
+//! - **add**: row in `ingesting` → fingerprint blocks → binary → `ready` →
+//!   event. A crash leaves an `ingesting` row that the next upload of the same
+//!   audio completes (every step is idempotent).
+//! - **delete**: `deleting` → event (recognisers drop it) → blocks → binary →
+//!   `deleted`. A crash leaves a `deleting` row, never loaded, that
+//!   [`Storage::finish_deletions`] or a new delete completes. The row itself
+//!   stays, as a tombstone, because plays refer to it.
+
+use std::collections::HashSet;
+
+use futures_util::TryStreamExt;
+use hendu_fingerprint::Peak;
+use hendu_fingerprint::packed::{BinPrecision, pack, unpack};
+use hendu_fingerprint::params::FRAME_SECONDS;
+
+use crate::Storage;
+use crate::error::{Result, StorageError};
+use crate::events::Event;
+use crate::model::{FingerprintBlock, Music, MusicId, MusicState, NewMusic};
+use crate::repo::{Inserted, Reader};
+
+/// First frame of block `index` (blocks start every 15 s).
+fn block_start_frame(index: u32) -> u32 {
+    (f64::from(index) * hendu_fingerprint::blocks::BLOCK_STEP_SECONDS / FRAME_SECONDS).round()
+        as u32
+}
+
+/// Splits a track's peaks into its blocks' documents: block `i` owns the
+/// frames from its start to block `i + 1`'s start; the last owns the rest.
+pub fn split_blocks(music: &Music, peaks: &[Peak], frames: u32) -> Vec<FingerprintBlock> {
+    let count = music.blocks.max(1);
+    (0..count)
+        .map(|i| {
+            let start = block_start_frame(i);
+            let end = if i + 1 == count {
+                frames.max(start)
+            } else {
+                block_start_frame(i + 1)
+            };
+            let own: Vec<Peak> = peaks
+                .iter()
+                .filter(|p| p.frame >= start && (p.frame < end || i + 1 == count))
+                .copied()
+                .collect();
+            FingerprintBlock {
+                music_id: music.id,
+                block: i,
+                start_frame: start,
+                end_frame: end,
+                track_frames: frames,
+                peaks: pack(&own, BinPrecision::Whole),
+            }
+        })
+        .collect()
+}
+
+/// A catalogue track ready for the matcher.
+#[derive(Debug, Clone)]
+pub struct LoadedTrack {
+    pub music: Music,
+    pub peaks: Vec<Peak>,
+    pub frames: u32,
+}
+
+/// The peaks of a track from its blocks (in block order).
+///
+/// # Errors
+/// [`StorageError::Corrupt`] if a block's peaks do not unpack.
+pub fn join_blocks(blocks: &[FingerprintBlock]) -> Result<(Vec<Peak>, u32)> {
+    let mut peaks = Vec::new();
+    let mut frames = 0;
+    for b in blocks {
+        let own = unpack(&b.peaks).map_err(|e| {
+            StorageError::corrupt(format!("music {} block {}: {e}", b.music_id, b.block))
+        })?;
+        peaks.extend(own);
+        frames = b.track_frames;
+    }
+    Ok((peaks, frames))
+}
+
+impl Storage {
+    /// Adds a music with its fingerprint (and audio, if given). The same audio
+    /// again returns the existing music with `created: false`.
+    ///
+    /// # Errors
+    /// [`StorageError`] from the stores; nothing is matched until all is stored.
+    pub async fn add_music(
+        &self,
+        new: &NewMusic,
+        peaks: &[Peak],
+        frames: u32,
+        audio: Option<Reader<'_>>,
+    ) -> Result<Inserted<Music>> {
+        let mut upserted = self.relational.upsert_music(new).await?;
+        if upserted.record.state == MusicState::Deleting {
+            // A deletion was cut short: finish it, then add afresh.
+            self.delete_music(upserted.record.id).await?;
+            upserted = self.relational.upsert_music(new).await?;
+        }
+        let music = upserted.record;
+        if music.state == MusicState::Ready {
+            return Ok(Inserted {
+                record: music,
+                created: false,
+            });
+        }
+        self.documents
+            .put_blocks(&split_blocks(&music, peaks, frames))
+            .await?;
+        if let Some(audio) = audio {
+            self.documents
+                .put_binary(music.id, &music.source, audio)
+                .await?;
+        }
+        self.relational
+            .set_music_state(music.id, MusicState::Ingesting, MusicState::Ready)
+            .await?;
+        self.events
+            .publish(&Event::MusicAdded { music_id: music.id })
+            .await?;
+        let record = self
+            .relational
+            .music(music.id)
+            .await?
+            .ok_or_else(|| StorageError::not_found("music", music.id))?;
+        Ok(Inserted {
+            record,
+            created: true,
+        })
+    }
+
+    /// Removes a music from the catalogue: fingerprints, binary, entry.
+    ///
+    /// # Errors
+    /// [`StorageError::NotFound`] if there is no such music (or it is deleted).
+    pub async fn delete_music(&self, id: MusicId) -> Result<()> {
+        let music = self
+            .relational
+            .music(id)
+            .await?
+            .filter(|m| m.state != MusicState::Deleted)
+            .ok_or_else(|| StorageError::not_found("music", id))?;
+        if music.state != MusicState::Deleting {
+            let moved = self
+                .relational
+                .set_music_state(id, music.state, MusicState::Deleting)
+                .await?;
+            if !moved {
+                // Its state changed under us (another replica): look again.
+                return Box::pin(self.delete_music(id)).await;
+            }
+        }
+        self.events
+            .publish(&Event::MusicRemoved { music_id: id })
+            .await?;
+        self.documents.delete_blocks(id).await?;
+        self.documents.delete_binary(id).await?;
+        self.relational
+            .set_music_state(id, MusicState::Deleting, MusicState::Deleted)
+            .await?;
+        Ok(())
+    }
+
+    /// Completes deletions a crash cut short. Returns how many.
+    ///
+    /// # Errors
+    /// [`StorageError`] from the stores.
+    pub async fn finish_deletions(&self) -> Result<usize> {
+        let pending = self.all_musics(MusicState::Deleting).await?;
+        for m in &pending {
+            self.delete_music(m.id).await?;
+        }
+        Ok(pending.len())
+    }
+
+    /// Every music in `state`, by id.
+    ///
+    /// # Errors
+    /// [`StorageError`] from the relational store.
+    pub async fn all_musics(&self, state: MusicState) -> Result<Vec<Music>> {
+        let mut all = Vec::new();
+        loop {
+            let after = all.last().map_or(0, |m: &Music| m.id);
+            let page = self.relational.musics(state, after, 1000).await?;
+            let done = page.len() < 1000;
+            all.extend(page);
+            if done {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// The catalogue as the matcher needs it: every `ready` music with its
+    /// peaks, in id order. Blocks of musics that are not ready (being added or
+    /// deleted) are skipped.
+    ///
+    /// # Errors
+    /// [`StorageError`] from the stores, or a damaged block.
+    pub async fn load_catalogue(&self) -> Result<Vec<LoadedTrack>> {
+        let ready = self.all_musics(MusicState::Ready).await?;
+        let wanted: HashSet<MusicId> = ready.iter().map(|m| m.id).collect();
+        let mut by_music: std::collections::HashMap<MusicId, Vec<FingerprintBlock>> =
+            std::collections::HashMap::with_capacity(ready.len());
+        let mut blocks = self.documents.all_blocks();
+        while let Some(block) = blocks.try_next().await? {
+            if wanted.contains(&block.music_id) {
+                by_music.entry(block.music_id).or_default().push(block);
+            }
+        }
+        let mut out = Vec::with_capacity(ready.len());
+        for music in ready {
+            let Some(mut blocks) = by_music.remove(&music.id) else {
+                tracing::warn!(music = music.id, "ready music has no fingerprint; skipped");
+                continue;
+            };
+            blocks.sort_by_key(|b| b.block);
+            let (peaks, frames) = join_blocks(&blocks)?;
+            out.push(LoadedTrack {
+                music,
+                peaks,
+                frames,
+            });
+        }
+        Ok(out)
+    }
+}

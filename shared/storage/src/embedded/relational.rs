@@ -1,0 +1,372 @@
+//! [`RelationalStore`] on the SQLite file (times as Unix milliseconds).
+
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+use time::OffsetDateTime;
+
+use super::SqliteStore;
+use crate::error::{Result, StorageError};
+use crate::model::{
+    ContentHash, Device, Imei, Music, MusicId, MusicState, NewDevice, NewMusic, NewPlay, NewRadio,
+    NewUser, Play, Radio, Role, SecretHash, Source, User, from_unix_ms, unix_ms,
+};
+use crate::relational::{self, hash_secret, is_unique_violation};
+use crate::repo::{Inserted, RelationalStore};
+
+fn now_ms() -> i64 {
+    unix_ms(OffsetDateTime::now_utc())
+}
+
+fn music(row: &SqliteRow) -> Result<Music> {
+    Ok(Music {
+        id: row.try_get("id")?,
+        title: row.try_get("title")?,
+        artist: row.try_get("artist")?,
+        duration_ms: row.try_get("duration_ms")?,
+        blocks: row.try_get("blocks")?,
+        content_hash: ContentHash::parse(row.try_get("content_hash")?)
+            .map_err(StorageError::corrupt)?,
+        source: row.try_get("source")?,
+        owner: row.try_get("owner_id")?,
+        state: MusicState::parse(row.try_get("state")?)?,
+        created_at: from_unix_ms(row.try_get("created_ms")?),
+        updated_at: from_unix_ms(row.try_get("updated_ms")?),
+    })
+}
+
+fn radio(row: &SqliteRow) -> Result<Radio> {
+    Ok(Radio {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        stream_url: row.try_get("stream_url")?,
+        location: row.try_get("location")?,
+        enabled: row.try_get("enabled")?,
+    })
+}
+
+fn device(row: &SqliteRow) -> Result<Device> {
+    Ok(Device {
+        id: row.try_get("id")?,
+        imei: Imei::parse(row.try_get("imei")?).map_err(StorageError::corrupt)?,
+        name: row.try_get("name")?,
+        location: row.try_get("location")?,
+        secret_hash: SecretHash(row.try_get("secret_hash")?),
+        enabled: row.try_get("enabled")?,
+    })
+}
+
+fn user(row: &SqliteRow) -> Result<User> {
+    Ok(User {
+        id: row.try_get("id")?,
+        email: row.try_get("email")?,
+        display_name: row.try_get("display_name")?,
+        role: Role::parse(row.try_get("role")?)?,
+        password_hash: SecretHash(row.try_get("password_hash")?),
+    })
+}
+
+fn play(row: &SqliteRow) -> Result<Play> {
+    let kind: &str = row.try_get("source_kind")?;
+    let id: Option<i64> = row.try_get(if kind == "radio" {
+        "radio_id"
+    } else {
+        "device_id"
+    })?;
+    Ok(Play {
+        id: row.try_get("id")?,
+        music_id: row.try_get("music_id")?,
+        source: Source::from_parts(kind, id.unwrap_or_default())?,
+        location: row.try_get("location")?,
+        started_at: from_unix_ms(row.try_get("started_ms")?),
+        ended_at: from_unix_ms(row.try_get("ended_ms")?),
+        score: row.try_get("score")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+    })
+}
+
+/// Whether an insert went in (true) or met an existing unique value (false).
+fn inserted(
+    result: std::result::Result<sqlx::sqlite::SqliteQueryResult, sqlx::Error>,
+) -> Result<bool> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if is_unique_violation(&e) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[async_trait]
+impl RelationalStore for SqliteStore {
+    async fn upsert_music(&self, new: &NewMusic) -> Result<Inserted<Music>> {
+        // BEGIN IMMEDIATE takes the write lock first: the read and the write
+        // below are one step for every other connection.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let existing = sqlx::query("SELECT id, state FROM musics WHERE content_hash = ?")
+            .bind(new.content_hash.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let now = now_ms();
+        let (id, created) = match existing {
+            Some(row) => {
+                let id: i64 = row.try_get("id")?;
+                let state = MusicState::parse(row.try_get("state")?)?;
+                if state == MusicState::Deleted {
+                    sqlx::query(
+                        "UPDATE musics SET title = ?, artist = ?, duration_ms = ?, blocks = ?, \
+                         source = ?, owner_id = ?, state = 'ingesting', updated_ms = ? WHERE id = ?",
+                    )
+                    .bind(&new.title)
+                    .bind(&new.artist)
+                    .bind(new.duration_ms)
+                    .bind(new.blocks)
+                    .bind(&new.source)
+                    .bind(new.owner)
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                (id, state == MusicState::Deleted)
+            }
+            None => {
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO musics (title, artist, duration_ms, blocks, content_hash, source, \
+                     owner_id, state, created_ms, updated_ms) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, 'ingesting', ?, ?) RETURNING id",
+                )
+                .bind(&new.title)
+                .bind(&new.artist)
+                .bind(new.duration_ms)
+                .bind(new.blocks)
+                .bind(new.content_hash.as_str())
+                .bind(&new.source)
+                .bind(new.owner)
+                .bind(now)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
+                (id, true)
+            }
+        };
+        tx.commit().await?;
+        let record = self
+            .music(id)
+            .await?
+            .ok_or_else(|| StorageError::not_found("music", id))?;
+        Ok(Inserted { record, created })
+    }
+
+    async fn set_music_state(&self, id: MusicId, from: MusicState, to: MusicState) -> Result<bool> {
+        let done =
+            sqlx::query("UPDATE musics SET state = ?, updated_ms = ? WHERE id = ? AND state = ?")
+                .bind(to.as_str())
+                .bind(now_ms())
+                .bind(id)
+                .bind(from.as_str())
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn music(&self, id: MusicId) -> Result<Option<Music>> {
+        let row = sqlx::query("SELECT * FROM musics WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(music).transpose()
+    }
+
+    async fn music_by_hash(&self, hash: &ContentHash) -> Result<Option<Music>> {
+        let row = sqlx::query("SELECT * FROM musics WHERE content_hash = ?")
+            .bind(hash.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(music).transpose()
+    }
+
+    async fn musics(&self, state: MusicState, after: MusicId, limit: u32) -> Result<Vec<Music>> {
+        let rows =
+            sqlx::query("SELECT * FROM musics WHERE state = ? AND id > ? ORDER BY id LIMIT ?")
+                .bind(state.as_str())
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(music).collect()
+    }
+
+    async fn add_radio(&self, new: &NewRadio) -> Result<Inserted<Radio>> {
+        let created = inserted(
+            sqlx::query(
+                "INSERT INTO radios (name, stream_url, location, enabled, created_ms) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(&new.name)
+            .bind(&new.stream_url)
+            .bind(&new.location)
+            .bind(new.enabled)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await,
+        )?;
+        let row = sqlx::query("SELECT * FROM radios WHERE name = ?")
+            .bind(&new.name)
+            .fetch_one(&self.pool)
+            .await?;
+        relational::same_radio(radio(&row)?, new, created)
+    }
+
+    async fn radios(&self) -> Result<Vec<Radio>> {
+        let rows = sqlx::query("SELECT * FROM radios ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(radio).collect()
+    }
+
+    async fn add_device(&self, new: &NewDevice) -> Result<Device> {
+        let secret_hash = hash_secret(&new.secret).await?;
+        let created = inserted(
+            sqlx::query(
+                "INSERT INTO devices (imei, name, location, secret_hash, enabled, created_ms) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(new.imei.as_str())
+            .bind(&new.name)
+            .bind(&new.location)
+            .bind(secret_hash.as_str())
+            .bind(new.enabled)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await,
+        )?;
+        let found = self
+            .device_by_imei(&new.imei)
+            .await?
+            .ok_or_else(|| StorageError::not_found("device", &new.imei))?;
+        relational::same_device(found, new, created).await
+    }
+
+    async fn device_by_imei(&self, imei: &Imei) -> Result<Option<Device>> {
+        let row = sqlx::query("SELECT * FROM devices WHERE imei = ?")
+            .bind(imei.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(device).transpose()
+    }
+
+    async fn set_device_enabled(&self, imei: &Imei, enabled: bool) -> Result<bool> {
+        let done = sqlx::query("UPDATE devices SET enabled = ? WHERE imei = ?")
+            .bind(enabled)
+            .bind(imei.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn add_user(&self, new: &NewUser) -> Result<User> {
+        let password_hash = hash_secret(&new.password).await?;
+        let created = inserted(
+            sqlx::query(
+                "INSERT INTO users (email, display_name, role, password_hash, created_ms) \
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(&new.email)
+            .bind(&new.display_name)
+            .bind(new.role.as_str())
+            .bind(password_hash.as_str())
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await,
+        )?;
+        let found = self
+            .user_by_email(&new.email)
+            .await?
+            .ok_or_else(|| StorageError::not_found("user", &new.email))?;
+        relational::same_user(found, new, created).await
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
+        let row = sqlx::query("SELECT * FROM users WHERE email = ?")
+            .bind(email.trim().to_lowercase())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(user).transpose()
+    }
+
+    async fn record_play(&self, new: &NewPlay) -> Result<Inserted<Play>> {
+        let (radio_id, device_id) = match new.source {
+            Source::Radio(id) => (Some(id), None),
+            Source::Device(id) => (None, Some(id)),
+        };
+        let created = inserted(
+            sqlx::query(
+                "INSERT INTO results (music_id, source_kind, radio_id, device_id, location, \
+                 started_ms, ended_ms, score, idempotency_key, created_ms) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(new.music_id)
+            .bind(new.source.kind())
+            .bind(radio_id)
+            .bind(device_id)
+            .bind(&new.location)
+            .bind(unix_ms(new.started_at))
+            .bind(unix_ms(new.ended_at))
+            .bind(new.score)
+            .bind(&new.idempotency_key)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await,
+        )?;
+        let row = sqlx::query("SELECT * FROM results WHERE idempotency_key = ?")
+            .bind(&new.idempotency_key)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Inserted {
+            record: play(&row)?,
+            created,
+        })
+    }
+
+    async fn plays_of_music(
+        &self,
+        music: MusicId,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<Play>> {
+        let rows = sqlx::query(
+            "SELECT * FROM results WHERE music_id = ? AND started_ms >= ? AND started_ms < ? \
+             ORDER BY started_ms, id",
+        )
+        .bind(music)
+        .bind(unix_ms(from))
+        .bind(unix_ms(to))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(play).collect()
+    }
+
+    async fn plays_of_source(
+        &self,
+        source: Source,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<Play>> {
+        let sql = match source {
+            Source::Radio(_) => {
+                "SELECT * FROM results WHERE radio_id = ? AND started_ms >= ? AND started_ms < ? \
+                 ORDER BY started_ms, id"
+            }
+            Source::Device(_) => {
+                "SELECT * FROM results WHERE device_id = ? AND started_ms >= ? AND started_ms < ? \
+                 ORDER BY started_ms, id"
+            }
+        };
+        let rows = sqlx::query(sql)
+            .bind(source.id())
+            .bind(unix_ms(from))
+            .bind(unix_ms(to))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(play).collect()
+    }
+}

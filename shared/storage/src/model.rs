@@ -1,0 +1,746 @@
+//! What HENDU stores, and the checks every value passes before it is stored.
+//!
+//! Constructors (`New*::new`, [`Imei::parse`], ...) validate; the backends only
+//! ever see values that passed, so a bad title or IMEI is refused with a typed
+//! [`ValidationError`] instead of a database error.
+
+use std::fmt;
+
+use argon2::Argon2;
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use hendu_fingerprint::blocks::block_count;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::error::{StorageError, ValidationError};
+
+pub type MusicId = i64;
+pub type RadioId = i64;
+pub type DeviceId = i64;
+pub type UserId = i64;
+pub type PlayId = i64;
+
+/// Longest title, artist, name or location (characters).
+pub const MAX_NAME: usize = 255;
+/// Longest stream URL or source path.
+pub const MAX_URL: usize = 2048;
+/// Longest track accepted (24 h).
+pub const MAX_DURATION_MS: u32 = 24 * 3600 * 1000;
+
+fn text(field: &'static str, value: &str, max: usize) -> Result<String, ValidationError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(ValidationError::Empty { field });
+    }
+    let len = value.chars().count();
+    if len > max {
+        return Err(ValidationError::TooLong { field, len, max });
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ValidationError::ControlCharacter { field });
+    }
+    Ok(value.to_owned())
+}
+
+fn optional_text(
+    field: &'static str,
+    value: Option<&str>,
+    max: usize,
+) -> Result<Option<String>, ValidationError> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(v) => text(field, v, max).map(Some),
+    }
+}
+
+/// Truncates to whole milliseconds: every backend keeps milliseconds, so
+/// values compare equal after a round trip.
+pub fn to_millis(t: OffsetDateTime) -> OffsetDateTime {
+    from_unix_ms(unix_ms(t))
+}
+
+pub(crate) fn unix_ms(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+pub(crate) fn from_unix_ms(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// BLAKE3 of an audio file's bytes, lowercase hex: the identity of the audio.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ContentHash(String);
+
+impl ContentHash {
+    /// The hash of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(blake3::hash(bytes).to_hex().to_string())
+    }
+
+    /// # Errors
+    /// Anything but 64 lowercase hex digits.
+    pub fn parse(hex: &str) -> Result<Self, ValidationError> {
+        if hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            Ok(Self(hex.to_owned()))
+        } else {
+            Err(ValidationError::Range {
+                field: "content hash",
+                reason: "must be 64 lowercase hex digits".into(),
+            })
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a catalogue entry is in its life. Only `Ready` music is matched:
+/// ingestion and deletion move through the other states so that a crash
+/// half-way leaves nothing the recogniser would load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MusicState {
+    /// Row written, fingerprints and binary being written.
+    Ingesting,
+    /// Fully stored; the recogniser matches it.
+    Ready,
+    /// Being removed: no longer matched, fingerprints and binary going.
+    Deleting,
+    /// Gone from the catalogue; the row stays because plays refer to it.
+    Deleted,
+}
+
+impl MusicState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ingesting => "ingesting",
+            Self::Ready => "ready",
+            Self::Deleting => "deleting",
+            Self::Deleted => "deleted",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Result<Self, StorageError> {
+        Ok(match s {
+            "ingesting" => Self::Ingesting,
+            "ready" => Self::Ready,
+            "deleting" => Self::Deleting,
+            "deleted" => Self::Deleted,
+            other => return Err(StorageError::corrupt(format!("music state {other:?}"))),
+        })
+    }
+}
+
+/// A catalogue track to add.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMusic {
+    pub title: String,
+    pub artist: Option<String>,
+    pub duration_ms: u32,
+    /// Number of 30 s blocks (with 15 s overlap) the duration makes.
+    pub blocks: u32,
+    pub content_hash: ContentHash,
+    /// Where the audio came from: the path given to `hendu index`, or the upload's file name.
+    pub source: String,
+    pub owner: Option<UserId>,
+}
+
+impl NewMusic {
+    /// # Errors
+    /// [`ValidationError`] for an empty or over-long title, artist or source,
+    /// or a duration outside (0, 24 h].
+    pub fn new(
+        title: &str,
+        artist: Option<&str>,
+        duration_ms: u32,
+        content_hash: ContentHash,
+        source: &str,
+    ) -> Result<Self, ValidationError> {
+        if duration_ms == 0 || duration_ms > MAX_DURATION_MS {
+            return Err(ValidationError::Range {
+                field: "duration",
+                reason: format!("{duration_ms} ms is not within (0, 24 h]"),
+            });
+        }
+        Ok(Self {
+            title: text("title", title, MAX_NAME)?,
+            artist: optional_text("artist", artist, MAX_NAME)?,
+            duration_ms,
+            blocks: block_count(f64::from(duration_ms) / 1000.0),
+            content_hash,
+            source: text("source", source, MAX_URL)?,
+            owner: None,
+        })
+    }
+}
+
+/// A catalogue track.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Music {
+    pub id: MusicId,
+    pub title: String,
+    pub artist: Option<String>,
+    pub duration_ms: u32,
+    pub blocks: u32,
+    pub content_hash: ContentHash,
+    pub source: String,
+    pub owner: Option<UserId>,
+    pub state: MusicState,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// A 15-digit IMEI with a valid Luhn check digit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Imei(String);
+
+impl Imei {
+    /// # Errors
+    /// [`ValidationError::ImeiFormat`] unless 15 ASCII digits;
+    /// [`ValidationError::ImeiCheckDigit`] if the Luhn check fails.
+    pub fn parse(s: &str) -> Result<Self, ValidationError> {
+        let s = s.trim();
+        if s.len() != 15 || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ValidationError::ImeiFormat(s.to_owned()));
+        }
+        let sum: u32 = s
+            .bytes()
+            .rev()
+            .enumerate()
+            .map(|(i, b)| {
+                let d = u32::from(b - b'0');
+                if i % 2 == 1 {
+                    let d2 = d * 2;
+                    if d2 > 9 { d2 - 9 } else { d2 }
+                } else {
+                    d
+                }
+            })
+            .sum();
+        if !sum.is_multiple_of(10) {
+            return Err(ValidationError::ImeiCheckDigit(s.to_owned()));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Imei {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A secret (password or device key) that never appears in logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// An argon2id hash in PHC string form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretHash(pub(crate) String);
+
+impl SecretHash {
+    /// Hashes with argon2id and a random salt (CPU-heavy: call it off the async runtime).
+    ///
+    /// # Errors
+    /// [`StorageError::Hash`] if the hasher fails.
+    pub fn of(secret: &Secret) -> Result<Self, StorageError> {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(secret.expose().as_bytes(), &salt)
+            .map(|h| Self(h.to_string()))
+            .map_err(|e| StorageError::Hash(e.to_string()))
+    }
+
+    /// Whether `secret` is the one hashed (constant-time comparison).
+    pub fn verify(&self, secret: &Secret) -> bool {
+        PasswordHash::new(&self.0).is_ok_and(|h| {
+            Argon2::default()
+                .verify_password(secret.expose().as_bytes(), &h)
+                .is_ok()
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Shortest password or device secret accepted.
+pub const MIN_SECRET: usize = 12;
+
+fn check_secret(field: &'static str, secret: &Secret) -> Result<(), ValidationError> {
+    if secret.expose().chars().count() < MIN_SECRET {
+        return Err(ValidationError::TooShort {
+            field,
+            min: MIN_SECRET,
+        });
+    }
+    if secret.expose().len() > 1024 {
+        return Err(ValidationError::TooLong {
+            field,
+            len: secret.expose().len(),
+            max: 1024,
+        });
+    }
+    Ok(())
+}
+
+/// An internet radio to monitor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRadio {
+    pub name: String,
+    pub stream_url: String,
+    pub location: Option<String>,
+    pub enabled: bool,
+}
+
+impl NewRadio {
+    /// # Errors
+    /// [`ValidationError`] for a bad name or location, or a stream URL that is
+    /// not an absolute `http`/`https` URL with a host.
+    pub fn new(
+        name: &str,
+        stream_url: &str,
+        location: Option<&str>,
+    ) -> Result<Self, ValidationError> {
+        let url_text = text("stream URL", stream_url, MAX_URL)?;
+        let bad = |reason: &str| ValidationError::Url {
+            url: url_text.clone(),
+            reason: reason.to_owned(),
+        };
+        let url = url::Url::parse(&url_text).map_err(|e| bad(&e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(bad("only http and https streams are supported"));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(bad("no host"));
+        }
+        Ok(Self {
+            name: text("name", name, MAX_NAME)?,
+            stream_url: url.to_string(),
+            location: optional_text("location", location, MAX_NAME)?,
+            enabled: true,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Radio {
+    pub id: RadioId,
+    pub name: String,
+    pub stream_url: String,
+    pub location: Option<String>,
+    pub enabled: bool,
+}
+
+/// A sensor device to register.
+#[derive(Debug, Clone)]
+pub struct NewDevice {
+    pub imei: Imei,
+    pub name: String,
+    pub location: Option<String>,
+    pub secret: Secret,
+    pub enabled: bool,
+}
+
+impl NewDevice {
+    /// # Errors
+    /// [`ValidationError`] for a bad name or location, or a secret shorter than [`MIN_SECRET`].
+    pub fn new(
+        imei: Imei,
+        name: &str,
+        location: Option<&str>,
+        secret: Secret,
+    ) -> Result<Self, ValidationError> {
+        check_secret("device secret", &secret)?;
+        Ok(Self {
+            imei,
+            name: text("name", name, MAX_NAME)?,
+            location: optional_text("location", location, MAX_NAME)?,
+            secret,
+            enabled: true,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Device {
+    pub id: DeviceId,
+    pub imei: Imei,
+    pub name: String,
+    pub location: Option<String>,
+    pub secret_hash: SecretHash,
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Musician,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Musician => "musician",
+            Self::Admin => "admin",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Result<Self, StorageError> {
+        match s {
+            "musician" => Ok(Self::Musician),
+            "admin" => Ok(Self::Admin),
+            other => Err(StorageError::corrupt(format!("role {other:?}"))),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub email: String,
+    pub display_name: String,
+    pub role: Role,
+    pub password: Secret,
+}
+
+impl NewUser {
+    /// # Errors
+    /// [`ValidationError`] for a malformed e-mail, a bad name, or a password
+    /// shorter than [`MIN_SECRET`].
+    pub fn new(
+        email: &str,
+        display_name: &str,
+        role: Role,
+        password: Secret,
+    ) -> Result<Self, ValidationError> {
+        let email = text("e-mail", email, 254)?.to_lowercase();
+        let well_formed = email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !email.contains(char::is_whitespace)
+                && !domain.contains('@')
+        });
+        if !well_formed {
+            return Err(ValidationError::Email(email));
+        }
+        check_secret("password", &password)?;
+        Ok(Self {
+            email,
+            display_name: text("display name", display_name, MAX_NAME)?,
+            role,
+            password,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct User {
+    pub id: UserId,
+    pub email: String,
+    pub display_name: String,
+    pub role: Role,
+    pub password_hash: SecretHash,
+}
+
+/// Where samples come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
+pub enum Source {
+    Radio(RadioId),
+    Device(DeviceId),
+}
+
+impl Source {
+    pub fn kind(self) -> &'static str {
+        match self {
+            Self::Radio(_) => "radio",
+            Self::Device(_) => "device",
+        }
+    }
+
+    pub fn id(self) -> i64 {
+        match self {
+            Self::Radio(id) | Self::Device(id) => id,
+        }
+    }
+
+    pub(crate) fn from_parts(kind: &str, id: i64) -> Result<Self, StorageError> {
+        match kind {
+            "radio" => Ok(Self::Radio(id)),
+            "device" => Ok(Self::Device(id)),
+            other => Err(StorageError::corrupt(format!("source kind {other:?}"))),
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.kind(), self.id())
+    }
+}
+
+fn check_key(field: &'static str, key: &str) -> Result<(), ValidationError> {
+    if key.is_empty() {
+        return Err(ValidationError::Empty { field });
+    }
+    if key.len() > 128 {
+        return Err(ValidationError::TooLong {
+            field,
+            len: key.len(),
+            max: 128,
+        });
+    }
+    if !key
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b':' | b'.'))
+    {
+        return Err(ValidationError::Charset { field });
+    }
+    Ok(())
+}
+
+/// A play to record: a music heard from a source between two instants.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewPlay {
+    pub music_id: MusicId,
+    pub source: Source,
+    pub location: Option<String>,
+    pub started_at: OffsetDateTime,
+    pub ended_at: OffsetDateTime,
+    pub score: f64,
+    /// Makes a retried write idempotent: the same key records one play.
+    pub idempotency_key: String,
+}
+
+impl NewPlay {
+    /// # Errors
+    /// [`ValidationError`] if the play ends before it starts, the score is not
+    /// finite, or the key is empty, over 128 bytes or has other characters than
+    /// letters, digits, `-_:.`.
+    pub fn new(
+        music_id: MusicId,
+        source: Source,
+        location: Option<&str>,
+        started_at: OffsetDateTime,
+        ended_at: OffsetDateTime,
+        score: f64,
+        idempotency_key: &str,
+    ) -> Result<Self, ValidationError> {
+        if ended_at < started_at {
+            return Err(ValidationError::Range {
+                field: "play",
+                reason: "ends before it starts".into(),
+            });
+        }
+        if !score.is_finite() {
+            return Err(ValidationError::Range {
+                field: "score",
+                reason: "not a finite number".into(),
+            });
+        }
+        check_key("idempotency key", idempotency_key)?;
+        Ok(Self {
+            music_id,
+            source,
+            location: optional_text("location", location, MAX_NAME)?,
+            started_at: to_millis(started_at),
+            ended_at: to_millis(ended_at),
+            score,
+            idempotency_key: idempotency_key.to_owned(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Play {
+    pub id: PlayId,
+    pub music_id: MusicId,
+    pub source: Source,
+    pub location: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub ended_at: OffsetDateTime,
+    pub score: f64,
+    pub idempotency_key: String,
+}
+
+/// One 30 s catalogue block's fingerprint.
+///
+/// To store each peak once although blocks overlap by 15 s, a block's document
+/// holds the peaks of the frames it *owns*, `[start_frame, end_frame)`: from
+/// its start to the next block's start (the last block owns the rest of the
+/// track). The peaks of the whole 30 s block are its own and its successor's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FingerprintBlock {
+    pub music_id: MusicId,
+    pub block: u32,
+    pub start_frame: u32,
+    pub end_frame: u32,
+    /// The whole track's length in frames (the same in every block).
+    pub track_frames: u32,
+    /// Peaks packed by [`hendu_fingerprint::packed`], frames relative to the track.
+    pub peaks: Vec<u8>,
+}
+
+/// A sample's fingerprint to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewSample {
+    /// The same source and capture instant always give the same id: an upload
+    /// that is retried stores one sample.
+    pub id: String,
+    pub source: Source,
+    pub location: Option<String>,
+    pub captured_at: OffsetDateTime,
+    pub duration_ms: u32,
+    /// Peaks packed by [`hendu_fingerprint::packed`], frames from the sample's start.
+    pub peaks: Vec<u8>,
+}
+
+impl NewSample {
+    /// # Errors
+    /// [`ValidationError`] for a bad location or a duration outside (0, 1 h].
+    pub fn new(
+        source: Source,
+        location: Option<&str>,
+        captured_at: OffsetDateTime,
+        duration_ms: u32,
+        peaks: Vec<u8>,
+    ) -> Result<Self, ValidationError> {
+        if duration_ms == 0 || duration_ms > 3_600_000 {
+            return Err(ValidationError::Range {
+                field: "sample duration",
+                reason: format!("{duration_ms} ms is not within (0, 1 h]"),
+            });
+        }
+        let captured_at = to_millis(captured_at);
+        Ok(Self {
+            id: format!("{source}-{}", unix_ms(captured_at)),
+            source,
+            location: optional_text("location", location, MAX_NAME)?,
+            captured_at,
+            duration_ms,
+            peaks,
+        })
+    }
+}
+
+/// The recogniser's answer for one sample, before the filter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RawResult {
+    pub sample_id: String,
+    pub source: Source,
+    #[serde(with = "time::serde::rfc3339")]
+    pub captured_at: OffsetDateTime,
+    /// `None`: nothing in the catalogue matched.
+    pub matched: Option<RawMatch>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RawMatch {
+    pub music_id: MusicId,
+    pub block: u32,
+    pub offset_s: f64,
+    pub score: f64,
+    pub confidence: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imeis_need_fifteen_digits_and_a_luhn_check_digit() {
+        assert!(Imei::parse("490154203237518").is_ok());
+        assert!(Imei::parse("356938035643809").is_ok());
+        assert_eq!(
+            Imei::parse("490154203237517"),
+            Err(ValidationError::ImeiCheckDigit("490154203237517".into()))
+        );
+        assert!(matches!(
+            Imei::parse("49015420323751"),
+            Err(ValidationError::ImeiFormat(_))
+        ));
+        assert!(matches!(
+            Imei::parse("49015420323751x"),
+            Err(ValidationError::ImeiFormat(_))
+        ));
+    }
+
+    #[test]
+    fn over_long_titles_and_bad_urls_are_refused() {
+        let hash = ContentHash::of(b"x");
+        let long = "a".repeat(256);
+        assert!(matches!(
+            NewMusic::new(&long, None, 1000, hash.clone(), "f.ogg"),
+            Err(ValidationError::TooLong {
+                field: "title",
+                len: 256,
+                ..
+            })
+        ));
+        assert!(matches!(
+            NewMusic::new("  ", None, 1000, hash, "f.ogg"),
+            Err(ValidationError::Empty { field: "title" })
+        ));
+        assert!(NewRadio::new("R", "ftp://x.org/s", None).is_err());
+        assert!(NewRadio::new("R", "not a url", None).is_err());
+        assert!(NewRadio::new("R", "https://radio.example.org/live.mp3", Some("Asunción")).is_ok());
+    }
+
+    #[test]
+    fn secrets_are_hashed_with_argon2id_and_never_printed() {
+        let secret = Secret::new("correct horse battery");
+        assert_eq!(format!("{secret:?}"), "Secret(***)");
+        let hash = SecretHash::of(&secret).unwrap();
+        assert!(hash.as_str().starts_with("$argon2id$"));
+        assert!(hash.verify(&secret));
+        assert!(!hash.verify(&Secret::new("wrong horse battery")));
+    }
+
+    #[test]
+    fn a_sample_is_named_by_its_source_and_capture_instant() {
+        let at = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let a = NewSample::new(Source::Device(7), None, at, 30_000, vec![]).unwrap();
+        assert_eq!(a.id, "device-7-1700000000000");
+    }
+}

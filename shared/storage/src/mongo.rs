@@ -1,0 +1,397 @@
+//! [`DocumentStore`] on MongoDB (the official driver).
+//!
+//! Collections (paper, Figure 3), in the database named by the URL's path
+//! (`hendu` when it names none):
+//! - `music_fingerprints`: one document per 30 s block, `_id` `"<music>:<block>"`,
+//!   the block's own peaks packed in one binary field (see
+//!   [`FingerprintBlock`]). A 4-minute track is 15 documents of about 1 KB.
+//! - `sample_fingerprints`: `_id` the sample id (source and capture instant),
+//!   so a retried upload is one document.
+//! - `raw_results`: `_id` the sample id, so a redelivered sample is one result.
+//! - GridFS bucket `music_binaries`: the audio, streamed in 255 KiB chunks;
+//!   the file name is the music id.
+//!
+//! Indexes are created at connect time (creating an existing index is a no-op,
+//! so replicas may start together).
+
+use async_trait::async_trait;
+use futures_util::stream::BoxStream;
+use futures_util::{AsyncWriteExt, StreamExt, TryStreamExt};
+use mongodb::bson::spec::BinarySubtype;
+use mongodb::bson::{Binary, DateTime, doc};
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::gridfs::GridFsBucket;
+use mongodb::options::{ClientOptions, GridFsBucketOptions, IndexOptions};
+use mongodb::{Client, Collection, Database, IndexModel};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio_util::compat::{FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
+
+use crate::error::{Result, StorageError};
+use crate::model::{
+    FingerprintBlock, MusicId, NewSample, RawMatch, RawResult, Source, from_unix_ms, unix_ms,
+};
+use crate::repo::{DocumentStore, Reader};
+
+const FINGERPRINTS: &str = "music_fingerprints";
+const SAMPLES: &str = "sample_fingerprints";
+const RAW_RESULTS: &str = "raw_results";
+const BINARIES: &str = "music_binaries";
+
+#[derive(Debug, Clone)]
+pub struct MongoStore {
+    db: Database,
+    fingerprints: Collection<BlockDoc>,
+    samples: Collection<SampleDoc>,
+    raw_results: Collection<RawDoc>,
+    binaries: GridFsBucket,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct BlockDoc {
+    #[serde(rename = "_id")]
+    id: String,
+    music_id: i64,
+    block: i64,
+    start_frame: i64,
+    end_frame: i64,
+    track_frames: i64,
+    peaks: Binary,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SampleDoc {
+    #[serde(rename = "_id")]
+    id: String,
+    source_kind: String,
+    source_id: i64,
+    location: Option<String>,
+    captured_at: DateTime,
+    duration_ms: i64,
+    peaks: Binary,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RawDoc {
+    #[serde(rename = "_id")]
+    sample_id: String,
+    source_kind: String,
+    source_id: i64,
+    captured_at: DateTime,
+    matched: Option<RawMatch>,
+}
+
+fn binary(bytes: &[u8]) -> Binary {
+    Binary {
+        subtype: BinarySubtype::Generic,
+        bytes: bytes.to_vec(),
+    }
+}
+
+fn date(t: OffsetDateTime) -> DateTime {
+    DateTime::from_millis(unix_ms(t))
+}
+
+fn number<T: TryFrom<i64>>(what: &str, v: i64) -> Result<T> {
+    T::try_from(v).map_err(|_| StorageError::corrupt(format!("{what} {v} out of range")))
+}
+
+impl TryFrom<BlockDoc> for FingerprintBlock {
+    type Error = StorageError;
+    fn try_from(d: BlockDoc) -> Result<Self> {
+        Ok(Self {
+            music_id: d.music_id,
+            block: number("block", d.block)?,
+            start_frame: number("start frame", d.start_frame)?,
+            end_frame: number("end frame", d.end_frame)?,
+            track_frames: number("track frames", d.track_frames)?,
+            peaks: d.peaks.bytes,
+        })
+    }
+}
+
+fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    matches!(&*e.kind, ErrorKind::Write(WriteFailure::WriteError(w)) if w.code == 11000)
+}
+
+impl MongoStore {
+    /// Connects (at most `pool` connections), checks the server answers, and
+    /// creates the indexes.
+    ///
+    /// # Errors
+    /// [`StorageError`] if the URL is bad or the server does not answer.
+    pub async fn connect(url: &str, pool: u32) -> Result<Self> {
+        let mut options = ClientOptions::parse(url).await?;
+        options.max_pool_size = Some(pool);
+        options.app_name.get_or_insert_with(|| "hendu".into());
+        let db_name = options
+            .default_database
+            .clone()
+            .unwrap_or_else(|| "hendu".into());
+        let client = Client::with_options(options)?;
+        let db = client.database(&db_name);
+        db.run_command(doc! { "ping": 1 }).await?;
+        let store = Self {
+            fingerprints: db.collection(FINGERPRINTS),
+            samples: db.collection(SAMPLES),
+            raw_results: db.collection(RAW_RESULTS),
+            binaries: db.gridfs_bucket(
+                GridFsBucketOptions::builder()
+                    .bucket_name(BINARIES.to_owned())
+                    .build(),
+            ),
+            db,
+        };
+        store.create_indexes().await?;
+        Ok(store)
+    }
+
+    async fn create_indexes(&self) -> Result<()> {
+        self.fingerprints
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "music_id": 1, "block": 1 })
+                    .options(IndexOptions::builder().unique(true).build())
+                    .build(),
+            )
+            .await?;
+        self.samples
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "source_kind": 1, "source_id": 1, "captured_at": 1 })
+                    .build(),
+            )
+            .await?;
+        self.raw_results
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "source_kind": 1, "source_id": 1, "captured_at": 1 })
+                    .build(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+}
+
+#[async_trait]
+impl DocumentStore for MongoStore {
+    async fn put_blocks(&self, blocks: &[FingerprintBlock]) -> Result<()> {
+        // One upsert per block, all in flight at once: replaying the same
+        // blocks (a retry, or two replicas ingesting the same audio) converges
+        // on the same documents.
+        let upserts = blocks.iter().map(|b| async move {
+            let doc = BlockDoc {
+                id: format!("{}:{}", b.music_id, b.block),
+                music_id: b.music_id,
+                block: i64::from(b.block),
+                start_frame: i64::from(b.start_frame),
+                end_frame: i64::from(b.end_frame),
+                track_frames: i64::from(b.track_frames),
+                peaks: binary(&b.peaks),
+            };
+            let filter = doc! { "_id": &doc.id };
+            for attempt in 0..3 {
+                match self
+                    .fingerprints
+                    .replace_one(filter.clone(), &doc)
+                    .upsert(true)
+                    .await
+                {
+                    // Two upserts of a new _id race: the loser retries as an update.
+                    Err(e) if is_duplicate_key(&e) && attempt < 2 => continue,
+                    other => {
+                        other?;
+                        break;
+                    }
+                }
+            }
+            Ok::<_, StorageError>(())
+        });
+        futures_util::future::try_join_all(upserts).await?;
+        // Blocks beyond the new last one (from an earlier, longer fingerprint) go.
+        let mut last: std::collections::BTreeMap<MusicId, u32> = Default::default();
+        for b in blocks {
+            let e = last.entry(b.music_id).or_default();
+            *e = (*e).max(b.block);
+        }
+        for (music, last) in last {
+            self.fingerprints
+                .delete_many(doc! { "music_id": music, "block": { "$gt": i64::from(last) } })
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn blocks(&self, music: MusicId) -> Result<Vec<FingerprintBlock>> {
+        let docs: Vec<BlockDoc> = self
+            .fingerprints
+            .find(doc! { "music_id": music })
+            .sort(doc! { "block": 1 })
+            .await?
+            .try_collect()
+            .await?;
+        docs.into_iter().map(FingerprintBlock::try_from).collect()
+    }
+
+    fn all_blocks(&self) -> BoxStream<'_, Result<FingerprintBlock>> {
+        let find = self
+            .fingerprints
+            .find(doc! {})
+            .sort(doc! { "music_id": 1, "block": 1 });
+        futures_util::stream::once(std::future::IntoFuture::into_future(find))
+            .map(|cursor| match cursor {
+                Ok(c) => c.map(|d| FingerprintBlock::try_from(d?)).boxed(),
+                Err(e) => futures_util::stream::once(async move { Err(e.into()) }).boxed(),
+            })
+            .flatten()
+            .boxed()
+    }
+
+    async fn delete_blocks(&self, music: MusicId) -> Result<()> {
+        self.fingerprints
+            .delete_many(doc! { "music_id": music })
+            .await?;
+        Ok(())
+    }
+
+    async fn put_sample(&self, s: &NewSample) -> Result<bool> {
+        let doc = SampleDoc {
+            id: s.id.clone(),
+            source_kind: s.source.kind().into(),
+            source_id: s.source.id(),
+            location: s.location.clone(),
+            captured_at: date(s.captured_at),
+            duration_ms: i64::from(s.duration_ms),
+            peaks: binary(&s.peaks),
+        };
+        match self.samples.insert_one(doc).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_duplicate_key(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn sample(&self, id: &str) -> Result<Option<NewSample>> {
+        let Some(d) = self.samples.find_one(doc! { "_id": id }).await? else {
+            return Ok(None);
+        };
+        Ok(Some(NewSample {
+            id: d.id,
+            source: Source::from_parts(&d.source_kind, d.source_id)?,
+            location: d.location,
+            captured_at: from_unix_ms(d.captured_at.timestamp_millis()),
+            duration_ms: number("duration", d.duration_ms)?,
+            peaks: d.peaks.bytes,
+        }))
+    }
+
+    async fn put_raw_result(&self, r: &RawResult) -> Result<()> {
+        let doc = RawDoc {
+            sample_id: r.sample_id.clone(),
+            source_kind: r.source.kind().into(),
+            source_id: r.source.id(),
+            captured_at: date(r.captured_at),
+            matched: r.matched.clone(),
+        };
+        self.raw_results
+            .replace_one(doc! { "_id": &r.sample_id }, doc)
+            .upsert(true)
+            .await?;
+        Ok(())
+    }
+
+    async fn raw_results(
+        &self,
+        source: Source,
+        from: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<RawResult>> {
+        let docs: Vec<RawDoc> = self
+            .raw_results
+            .find(doc! {
+                "source_kind": source.kind(),
+                "source_id": source.id(),
+                "captured_at": { "$gte": date(from) },
+            })
+            .sort(doc! { "captured_at": 1, "_id": 1 })
+            .limit(i64::from(limit))
+            .await?
+            .try_collect()
+            .await?;
+        docs.into_iter()
+            .map(|d| {
+                Ok(RawResult {
+                    source: Source::from_parts(&d.source_kind, d.source_id)?,
+                    sample_id: d.sample_id,
+                    captured_at: from_unix_ms(d.captured_at.timestamp_millis()),
+                    matched: d.matched,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_raw_results(&self, sample_ids: &[String]) -> Result<()> {
+        self.raw_results
+            .delete_many(doc! { "_id": { "$in": sample_ids } })
+            .await?;
+        Ok(())
+    }
+
+    async fn put_binary(&self, music: MusicId, name: &str, audio: Reader<'_>) -> Result<u64> {
+        let filename = music.to_string();
+        let earlier = self.binary_ids(&filename).await?;
+        let mut upload = self
+            .binaries
+            .open_upload_stream(&filename)
+            .metadata(doc! { "music_id": music, "name": name })
+            .await?;
+        let copied = futures_util::io::copy(audio.compat(), &mut upload).await;
+        match copied {
+            Ok(n) => {
+                upload.close().await?;
+                // The new copy is complete before the old ones go.
+                for id in earlier {
+                    self.binaries.delete(id).await?;
+                }
+                Ok(n)
+            }
+            Err(e) => {
+                let _ = upload.abort().await;
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn binary(&self, music: MusicId) -> Result<Option<Reader<'static>>> {
+        let Some(id) = self.binary_ids(&music.to_string()).await?.pop() else {
+            return Ok(None);
+        };
+        let download = self.binaries.open_download_stream(id).await?;
+        Ok(Some(Box::new(download.compat())))
+    }
+
+    async fn delete_binary(&self, music: MusicId) -> Result<()> {
+        for id in self.binary_ids(&music.to_string()).await? {
+            self.binaries.delete(id).await?;
+        }
+        Ok(())
+    }
+}
+
+impl MongoStore {
+    /// Ids of the stored copies of a binary, oldest first.
+    async fn binary_ids(&self, filename: &str) -> Result<Vec<mongodb::bson::Bson>> {
+        let files: Vec<_> = self
+            .binaries
+            .find(doc! { "filename": filename })
+            .sort(doc! { "uploadDate": 1 })
+            .await?
+            .try_collect()
+            .await?;
+        Ok(files.into_iter().map(|f| f.id).collect())
+    }
+}

@@ -1,0 +1,401 @@
+//! [`RelationalStore`] on MySQL or MariaDB (sqlx).
+//!
+//! Migrations run at connect time; sqlx takes a MySQL advisory lock
+//! (`GET_LOCK`) around them, so replicas that start together apply each
+//! migration once. Times are `DATETIME(3)` in UTC.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
+use sqlx::{ConnectOptions, Row};
+use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
+
+use crate::error::{Result, StorageError};
+use crate::model::{
+    ContentHash, Device, Imei, Music, MusicId, MusicState, NewDevice, NewMusic, NewPlay, NewRadio,
+    NewUser, Play, Radio, Role, SecretHash, Source, User,
+};
+use crate::relational::{self, hash_secret, is_unique_violation};
+use crate::repo::{Inserted, RelationalStore};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
+
+#[derive(Debug, Clone)]
+pub struct MySqlStore {
+    pool: MySqlPool,
+}
+
+fn to_db(t: OffsetDateTime) -> PrimitiveDateTime {
+    let t = crate::model::to_millis(t).to_offset(UtcOffset::UTC);
+    PrimitiveDateTime::new(t.date(), t.time())
+}
+
+fn from_db(t: PrimitiveDateTime) -> OffsetDateTime {
+    t.assume_utc()
+}
+
+impl MySqlStore {
+    /// Connects with a pool of at most `pool` connections and applies migrations.
+    ///
+    /// # Errors
+    /// [`StorageError`] if the URL is bad, the server cannot be reached, or a migration fails.
+    pub async fn connect(url: &str, pool: u32) -> Result<Self> {
+        let options: MySqlConnectOptions = url.parse()?;
+        let options = options
+            .timezone(Some("+00:00".into()))
+            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
+        let pool = MySqlPoolOptions::new()
+            .max_connections(pool)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &MySqlPool {
+        &self.pool
+    }
+}
+
+fn music(row: &MySqlRow) -> Result<Music> {
+    Ok(Music {
+        id: row.try_get("id")?,
+        title: row.try_get("title")?,
+        artist: row.try_get("artist")?,
+        duration_ms: row.try_get("duration_ms")?,
+        blocks: row.try_get("blocks")?,
+        content_hash: ContentHash::parse(row.try_get("content_hash")?)
+            .map_err(StorageError::corrupt)?,
+        source: row.try_get("source")?,
+        owner: row.try_get("owner_id")?,
+        state: MusicState::parse(row.try_get("state")?)?,
+        created_at: from_db(row.try_get("created_at")?),
+        updated_at: from_db(row.try_get("updated_at")?),
+    })
+}
+
+fn radio(row: &MySqlRow) -> Result<Radio> {
+    Ok(Radio {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        stream_url: row.try_get("stream_url")?,
+        location: row.try_get("location")?,
+        enabled: row.try_get("enabled")?,
+    })
+}
+
+fn device(row: &MySqlRow) -> Result<Device> {
+    Ok(Device {
+        id: row.try_get("id")?,
+        imei: Imei::parse(row.try_get("imei")?).map_err(StorageError::corrupt)?,
+        name: row.try_get("name")?,
+        location: row.try_get("location")?,
+        secret_hash: SecretHash(row.try_get("secret_hash")?),
+        enabled: row.try_get("enabled")?,
+    })
+}
+
+fn user(row: &MySqlRow) -> Result<User> {
+    Ok(User {
+        id: row.try_get("id")?,
+        email: row.try_get("email")?,
+        display_name: row.try_get("display_name")?,
+        role: Role::parse(row.try_get("role")?)?,
+        password_hash: SecretHash(row.try_get("password_hash")?),
+    })
+}
+
+fn play(row: &MySqlRow) -> Result<Play> {
+    let kind: &str = row.try_get("source_kind")?;
+    let id: Option<i64> = row.try_get(if kind == "radio" {
+        "radio_id"
+    } else {
+        "device_id"
+    })?;
+    Ok(Play {
+        id: row.try_get("id")?,
+        music_id: row.try_get("music_id")?,
+        source: Source::from_parts(kind, id.unwrap_or_default())?,
+        location: row.try_get("location")?,
+        started_at: from_db(row.try_get("started_at")?),
+        ended_at: from_db(row.try_get("ended_at")?),
+        score: row.try_get("score")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+    })
+}
+
+const MUSIC_COLUMNS: &str = "SELECT id, title, artist, duration_ms, blocks, content_hash, source, \
+     owner_id, state, created_at, updated_at FROM musics";
+
+#[async_trait]
+impl RelationalStore for MySqlStore {
+    async fn upsert_music(&self, new: &NewMusic) -> Result<Inserted<Music>> {
+        // Insert first: locking a row that does not exist yet (SELECT ... FOR
+        // UPDATE) takes gap locks, and concurrent uploads of the same audio
+        // would deadlock on them.
+        let inserted = sqlx::query(
+            "INSERT INTO musics (title, artist, duration_ms, blocks, content_hash, source, \
+             owner_id, state) VALUES (?, ?, ?, ?, ?, ?, ?, 'ingesting')",
+        )
+        .bind(&new.title)
+        .bind(&new.artist)
+        .bind(new.duration_ms)
+        .bind(new.blocks)
+        .bind(new.content_hash.as_str())
+        .bind(&new.source)
+        .bind(new.owner)
+        .execute(&self.pool)
+        .await;
+        let (id, created) = match inserted {
+            Ok(done) => (done.last_insert_id() as i64, true),
+            Err(e) if is_unique_violation(&e) => {
+                // It exists: bring it back if it was deleted (re-upload restores it).
+                let revived = sqlx::query(
+                    "UPDATE musics SET title = ?, artist = ?, duration_ms = ?, blocks = ?, \
+                     source = ?, owner_id = ?, state = 'ingesting' \
+                     WHERE content_hash = ? AND state = 'deleted'",
+                )
+                .bind(&new.title)
+                .bind(&new.artist)
+                .bind(new.duration_ms)
+                .bind(new.blocks)
+                .bind(&new.source)
+                .bind(new.owner)
+                .bind(new.content_hash.as_str())
+                .execute(&self.pool)
+                .await?;
+                let existing = self
+                    .music_by_hash(&new.content_hash)
+                    .await?
+                    .ok_or_else(|| StorageError::not_found("music", &new.content_hash))?;
+                (existing.id, revived.rows_affected() == 1)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let record = self
+            .music(id)
+            .await?
+            .ok_or_else(|| StorageError::not_found("music", id))?;
+        Ok(Inserted { record, created })
+    }
+
+    async fn set_music_state(&self, id: MusicId, from: MusicState, to: MusicState) -> Result<bool> {
+        let done = sqlx::query("UPDATE musics SET state = ? WHERE id = ? AND state = ?")
+            .bind(to.as_str())
+            .bind(id)
+            .bind(from.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn music(&self, id: MusicId) -> Result<Option<Music>> {
+        let sql = format!("{MUSIC_COLUMNS} WHERE id = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(music).transpose()
+    }
+
+    async fn music_by_hash(&self, hash: &ContentHash) -> Result<Option<Music>> {
+        let sql = format!("{MUSIC_COLUMNS} WHERE content_hash = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(hash.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(music).transpose()
+    }
+
+    async fn musics(&self, state: MusicState, after: MusicId, limit: u32) -> Result<Vec<Music>> {
+        let sql = format!("{MUSIC_COLUMNS} WHERE state = ? AND id > ? ORDER BY id LIMIT ?");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(state.as_str())
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(music).collect()
+    }
+
+    async fn add_radio(&self, new: &NewRadio) -> Result<Inserted<Radio>> {
+        let inserted = sqlx::query(
+            "INSERT INTO radios (name, stream_url, location, enabled) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&new.name)
+        .bind(&new.stream_url)
+        .bind(&new.location)
+        .bind(new.enabled)
+        .execute(&self.pool)
+        .await;
+        let created = match inserted {
+            Ok(_) => true,
+            Err(e) if is_unique_violation(&e) => false,
+            Err(e) => return Err(e.into()),
+        };
+        let row = sqlx::query("SELECT * FROM radios WHERE name = ?")
+            .bind(&new.name)
+            .fetch_one(&self.pool)
+            .await?;
+        relational::same_radio(radio(&row)?, new, created)
+    }
+
+    async fn radios(&self) -> Result<Vec<Radio>> {
+        let rows = sqlx::query("SELECT * FROM radios ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(radio).collect()
+    }
+
+    async fn add_device(&self, new: &NewDevice) -> Result<Device> {
+        let secret_hash = hash_secret(&new.secret).await?;
+        let inserted = sqlx::query(
+            "INSERT INTO devices (imei, name, location, secret_hash, enabled) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(new.imei.as_str())
+        .bind(&new.name)
+        .bind(&new.location)
+        .bind(secret_hash.as_str())
+        .bind(new.enabled)
+        .execute(&self.pool)
+        .await;
+        let created = match inserted {
+            Ok(_) => true,
+            Err(e) if is_unique_violation(&e) => false,
+            Err(e) => return Err(e.into()),
+        };
+        let found = self
+            .device_by_imei(&new.imei)
+            .await?
+            .ok_or_else(|| StorageError::not_found("device", &new.imei))?;
+        relational::same_device(found, new, created).await
+    }
+
+    async fn device_by_imei(&self, imei: &Imei) -> Result<Option<Device>> {
+        let row = sqlx::query("SELECT * FROM devices WHERE imei = ?")
+            .bind(imei.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(device).transpose()
+    }
+
+    async fn set_device_enabled(&self, imei: &Imei, enabled: bool) -> Result<bool> {
+        let done = sqlx::query("UPDATE devices SET enabled = ? WHERE imei = ?")
+            .bind(enabled)
+            .bind(imei.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1 || self.device_by_imei(imei).await?.is_some())
+    }
+
+    async fn add_user(&self, new: &NewUser) -> Result<User> {
+        let password_hash = hash_secret(&new.password).await?;
+        let inserted = sqlx::query(
+            "INSERT INTO users (email, display_name, role, password_hash) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&new.email)
+        .bind(&new.display_name)
+        .bind(new.role.as_str())
+        .bind(password_hash.as_str())
+        .execute(&self.pool)
+        .await;
+        let created = match inserted {
+            Ok(_) => true,
+            Err(e) if is_unique_violation(&e) => false,
+            Err(e) => return Err(e.into()),
+        };
+        let found = self
+            .user_by_email(&new.email)
+            .await?
+            .ok_or_else(|| StorageError::not_found("user", &new.email))?;
+        relational::same_user(found, new, created).await
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
+        let row = sqlx::query("SELECT * FROM users WHERE email = ?")
+            .bind(email.trim().to_lowercase())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(user).transpose()
+    }
+
+    async fn record_play(&self, new: &NewPlay) -> Result<Inserted<Play>> {
+        let (radio_id, device_id) = match new.source {
+            Source::Radio(id) => (Some(id), None),
+            Source::Device(id) => (None, Some(id)),
+        };
+        let inserted = sqlx::query(
+            "INSERT INTO results (music_id, source_kind, radio_id, device_id, location, \
+             started_at, ended_at, score, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(new.music_id)
+        .bind(new.source.kind())
+        .bind(radio_id)
+        .bind(device_id)
+        .bind(&new.location)
+        .bind(to_db(new.started_at))
+        .bind(to_db(new.ended_at))
+        .bind(new.score)
+        .bind(&new.idempotency_key)
+        .execute(&self.pool)
+        .await;
+        let created = match inserted {
+            Ok(_) => true,
+            Err(e) if is_unique_violation(&e) => false,
+            Err(e) => return Err(e.into()),
+        };
+        let row = sqlx::query("SELECT * FROM results WHERE idempotency_key = ?")
+            .bind(&new.idempotency_key)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Inserted {
+            record: play(&row)?,
+            created,
+        })
+    }
+
+    async fn plays_of_music(
+        &self,
+        music: MusicId,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<Play>> {
+        let rows = sqlx::query(
+            "SELECT * FROM results WHERE music_id = ? AND started_at >= ? AND started_at < ? \
+             ORDER BY started_at, id",
+        )
+        .bind(music)
+        .bind(to_db(from))
+        .bind(to_db(to))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(play).collect()
+    }
+
+    async fn plays_of_source(
+        &self,
+        source: Source,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<Play>> {
+        let sql = match source {
+            Source::Radio(_) => {
+                "SELECT * FROM results WHERE radio_id = ? AND started_at >= ? AND started_at < ? \
+                 ORDER BY started_at, id"
+            }
+            Source::Device(_) => {
+                "SELECT * FROM results WHERE device_id = ? AND started_at >= ? AND started_at < ? \
+                 ORDER BY started_at, id"
+            }
+        };
+        let rows = sqlx::query(sql)
+            .bind(source.id())
+            .bind(to_db(from))
+            .bind(to_db(to))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(play).collect()
+    }
+}

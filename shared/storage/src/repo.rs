@@ -1,0 +1,108 @@
+//! The repository traits the services use. Each has a server implementation
+//! (MySQL, MongoDB) and an embedded one (SQLite); the contract tests hold both
+//! to the same assertions.
+
+use async_trait::async_trait;
+use futures_util::stream::BoxStream;
+use time::OffsetDateTime;
+use tokio::io::AsyncRead;
+
+use crate::error::Result;
+use crate::model::{
+    ContentHash, Device, FingerprintBlock, Imei, Music, MusicId, MusicState, NewDevice, NewMusic,
+    NewPlay, NewRadio, NewSample, NewUser, Play, Radio, RawResult, Source, User,
+};
+
+/// Audio bytes for the binary store.
+pub type Reader<'a> = Box<dyn AsyncRead + Send + Unpin + 'a>;
+
+/// What inserting an idempotent record did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inserted<T> {
+    pub record: T,
+    /// False when the record already existed (a retried write).
+    pub created: bool,
+}
+
+/// The relational side (paper, Figure 3: musics, radios, devices, users, results).
+#[async_trait]
+pub trait RelationalStore: Send + Sync + std::fmt::Debug {
+    /// Adds a music in state [`MusicState::Ingesting`], or returns the music
+    /// that already has this content hash (a deleted one comes back to
+    /// `Ingesting` with the new metadata, so that re-uploading restores it).
+    async fn upsert_music(&self, music: &NewMusic) -> Result<Inserted<Music>>;
+    /// Moves a music from state `from` to `to`; false if it was not in `from`.
+    async fn set_music_state(&self, id: MusicId, from: MusicState, to: MusicState) -> Result<bool>;
+    async fn music(&self, id: MusicId) -> Result<Option<Music>>;
+    async fn music_by_hash(&self, hash: &ContentHash) -> Result<Option<Music>>;
+    /// Musics in `state`, by id, after `after` (paging), at most `limit`.
+    async fn musics(&self, state: MusicState, after: MusicId, limit: u32) -> Result<Vec<Music>>;
+
+    /// Adds a radio; the same name with the same data again returns it.
+    async fn add_radio(&self, radio: &NewRadio) -> Result<Inserted<Radio>>;
+    async fn radios(&self) -> Result<Vec<Radio>>;
+
+    /// Registers a device (argon2id-hashes its secret); the same IMEI again is a conflict.
+    async fn add_device(&self, device: &NewDevice) -> Result<Device>;
+    async fn device_by_imei(&self, imei: &Imei) -> Result<Option<Device>>;
+    async fn set_device_enabled(&self, imei: &Imei, enabled: bool) -> Result<bool>;
+
+    /// Adds a user (argon2id-hashes the password); the same e-mail again is a conflict.
+    async fn add_user(&self, user: &NewUser) -> Result<User>;
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>>;
+
+    /// Records a play; a write with a key already recorded returns that play.
+    async fn record_play(&self, play: &NewPlay) -> Result<Inserted<Play>>;
+    /// Plays of a music that started in `[from, to)`, by start time.
+    async fn plays_of_music(
+        &self,
+        music: MusicId,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<Play>>;
+    /// Plays heard from a source that started in `[from, to)`, by start time.
+    async fn plays_of_source(
+        &self,
+        source: Source,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<Play>>;
+}
+
+/// The document side (paper, Figure 3: music fingerprints, sample
+/// fingerprints, raw results, music binaries).
+#[async_trait]
+pub trait DocumentStore: Send + Sync + std::fmt::Debug {
+    /// Writes one music's blocks (in block order), replacing any stored for it;
+    /// writing the same blocks again, even concurrently, is harmless.
+    async fn put_blocks(&self, blocks: &[FingerprintBlock]) -> Result<()>;
+    /// A music's blocks, in block order.
+    async fn blocks(&self, music: MusicId) -> Result<Vec<FingerprintBlock>>;
+    /// Every stored block of every music (for loading the matcher), grouped by
+    /// music and in block order within a music.
+    fn all_blocks(&self) -> BoxStream<'_, Result<FingerprintBlock>>;
+    async fn delete_blocks(&self, music: MusicId) -> Result<()>;
+
+    /// Stores a sample's fingerprint; the same id again keeps the first.
+    async fn put_sample(&self, sample: &NewSample) -> Result<bool>;
+    async fn sample(&self, id: &str) -> Result<Option<NewSample>>;
+
+    /// Stores a raw result; a result for the same sample again replaces it.
+    async fn put_raw_result(&self, result: &RawResult) -> Result<()>;
+    /// A source's raw results captured at or after `from`, in capture order.
+    async fn raw_results(
+        &self,
+        source: Source,
+        from: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<RawResult>>;
+    /// Removes raw results the filter has consumed.
+    async fn delete_raw_results(&self, sample_ids: &[String]) -> Result<()>;
+
+    /// Streams a music's audio into the binary store, replacing any earlier
+    /// copy; returns the number of bytes stored.
+    async fn put_binary(&self, music: MusicId, name: &str, audio: Reader<'_>) -> Result<u64>;
+    /// Streams a music's audio out, if stored.
+    async fn binary(&self, music: MusicId) -> Result<Option<Reader<'static>>>;
+    async fn delete_binary(&self, music: MusicId) -> Result<()>;
+}
