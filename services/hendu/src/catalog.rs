@@ -1,12 +1,20 @@
 //! The catalogue in memory: the store's tracks loaded into a searchable index.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use anyhow::{Context, Result};
 use hendu_fingerprint::{Index, IndexBuilder, TrackId};
-use rayon::prelude::*;
 
-use crate::store::{Store, StoreError, TrackMeta, read_track};
+use crate::storage::Opened;
+
+/// What the commands show of a track.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackMeta {
+    /// The audio file's path as it was given to `hendu index` (or the upload's name).
+    pub source: String,
+    pub title: String,
+    pub duration_s: f64,
+}
 
 /// The searchable index and what it knows of each track.
 #[derive(Debug)]
@@ -14,33 +22,36 @@ pub struct Catalog {
     pub index: Index,
     /// Indexed by [`TrackId`].
     pub tracks: Vec<TrackMeta>,
-    /// Track files that could not be loaded, and why (reported, then skipped).
-    pub damaged: Vec<(PathBuf, String)>,
+    /// Tracks that could not be loaded, and why (reported, then skipped).
+    pub damaged: Vec<(String, String)>,
     pub load_time: Duration,
 }
 
 impl Catalog {
-    /// Loads every track of the store (files are read and decoded in parallel).
+    /// Loads every ready track of the store.
     ///
     /// # Errors
-    /// [`StoreError`] if the store cannot be listed or is full.
-    pub fn load(store: &Store) -> Result<Self, StoreError> {
+    /// When the store cannot be read.
+    pub fn load(store: &Opened) -> Result<Self> {
         let started = Instant::now();
-        let files = store.track_files()?;
-        let loaded: Vec<_> = files
-            .par_iter()
-            .map(|path| (path.clone(), read_track(path)))
-            .collect();
+        let loaded = store
+            .block_on(store.storage.load_catalogue())
+            .context("cannot load the catalogue")?;
         let mut builder = IndexBuilder::new();
-        let mut tracks = Vec::with_capacity(loaded.len());
-        let mut damaged = Vec::new();
-        for (path, track) in loaded {
-            match track {
-                Ok(track) => match builder.add(&track.peaks, track.meta.frames) {
-                    Ok(_) => tracks.push(track.meta),
-                    Err(e) => damaged.push((path, e.to_string())),
-                },
-                Err(e) => damaged.push((path, e.to_string())),
+        let mut tracks = Vec::with_capacity(loaded.tracks.len());
+        let mut damaged: Vec<(String, String)> = loaded
+            .damaged
+            .into_iter()
+            .map(|(m, why)| (m.source, why))
+            .collect();
+        for t in loaded.tracks {
+            match builder.add(&t.peaks, t.frames) {
+                Ok(_) => tracks.push(TrackMeta {
+                    source: t.music.source,
+                    title: t.music.title,
+                    duration_s: f64::from(t.music.duration_ms) / 1000.0,
+                }),
+                Err(e) => damaged.push((t.music.source, e.to_string())),
             }
         }
         Ok(Self {

@@ -2,13 +2,13 @@
 //!
 //! # Layout
 //! - [`commands`]: one module per subcommand (`index`, `match`, `scan`).
-//! - [`store`]: the embedded store, a directory of fingerprint files.
+//! - [`storage`]: where the catalogue is: `--store DIR` or the servers.
 //! - [`catalog`]: the store loaded into a searchable index.
 //! - [`walk`]: files and folders from the command line to a list of files.
 
 pub mod catalog;
 pub mod commands;
-pub mod store;
+pub mod storage;
 pub mod walk;
 
 use anyhow::Result;

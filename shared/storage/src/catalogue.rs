@@ -10,7 +10,7 @@
 //!   [`Storage::finish_deletions`] or a new delete completes. The row itself
 //!   stays, as a tombstone, because plays refer to it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use futures_util::TryStreamExt;
 use hendu_fingerprint::Peak;
@@ -197,35 +197,48 @@ impl Storage {
 
     /// The catalogue as the matcher needs it: every `ready` music with its
     /// peaks, in id order. Blocks of musics that are not ready (being added or
-    /// deleted) are skipped.
+    /// deleted) are skipped; a music whose blocks are damaged is reported in
+    /// [`LoadedCatalogue::damaged`] and left out.
     ///
     /// # Errors
-    /// [`StorageError`] from the stores, or a damaged block.
-    pub async fn load_catalogue(&self) -> Result<Vec<LoadedTrack>> {
+    /// [`StorageError`] from the stores.
+    pub async fn load_catalogue(&self) -> Result<LoadedCatalogue> {
         let ready = self.all_musics(MusicState::Ready).await?;
         let wanted: HashSet<MusicId> = ready.iter().map(|m| m.id).collect();
-        let mut by_music: std::collections::HashMap<MusicId, Vec<FingerprintBlock>> =
-            std::collections::HashMap::with_capacity(ready.len());
+        let mut by_music: HashMap<MusicId, Vec<FingerprintBlock>> =
+            HashMap::with_capacity(ready.len());
         let mut blocks = self.documents.all_blocks();
         while let Some(block) = blocks.try_next().await? {
             if wanted.contains(&block.music_id) {
                 by_music.entry(block.music_id).or_default().push(block);
             }
         }
-        let mut out = Vec::with_capacity(ready.len());
+        let mut loaded = LoadedCatalogue::default();
         for music in ready {
-            let Some(mut blocks) = by_music.remove(&music.id) else {
-                tracing::warn!(music = music.id, "ready music has no fingerprint; skipped");
-                continue;
-            };
+            let mut blocks = by_music.remove(&music.id).unwrap_or_default();
             blocks.sort_by_key(|b| b.block);
-            let (peaks, frames) = join_blocks(&blocks)?;
-            out.push(LoadedTrack {
-                music,
-                peaks,
-                frames,
-            });
+            if blocks.len() != music.blocks as usize {
+                let why = format!("{} of its {} blocks are stored", blocks.len(), music.blocks);
+                loaded.damaged.push((music, why));
+                continue;
+            }
+            match join_blocks(&blocks) {
+                Ok((peaks, frames)) => loaded.tracks.push(LoadedTrack {
+                    music,
+                    peaks,
+                    frames,
+                }),
+                Err(e) => loaded.damaged.push((music, e.to_string())),
+            }
         }
-        Ok(out)
+        Ok(loaded)
     }
+}
+
+/// What [`Storage::load_catalogue`] found.
+#[derive(Debug, Clone, Default)]
+pub struct LoadedCatalogue {
+    pub tracks: Vec<LoadedTrack>,
+    /// Ready musics that could not be loaded, and why.
+    pub damaged: Vec<(Music, String)>,
 }

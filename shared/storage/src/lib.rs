@@ -64,6 +64,7 @@ pub struct Storage {
     pub events: Arc<dyn EventBus>,
     /// Where the data lives, for messages ("embedded store x.db", "servers").
     pub description: String,
+    embedded: Option<Arc<SqliteStore>>,
 }
 
 impl Storage {
@@ -97,6 +98,7 @@ impl Storage {
                     queue: redis.clone(),
                     events: redis,
                     description: "MySQL, MongoDB and Redis servers".into(),
+                    embedded: None,
                 })
             }
         }
@@ -111,10 +113,19 @@ impl Storage {
         Ok(Self {
             relational: store.clone(),
             documents: store.clone(),
-            queue: store,
+            queue: store.clone(),
             events: Arc::new(LocalBus::default()),
             description: format!("embedded store {}", path.display()),
+            embedded: Some(store),
         })
+    }
+
+    /// Closes the embedded store's file cleanly (its write-ahead log is folded
+    /// back in); server connections simply close when dropped.
+    pub async fn close(&self) {
+        if let Some(store) = &self.embedded {
+            store.close().await;
+        }
     }
 }
 

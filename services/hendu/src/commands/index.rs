@@ -5,21 +5,23 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use hendu_fingerprint::{PeakProfile, fingerprint_file};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
+use hendu_storage::model::{ContentHash, MusicState, NewMusic};
+
 use crate::commands::JobsArgs;
-use crate::store::{Store, StoredTrack, TrackMeta};
+use crate::storage::{Opened, StoreArgs};
 use crate::walk;
 
 /// Arguments of `hendu index`.
 #[derive(Debug, clap::Args)]
 pub struct IndexArgs {
-    /// Store directory (created if missing).
-    #[arg(long, value_name = "DIR")]
-    pub store: PathBuf,
+    /// Store directory, created if missing (or the servers, see below).
+    #[command(flatten)]
+    pub store: StoreArgs,
     #[command(flatten)]
     pub jobs: JobsArgs,
     /// Audio files, or folders to search recursively.
@@ -39,8 +41,7 @@ enum Outcome {
 /// # Errors
 /// When the store itself cannot be created or written.
 pub fn run(args: &IndexArgs) -> Result<i32> {
-    let store = Store::create(&args.store)
-        .with_context(|| format!("cannot open store {}", args.store.display()))?;
+    let store = args.store.open(true)?;
     let (files, walk_errors) = walk::expand(&args.paths);
     let pool = args.jobs.pool()?;
     let jobs = pool.current_num_threads();
@@ -54,7 +55,7 @@ pub fn run(args: &IndexArgs) -> Result<i32> {
         progress.suspend(|| eprintln!("error: {}: {e}", path.display()));
     }
     // Same content under two names in one run: only one of them is fingerprinted.
-    let claimed = Mutex::new(std::collections::HashMap::<String, String>::new());
+    let claimed = Mutex::new(std::collections::HashMap::<ContentHash, String>::new());
     let started = Instant::now();
     let outcomes: Vec<(PathBuf, Outcome)> = pool.install(|| {
         files
@@ -112,31 +113,31 @@ fn short_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-fn content_hash(path: &Path) -> std::io::Result<String> {
+fn content_hash(path: &Path) -> std::io::Result<ContentHash> {
     let mut hasher = blake3::Hasher::new();
     hasher.update_reader(File::open(path)?)?;
-    Ok(hasher.finalize().to_hex().to_string())
+    // Lowercase hex of a BLAKE3 digest always parses.
+    Ok(ContentHash::parse(&hasher.finalize().to_hex()).expect("BLAKE3 hex"))
 }
 
 fn index_one(
-    store: &Store,
+    store: &Opened,
     path: &Path,
-    claimed: &Mutex<std::collections::HashMap<String, String>>,
+    claimed: &Mutex<std::collections::HashMap<ContentHash, String>>,
 ) -> Outcome {
     let source = path.to_string_lossy().into_owned();
     let hash = match content_hash(path) {
         Ok(hash) => hash,
         Err(e) => return Outcome::Failed(format!("cannot read: {e}")),
     };
-    match store.get(&hash) {
-        Ok(Some(existing)) => {
+    match store.block_on(store.storage.relational.music_by_hash(&hash)) {
+        Ok(Some(existing)) if existing.state == MusicState::Ready => {
             return Outcome::AlreadyIndexed {
-                as_source: existing.meta.source,
+                as_source: existing.source,
             };
         }
-        Ok(None) => {}
-        // A damaged earlier copy is simply replaced.
-        Err(_) => {}
+        Ok(_) => {}
+        Err(e) => return Outcome::Failed(format!("cannot read the store: {e}")),
     }
     {
         let mut claimed = claimed.lock().unwrap_or_else(|e| e.into_inner());
@@ -154,19 +155,21 @@ fn index_one(
     let title = path
         .file_stem()
         .map_or_else(|| source.clone(), |s| s.to_string_lossy().into_owned());
-    let track = StoredTrack {
-        meta: TrackMeta {
-            source,
-            title,
-            duration_s: fingerprint.duration_s,
-            frames: fingerprint.frames,
-            content_hash: hash,
-        },
-        peaks: fingerprint.peaks,
+    let duration_ms = (fingerprint.duration_s * 1000.0).round() as u32;
+    let music = match NewMusic::new(&title, None, duration_ms, hash, &source) {
+        Ok(music) => music,
+        Err(e) => return Outcome::Failed(e.to_string()),
     };
-    match store.put(&track) {
-        Ok(()) => Outcome::Indexed {
-            seconds: track.meta.duration_s,
+    // The audio stays where it is: the store keeps its path, not a copy.
+    let added = store.block_on(store.storage.add_music(
+        &music,
+        &fingerprint.peaks,
+        fingerprint.frames,
+        None,
+    ));
+    match added {
+        Ok(_) => Outcome::Indexed {
+            seconds: fingerprint.duration_s,
         },
         Err(e) => Outcome::Failed(format!("cannot store: {e}")),
     }

@@ -4,12 +4,10 @@ pub mod index;
 pub mod matching;
 pub mod scan;
 
-use std::path::PathBuf;
-
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::catalog::Catalog;
-use crate::store::Store;
+use crate::storage::StoreArgs;
 
 /// Confidence from which a track is named (see docs/recognition.md).
 pub const DEFAULT_MIN_CONFIDENCE: f32 = 0.5;
@@ -40,9 +38,8 @@ impl JobsArgs {
 /// What `match` and `scan` both take: the store to search and how to answer.
 #[derive(Debug, clap::Args)]
 pub struct SearchArgs {
-    /// Store directory written by `hendu index`.
-    #[arg(long, value_name = "DIR")]
-    pub store: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// JSON Lines on stdout (one object per answer), instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -58,10 +55,10 @@ impl SearchArgs {
     /// # Errors
     /// When the store cannot be opened or listed.
     pub fn load_catalog(&self) -> Result<Catalog> {
-        let store = Store::open(&self.store)?;
-        let catalog = Catalog::load(&store).context("cannot load the store")?;
-        for (path, e) in &catalog.damaged {
-            eprintln!("warning: skipped {}: {e}", path.display());
+        let store = self.store.open(false)?;
+        let catalog = Catalog::load(&store)?;
+        for (source, e) in &catalog.damaged {
+            eprintln!("warning: skipped {source}: {e}");
         }
         Ok(catalog)
     }

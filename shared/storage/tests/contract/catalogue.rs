@@ -116,7 +116,7 @@ pub async fn a_music_round_trips_with_its_fingerprint_and_audio(kind: Kind) {
         .unwrap();
     assert!(stored == bytes, "binary differs after the round trip");
 
-    let loaded = h.storage.load_catalogue().await.unwrap();
+    let loaded = h.storage.load_catalogue().await.unwrap().tracks;
     assert_eq!(loaded.len(), 1);
     assert_eq!(loaded[0].music.id, music.id);
     assert_eq!(loaded[0].peaks, p);
@@ -160,7 +160,7 @@ pub async fn deleting_a_music_removes_it_from_everything(kind: Kind) {
             .state,
         MusicState::Deleted
     );
-    let loaded = h.storage.load_catalogue().await.unwrap();
+    let loaded = h.storage.load_catalogue().await.unwrap().tracks;
     assert_eq!(
         loaded.iter().map(|t| t.music.id).collect::<Vec<_>>(),
         vec![keep.id]
@@ -191,7 +191,7 @@ pub async fn deleting_a_music_removes_it_from_everything(kind: Kind) {
         .unwrap();
     assert!(back.created);
     assert_eq!(back.record.id, gone.id);
-    assert_eq!(h.storage.load_catalogue().await.unwrap().len(), 2);
+    assert_eq!(h.storage.load_catalogue().await.unwrap().tracks.len(), 2);
 }
 
 pub async fn a_deletion_cut_short_leaves_nothing_to_match(kind: Kind) {
@@ -211,7 +211,7 @@ pub async fn a_deletion_cut_short_leaves_nothing_to_match(kind: Kind) {
             .await
             .unwrap()
     );
-    assert!(h.storage.load_catalogue().await.unwrap().is_empty());
+    assert!(h.storage.load_catalogue().await.unwrap().tracks.is_empty());
     assert_eq!(h.storage.documents.blocks(m.id).await.unwrap().len(), 3);
 
     assert_eq!(h.storage.finish_deletions().await.unwrap(), 1);
@@ -241,7 +241,7 @@ pub async fn an_ingestion_cut_short_is_not_matched_and_is_completed_by_a_retry(k
         .record;
     let blocks = hendu_storage::catalogue::split_blocks(&row, &p, frames);
     h.storage.documents.put_blocks(&blocks[..1]).await.unwrap();
-    assert!(h.storage.load_catalogue().await.unwrap().is_empty());
+    assert!(h.storage.load_catalogue().await.unwrap().tracks.is_empty());
 
     let retried = h
         .storage
@@ -250,7 +250,7 @@ pub async fn an_ingestion_cut_short_is_not_matched_and_is_completed_by_a_retry(k
         .unwrap();
     assert_eq!(retried.record.id, row.id);
     assert_eq!(retried.record.state, MusicState::Ready);
-    let loaded = h.storage.load_catalogue().await.unwrap();
+    let loaded = h.storage.load_catalogue().await.unwrap().tracks;
     assert_eq!(loaded.len(), 1);
     assert_eq!(loaded[0].peaks, p);
 }
@@ -273,7 +273,7 @@ pub async fn concurrent_uploads_of_the_same_audio_make_one_music(kind: Kind) {
     }
     ids.dedup();
     assert_eq!(ids.len(), 1, "one music for one audio: {ids:?}");
-    let loaded = h.storage.load_catalogue().await.unwrap();
+    let loaded = h.storage.load_catalogue().await.unwrap().tracks;
     assert_eq!(loaded.len(), 1);
     assert_eq!(loaded[0].peaks, p);
 }
