@@ -24,6 +24,9 @@ pub struct Catalog {
     pub tracks: Vec<TrackMeta>,
     /// Tracks that could not be loaded, and why (reported, then skipped).
     pub damaged: Vec<(String, String)>,
+    /// Reading the fingerprints from the store.
+    pub fetch_time: Duration,
+    /// Fetching plus building the index.
     pub load_time: Duration,
 }
 
@@ -37,6 +40,7 @@ impl Catalog {
         let loaded = store
             .block_on(store.storage.load_catalogue())
             .context("cannot load the catalogue")?;
+        let fetch_time = started.elapsed();
         let mut builder = IndexBuilder::new();
         let mut tracks = Vec::with_capacity(loaded.tracks.len());
         let mut damaged: Vec<(String, String)> = loaded
@@ -58,6 +62,7 @@ impl Catalog {
             index: builder.build(),
             tracks,
             damaged,
+            fetch_time,
             load_time: started.elapsed(),
         })
     }

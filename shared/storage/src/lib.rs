@@ -162,3 +162,47 @@ fn transient(e: &StorageError) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unreachable_server_is_retried_with_backoff_until_the_deadline() {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut attempts = 0;
+        let got = retry("test", deadline, || {
+            attempts += 1;
+            let attempt = attempts;
+            async move {
+                if attempt < 4 {
+                    Err(StorageError::Sql(sqlx::Error::PoolTimedOut))
+                } else {
+                    Ok(attempt)
+                }
+            }
+        })
+        .await;
+        assert_eq!(got.unwrap(), 4);
+
+        let started = tokio::time::Instant::now();
+        let never = retry("test", started + Duration::from_secs(3), || async {
+            Err::<(), _>(StorageError::Sql(sqlx::Error::PoolTimedOut))
+        })
+        .await;
+        assert!(never.is_err());
+        assert!(
+            started.elapsed() <= Duration::from_secs(3),
+            "gave up at the deadline"
+        );
+
+        let mut calls = 0;
+        let fatal = retry("test", started + Duration::from_secs(60), || {
+            calls += 1;
+            async { Err::<(), _>(StorageError::Corrupt("bad migration".into())) }
+        })
+        .await;
+        assert!(fatal.is_err());
+        assert_eq!(calls, 1, "a permanent error is not retried");
+    }
+}

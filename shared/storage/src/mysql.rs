@@ -1,8 +1,8 @@
 //! [`RelationalStore`] on MySQL or MariaDB (sqlx).
 //!
-//! Migrations run at connect time; sqlx takes a MySQL advisory lock
-//! (`GET_LOCK`) around them, so replicas that start together apply each
-//! migration once. Times are `DATETIME(3)` in UTC.
+//! Migrations run at connect time under a MySQL advisory lock (`GET_LOCK`),
+//! so replicas that start together apply each migration once. Times are
+//! `DATETIME(3)` in UTC.
 
 use std::time::Duration;
 
@@ -50,13 +50,34 @@ impl MySqlStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        MIGRATOR.run(&pool).await?;
+        migrate(&pool).await?;
         Ok(Self { pool })
     }
 
     pub fn pool(&self) -> &MySqlPool {
         &self.pool
     }
+}
+
+/// Applies the migrations under a server-wide advisory lock of our own: with
+/// only sqlx's, replicas starting at the same instant were measured to apply
+/// migration 1 twice (the second failing on the migrations table's key).
+async fn migrate(pool: &MySqlPool) -> Result<()> {
+    let mut conn = pool.acquire().await?;
+    let got: Option<i64> =
+        sqlx::query_scalar("SELECT GET_LOCK(CONCAT('hendu-migrate:', DATABASE()), 120)")
+            .fetch_one(&mut *conn)
+            .await?;
+    if got != Some(1) {
+        return Err(StorageError::Conflict(
+            "another replica has held the migration lock for 120 s".into(),
+        ));
+    }
+    let result = MIGRATOR.run(&mut *conn).await;
+    let _ = sqlx::query("SELECT RELEASE_LOCK(CONCAT('hendu-migrate:', DATABASE()))")
+        .execute(&mut *conn)
+        .await;
+    Ok(result?)
 }
 
 fn music(row: &MySqlRow) -> Result<Music> {

@@ -46,10 +46,11 @@ pub fn run(args: &MatchArgs) -> Result<i32> {
     let json = args.search.json;
     if !json {
         eprintln!(
-            "loaded {} tracks ({} landmarks) in {:.0} ms",
+            "loaded {} tracks ({} landmarks) in {:.0} ms ({:.0} ms reading the store)",
             catalog.tracks.len(),
             catalog.index.postings(),
-            catalog.load_time.as_secs_f64() * 1000.0
+            catalog.load_time.as_secs_f64() * 1000.0,
+            catalog.fetch_time.as_secs_f64() * 1000.0
         );
     }
     let pool = args.jobs.pool()?;

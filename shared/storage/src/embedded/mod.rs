@@ -59,7 +59,19 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options)
             .await?;
-        MIGRATOR.run(&pool).await?;
+        // Processes opening a new file at the same instant would each apply
+        // the migrations (sqlx does not lock SQLite): serialise them on a lock file.
+        let lock_path = path.with_extension("migrate-lock");
+        let lock = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::create(&lock_path)?;
+            file.lock()?;
+            Ok::<_, std::io::Error>(file)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        let migrated = MIGRATOR.run(&pool).await;
+        drop(lock);
+        migrated?;
         Ok(Self {
             pool,
             queue,

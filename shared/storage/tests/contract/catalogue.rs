@@ -19,6 +19,7 @@ crate::contract!(catalogue:
     an_ingestion_cut_short_is_not_matched_and_is_completed_by_a_retry,
     concurrent_uploads_of_the_same_audio_make_one_music,
     bad_metadata_is_refused_before_the_database,
+    replicas_starting_together_migrate_once,
 );
 
 /// A 4-minute track's worth of peaks: 24 a second, bins in the band.
@@ -291,4 +292,27 @@ pub async fn bad_metadata_is_refused_before_the_database(kind: Kind) {
             .unwrap()
             .is_empty()
     );
+}
+
+pub async fn replicas_starting_together_migrate_once(kind: Kind) {
+    let place = crate::harness::Place::new(kind).await;
+    let opened = futures_util::future::join_all(
+        (0..4).map(|_| hendu_storage::Storage::connect(&place.config)),
+    )
+    .await;
+    let stores: Vec<_> = opened
+        .into_iter()
+        .map(|s| s.expect("every replica starts"))
+        .collect();
+    let (p, frames) = peaks(8, 40);
+    stores[0]
+        .add_music(&new_music(8, 40), &p, frames, None)
+        .await
+        .unwrap();
+    for s in &stores {
+        assert_eq!(s.load_catalogue().await.unwrap().tracks.len(), 1);
+    }
+    for s in &stores {
+        s.close().await;
+    }
 }

@@ -26,12 +26,18 @@ pub enum Kind {
     Servers,
 }
 
-/// A test's private store. Dropping it deletes the data.
-pub struct Harness {
-    pub storage: Storage,
+/// A test's private place for data, not yet opened. Dropping it deletes the data.
+pub struct Place {
     pub config: StorageConfig,
     cleanup: Option<Cleanup>,
     _dir: Option<tempfile::TempDir>,
+}
+
+/// A test's private store, open.
+pub struct Harness {
+    pub storage: Storage,
+    pub config: StorageConfig,
+    _place: Place,
 }
 
 struct Cleanup {
@@ -58,13 +64,30 @@ fn unique_name() -> String {
 
 impl Harness {
     pub async fn new(kind: Kind) -> Self {
+        let place = Place::new(kind).await;
+        let storage = Storage::connect(&place.config).await.unwrap_or_else(|e| {
+            panic!(
+                "cannot open {:?}: {e}; run scripts/test.sh, which starts the servers",
+                place.config
+            )
+        });
+        Self {
+            storage,
+            config: place.config.clone(),
+            _place: place,
+        }
+    }
+}
+
+impl Place {
+    pub async fn new(kind: Kind) -> Self {
         match kind {
-            Kind::Embedded => Self::embedded().await,
+            Kind::Embedded => Self::embedded(),
             Kind::Servers => Self::servers().await,
         }
     }
 
-    pub async fn embedded() -> Self {
+    fn embedded() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = StorageConfig::Embedded {
             path: dir.path().join("hendu.db"),
@@ -72,10 +95,14 @@ impl Harness {
                 claim_after: CLAIM_AFTER,
             },
         };
-        Self::with_config(config, None, Some(dir)).await
+        Self {
+            config,
+            cleanup: None,
+            _dir: Some(dir),
+        }
     }
 
-    pub async fn servers() -> Self {
+    async fn servers() -> Self {
         let name = unique_name();
         let admin = env_or("HENDU_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test");
         let mut conn = sqlx::MySqlConnection::connect(&admin).await.unwrap_or_else(|e| {
@@ -109,27 +136,15 @@ impl Harness {
             mongo: mongo.to_string(),
             redis,
         };
-        Self::with_config(config, Some(cleanup), None).await
-    }
-
-    async fn with_config(
-        config: StorageConfig,
-        cleanup: Option<Cleanup>,
-        dir: Option<tempfile::TempDir>,
-    ) -> Self {
-        let storage = Storage::connect(&config).await.unwrap_or_else(|e| {
-            panic!("cannot open {config:?}: {e}; run scripts/test.sh, which starts the servers")
-        });
         Self {
-            storage,
             config,
-            cleanup,
-            _dir: dir,
+            cleanup: Some(cleanup),
+            _dir: None,
         }
     }
 }
 
-impl Drop for Harness {
+impl Drop for Place {
     fn drop(&mut self) {
         let Some(c) = self.cleanup.take() else {
             return;
