@@ -7,6 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${HENDU_DEMO_DIR:-.demo}
+# The embedded default, even where servers are configured.
+unset HENDU_MYSQL_URL HENDU_MONGO_URL HENDU_REDIS_URL
 PACKAGE=singularity-music
 
 need() {

@@ -14,9 +14,12 @@ use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
 use crate::error::{Result, StorageError};
 use crate::model::{
     ContentHash, Device, Imei, Music, MusicId, MusicState, NewDevice, NewMusic, NewPlay, NewRadio,
-    NewUser, Play, Radio, Role, SecretHash, Source, User,
+    NewUser, Play, Radio, Source, User,
 };
-use crate::relational::{self, hash_secret, is_unique_violation};
+use crate::relational::{
+    self, SqlRow, device, hash_secret, is_unique_violation, music, play, plays_of_source_sql,
+    radio, source_columns, user,
+};
 use crate::repo::{Inserted, RelationalStore};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
@@ -80,71 +83,12 @@ async fn migrate(pool: &MySqlPool) -> Result<()> {
     Ok(result?)
 }
 
-fn music(row: &MySqlRow) -> Result<Music> {
-    Ok(Music {
-        id: row.try_get("id")?,
-        title: row.try_get("title")?,
-        artist: row.try_get("artist")?,
-        duration_ms: row.try_get("duration_ms")?,
-        blocks: row.try_get("blocks")?,
-        content_hash: ContentHash::parse(row.try_get("content_hash")?)
-            .map_err(StorageError::corrupt)?,
-        source: row.try_get("source")?,
-        owner: row.try_get("owner_id")?,
-        state: MusicState::parse(row.try_get("state")?)?,
-        created_at: from_db(row.try_get("created_at")?),
-        updated_at: from_db(row.try_get("updated_at")?),
-    })
-}
+impl SqlRow for MySqlRow {
+    relational::plain_accessors!();
 
-fn radio(row: &MySqlRow) -> Result<Radio> {
-    Ok(Radio {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        stream_url: row.try_get("stream_url")?,
-        location: row.try_get("location")?,
-        enabled: row.try_get("enabled")?,
-    })
-}
-
-fn device(row: &MySqlRow) -> Result<Device> {
-    Ok(Device {
-        id: row.try_get("id")?,
-        imei: Imei::parse(row.try_get("imei")?).map_err(StorageError::corrupt)?,
-        name: row.try_get("name")?,
-        location: row.try_get("location")?,
-        secret_hash: SecretHash(row.try_get("secret_hash")?),
-        enabled: row.try_get("enabled")?,
-    })
-}
-
-fn user(row: &MySqlRow) -> Result<User> {
-    Ok(User {
-        id: row.try_get("id")?,
-        email: row.try_get("email")?,
-        display_name: row.try_get("display_name")?,
-        role: Role::parse(row.try_get("role")?)?,
-        password_hash: SecretHash(row.try_get("password_hash")?),
-    })
-}
-
-fn play(row: &MySqlRow) -> Result<Play> {
-    let kind: &str = row.try_get("source_kind")?;
-    let id: Option<i64> = row.try_get(if kind == "radio" {
-        "radio_id"
-    } else {
-        "device_id"
-    })?;
-    Ok(Play {
-        id: row.try_get("id")?,
-        music_id: row.try_get("music_id")?,
-        source: Source::from_parts(kind, id.unwrap_or_default())?,
-        location: row.try_get("location")?,
-        started_at: from_db(row.try_get("started_at")?),
-        ended_at: from_db(row.try_get("ended_at")?),
-        score: row.try_get("score")?,
-        idempotency_key: row.try_get("idempotency_key")?,
-    })
+    fn time(&self, column: &str) -> Result<OffsetDateTime> {
+        Ok(from_db(self.try_get(column)?))
+    }
 }
 
 const MUSIC_COLUMNS: &str = "SELECT id, title, artist, duration_ms, blocks, content_hash, source, \
@@ -343,10 +287,7 @@ impl RelationalStore for MySqlStore {
     }
 
     async fn record_play(&self, new: &NewPlay) -> Result<Inserted<Play>> {
-        let (radio_id, device_id) = match new.source {
-            Source::Radio(id) => (Some(id), None),
-            Source::Device(id) => (None, Some(id)),
-        };
+        let (radio_id, device_id) = source_columns(new.source);
         let inserted = sqlx::query(
             "INSERT INTO results (music_id, source_kind, radio_id, device_id, location, \
              started_at, ended_at, score, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -401,16 +342,7 @@ impl RelationalStore for MySqlStore {
         from: OffsetDateTime,
         to: OffsetDateTime,
     ) -> Result<Vec<Play>> {
-        let sql = match source {
-            Source::Radio(_) => {
-                "SELECT * FROM results WHERE radio_id = ? AND started_at >= ? AND started_at < ? \
-                 ORDER BY started_at, id"
-            }
-            Source::Device(_) => {
-                "SELECT * FROM results WHERE device_id = ? AND started_at >= ? AND started_at < ? \
-                 ORDER BY started_at, id"
-            }
-        };
+        let sql = plays_of_source_sql(source);
         let rows = sqlx::query(sql)
             .bind(source.id())
             .bind(to_db(from))

@@ -1,8 +1,145 @@
-//! What the two SQL stores share: how a retried insert is told from a clash.
+//! What the two SQL stores share: reading rows into records, and telling a
+//! retried insert from a clash.
+
+use time::OffsetDateTime;
 
 use crate::error::{Result, StorageError};
-use crate::model::{Device, NewDevice, NewRadio, NewUser, Radio, Secret, SecretHash, User};
+use crate::model::{
+    ContentHash, Device, Imei, Music, MusicState, NewDevice, NewRadio, NewUser, Play, Radio, Role,
+    Secret, SecretHash, Source, User,
+};
 use crate::repo::Inserted;
+
+/// Typed column access, the one thing MySQL and SQLite rows do differently
+/// here: times are `DATETIME(3)` in MySQL and Unix milliseconds in SQLite.
+pub(crate) trait SqlRow {
+    fn int(&self, column: &str) -> Result<i64>;
+    fn opt_int(&self, column: &str) -> Result<Option<i64>>;
+    fn count(&self, column: &str) -> Result<u32>;
+    fn text(&self, column: &str) -> Result<String>;
+    fn opt_text(&self, column: &str) -> Result<Option<String>>;
+    fn flag(&self, column: &str) -> Result<bool>;
+    fn real(&self, column: &str) -> Result<f64>;
+    fn time(&self, column: &str) -> Result<OffsetDateTime>;
+}
+
+/// The accessors that decode the same way on both databases.
+macro_rules! plain_accessors {
+    () => {
+        fn int(&self, column: &str) -> Result<i64> {
+            Ok(sqlx::Row::try_get(self, column)?)
+        }
+        fn opt_int(&self, column: &str) -> Result<Option<i64>> {
+            Ok(sqlx::Row::try_get(self, column)?)
+        }
+        fn count(&self, column: &str) -> Result<u32> {
+            Ok(sqlx::Row::try_get(self, column)?)
+        }
+        fn text(&self, column: &str) -> Result<String> {
+            Ok(sqlx::Row::try_get(self, column)?)
+        }
+        fn opt_text(&self, column: &str) -> Result<Option<String>> {
+            Ok(sqlx::Row::try_get(self, column)?)
+        }
+        fn flag(&self, column: &str) -> Result<bool> {
+            Ok(sqlx::Row::try_get(self, column)?)
+        }
+        fn real(&self, column: &str) -> Result<f64> {
+            Ok(sqlx::Row::try_get(self, column)?)
+        }
+    };
+}
+pub(crate) use plain_accessors;
+
+pub(crate) fn music(row: &impl SqlRow) -> Result<Music> {
+    Ok(Music {
+        id: row.int("id")?,
+        title: row.text("title")?,
+        artist: row.opt_text("artist")?,
+        duration_ms: row.count("duration_ms")?,
+        blocks: row.count("blocks")?,
+        content_hash: ContentHash::parse(&row.text("content_hash")?)
+            .map_err(StorageError::corrupt)?,
+        source: row.text("source")?,
+        owner: row.opt_int("owner_id")?,
+        state: MusicState::parse(&row.text("state")?)?,
+        created_at: row.time("created_at")?,
+        updated_at: row.time("updated_at")?,
+    })
+}
+
+pub(crate) fn radio(row: &impl SqlRow) -> Result<Radio> {
+    Ok(Radio {
+        id: row.int("id")?,
+        name: row.text("name")?,
+        stream_url: row.text("stream_url")?,
+        location: row.opt_text("location")?,
+        enabled: row.flag("enabled")?,
+    })
+}
+
+pub(crate) fn device(row: &impl SqlRow) -> Result<Device> {
+    Ok(Device {
+        id: row.int("id")?,
+        imei: Imei::parse(&row.text("imei")?).map_err(StorageError::corrupt)?,
+        name: row.text("name")?,
+        location: row.opt_text("location")?,
+        secret_hash: SecretHash(row.text("secret_hash")?),
+        enabled: row.flag("enabled")?,
+    })
+}
+
+pub(crate) fn user(row: &impl SqlRow) -> Result<User> {
+    Ok(User {
+        id: row.int("id")?,
+        email: row.text("email")?,
+        display_name: row.text("display_name")?,
+        role: Role::parse(&row.text("role")?)?,
+        password_hash: SecretHash(row.text("password_hash")?),
+    })
+}
+
+pub(crate) fn play(row: &impl SqlRow) -> Result<Play> {
+    let kind = row.text("source_kind")?;
+    let id = row.opt_int(if kind == "radio" {
+        "radio_id"
+    } else {
+        "device_id"
+    })?;
+    Ok(Play {
+        id: row.int("id")?,
+        music_id: row.int("music_id")?,
+        source: Source::from_parts(&kind, id.unwrap_or_default())?,
+        location: row.opt_text("location")?,
+        started_at: row.time("started_at")?,
+        ended_at: row.time("ended_at")?,
+        score: row.real("score")?,
+        idempotency_key: row.text("idempotency_key")?,
+    })
+}
+
+/// The radio and device columns of a play's source.
+pub(crate) fn source_columns(source: Source) -> (Option<i64>, Option<i64>) {
+    match source {
+        Source::Radio(id) => (Some(id), None),
+        Source::Device(id) => (None, Some(id)),
+    }
+}
+
+/// Plays of a source in a time window, by start time (the column is the
+/// source's kind, the only part that cannot be a bound parameter).
+pub(crate) fn plays_of_source_sql(source: Source) -> &'static str {
+    match source {
+        Source::Radio(_) => {
+            "SELECT * FROM results WHERE radio_id = ? AND started_at >= ? AND started_at < ? \
+             ORDER BY started_at, id"
+        }
+        Source::Device(_) => {
+            "SELECT * FROM results WHERE device_id = ? AND started_at >= ? AND started_at < ? \
+             ORDER BY started_at, id"
+        }
+    }
+}
 
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     e.as_database_error()

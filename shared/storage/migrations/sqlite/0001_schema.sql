@@ -1,6 +1,6 @@
 -- HENDU's embedded store: the relational tables of the server schema, the
 -- documents kept in MongoDB on servers, and the work queue kept in Redis.
--- Times are Unix milliseconds (UTC).
+-- Times are Unix milliseconds (UTC), in columns named as in the MySQL schema.
 
 CREATE TABLE users (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -8,7 +8,7 @@ CREATE TABLE users (
     display_name  TEXT    NOT NULL,
     role          TEXT    NOT NULL CHECK (role IN ('musician', 'admin')),
     password_hash TEXT    NOT NULL,
-    created_ms    INTEGER NOT NULL
+    created_at    INTEGER NOT NULL
 );
 
 CREATE TABLE musics (
@@ -21,8 +21,8 @@ CREATE TABLE musics (
     source       TEXT    NOT NULL,
     owner_id     INTEGER REFERENCES users (id) ON DELETE SET NULL,
     state        TEXT    NOT NULL CHECK (state IN ('ingesting', 'ready', 'deleting', 'deleted')),
-    created_ms   INTEGER NOT NULL,
-    updated_ms   INTEGER NOT NULL
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL
 );
 CREATE INDEX musics_state ON musics (state, id);
 
@@ -32,7 +32,7 @@ CREATE TABLE radios (
     stream_url TEXT    NOT NULL,
     location   TEXT,
     enabled    INTEGER NOT NULL DEFAULT 1,
-    created_ms INTEGER NOT NULL
+    created_at INTEGER NOT NULL
 );
 
 CREATE TABLE devices (
@@ -42,7 +42,7 @@ CREATE TABLE devices (
     location    TEXT,
     secret_hash TEXT    NOT NULL,
     enabled     INTEGER NOT NULL DEFAULT 1,
-    created_ms  INTEGER NOT NULL
+    created_at  INTEGER NOT NULL
 );
 
 CREATE TABLE results (
@@ -52,17 +52,17 @@ CREATE TABLE results (
     radio_id        INTEGER REFERENCES radios (id),
     device_id       INTEGER REFERENCES devices (id),
     location        TEXT,
-    started_ms      INTEGER NOT NULL,
-    ended_ms        INTEGER NOT NULL CHECK (ended_ms >= started_ms),
+    started_at      INTEGER NOT NULL,
+    ended_at        INTEGER NOT NULL CHECK (ended_at >= started_at),
     score           REAL    NOT NULL,
     idempotency_key TEXT    NOT NULL UNIQUE,
-    created_ms      INTEGER NOT NULL,
+    created_at      INTEGER NOT NULL,
     CHECK ((source_kind = 'radio' AND radio_id IS NOT NULL AND device_id IS NULL) OR
            (source_kind = 'device' AND device_id IS NOT NULL AND radio_id IS NULL))
 );
-CREATE INDEX results_music_time ON results (music_id, started_ms);
-CREATE INDEX results_radio_time ON results (radio_id, started_ms);
-CREATE INDEX results_device_time ON results (device_id, started_ms);
+CREATE INDEX results_music_time ON results (music_id, started_at);
+CREATE INDEX results_radio_time ON results (radio_id, started_at);
+CREATE INDEX results_device_time ON results (device_id, started_at);
 
 CREATE TABLE music_fingerprints (
     music_id     INTEGER NOT NULL,

@@ -9,80 +9,24 @@ use super::SqliteStore;
 use crate::error::{Result, StorageError};
 use crate::model::{
     ContentHash, Device, Imei, Music, MusicId, MusicState, NewDevice, NewMusic, NewPlay, NewRadio,
-    NewUser, Play, Radio, Role, SecretHash, Source, User, from_unix_ms, unix_ms,
+    NewUser, Play, Radio, Source, User, from_unix_ms, unix_ms,
 };
-use crate::relational::{self, hash_secret, is_unique_violation};
+use crate::relational::{
+    self, SqlRow, device, hash_secret, is_unique_violation, music, play, plays_of_source_sql,
+    radio, source_columns, user,
+};
 use crate::repo::{Inserted, RelationalStore};
 
 fn now_ms() -> i64 {
     unix_ms(OffsetDateTime::now_utc())
 }
 
-fn music(row: &SqliteRow) -> Result<Music> {
-    Ok(Music {
-        id: row.try_get("id")?,
-        title: row.try_get("title")?,
-        artist: row.try_get("artist")?,
-        duration_ms: row.try_get("duration_ms")?,
-        blocks: row.try_get("blocks")?,
-        content_hash: ContentHash::parse(row.try_get("content_hash")?)
-            .map_err(StorageError::corrupt)?,
-        source: row.try_get("source")?,
-        owner: row.try_get("owner_id")?,
-        state: MusicState::parse(row.try_get("state")?)?,
-        created_at: from_unix_ms(row.try_get("created_ms")?),
-        updated_at: from_unix_ms(row.try_get("updated_ms")?),
-    })
-}
+impl SqlRow for SqliteRow {
+    relational::plain_accessors!();
 
-fn radio(row: &SqliteRow) -> Result<Radio> {
-    Ok(Radio {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        stream_url: row.try_get("stream_url")?,
-        location: row.try_get("location")?,
-        enabled: row.try_get("enabled")?,
-    })
-}
-
-fn device(row: &SqliteRow) -> Result<Device> {
-    Ok(Device {
-        id: row.try_get("id")?,
-        imei: Imei::parse(row.try_get("imei")?).map_err(StorageError::corrupt)?,
-        name: row.try_get("name")?,
-        location: row.try_get("location")?,
-        secret_hash: SecretHash(row.try_get("secret_hash")?),
-        enabled: row.try_get("enabled")?,
-    })
-}
-
-fn user(row: &SqliteRow) -> Result<User> {
-    Ok(User {
-        id: row.try_get("id")?,
-        email: row.try_get("email")?,
-        display_name: row.try_get("display_name")?,
-        role: Role::parse(row.try_get("role")?)?,
-        password_hash: SecretHash(row.try_get("password_hash")?),
-    })
-}
-
-fn play(row: &SqliteRow) -> Result<Play> {
-    let kind: &str = row.try_get("source_kind")?;
-    let id: Option<i64> = row.try_get(if kind == "radio" {
-        "radio_id"
-    } else {
-        "device_id"
-    })?;
-    Ok(Play {
-        id: row.try_get("id")?,
-        music_id: row.try_get("music_id")?,
-        source: Source::from_parts(kind, id.unwrap_or_default())?,
-        location: row.try_get("location")?,
-        started_at: from_unix_ms(row.try_get("started_ms")?),
-        ended_at: from_unix_ms(row.try_get("ended_ms")?),
-        score: row.try_get("score")?,
-        idempotency_key: row.try_get("idempotency_key")?,
-    })
+    fn time(&self, column: &str) -> Result<OffsetDateTime> {
+        Ok(from_unix_ms(self.try_get(column)?))
+    }
 }
 
 /// Whether an insert went in (true) or met an existing unique value (false).
@@ -114,7 +58,7 @@ impl RelationalStore for SqliteStore {
                 if state == MusicState::Deleted {
                     sqlx::query(
                         "UPDATE musics SET title = ?, artist = ?, duration_ms = ?, blocks = ?, \
-                         source = ?, owner_id = ?, state = 'ingesting', updated_ms = ? WHERE id = ?",
+                         source = ?, owner_id = ?, state = 'ingesting', updated_at = ? WHERE id = ?",
                     )
                     .bind(&new.title)
                     .bind(&new.artist)
@@ -132,7 +76,7 @@ impl RelationalStore for SqliteStore {
             None => {
                 let id: i64 = sqlx::query_scalar(
                     "INSERT INTO musics (title, artist, duration_ms, blocks, content_hash, source, \
-                     owner_id, state, created_ms, updated_ms) \
+                     owner_id, state, created_at, updated_at) \
                      VALUES (?, ?, ?, ?, ?, ?, ?, 'ingesting', ?, ?) RETURNING id",
                 )
                 .bind(&new.title)
@@ -159,7 +103,7 @@ impl RelationalStore for SqliteStore {
 
     async fn set_music_state(&self, id: MusicId, from: MusicState, to: MusicState) -> Result<bool> {
         let done =
-            sqlx::query("UPDATE musics SET state = ?, updated_ms = ? WHERE id = ? AND state = ?")
+            sqlx::query("UPDATE musics SET state = ?, updated_at = ? WHERE id = ? AND state = ?")
                 .bind(to.as_str())
                 .bind(now_ms())
                 .bind(id)
@@ -199,7 +143,7 @@ impl RelationalStore for SqliteStore {
     async fn add_radio(&self, new: &NewRadio) -> Result<Inserted<Radio>> {
         let created = inserted(
             sqlx::query(
-                "INSERT INTO radios (name, stream_url, location, enabled, created_ms) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO radios (name, stream_url, location, enabled, created_at) VALUES (?, ?, ?, ?, ?)",
             )
             .bind(&new.name)
             .bind(&new.stream_url)
@@ -227,7 +171,7 @@ impl RelationalStore for SqliteStore {
         let secret_hash = hash_secret(&new.secret).await?;
         let created = inserted(
             sqlx::query(
-                "INSERT INTO devices (imei, name, location, secret_hash, enabled, created_ms) \
+                "INSERT INTO devices (imei, name, location, secret_hash, enabled, created_at) \
                  VALUES (?, ?, ?, ?, ?, ?)",
             )
             .bind(new.imei.as_str())
@@ -267,7 +211,7 @@ impl RelationalStore for SqliteStore {
         let password_hash = hash_secret(&new.password).await?;
         let created = inserted(
             sqlx::query(
-                "INSERT INTO users (email, display_name, role, password_hash, created_ms) \
+                "INSERT INTO users (email, display_name, role, password_hash, created_at) \
                  VALUES (?, ?, ?, ?, ?)",
             )
             .bind(&new.email)
@@ -294,14 +238,11 @@ impl RelationalStore for SqliteStore {
     }
 
     async fn record_play(&self, new: &NewPlay) -> Result<Inserted<Play>> {
-        let (radio_id, device_id) = match new.source {
-            Source::Radio(id) => (Some(id), None),
-            Source::Device(id) => (None, Some(id)),
-        };
+        let (radio_id, device_id) = source_columns(new.source);
         let created = inserted(
             sqlx::query(
                 "INSERT INTO results (music_id, source_kind, radio_id, device_id, location, \
-                 started_ms, ended_ms, score, idempotency_key, created_ms) \
+                 started_at, ended_at, score, idempotency_key, created_at) \
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(new.music_id)
@@ -334,8 +275,8 @@ impl RelationalStore for SqliteStore {
         to: OffsetDateTime,
     ) -> Result<Vec<Play>> {
         let rows = sqlx::query(
-            "SELECT * FROM results WHERE music_id = ? AND started_ms >= ? AND started_ms < ? \
-             ORDER BY started_ms, id",
+            "SELECT * FROM results WHERE music_id = ? AND started_at >= ? AND started_at < ? \
+             ORDER BY started_at, id",
         )
         .bind(music)
         .bind(unix_ms(from))
@@ -351,16 +292,7 @@ impl RelationalStore for SqliteStore {
         from: OffsetDateTime,
         to: OffsetDateTime,
     ) -> Result<Vec<Play>> {
-        let sql = match source {
-            Source::Radio(_) => {
-                "SELECT * FROM results WHERE radio_id = ? AND started_ms >= ? AND started_ms < ? \
-                 ORDER BY started_ms, id"
-            }
-            Source::Device(_) => {
-                "SELECT * FROM results WHERE device_id = ? AND started_ms >= ? AND started_ms < ? \
-                 ORDER BY started_ms, id"
-            }
-        };
+        let sql = plays_of_source_sql(source);
         let rows = sqlx::query(sql)
             .bind(source.id())
             .bind(unix_ms(from))
