@@ -120,6 +120,26 @@ impl Storage {
         })
     }
 
+    /// Asks every backend to answer: `(name, None)` when it does, `(name,
+    /// Some(why))` when it does not. For readiness endpoints.
+    pub async fn check(&self) -> Vec<(&'static str, Option<String>)> {
+        let (relational, documents, queue) = tokio::join!(
+            self.relational.ping(),
+            self.documents.ping(),
+            self.queue.ping()
+        );
+        let why = |r: Result<()>| r.err().map(|e| e.to_string());
+        if self.embedded.is_some() {
+            vec![("embedded store", why(relational.and(documents).and(queue)))]
+        } else {
+            vec![
+                ("mysql", why(relational)),
+                ("mongodb", why(documents)),
+                ("redis", why(queue)),
+            ]
+        }
+    }
+
     /// Closes the embedded store's file cleanly (its write-ahead log is folded
     /// back in); server connections simply close when dropped.
     pub async fn close(&self) {

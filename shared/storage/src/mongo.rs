@@ -179,6 +179,11 @@ impl MongoStore {
 
 #[async_trait]
 impl DocumentStore for MongoStore {
+    async fn ping(&self) -> Result<()> {
+        self.db.run_command(doc! { "ping": 1 }).await?;
+        Ok(())
+    }
+
     async fn put_blocks(&self, blocks: &[FingerprintBlock]) -> Result<()> {
         // One upsert per block, all in flight at once: replaying the same
         // blocks (a retry, or two replicas ingesting the same audio) converges

@@ -96,6 +96,11 @@ const MUSIC_COLUMNS: &str = "SELECT id, title, artist, duration_ms, blocks, cont
 
 #[async_trait]
 impl RelationalStore for MySqlStore {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     async fn upsert_music(&self, new: &NewMusic) -> Result<Inserted<Music>> {
         // Insert first: locking a row that does not exist yet (SELECT ... FOR
         // UPDATE) takes gap locks, and concurrent uploads of the same audio

@@ -67,6 +67,8 @@ pub struct Backlog {
 
 #[async_trait]
 pub trait WorkQueue: Send + Sync + std::fmt::Debug {
+    /// Answers when the queue's server does (readiness checks).
+    async fn ping(&self) -> Result<()>;
     /// Appends an entry; returns its id.
     async fn push(&self, queue: Queue, payload: &[u8]) -> Result<String>;
     /// Up to `max` entries for `consumer`: first those other consumers left

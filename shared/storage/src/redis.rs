@@ -144,6 +144,12 @@ fn delivery(entry: &StreamId, redelivered: bool) -> Delivery {
 
 #[async_trait]
 impl WorkQueue for RedisStore {
+    async fn ping(&self) -> Result<()> {
+        let mut con = self.commands.clone();
+        let _: String = redis::cmd("PING").query_async(&mut con).await?;
+        Ok(())
+    }
+
     async fn push(&self, queue: Queue, payload: &[u8]) -> Result<String> {
         let mut con = self.commands.clone();
         Ok(con

@@ -27,6 +27,8 @@ pub struct Inserted<T> {
 /// The relational side (paper, Figure 3: musics, radios, devices, users, results).
 #[async_trait]
 pub trait RelationalStore: Send + Sync + std::fmt::Debug {
+    /// Answers when the database does (readiness checks).
+    async fn ping(&self) -> Result<()>;
     /// Adds a music in state [`MusicState::Ingesting`], or returns the music
     /// that already has this content hash (a deleted one comes back to
     /// `Ingesting` with the new metadata, so that re-uploading restores it).
@@ -73,6 +75,8 @@ pub trait RelationalStore: Send + Sync + std::fmt::Debug {
 /// fingerprints, raw results, music binaries).
 #[async_trait]
 pub trait DocumentStore: Send + Sync + std::fmt::Debug {
+    /// Answers when the database does (readiness checks).
+    async fn ping(&self) -> Result<()>;
     /// Writes one music's blocks (in block order), replacing any stored for it;
     /// writing the same blocks again, even concurrently, is harmless.
     async fn put_blocks(&self, blocks: &[FingerprintBlock]) -> Result<()>;

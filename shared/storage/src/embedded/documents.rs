@@ -15,7 +15,7 @@ use crate::error::{Result, StorageError};
 use crate::model::{
     FingerprintBlock, MusicId, NewSample, RawResult, Source, from_unix_ms, unix_ms,
 };
-use crate::repo::{DocumentStore, Reader};
+use crate::repo::{DocumentStore, Reader, RelationalStore};
 
 /// Binaries are stored in chunks of this size.
 const CHUNK: usize = 256 * 1024;
@@ -33,6 +33,10 @@ fn block(row: &SqliteRow) -> Result<FingerprintBlock> {
 
 #[async_trait]
 impl DocumentStore for SqliteStore {
+    async fn ping(&self) -> Result<()> {
+        RelationalStore::ping(self).await
+    }
+
     async fn put_blocks(&self, blocks: &[FingerprintBlock]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         for b in blocks {

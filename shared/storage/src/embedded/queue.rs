@@ -75,6 +75,11 @@ fn delivery(row: &sqlx::sqlite::SqliteRow, redelivered: bool) -> Result<Delivery
 
 #[async_trait]
 impl WorkQueue for SqliteStore {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     async fn push(&self, queue: Queue, payload: &[u8]) -> Result<String> {
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO queue_entries (queue, payload) VALUES (?, ?) RETURNING id",

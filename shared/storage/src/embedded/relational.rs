@@ -42,6 +42,11 @@ fn inserted(
 
 #[async_trait]
 impl RelationalStore for SqliteStore {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     async fn upsert_music(&self, new: &NewMusic) -> Result<Inserted<Music>> {
         // BEGIN IMMEDIATE takes the write lock first: the read and the write
         // below are one step for every other connection.

@@ -14,6 +14,7 @@ crate::contract!(records:
     devices_are_unique_by_imei_and_authenticate_by_secret,
     radios_and_users_refuse_clashes_but_accept_retries,
     samples_and_raw_results_are_idempotent_by_sample,
+    every_backend_answers_a_health_check,
 );
 
 fn t0() -> OffsetDateTime {
@@ -316,4 +317,23 @@ pub async fn samples_and_raw_results_are_idempotent_by_sample(kind: Kind) {
             .unwrap(),
         vec![raw(2, None)]
     );
+}
+
+pub async fn every_backend_answers_a_health_check(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let checks = h.storage.check().await;
+    let names: Vec<_> = checks.iter().map(|(n, _)| *n).collect();
+    match kind {
+        Kind::Embedded => assert_eq!(names, ["embedded store"]),
+        Kind::Servers => assert_eq!(names, ["mysql", "mongodb", "redis"]),
+    }
+    assert!(checks.iter().all(|(_, why)| why.is_none()), "{checks:?}");
+    if kind == Kind::Embedded {
+        h.storage.close().await;
+        let checks = h.storage.check().await;
+        assert!(
+            checks[0].1.is_some(),
+            "a closed store is reported: {checks:?}"
+        );
+    }
 }

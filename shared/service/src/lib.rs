@@ -1,0 +1,37 @@
+//! What every HENDU service binary shares, from one place.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use hendu_service::{Ops, Settings, serve, telemetry};
+//!
+//! let settings = Settings::from_env("hendu-example", 8080)?;
+//! telemetry::init(&settings.log);
+//! let ops = Ops::new(settings.service);
+//! let app = axum::Router::new(); // the service's own routes
+//! let listener = tokio::net::TcpListener::bind(settings.http_addr).await?;
+//! serve(listener, ops.wrap(app), hendu_service::shutdown::signal(), settings.shutdown_grace).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//! - [`settings`]: typed settings from the environment, one list of variable names.
+//! - [`telemetry`]: JSON logs (human-readable in a terminal), request ids.
+//! - [`health`]: liveness that notices a stuck worker loop, readiness that names what is missing.
+//! - [`metrics`]: Prometheus metrics, request latency per route.
+//! - [`error`]: the one JSON error shape, with a stable `code`.
+//! - [`http`]: the operational routes and middleware around a service's router, and `serve`.
+//! - [`shutdown`]: SIGTERM / Ctrl-C, and a bounded drain.
+
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod metrics;
+pub mod settings;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use error::ApiError;
+pub use health::{Health, Heartbeat};
+pub use http::{Ops, serve};
+pub use metrics::Metrics;
+pub use settings::Settings;
