@@ -111,23 +111,9 @@ async fn an_upload_becomes_a_recognisable_music_once() {
     assert_eq!(again.status(), 200);
     assert_eq!(again.json::<Value>().await.unwrap()["id"], id);
 
-    let listed: Value = http
-        .get(format!("{}/v1/musics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = get_json(format!("{}/v1/musics", app.base)).await;
     assert_eq!(listed["musics"].as_array().unwrap().len(), 1);
-    let one: Value = http
-        .get(format!("{}{location}", app.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let one: Value = get_json(format!("{}{location}", app.base)).await;
     assert_eq!(one["id"], id);
 
     // What was stored recognises a clip of the track.
@@ -212,23 +198,9 @@ async fn bad_uploads_get_a_clear_error_and_store_nothing() {
         "invalid_input"
     );
 
-    let listed: Value = http
-        .get(format!("{}/v1/musics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = get_json(format!("{}/v1/musics", app.base)).await;
     assert_eq!(listed["musics"], Value::Array(vec![]));
-    assert!(
-        app.storage
-            .load_catalogue()
-            .await
-            .unwrap()
-            .tracks
-            .is_empty()
-    );
+    assert_eq!(catalogue_size(&app).await, 0);
     stop(app).await;
 }
 
@@ -254,14 +226,7 @@ async fn a_deleted_music_is_gone_from_the_api_and_the_catalogue() {
         "not_found"
     );
     assert_eq!(http.delete(&url).send().await.unwrap().status(), 404);
-    assert!(
-        app.storage
-            .load_catalogue()
-            .await
-            .unwrap()
-            .tracks
-            .is_empty()
-    );
+    assert_eq!(catalogue_size(&app).await, 0);
     stop(app).await;
 }
 
@@ -275,14 +240,7 @@ async fn health_readiness_and_metrics_answer() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
-    let ready: Value = http
-        .get(format!("{}/readyz", app.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = get_json(format!("{}/readyz", app.base)).await;
     assert_eq!(ready["status"], "ready");
     http.get(format!("{}/v1/musics/12", app.base))
         .send()
@@ -313,6 +271,14 @@ async fn health_readiness_and_metrics_answer() {
     let body: Value = not_ready.json().await.unwrap();
     assert_eq!(body["missing"][0]["name"], "embedded store", "{body}");
     stop(app).await;
+}
+
+async fn get_json(url: String) -> Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+async fn catalogue_size(app: &TestApp) -> usize {
+    app.storage.load_catalogue().await.unwrap().tracks.len()
 }
 
 async fn stop(mut app: TestApp) {
