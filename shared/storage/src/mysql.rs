@@ -17,8 +17,8 @@ use crate::model::{
     NewUser, Play, Radio, Source, User,
 };
 use crate::relational::{
-    self, SqlRow, device, hash_secret, is_unique_violation, music, play, plays_of_source_sql,
-    radio, source_columns, user,
+    self, PLAYS_OF_MUSIC_SQL, SqlRow, device, hash_secret, inserted, is_unique_violation, music,
+    play, plays_of_source_sql, radio, source_columns, user,
 };
 use crate::repo::{Inserted, RelationalStore};
 
@@ -105,7 +105,7 @@ impl RelationalStore for MySqlStore {
         // Insert first: locking a row that does not exist yet (SELECT ... FOR
         // UPDATE) takes gap locks, and concurrent uploads of the same audio
         // would deadlock on them.
-        let inserted = sqlx::query(
+        let inserted_row = sqlx::query(
             "INSERT INTO musics (title, artist, duration_ms, blocks, content_hash, source, \
              owner_id, state) VALUES (?, ?, ?, ?, ?, ?, ?, 'ingesting')",
         )
@@ -118,7 +118,7 @@ impl RelationalStore for MySqlStore {
         .bind(new.owner)
         .execute(&self.pool)
         .await;
-        let (id, created) = match inserted {
+        let (id, created) = match inserted_row {
             Ok(done) => (done.last_insert_id() as i64, true),
             Err(e) if is_unique_violation(&e) => {
                 // It exists: bring it back if it was deleted (re-upload restores it).
@@ -191,7 +191,7 @@ impl RelationalStore for MySqlStore {
     }
 
     async fn add_radio(&self, new: &NewRadio) -> Result<Inserted<Radio>> {
-        let inserted = sqlx::query(
+        let inserted_row = sqlx::query(
             "INSERT INTO radios (name, stream_url, location, enabled) VALUES (?, ?, ?, ?)",
         )
         .bind(&new.name)
@@ -200,11 +200,7 @@ impl RelationalStore for MySqlStore {
         .bind(new.enabled)
         .execute(&self.pool)
         .await;
-        let created = match inserted {
-            Ok(_) => true,
-            Err(e) if is_unique_violation(&e) => false,
-            Err(e) => return Err(e.into()),
-        };
+        let created = inserted(inserted_row)?;
         let row = sqlx::query("SELECT * FROM radios WHERE name = ?")
             .bind(&new.name)
             .fetch_one(&self.pool)
@@ -221,7 +217,7 @@ impl RelationalStore for MySqlStore {
 
     async fn add_device(&self, new: &NewDevice) -> Result<Device> {
         let secret_hash = hash_secret(&new.secret).await?;
-        let inserted = sqlx::query(
+        let inserted_row = sqlx::query(
             "INSERT INTO devices (imei, name, location, secret_hash, enabled) VALUES (?, ?, ?, ?, ?)",
         )
         .bind(new.imei.as_str())
@@ -231,11 +227,7 @@ impl RelationalStore for MySqlStore {
         .bind(new.enabled)
         .execute(&self.pool)
         .await;
-        let created = match inserted {
-            Ok(_) => true,
-            Err(e) if is_unique_violation(&e) => false,
-            Err(e) => return Err(e.into()),
-        };
+        let created = inserted(inserted_row)?;
         let found = self
             .device_by_imei(&new.imei)
             .await?
@@ -262,7 +254,7 @@ impl RelationalStore for MySqlStore {
 
     async fn add_user(&self, new: &NewUser) -> Result<User> {
         let password_hash = hash_secret(&new.password).await?;
-        let inserted = sqlx::query(
+        let inserted_row = sqlx::query(
             "INSERT INTO users (email, display_name, role, password_hash) VALUES (?, ?, ?, ?)",
         )
         .bind(&new.email)
@@ -271,11 +263,7 @@ impl RelationalStore for MySqlStore {
         .bind(password_hash.as_str())
         .execute(&self.pool)
         .await;
-        let created = match inserted {
-            Ok(_) => true,
-            Err(e) if is_unique_violation(&e) => false,
-            Err(e) => return Err(e.into()),
-        };
+        let created = inserted(inserted_row)?;
         let found = self
             .user_by_email(&new.email)
             .await?
@@ -293,7 +281,7 @@ impl RelationalStore for MySqlStore {
 
     async fn record_play(&self, new: &NewPlay) -> Result<Inserted<Play>> {
         let (radio_id, device_id) = source_columns(new.source);
-        let inserted = sqlx::query(
+        let inserted_row = sqlx::query(
             "INSERT INTO results (music_id, source_kind, radio_id, device_id, location, \
              started_at, ended_at, score, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
@@ -308,11 +296,7 @@ impl RelationalStore for MySqlStore {
         .bind(&new.idempotency_key)
         .execute(&self.pool)
         .await;
-        let created = match inserted {
-            Ok(_) => true,
-            Err(e) if is_unique_violation(&e) => false,
-            Err(e) => return Err(e.into()),
-        };
+        let created = inserted(inserted_row)?;
         let row = sqlx::query("SELECT * FROM results WHERE idempotency_key = ?")
             .bind(&new.idempotency_key)
             .fetch_one(&self.pool)
@@ -329,15 +313,12 @@ impl RelationalStore for MySqlStore {
         from: OffsetDateTime,
         to: OffsetDateTime,
     ) -> Result<Vec<Play>> {
-        let rows = sqlx::query(
-            "SELECT * FROM results WHERE music_id = ? AND started_at >= ? AND started_at < ? \
-             ORDER BY started_at, id",
-        )
-        .bind(music)
-        .bind(to_db(from))
-        .bind(to_db(to))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(PLAYS_OF_MUSIC_SQL)
+            .bind(music)
+            .bind(to_db(from))
+            .bind(to_db(to))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(play).collect()
     }
 

@@ -146,6 +146,20 @@ pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
         .is_some_and(|d| d.is_unique_violation())
 }
 
+/// Whether an insert went in (true) or met an existing unique value (false):
+/// a retried write, which the caller then reads back.
+pub(crate) fn inserted<T>(result: std::result::Result<T, sqlx::Error>) -> Result<bool> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if is_unique_violation(&e) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Plays of a music in a time window, by start time.
+pub(crate) const PLAYS_OF_MUSIC_SQL: &str = "SELECT * FROM results WHERE music_id = ? AND started_at >= ? AND started_at < ? \
+     ORDER BY started_at, id";
+
 /// argon2id is deliberately slow: hash off the async runtime's threads.
 pub(crate) async fn hash_secret(secret: &Secret) -> Result<SecretHash> {
     let secret = secret.clone();

@@ -12,8 +12,8 @@ use crate::model::{
     NewUser, Play, Radio, Source, User, from_unix_ms, unix_ms,
 };
 use crate::relational::{
-    self, SqlRow, device, hash_secret, is_unique_violation, music, play, plays_of_source_sql,
-    radio, source_columns, user,
+    self, PLAYS_OF_MUSIC_SQL, SqlRow, device, hash_secret, inserted, music, play,
+    plays_of_source_sql, radio, source_columns, user,
 };
 use crate::repo::{Inserted, RelationalStore};
 
@@ -26,17 +26,6 @@ impl SqlRow for SqliteRow {
 
     fn time(&self, column: &str) -> Result<OffsetDateTime> {
         Ok(from_unix_ms(self.try_get(column)?))
-    }
-}
-
-/// Whether an insert went in (true) or met an existing unique value (false).
-fn inserted(
-    result: std::result::Result<sqlx::sqlite::SqliteQueryResult, sqlx::Error>,
-) -> Result<bool> {
-    match result {
-        Ok(_) => Ok(true),
-        Err(e) if is_unique_violation(&e) => Ok(false),
-        Err(e) => Err(e.into()),
     }
 }
 
@@ -279,15 +268,12 @@ impl RelationalStore for SqliteStore {
         from: OffsetDateTime,
         to: OffsetDateTime,
     ) -> Result<Vec<Play>> {
-        let rows = sqlx::query(
-            "SELECT * FROM results WHERE music_id = ? AND started_at >= ? AND started_at < ? \
-             ORDER BY started_at, id",
-        )
-        .bind(music)
-        .bind(unix_ms(from))
-        .bind(unix_ms(to))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(PLAYS_OF_MUSIC_SQL)
+            .bind(music)
+            .bind(unix_ms(from))
+            .bind(unix_ms(to))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(play).collect()
     }
 
