@@ -14,15 +14,12 @@
 pub mod ingest;
 pub mod routes;
 
-use std::future::Future;
-use std::net::SocketAddr;
-
 use anyhow::Context;
-use hendu_service::{Ops, Settings};
+use hendu_service::Application;
 use hendu_storage::Storage;
-use tokio::net::TcpListener;
 
 pub const SERVICE: &str = "hash-generator";
+pub const DEFAULT_PORT: u16 = 8081;
 
 /// Environment variable: the largest upload accepted, in bytes (default 200 MB).
 pub const MAX_UPLOAD_VAR: &str = "HENDU_MAX_UPLOAD_BYTES";
@@ -34,9 +31,29 @@ const DEFAULT_MAX_UPLOAD: usize = 200_000_000;
 #[command(
     name = "hendu-hash-generator",
     version,
-    after_help = format!("{}\n  {MAX_UPLOAD_VAR}      largest upload in bytes (default {DEFAULT_MAX_UPLOAD})\n\nDefault port: 8081.", hendu_service::settings::ENV_HELP)
+    after_help = format!("{}\n  {MAX_UPLOAD_VAR}      largest upload in bytes (default {DEFAULT_MAX_UPLOAD})\n\nDefault port: {DEFAULT_PORT}.", hendu_service::settings::ENV_HELP)
 )]
 pub struct Cli {}
+
+/// The hash-generator's own settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub max_upload: usize,
+}
+
+impl Config {
+    /// # Errors
+    /// A malformed upload limit.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let max_upload = match std::env::var(MAX_UPLOAD_VAR) {
+            Ok(v) => v.trim().parse().with_context(|| {
+                format!("{MAX_UPLOAD_VAR} is malformed: {v:?} is not a byte count")
+            })?,
+            Err(_) => DEFAULT_MAX_UPLOAD,
+        };
+        Ok(Self { max_upload })
+    }
+}
 
 /// Shared by the handlers.
 #[derive(Debug, Clone)]
@@ -45,91 +62,10 @@ pub struct AppState {
     pub max_upload: usize,
 }
 
-/// The service, bound and ready to run.
-#[derive(Debug)]
-pub struct Application {
-    listener: TcpListener,
-    router: axum::Router,
-    storage: Storage,
-    grace: std::time::Duration,
-}
-
-impl Application {
-    /// Connects the storage, binds the listener.
-    ///
-    /// # Errors
-    /// A malformed upload limit, an unreachable store, an address in use.
-    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        let max_upload = match std::env::var(MAX_UPLOAD_VAR) {
-            Ok(v) => v.trim().parse().with_context(|| {
-                format!("{MAX_UPLOAD_VAR} is malformed: {v:?} is not a byte count")
-            })?,
-            Err(_) => DEFAULT_MAX_UPLOAD,
-        };
-        let storage = Storage::connect(&settings.storage).await?;
-        let listener = TcpListener::bind(settings.http_addr)
-            .await
-            .with_context(|| format!("cannot listen on {}", settings.http_addr))?;
-        Ok(Self::with_parts(
-            listener,
-            storage,
-            max_upload,
-            settings.shutdown_grace,
-        ))
-    }
-
-    /// From an already-open store and a bound listener (tests bind port 0).
-    pub fn with_parts(
-        listener: TcpListener,
-        storage: Storage,
-        max_upload: usize,
-        grace: std::time::Duration,
-    ) -> Self {
-        let ops = Ops::new(SERVICE);
-        let checked = storage.clone();
-        ops.health.check(move || {
-            let storage = checked.clone();
-            Box::pin(async move {
-                storage
-                    .check()
-                    .await
-                    .into_iter()
-                    .map(|(name, why)| (name.to_owned(), why))
-                    .collect()
-            })
-        });
-        let state = AppState {
-            storage: storage.clone(),
-            max_upload,
-        };
-        Self {
-            listener,
-            router: ops.wrap(routes::router(state)),
-            storage,
-            grace,
-        }
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
-    }
-
-    pub fn storage_description(&self) -> &str {
-        &self.storage.description
-    }
-
-    /// Serves until `shutdown` completes, then drains.
-    ///
-    /// # Errors
-    /// An I/O error from the listener.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        let result = hendu_service::serve(self.listener, self.router, shutdown, self.grace).await;
-        self.storage.close().await;
-        result
-    }
+/// Adds the hash-generator's routes to `app`.
+pub fn install(app: &mut Application, config: &Config) {
+    app.route(routes::router(AppState {
+        storage: app.storage.clone(),
+        max_upload: config.max_upload,
+    }));
 }

@@ -1,13 +1,13 @@
 use clap::Parser;
+use hendu_hash_generator::{Cli, Config, DEFAULT_PORT, SERVICE, install};
+use hendu_service::Application;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _cli = hendu_hash_generator::Cli::parse();
-    let settings = hendu_service::Settings::from_env(hendu_hash_generator::SERVICE, 8081)?;
-    hendu_service::telemetry::init(&settings.log);
-    let app = hendu_hash_generator::Application::build(&settings).await?;
-    tracing::info!(addr = %app.local_addr(), storage = %app.storage_description(), "listening");
-    app.run_until_stopped(hendu_service::shutdown::signal())
-        .await?;
+    let _cli = Cli::parse();
+    let config = Config::from_env()?;
+    let mut app = Application::from_env(SERVICE, DEFAULT_PORT).await?;
+    install(&mut app, &config);
+    app.run().await?;
     Ok(())
 }

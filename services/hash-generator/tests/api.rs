@@ -9,7 +9,8 @@ use hendu_fingerprint::synth::music;
 use hendu_fingerprint::{
     Clip, IndexBuilder, PeakProfile, SearchOptions, Searcher, fingerprint_clip,
 };
-use hendu_hash_generator::Application;
+use hendu_hash_generator::{Config, SERVICE, install};
+use hendu_service::Application;
 use hendu_storage::{QueueConfig, Storage};
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
@@ -47,12 +48,8 @@ async fn spawn(max_upload: usize) -> TestApp {
         .await
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let app = Application::with_parts(
-        listener,
-        storage.clone(),
-        max_upload,
-        Duration::from_secs(5),
-    );
+    let mut app = Application::new(SERVICE, listener, storage.clone(), Duration::from_secs(5));
+    install(&mut app, &Config { max_upload });
     let base = format!("http://{}", app.local_addr());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {

@@ -3,7 +3,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use hendu_fingerprint::{Index, IndexBuilder, TrackId};
+use hendu_fingerprint::{Index, TrackId};
+use hendu_storage::catalogue::CatalogueIndex;
 
 use crate::storage::Opened;
 
@@ -41,25 +42,24 @@ impl Catalog {
             .block_on(store.storage.load_catalogue())
             .context("cannot load the catalogue")?;
         let fetch_time = started.elapsed();
-        let mut builder = IndexBuilder::new();
-        let mut tracks = Vec::with_capacity(loaded.tracks.len());
-        let mut damaged: Vec<(String, String)> = loaded
+        let built = CatalogueIndex::build(&loaded.tracks);
+        let damaged = loaded
             .damaged
             .into_iter()
+            .chain(built.refused)
             .map(|(m, why)| (m.source, why))
             .collect();
-        for t in loaded.tracks {
-            match builder.add(&t.peaks, t.frames) {
-                Ok(_) => tracks.push(TrackMeta {
-                    source: t.music.source,
-                    title: t.music.title,
-                    duration_s: f64::from(t.music.duration_ms) / 1000.0,
-                }),
-                Err(e) => damaged.push((t.music.source, e.to_string())),
-            }
-        }
+        let tracks = built
+            .musics
+            .into_iter()
+            .map(|m| TrackMeta {
+                source: m.source,
+                title: m.title,
+                duration_s: f64::from(m.duration_ms) / 1000.0,
+            })
+            .collect();
         Ok(Self {
-            index: builder.build(),
+            index: built.index,
             tracks,
             damaged,
             fetch_time,

@@ -1,7 +1,7 @@
 //! `hendu`, the all-in-one command.
 //!
 //! # Layout
-//! - [`commands`]: one module per subcommand (`index`, `match`, `scan`).
+//! - [`commands`]: one module per subcommand (`index`, `match`, `scan`, `serve`).
 //! - [`storage`]: where the catalogue is: `--store DIR` or the servers.
 //! - [`catalog`]: the store loaded into a searchable index.
 //! - [`walk`]: files and folders from the command line to a list of files.
@@ -21,6 +21,7 @@ use clap::{Parser, Subcommand};
 ///   hendu index --store ./catalogue ~/Music
 ///   hendu match --store ./catalogue clip.mp3
 ///   hendu scan  --store ./catalogue radio-recording.ogg
+///   hendu serve --store ./catalogue        (the services, for sensors and uploads)
 ///
 /// Formats: MP3, AAC (ADTS, MP4/M4A), FLAC, Ogg Vorbis, WAV/PCM, AIFF, ALAC, CAF, MKV/WebM audio.
 #[derive(Debug, Parser)]
@@ -53,6 +54,17 @@ pub enum Command {
     /// --json one object per play: {"start_s", "end_s", "source", "title",
     /// "offset_s", "speed", "confidence", "score"}.
     Scan(commands::scan::ScanArgs),
+    /// Run HENDU's services in this process over the store: catalogue
+    /// uploads (hash-generator), sensors' samples (communication),
+    /// recognition and the filter, on one HTTP address.
+    ///
+    /// API: POST/GET /v1/musics, GET/DELETE /v1/musics/{id},
+    /// POST /v1/devices/{imei}/samples, POST /v1/devices,
+    /// GET/PATCH /v1/devices/{imei}; /healthz, /readyz, /metrics.
+    /// Each service's environment variables apply (see docs/services.md);
+    /// HENDU_ADMIN_EMAIL and HENDU_ADMIN_PASSWORD create the first administrator.
+    /// Stops cleanly on Ctrl-C or SIGTERM.
+    Serve(commands::serve::ServeArgs),
 }
 
 /// Runs the parsed command; returns the process exit code.
@@ -64,5 +76,6 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Index(args) => commands::index::run(&args),
         Command::Match(args) => commands::matching::run(&args),
         Command::Scan(args) => commands::scan::run(&args),
+        Command::Serve(args) => commands::serve::run(&args),
     }
 }

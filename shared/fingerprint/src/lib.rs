@@ -59,6 +59,7 @@
 //! - [`synth`]: deterministic synthetic music and noise for tests.
 //! - [`blocks`]: the catalogue's 30 s blocks with 15 s overlap.
 //! - [`packed`]: a compact byte form of peak lists for stores and the wire.
+//! - [`wire`]: the versioned sample fingerprint a sensor sends instead of audio.
 
 pub mod blocks;
 pub mod decode;
@@ -73,6 +74,7 @@ pub mod spectrogram;
 pub mod synth;
 pub mod timeline;
 pub mod verify;
+pub mod wire;
 
 pub use decode::{AudioReader, Clip, DecodeError, read_clip};
 pub use fingerprinter::{

@@ -14,6 +14,7 @@
 //! ```
 //!
 //! # Layout
+//! - [`app`]: a service's routes and worker loops, run together with one shutdown.
 //! - [`settings`]: typed settings from the environment, one list of variable names.
 //! - [`telemetry`]: JSON logs (human-readable in a terminal), request ids.
 //! - [`health`]: liveness that notices a stuck worker loop, readiness that names what is missing.
@@ -22,6 +23,7 @@
 //! - [`http`]: the operational routes and middleware around a service's router, and `serve`.
 //! - [`shutdown`]: SIGTERM / Ctrl-C, and a bounded drain.
 
+pub mod app;
 pub mod error;
 pub mod health;
 pub mod http;
@@ -30,6 +32,7 @@ pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
 
+pub use app::Application;
 pub use error::ApiError;
 pub use health::{Health, Heartbeat};
 pub use http::{Ops, serve};

@@ -85,6 +85,34 @@ impl Settings {
     }
 }
 
+/// A name for this process among the replicas of its service: the host name
+/// (a pod's name) and the process id.
+pub fn default_replica() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// A service's own variable: `default` when unset or blank, an error naming
+/// the variable when it does not parse (`what` says what was expected).
+///
+/// # Errors
+/// [`ConfigError::Malformed`].
+pub fn var_or<T: std::str::FromStr>(
+    var: &'static str,
+    default: T,
+    what: &str,
+) -> Result<T, ConfigError> {
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => v.trim().parse().map_err(|_| ConfigError::Malformed {
+            var,
+            reason: format!("{v:?} is not {what}"),
+        }),
+        _ => Ok(default),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

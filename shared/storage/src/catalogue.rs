@@ -13,9 +13,9 @@
 use std::collections::{HashMap, HashSet};
 
 use futures_util::TryStreamExt;
-use hendu_fingerprint::Peak;
 use hendu_fingerprint::packed::{BinPrecision, pack, unpack};
 use hendu_fingerprint::params::FRAME_SECONDS;
+use hendu_fingerprint::{Index, IndexBuilder, Peak};
 
 use crate::Storage;
 use crate::error::{Result, StorageError};
@@ -241,4 +241,34 @@ pub struct LoadedCatalogue {
     pub tracks: Vec<LoadedTrack>,
     /// Ready musics that could not be loaded, and why.
     pub damaged: Vec<(Music, String)>,
+}
+
+/// A searchable index of loaded tracks, and which music each track id is.
+#[derive(Debug)]
+pub struct CatalogueIndex {
+    pub index: Index,
+    /// Indexed by [`hendu_fingerprint::TrackId`].
+    pub musics: Vec<Music>,
+    /// Tracks the index could not take, and why.
+    pub refused: Vec<(Music, String)>,
+}
+
+impl CatalogueIndex {
+    /// Builds the index (CPU work: call it off the async threads).
+    pub fn build<'a>(tracks: impl IntoIterator<Item = &'a LoadedTrack>) -> Self {
+        let mut builder = IndexBuilder::new();
+        let mut musics = Vec::new();
+        let mut refused = Vec::new();
+        for t in tracks {
+            match builder.add(&t.peaks, t.frames) {
+                Ok(_) => musics.push(t.music.clone()),
+                Err(e) => refused.push((t.music.clone(), e.to_string())),
+            }
+        }
+        Self {
+            index: builder.build(),
+            musics,
+            refused,
+        }
+    }
 }

@@ -20,6 +20,7 @@
 //!   [`DocumentStore`] (fingerprints, samples, raw results, binaries).
 //! - [`queue`]: [`WorkQueue`], at-least-once work between services.
 //! - [`events`]: [`EventBus`], live events.
+//! - [`leases`]: [`Leases`], one holder per name at a time.
 //! - [`catalogue`]: adding and deleting music across the stores, loading the
 //!   matcher's catalogue.
 //! - [`mysql`], [`mongo`], [`redis`]: the server implementations.
@@ -31,6 +32,7 @@ pub mod config;
 pub mod embedded;
 pub mod error;
 pub mod events;
+pub mod leases;
 pub mod model;
 pub mod mongo;
 pub mod mysql;
@@ -47,6 +49,7 @@ use std::time::Duration;
 pub use config::{ConfigError, QueueConfig, ServerConfig, StorageConfig};
 pub use error::{Result, StorageError, ValidationError};
 pub use events::{Event, EventBus};
+pub use leases::Leases;
 pub use queue::{Queue, WorkQueue};
 pub use repo::{DocumentStore, Inserted, RelationalStore};
 
@@ -62,6 +65,7 @@ pub struct Storage {
     pub documents: Arc<dyn DocumentStore>,
     pub queue: Arc<dyn WorkQueue>,
     pub events: Arc<dyn EventBus>,
+    pub leases: Arc<dyn Leases>,
     /// Where the data lives, for messages ("embedded store x.db", "servers").
     pub description: String,
     embedded: Option<Arc<SqliteStore>>,
@@ -96,7 +100,8 @@ impl Storage {
                     relational: Arc::new(mysql),
                     documents: Arc::new(mongo),
                     queue: redis.clone(),
-                    events: redis,
+                    events: redis.clone(),
+                    leases: redis,
                     description: "MySQL, MongoDB and Redis servers".into(),
                     embedded: None,
                 })
@@ -115,6 +120,7 @@ impl Storage {
             documents: store.clone(),
             queue: store.clone(),
             events: Arc::new(LocalBus::default()),
+            leases: store.clone(),
             description: format!("embedded store {}", path.display()),
             embedded: Some(store),
         })

@@ -671,6 +671,12 @@ pub struct RawResult {
     pub source: Source,
     #[serde(with = "time::serde::rfc3339")]
     pub captured_at: OffsetDateTime,
+    /// The sample's length (a play ends at its last sample's end).
+    #[serde(default)]
+    pub duration_ms: u32,
+    /// Where the sample was captured (the play's location).
+    #[serde(default)]
+    pub location: Option<String>,
     /// `None`: nothing in the catalogue matched.
     pub matched: Option<RawMatch>,
 }

@@ -78,6 +78,13 @@ struct RawDoc {
     source_kind: String,
     source_id: i64,
     captured_at: DateTime,
+    /// When it was stored (by this client's clock).
+    #[serde(default = "DateTime::now")]
+    stored_at: DateTime,
+    #[serde(default)]
+    duration_ms: i64,
+    #[serde(default)]
+    location: Option<String>,
     matched: Option<RawMatch>,
 }
 
@@ -300,6 +307,9 @@ impl DocumentStore for MongoStore {
             source_kind: r.source.kind().into(),
             source_id: r.source.id(),
             captured_at: date(r.captured_at),
+            stored_at: DateTime::now(),
+            duration_ms: i64::from(r.duration_ms),
+            location: r.location.clone(),
             matched: r.matched.clone(),
         };
         self.raw_results
@@ -333,10 +343,38 @@ impl DocumentStore for MongoStore {
                     source: Source::from_parts(&d.source_kind, d.source_id)?,
                     sample_id: d.sample_id,
                     captured_at: from_unix_ms(d.captured_at.timestamp_millis()),
+                    duration_ms: number("duration", d.duration_ms)?,
+                    location: d.location,
                     matched: d.matched,
                 })
             })
             .collect()
+    }
+
+    async fn raw_result_sources(&self) -> Result<Vec<(Source, OffsetDateTime)>> {
+        let mut groups = self
+            .raw_results
+            .aggregate([doc! { "$group": {
+                "_id": { "kind": "$source_kind", "id": "$source_id" },
+                "latest": { "$max": "$stored_at" },
+            } }])
+            .await?;
+        let mut out = Vec::new();
+        while let Some(group) = groups.try_next().await? {
+            let key = group
+                .get_document("_id")
+                .map_err(|e| StorageError::corrupt(format!("raw result group: {e}")))?;
+            let kind = key.get_str("kind").map_err(StorageError::corrupt)?;
+            let id = key.get_i64("id").map_err(StorageError::corrupt)?;
+            let latest = group
+                .get_datetime("latest")
+                .map_err(StorageError::corrupt)?;
+            out.push((
+                Source::from_parts(kind, id)?,
+                from_unix_ms(latest.timestamp_millis()),
+            ));
+        }
+        Ok(out)
     }
 
     async fn delete_raw_results(&self, sample_ids: &[String]) -> Result<()> {

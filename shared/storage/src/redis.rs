@@ -8,6 +8,9 @@
 //!   (`XREADGROUP ... >`). An acknowledged entry is removed (`XACK` + `XDEL`
 //!   in one `MULTI`), so the stream holds only unfinished work.
 //! - Events go over pub/sub on `<prefix>events` as JSON.
+//! - A lease is the key `<prefix>lease:<name>` holding its holder, with an
+//!   expiry; taking, renewing and giving it up are Lua scripts, so that a
+//!   holder never extends or deletes a lease that expired and went to another.
 //!
 //! Commands share one multiplexed connection that reconnects with backoff
 //! (`ConnectionManager`); blocking reads have a connection of their own so
@@ -28,6 +31,7 @@ use tokio::sync::Mutex;
 use crate::config::QueueConfig;
 use crate::error::{Result, StorageError};
 use crate::events::{Event, EventBus};
+use crate::leases::Leases;
 use crate::queue::{Backlog, Delivery, Queue, WorkQueue};
 
 const PAYLOAD: &str = "p";
@@ -266,5 +270,50 @@ impl EventBus for RedisStore {
                 }
             })
             .boxed())
+    }
+}
+
+/// Take the lease if free, renew it if ours.
+const ACQUIRE: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if holder == false then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+elseif holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// Give the lease up only if it is still ours.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+#[async_trait]
+impl Leases for RedisStore {
+    async fn acquire(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        let mut con = self.commands.clone();
+        let taken: i64 = redis::Script::new(ACQUIRE)
+            .key(format!("{}lease:{name}", self.prefix))
+            .arg(holder)
+            .arg(ttl.as_millis().max(1) as u64)
+            .invoke_async(&mut con)
+            .await?;
+        Ok(taken == 1)
+    }
+
+    async fn release(&self, name: &str, holder: &str) -> Result<()> {
+        let mut con = self.commands.clone();
+        let _: i64 = redis::Script::new(RELEASE)
+            .key(format!("{}lease:{name}", self.prefix))
+            .arg(holder)
+            .invoke_async(&mut con)
+            .await?;
+        Ok(())
     }
 }

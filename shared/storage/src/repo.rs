@@ -100,6 +100,9 @@ pub trait DocumentStore: Send + Sync + std::fmt::Debug {
         from: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<RawResult>>;
+    /// The sources that have raw results waiting, each with the instant its
+    /// latest raw result was stored (for the filter's sweep of quiet sources).
+    async fn raw_result_sources(&self) -> Result<Vec<(Source, OffsetDateTime)>>;
     /// Removes raw results the filter has consumed.
     async fn delete_raw_results(&self, sample_ids: &[String]) -> Result<()>;
 

@@ -3,6 +3,7 @@
 pub mod index;
 pub mod matching;
 pub mod scan;
+pub mod serve;
 
 use anyhow::Result;
 

@@ -127,14 +127,15 @@ impl DocumentStore for SqliteStore {
     async fn put_raw_result(&self, r: &RawResult) -> Result<()> {
         let body = serde_json::to_string(r).map_err(StorageError::corrupt)?;
         sqlx::query(
-            "INSERT OR REPLACE INTO raw_results (sample_id, source_kind, source_id, captured_ms, body) \
-             VALUES (?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO raw_results (sample_id, source_kind, source_id, captured_ms, body, stored_ms) \
+             VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(&r.sample_id)
         .bind(r.source.kind())
         .bind(r.source.id())
         .bind(unix_ms(r.captured_at))
         .bind(body)
+        .bind(unix_ms(OffsetDateTime::now_utc()))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -160,6 +161,24 @@ impl DocumentStore for SqliteStore {
             .map(|row| {
                 let body: &str = row.try_get("body")?;
                 serde_json::from_str(body).map_err(StorageError::corrupt)
+            })
+            .collect()
+    }
+
+    async fn raw_result_sources(&self) -> Result<Vec<(Source, OffsetDateTime)>> {
+        let rows = sqlx::query(
+            "SELECT source_kind, source_id, MAX(stored_ms) AS latest FROM raw_results \
+             GROUP BY source_kind, source_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let kind: &str = row.try_get("source_kind")?;
+                Ok((
+                    Source::from_parts(kind, row.try_get("source_id")?)?,
+                    from_unix_ms(row.try_get("latest")?),
+                ))
             })
             .collect()
     }

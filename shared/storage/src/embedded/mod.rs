@@ -6,6 +6,7 @@
 //! - [`queue`]: the Redis work queue, with the same at-least-once semantics;
 //!   entries live in the file, so they survive a crash and can be shared by
 //!   several processes on one machine.
+//! - [`leases`]: the Redis leases, as rows with an expiry.
 //! - [`LocalBus`]: the Redis pub/sub events, within one process.
 //!
 //! The file runs in WAL mode with `synchronous = NORMAL`: a committed write
@@ -13,6 +14,7 @@
 //! never corrupts the file.
 
 mod documents;
+mod leases;
 mod queue;
 mod relational;
 

@@ -14,6 +14,7 @@ crate::contract!(records:
     devices_are_unique_by_imei_and_authenticate_by_secret,
     radios_and_users_refuse_clashes_but_accept_retries,
     samples_and_raw_results_are_idempotent_by_sample,
+    a_lease_has_one_holder_until_it_is_released_or_expires,
     every_backend_answers_a_health_check,
 );
 
@@ -264,6 +265,8 @@ pub async fn samples_and_raw_results_are_idempotent_by_sample(kind: Kind) {
         sample_id: sample(i).id,
         source,
         captured_at: sample(i).captured_at,
+        duration_ms: 30_000,
+        location: Some("Luque".into()),
         matched: music.map(|m| RawMatch {
             music_id: m,
             block: 1,
@@ -303,6 +306,17 @@ pub async fn samples_and_raw_results_are_idempotent_by_sample(kind: Kind) {
         .await
         .unwrap();
     assert_eq!(later, vec![raw(1, Some(7))]);
+    let mut sources = h.storage.documents.raw_result_sources().await.unwrap();
+    sources.sort_by_key(|(s, _)| (s.kind(), s.id()));
+    let names: Vec<Source> = sources.iter().map(|(s, _)| *s).collect();
+    assert_eq!(names, vec![source, Source::Radio(42)]);
+    let now = OffsetDateTime::now_utc();
+    for (s, stored) in sources {
+        assert!(
+            (now - stored).abs() < Duration::seconds(30),
+            "{s}: stored at {stored}, now {now}"
+        );
+    }
 
     h.storage
         .documents
@@ -336,4 +350,59 @@ pub async fn every_backend_answers_a_health_check(kind: Kind) {
             "a closed store is reported: {checks:?}"
         );
     }
+}
+
+pub async fn a_lease_has_one_holder_until_it_is_released_or_expires(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let leases = &h.storage.leases;
+    let long = std::time::Duration::from_secs(30);
+    assert!(leases.acquire("source:device-1", "a", long).await.unwrap());
+    assert!(
+        !leases.acquire("source:device-1", "b", long).await.unwrap(),
+        "held by a"
+    );
+    assert!(
+        leases.acquire("source:device-1", "a", long).await.unwrap(),
+        "the holder renews"
+    );
+    assert!(
+        leases.acquire("source:device-2", "b", long).await.unwrap(),
+        "names are independent"
+    );
+    leases.release("source:device-1", "b").await.unwrap();
+    assert!(
+        !leases.acquire("source:device-1", "b", long).await.unwrap(),
+        "only the holder releases"
+    );
+    leases.release("source:device-1", "a").await.unwrap();
+    assert!(leases.acquire("source:device-1", "b", long).await.unwrap());
+
+    // A holder that stops renewing loses the lease when it expires.
+    let short = std::time::Duration::from_millis(300);
+    assert!(
+        leases
+            .acquire("source:radio-9", "dead", short)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !leases
+            .acquire("source:radio-9", "live", long)
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(450)).await;
+    assert!(
+        leases
+            .acquire("source:radio-9", "live", long)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !leases
+            .acquire("source:radio-9", "dead", short)
+            .await
+            .unwrap(),
+        "an expired holder cannot take it back"
+    );
 }

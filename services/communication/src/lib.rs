@@ -1,0 +1,134 @@
+//! `hendu-communication`: where sensors deliver samples.
+//!
+//! - `POST /v1/devices/{imei}/samples`, with the device's secret in the
+//!   `X-Hendu-Device-Secret` header. The body is either audio in any format
+//!   the engine decodes (with the capture instant in `X-Hendu-Captured-At`,
+//!   RFC 3339), or the fingerprint the device computed itself
+//!   (`Content-Type: application/vnd.hendu.sample-fingerprint`, see
+//!   [`hendu_fingerprint::wire`]). The sample's fingerprint is stored with
+//!   its source, location and capture instant, and queued for recognition:
+//!   `202 Accepted`. Unknown device or wrong secret: 401; disabled: 403;
+//!   nothing is stored.
+//! - Administrators (HTTP Basic with an admin user's e-mail and password)
+//!   register devices: `POST /v1/devices`, `GET /v1/devices/{imei}`,
+//!   `PATCH /v1/devices/{imei}` (`{"enabled": false}`).
+//!
+//! # Layout
+//! - [`auth`]: device secrets and administrators' passwords.
+//! - [`samples`]: the sample upload.
+//! - [`devices`]: the administrators' device API.
+
+pub mod auth;
+pub mod devices;
+pub mod samples;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use hendu_service::Application;
+use hendu_service::settings::var_or;
+use hendu_storage::Storage;
+use hendu_storage::model::{NewUser, Role, Secret};
+
+pub const SERVICE: &str = "communication";
+pub const DEFAULT_PORT: u16 = 8080;
+
+pub mod vars {
+    pub const MAX_SAMPLE_BYTES: &str = "HENDU_MAX_SAMPLE_BYTES";
+    pub const ADMIN_EMAIL: &str = "HENDU_ADMIN_EMAIL";
+    pub const ADMIN_PASSWORD: &str = "HENDU_ADMIN_PASSWORD";
+}
+
+const DEFAULT_MAX_SAMPLE: usize = 16_000_000;
+
+const HELP: &str = "\
+  HENDU_MAX_SAMPLE_BYTES  largest sample upload in bytes (default 16000000: 30 s of
+                          CD-quality WAV is 5.3 MB)
+  HENDU_ADMIN_EMAIL, HENDU_ADMIN_PASSWORD
+                          at start, create this administrator if no user has the
+                          e-mail (the password is never printed; at least 12 characters)
+
+Default port: 8080.";
+
+/// Receives samples from sensors; lets administrators register devices.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "hendu-communication",
+    version,
+    after_help = format!("{}\n{HELP}", hendu_service::settings::ENV_HELP)
+)]
+pub struct Cli {}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub max_sample_bytes: usize,
+    /// The administrator to create at start, if any.
+    pub admin: Option<(String, Secret)>,
+}
+
+impl Config {
+    /// # Errors
+    /// A malformed variable, or only one of the administrator's two.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let max_sample_bytes = var_or(vars::MAX_SAMPLE_BYTES, DEFAULT_MAX_SAMPLE, "a byte count")?;
+        let get = |k| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let admin = match (get(vars::ADMIN_EMAIL), get(vars::ADMIN_PASSWORD)) {
+            (Some(email), Some(password)) => Some((email, Secret::new(password))),
+            (None, None) => None,
+            _ => anyhow::bail!(
+                "set both {} and {}, or neither",
+                vars::ADMIN_EMAIL,
+                vars::ADMIN_PASSWORD
+            ),
+        };
+        Ok(Self {
+            max_sample_bytes,
+            admin,
+        })
+    }
+}
+
+/// Creates the configured administrator unless a user has that e-mail.
+///
+/// # Errors
+/// A malformed e-mail or a short password, or the store failing.
+pub async fn bootstrap_admin(storage: &Storage, config: &Config) -> anyhow::Result<()> {
+    let Some((email, password)) = &config.admin else {
+        return Ok(());
+    };
+    let user = NewUser::new(email, "Administrator", Role::Admin, password.clone())
+        .with_context(|| format!("{} / {}", vars::ADMIN_EMAIL, vars::ADMIN_PASSWORD))?;
+    if storage
+        .relational
+        .user_by_email(&user.email)
+        .await?
+        .is_some()
+    {
+        tracing::info!(email = %user.email, "administrator already exists");
+        return Ok(());
+    }
+    match storage.relational.add_user(&user).await {
+        Ok(_) => tracing::info!(email = %user.email, "administrator created"),
+        // Another replica created it at the same moment.
+        Err(hendu_storage::StorageError::Conflict(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
+
+/// Shared by the handlers.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub storage: Storage,
+    pub auth: Arc<auth::Verifier>,
+}
+
+/// Adds the communication routes to `app`.
+pub fn install(app: &mut Application, config: &Config) {
+    let state = AppState {
+        storage: app.storage.clone(),
+        auth: Arc::new(auth::Verifier::default()),
+    };
+    app.route(samples::router(state.clone(), config.max_sample_bytes));
+    app.route(devices::router(state));
+}

@@ -1,0 +1,54 @@
+//! `hendu serve`: the four services in one process, over one store.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use hendu_service::Application;
+
+use crate::storage::StoreArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Where the HTTP API listens (catalogue uploads, device samples, health).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+}
+
+/// The name in logs and metrics.
+const SERVICE: &str = "hendu";
+
+/// Serves until SIGTERM or Ctrl-C.
+///
+/// # Errors
+/// A bad setting, an unopenable store, an address in use.
+pub fn run(args: &ServeArgs) -> Result<i32> {
+    let hash_generator = hendu_hash_generator::Config::from_env()?;
+    let recognition = hendu_recognition::Config::from_env()?;
+    let filter = hendu_filter::Config::from_env()?;
+    let communication = hendu_communication::Config::from_env()?;
+    let log = std::env::var(hendu_service::settings::vars::LOG).unwrap_or_else(|_| "info".into());
+    let opened = args.store.open(true)?;
+    opened.block_on(async {
+        hendu_service::telemetry::init(&log);
+        let listener = tokio::net::TcpListener::bind(args.addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.addr))?;
+        let mut app = Application::new(
+            SERVICE,
+            listener,
+            opened.storage.clone(),
+            Duration::from_secs(20),
+        );
+        hendu_communication::bootstrap_admin(&app.storage, &communication).await?;
+        hendu_hash_generator::install(&mut app, &hash_generator);
+        hendu_communication::install(&mut app, &communication);
+        hendu_recognition::install(&mut app, &recognition);
+        hendu_filter::install(&mut app, &filter);
+        app.run().await?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(0)
+}

@@ -1,0 +1,110 @@
+//! `hendu-recognition`: recognises queued samples.
+//!
+//! Each replica holds the whole catalogue index in memory. It loads it from
+//! the store at start-up (readiness waits for it) and keeps it current from
+//! the catalogue events, with a periodic resync for events it missed
+//! ([`catalogue`]). Its consumer ([`worker`]) takes samples from the
+//! `samples` queue in the `recognition` group, shared with every other
+//! replica, matches each against the index, writes the raw result (best
+//! match, or "no match") and queues it for the filter, then acknowledges.
+//! A replica that dies leaves its unacknowledged samples to the others.
+//!
+//! # Layout
+//! - [`catalogue`]: the live catalogue index.
+//! - [`worker`]: samples in, raw results out.
+
+pub mod catalogue;
+pub mod worker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hendu_service::Application;
+use hendu_service::settings::{default_replica, var_or};
+
+pub use catalogue::LiveCatalogue;
+
+pub const SERVICE: &str = "recognition";
+pub const DEFAULT_PORT: u16 = 8082;
+
+/// The recogniser's own settings.
+pub mod vars {
+    pub const CONCURRENCY: &str = "HENDU_RECOGNITION_CONCURRENCY";
+    pub const MIN_CONFIDENCE: &str = "HENDU_MIN_CONFIDENCE";
+    pub const RESYNC_S: &str = "HENDU_CATALOGUE_RESYNC_S";
+    pub const REPLICA: &str = "HENDU_REPLICA";
+}
+
+const HELP: &str = "\
+  HENDU_RECOGNITION_CONCURRENCY  samples matched at once (default: the number of cores)
+  HENDU_MIN_CONFIDENCE           below this confidence a sample is \"no match\" (default 0.5)
+  HENDU_CATALOGUE_RESYNC_S       how often the index is compared with the store, for
+                                 catalogue events missed in a reconnection (default 60)
+  HENDU_REPLICA                  this replica's name in the queue (default host name and pid)
+
+Default port: 8082.";
+
+/// Matches queued samples against the catalogue and queues raw results.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "hendu-recognition",
+    version,
+    after_help = format!("{}\n{HELP}", hendu_service::settings::ENV_HELP)
+)]
+pub struct Cli {}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub concurrency: usize,
+    pub min_confidence: f32,
+    pub resync: Duration,
+    /// Names this replica's consumer in the queue.
+    pub replica: String,
+}
+
+impl Config {
+    /// # Errors
+    /// A malformed variable, named.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let concurrency = var_or(vars::CONCURRENCY, cores, "a whole number")?;
+        let min_confidence: f32 = var_or(vars::MIN_CONFIDENCE, 0.5, "a number within [0, 1]")?;
+        if !(0.0..=1.0).contains(&min_confidence) || concurrency == 0 {
+            anyhow::bail!(
+                "{} must be within [0, 1] and {} at least 1",
+                vars::MIN_CONFIDENCE,
+                vars::CONCURRENCY
+            );
+        }
+        let resync_s: u64 = var_or(vars::RESYNC_S, 60, "a whole number of seconds")?;
+        Ok(Self {
+            concurrency,
+            min_confidence,
+            resync: Duration::from_secs(resync_s.max(1)),
+            replica: var_or(vars::REPLICA, default_replica(), "a name")?,
+        })
+    }
+}
+
+/// Adds the recogniser's workers, readiness check and metrics to `app`.
+pub fn install(app: &mut Application, config: &Config) {
+    let live = Arc::new(LiveCatalogue::new(app.storage.clone(), &app.ops.metrics));
+    let loaded = live.clone();
+    app.ops.health.check(move || {
+        let missing = (!loaded.is_loaded()).then(|| "the catalogue is still loading".to_owned());
+        Box::pin(async move { vec![("catalogue index".to_owned(), missing)] })
+    });
+    let resync = config.resync;
+    let keeper = live.clone();
+    app.worker(
+        "catalogue",
+        catalogue::BEAT_EVERY * 4,
+        move |beat, stop| async move { keeper.keep_current(resync, beat, stop).await },
+    );
+    let consumer = worker::Consumer::new(app, live, config);
+    app.worker(
+        "samples consumer",
+        worker::ALLOWANCE,
+        move |beat, stop| async move { consumer.run(beat, stop).await },
+    );
+}

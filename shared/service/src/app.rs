@@ -1,0 +1,185 @@
+//! A running service: its HTTP routes and its worker loops, over one store,
+//! with the operational routes, and one shutdown for all of them.
+//!
+//! A service crate adds its parts to an [`Application`] (routes, workers,
+//! readiness checks); its binary runs that application alone, and `hendu
+//! serve` adds every service's parts to one application.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use futures_util::future::BoxFuture;
+use hendu_storage::Storage;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::health::Heartbeat;
+use crate::http::{Ops, serve};
+
+/// Routes, workers and checks of one or more services, bound to a listener.
+pub struct Application {
+    pub ops: Ops,
+    pub storage: Storage,
+    listener: TcpListener,
+    router: Router,
+    workers: Vec<(String, BoxFuture<'static, ()>)>,
+    stop: CancellationToken,
+    grace: Duration,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("service", &self.ops.service)
+            .field("addr", &self.local_addr())
+            .field("workers", &self.workers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// An application with only the operational routes; it is ready when
+    /// `storage` answers (and every check added later passes).
+    pub fn new(
+        service: &'static str,
+        listener: TcpListener,
+        storage: Storage,
+        grace: Duration,
+    ) -> Self {
+        let ops = Ops::new(service);
+        let checked = storage.clone();
+        ops.health.check(move || {
+            let storage = checked.clone();
+            Box::pin(async move {
+                storage
+                    .check()
+                    .await
+                    .into_iter()
+                    .map(|(name, why)| (name.to_owned(), why))
+                    .collect()
+            })
+        });
+        Self {
+            ops,
+            storage,
+            listener,
+            router: Router::new(),
+            workers: Vec::new(),
+            stop: CancellationToken::new(),
+            grace,
+        }
+    }
+
+    /// Adds a service's routes.
+    pub fn route(&mut self, router: Router) {
+        self.router = std::mem::take(&mut self.router).merge(router);
+    }
+
+    /// Adds a worker loop. It must beat its heartbeat at least every
+    /// `allowance` (or `/healthz` reports it stuck), and return soon after
+    /// the token is cancelled (shutdown), handing back work it has not finished.
+    pub fn worker<F, Fut>(&mut self, name: &str, allowance: Duration, work: F)
+    where
+        F: FnOnce(Heartbeat, CancellationToken) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let beat = self.ops.health.worker(name, allowance);
+        beat.beat();
+        self.workers
+            .push((name.to_owned(), Box::pin(work(beat, self.stop.clone()))));
+    }
+
+    /// Cancelled when the application stops (for tasks a service spawns itself).
+    pub fn stopping(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Runs the workers and serves HTTP until `shutdown` completes; then
+    /// stops the workers and drains requests, each within the grace period,
+    /// and closes the store.
+    ///
+    /// # Errors
+    /// An I/O error from the listener.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (name, work) in self.workers {
+            tasks.spawn(async move {
+                work.await;
+                name
+            });
+        }
+        let stop = self.stop.clone();
+        let served = serve(
+            self.listener,
+            self.ops.wrap(self.router),
+            async move {
+                shutdown.await;
+                stop.cancel();
+            },
+            self.grace,
+        )
+        .await;
+        self.stop.cancel();
+        let drained = tokio::time::timeout(self.grace, async {
+            while let Some(done) = tasks.join_next().await {
+                match done {
+                    Ok(name) => tracing::debug!(worker = %name, "worker stopped"),
+                    Err(e) => tracing::error!(error = %e, "a worker panicked"),
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                left = tasks.len(),
+                "workers outlived the grace period; their unacknowledged work will be redelivered"
+            );
+            tasks.abort_all();
+        }
+        self.storage.close().await;
+        served
+    }
+}
+
+impl Application {
+    /// For a service binary's `main`: settings from the environment, logs,
+    /// the store, the listener. Add the service's parts, then [`Self::run`].
+    ///
+    /// # Errors
+    /// Bad settings, an unreachable store, an address in use.
+    pub async fn from_env(service: &'static str, default_port: u16) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let settings = crate::Settings::from_env(service, default_port)?;
+        crate::telemetry::init(&settings.log);
+        let storage = Storage::connect(&settings.storage).await?;
+        let listener = TcpListener::bind(settings.http_addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.http_addr))?;
+        Ok(Self::new(
+            service,
+            listener,
+            storage,
+            settings.shutdown_grace,
+        ))
+    }
+
+    /// Runs until SIGTERM or Ctrl-C.
+    ///
+    /// # Errors
+    /// An I/O error from the listener.
+    pub async fn run(self) -> std::io::Result<()> {
+        tracing::info!(addr = %self.local_addr(), storage = %self.storage.description, "listening");
+        self.run_until_stopped(crate::shutdown::signal()).await
+    }
+}
