@@ -19,6 +19,8 @@ echo "== format"
 cargo fmt --all -- --check
 echo "== lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== build (the end-to-end tests run the service binaries)"
+cargo build --workspace --bins --locked
 echo "== test"
 if command -v cargo-nextest >/dev/null; then
   cargo nextest run --workspace --locked --no-fail-fast

@@ -37,6 +37,7 @@ pub mod vars {
     pub const MIN_SAMPLES: &str = "HENDU_FILTER_MIN_SAMPLES";
     pub const MIN_CONFIDENCE: &str = "HENDU_FILTER_MIN_CONFIDENCE";
     pub const ALIGNMENT_S: &str = "HENDU_FILTER_ALIGNMENT_S";
+    pub const GAP_WAIT_S: &str = "HENDU_FILTER_GAP_WAIT_S";
     pub const FLUSH_S: &str = "HENDU_FILTER_FLUSH_S";
     pub const LEASE_S: &str = "HENDU_FILTER_LEASE_S";
     pub const SWEEP_S: &str = "HENDU_FILTER_SWEEP_S";
@@ -48,6 +49,8 @@ const HELP: &str = "\
   HENDU_FILTER_MIN_CONFIDENCE  raw matches below this confidence count as none (default 0.5)
   HENDU_FILTER_ALIGNMENT_S     how far samples may disagree on the track's start, in
                                seconds, and still be one play (default 15)
+  HENDU_FILTER_GAP_WAIT_S      how long a missing sample is waited for, in seconds; keep it
+                               above the queue's claim timeout (default 60)
   HENDU_FILTER_FLUSH_S         a source quiet this long has its last results decided
                                (default 60)
   HENDU_FILTER_LEASE_S         how long a replica holds a source without renewing:
@@ -93,16 +96,21 @@ impl Config {
                 defaults.alignment_s,
                 "a number of seconds",
             )?,
+            gap_wait_s: var_or(vars::GAP_WAIT_S, defaults.gap_wait_s, "a number of seconds")?,
         };
         if thresholds.min_samples == 0
             || !(0.0..=1.0).contains(&thresholds.min_confidence)
-            || !(thresholds.alignment_s >= 0.0)
+            || !thresholds.alignment_s.is_finite()
+            || thresholds.alignment_s < 0.0
+            || !thresholds.gap_wait_s.is_finite()
+            || thresholds.gap_wait_s < 0.0
         {
             anyhow::bail!(
-                "{} must be at least 1, {} within [0, 1], {} not negative",
+                "{} must be at least 1, {} within [0, 1], {} and {} not negative",
                 vars::MIN_SAMPLES,
                 vars::MIN_CONFIDENCE,
-                vars::ALIGNMENT_S
+                vars::ALIGNMENT_S,
+                vars::GAP_WAIT_S
             );
         }
         let seconds = |var, default: f64| -> anyhow::Result<Duration> {

@@ -18,6 +18,16 @@
 //!   soon as a result was captured after the track must have ended (nothing
 //!   later can belong to it), or when the source has been quiet long enough
 //!   (the caller says `complete`). Until then the results wait.
+//! - **Missing samples.** Replicas recognise a source's samples in parallel,
+//!   and a sample whose recogniser died comes back only after the queue's
+//!   claim timeout, so results do not arrive in capture order. A decision is
+//!   made only once the result after the last one it consumes is there, and
+//!   every result from `d1` to it follows on from the previous one (a sample
+//!   starts where the last ended). A hole waits for the missing sample, until
+//!   the result after the hole has been stored for [`Thresholds::gap_wait_s`]
+//!   (then the hole is taken to be real: the device was off). Without this
+//!   rule a late sample would be judged alone: a short play lost, or a long
+//!   one recorded twice.
 //! - **Times.** The play starts at the track's aligned start, but not before
 //!   `d1` was captured (a track cut in mid-way started at most then); it ends
 //!   at the aligned end, but not after the last aligned result's audio ends,
@@ -40,6 +50,9 @@ pub struct Thresholds {
     /// still be one play (seconds): absorbs offsets measured on a radio
     /// running a few percent fast.
     pub alignment_s: f64,
+    /// How long a hole in a source's samples is waited for (seconds): longer
+    /// than the queue's claim timeout plus one recognition.
+    pub gap_wait_s: f64,
 }
 
 impl Default for Thresholds {
@@ -48,6 +61,7 @@ impl Default for Thresholds {
             min_confidence: 0.5,
             min_samples: 2,
             alignment_s: 15.0,
+            gap_wait_s: 60.0,
         }
     }
 }
@@ -95,16 +109,43 @@ fn end_of(r: &RawResult) -> OffsetDateTime {
     r.captured_at + Duration::milliseconds(i64::from(r.duration_ms))
 }
 
+/// A sample that starts within this of the previous one's end follows on.
+const CONTIGUOUS: Duration = Duration::seconds(5);
+
+/// Whether `results[from..=to]` can be trusted to have no sample missing:
+/// each follows on from the one before, or the hole has been waited for.
+fn settled(
+    results: &[RawResult],
+    from: usize,
+    to: usize,
+    now: OffsetDateTime,
+    gap_wait: Duration,
+) -> bool {
+    (from + 1..=to).all(|j| {
+        let follows = results[j].captured_at <= end_of(&results[j - 1]) + CONTIGUOUS;
+        follows || results[j].stored_at.is_none_or(|at| now - at >= gap_wait)
+    })
+}
+
 /// Runs the block algorithm over `results` (one source, in capture order).
 /// `track` says what a music is (`None`: unknown, its results are dropped);
-/// `complete` says no earlier result can still arrive and the source is
-/// quiet, so windows need not wait for more.
+/// `complete` says the source is quiet, so windows need not wait for later
+/// results (holes between results are still waited for);
+/// `now` dates the holes being waited for.
 pub fn decide(
     results: &[RawResult],
     track: impl Fn(MusicId) -> Option<Track>,
     thresholds: &Thresholds,
     complete: bool,
+    now: OffsetDateTime,
 ) -> Decision {
+    let gap_wait = seconds(thresholds.gap_wait_s);
+    // Are results `i..=through` all there, with no sample missing between?
+    // A quiet source has no result after its last; a hole inside is still a hole.
+    let settled_through = |i: usize, through: usize| {
+        (through < results.len() || complete)
+            && settled(results, i, through.min(results.len() - 1), now, gap_wait)
+    };
     let matched = |r: &RawResult| {
         r.matched
             .clone()
@@ -114,11 +155,10 @@ pub fn decide(
     let mut i = 0;
     while i < results.len() {
         let d1 = &results[i];
-        let Some(m) = matched(d1) else {
-            i += 1;
-            continue;
-        };
-        let Some(t) = track(m.music_id) else {
+        let Some((m, t)) = matched(d1).and_then(|m| Some((m.clone(), track(m.music_id)?))) else {
+            if !settled_through(i, i + 1) {
+                break;
+            }
             i += 1;
             continue;
         };
@@ -140,8 +180,23 @@ pub fn decide(
         if !decidable {
             break;
         }
-        if members.len() >= thresholds.min_samples.max(1) {
-            let last = *members.last().unwrap_or(&i);
+        let is_play = members.len() >= thresholds.min_samples.max(1);
+        let last = if is_play {
+            *members.last().unwrap_or(&i)
+        } else {
+            i
+        };
+        // A play needs the result after it; dropping `d1` needs its window
+        // whole, since a missing member would have made it a play.
+        let through = if is_play {
+            last + 1
+        } else {
+            (i + 1).max(window_end - 1)
+        };
+        if !settled_through(i, through) {
+            break;
+        }
+        if is_play {
             let score = members
                 .iter()
                 .filter_map(|&j| matched(&results[j]))
@@ -202,6 +257,7 @@ mod tests {
             captured_at: OffsetDateTime::from_unix_timestamp(T0 + 30 * k).unwrap(),
             duration_ms: 30_000,
             location: None,
+            stored_at: None,
             matched: matched.map(|(music_id, offset_s)| RawMatch {
                 music_id,
                 block: 0,
@@ -227,6 +283,10 @@ mod tests {
         }
     }
 
+    fn now() -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(T0 + 3600).unwrap()
+    }
+
     fn at(k: i64, plus_s: i64) -> OffsetDateTime {
         OffsetDateTime::from_unix_timestamp(T0 + 30 * k + plus_s).unwrap()
     }
@@ -250,7 +310,7 @@ mod tests {
             result(11, None),
             result(12, None),
         ];
-        let d = decide(&results, tracks, &Thresholds::default(), false);
+        let d = decide(&results, tracks, &Thresholds::default(), false, now());
         assert_eq!(d.plays.len(), 2, "{d:#?}");
         assert_eq!(d.plays[0].music_id, 1);
         assert_eq!(d.plays[0].started_at, at(0, 10));
@@ -259,15 +319,19 @@ mod tests {
         assert_eq!(d.plays[1].music_id, 2);
         assert_eq!(d.plays[1].started_at, at(5, 10));
         assert_eq!(d.plays[1].ended_at, at(5, 110));
-        assert_eq!(d.consumed, results.len(), "all decided");
+        assert_eq!(
+            d.consumed,
+            results.len() - 1,
+            "all decided but the last, which waits for its successor"
+        );
     }
 
     #[test]
     fn a_window_still_open_waits_for_more_results() {
         let results = vec![result(0, Some((1, 0.0))), result(1, Some((1, 30.0)))];
-        let d = decide(&results, tracks, &Thresholds::default(), false);
+        let d = decide(&results, tracks, &Thresholds::default(), false, now());
         assert_eq!(d, Decision::default(), "the track may go on");
-        let d = decide(&results, tracks, &Thresholds::default(), true);
+        let d = decide(&results, tracks, &Thresholds::default(), true, now());
         assert_eq!(d.plays.len(), 1, "a quiet source is decided");
         assert_eq!(d.plays[0].ended_at, at(1, 30), "ends with its last sample");
         assert_eq!(d.consumed, 2);
@@ -285,14 +349,14 @@ mod tests {
             result(6, None),
             result(7, None),
         ];
-        let d = decide(&results, tracks, &Thresholds::default(), false);
+        let d = decide(&results, tracks, &Thresholds::default(), false, now());
         assert!(d.plays.is_empty(), "{d:#?}");
-        assert_eq!(d.consumed, results.len());
+        assert_eq!(d.consumed, results.len() - 1);
         let one = Thresholds {
             min_samples: 1,
             ..Thresholds::default()
         };
-        let d = decide(&results, tracks, &one, false);
+        let d = decide(&results, tracks, &one, false, now());
         assert_eq!(d.plays.len(), 1, "a lower bar takes single samples");
     }
 
@@ -305,7 +369,7 @@ mod tests {
         results[4] = result(4, Some((2, 0.0)));
         results.extend((5..8).map(|k| result(k, Some((2, 30.0 * (k - 4) as f64)))));
         results.extend((8..12).map(|k| result(k, None)));
-        let d = decide(&results, tracks, &Thresholds::default(), false);
+        let d = decide(&results, tracks, &Thresholds::default(), false, now());
         assert_eq!(d.plays.len(), 2, "{d:#?}");
         assert_eq!(d.plays[0].ended_at, at(0, 100));
         assert_eq!(d.plays[1].started_at, at(4, 0));
@@ -323,12 +387,44 @@ mod tests {
             result(5, None),
             result(6, None),
         ];
-        let a = decide(&results, tracks, &Thresholds::default(), false);
+        let a = decide(&results, tracks, &Thresholds::default(), false, now());
         assert_eq!(a.plays.len(), 1);
         assert_eq!(a.plays[0].started_at, at(0, 0));
         assert_eq!(a.plays[0].ended_at, at(3, 30));
-        let b = decide(&results, tracks, &Thresholds::default(), false);
+        let b = decide(&results, tracks, &Thresholds::default(), false, now());
         assert_eq!(a, b, "deterministic, so a retry records the same key");
         assert_eq!(a.plays[0].key, format!("device-1:1:{}", T0 * 1000));
+    }
+
+    #[test]
+    fn a_missing_sample_holds_the_decision_until_it_arrives_or_the_hole_is_old() {
+        // Music 2 (100 s) in samples 0-3, then 60 s of music 1 from its start
+        // in samples 4-5, then noise.
+        let mut all: Vec<RawResult> = vec![
+            result(0, Some((2, 0.0))),
+            result(1, Some((2, 30.0))),
+            result(2, Some((2, 60.0))),
+            result(3, Some((2, 90.0))),
+            result(4, Some((1, -0.0))),
+            result(5, Some((1, 30.0))),
+        ];
+        all.extend((6..12).map(|k| result(k, None)));
+        let whole = decide(&all, tracks, &Thresholds::default(), false, now());
+        assert_eq!(whole.plays.len(), 2, "{whole:#?}");
+
+        // Sample 4 is late (its recogniser died); sample 5 was just stored.
+        let mut late: Vec<RawResult> = all.clone();
+        late.remove(4);
+        late[4].stored_at = Some(now());
+        let d = decide(&late, tracks, &Thresholds::default(), false, now());
+        assert_eq!(d, Decision::default(), "waits for the missing sample");
+        let d = decide(&late, tracks, &Thresholds::default(), true, now());
+        assert_eq!(d, Decision::default(), "even when the source is quiet");
+
+        // Had it judged sample 5 alone, music 1 would be lost for good.
+        let after_wait = now() + Duration::seconds(61);
+        let d = decide(&late, tracks, &Thresholds::default(), false, after_wait);
+        assert_eq!(d.plays.len(), 1, "a hole waited for is taken as real");
+        assert_eq!(d.plays[0].music_id, 2);
     }
 }

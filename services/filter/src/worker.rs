@@ -236,6 +236,7 @@ impl Filter {
                     |id| tracks.get(&id).copied(),
                     &self.config.thresholds,
                     quiet && !full_page,
+                    OffsetDateTime::now_utc(),
                 )
             };
             for play in &decision.plays {

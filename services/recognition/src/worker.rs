@@ -261,6 +261,7 @@ impl Consumer {
             duration_ms: sample.duration_ms,
             location: sample.location,
             matched,
+            stored_at: None,
         };
         (searcher, self.forward(&result).await.map(|()| done))
     }

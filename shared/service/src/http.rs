@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::health::Health;
 use crate::metrics::{Metrics, RouteLabels};
@@ -48,7 +48,10 @@ impl Ops {
         app.merge(ops)
             .layer(middleware::from_fn_with_state(self.metrics.clone(), measure))
             .layer(
-                TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                TraceLayer::new_for_http()
+                    // A 503 from /readyz while starting is routine; handlers log real errors.
+                    .on_failure(DefaultOnFailure::new().level(tracing::Level::WARN))
+                    .make_span_with(|request: &Request| {
                     let id = request
                         .headers()
                         .get(&REQUEST_ID)

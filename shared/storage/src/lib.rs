@@ -40,6 +40,8 @@ pub mod queue;
 pub mod redis;
 mod relational;
 pub mod repo;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::future::Future;
 use std::path::Path;

@@ -679,6 +679,10 @@ pub struct RawResult {
     pub location: Option<String>,
     /// `None`: nothing in the catalogue matched.
     pub matched: Option<RawMatch>,
+    /// When the store received it (set by the store on reading; ignored on
+    /// writing).
+    #[serde(default, skip_serializing)]
+    pub stored_at: Option<OffsetDateTime>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -346,6 +346,7 @@ impl DocumentStore for MongoStore {
                     duration_ms: number("duration", d.duration_ms)?,
                     location: d.location,
                     matched: d.matched,
+                    stored_at: Some(from_unix_ms(d.stored_at.timestamp_millis())),
                 })
             })
             .collect()

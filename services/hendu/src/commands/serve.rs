@@ -13,7 +13,12 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub store: StoreArgs,
     /// Where the HTTP API listens (catalogue uploads, device samples, health).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "HENDU_HTTP_ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
     pub addr: SocketAddr,
 }
 

@@ -148,7 +148,7 @@ impl DocumentStore for SqliteStore {
         limit: u32,
     ) -> Result<Vec<RawResult>> {
         let rows = sqlx::query(
-            "SELECT body FROM raw_results WHERE source_kind = ? AND source_id = ? AND captured_ms >= ? \
+            "SELECT body, stored_ms FROM raw_results WHERE source_kind = ? AND source_id = ? AND captured_ms >= ? \
              ORDER BY captured_ms, sample_id LIMIT ?",
         )
         .bind(source.kind())
@@ -160,7 +160,10 @@ impl DocumentStore for SqliteStore {
         rows.iter()
             .map(|row| {
                 let body: &str = row.try_get("body")?;
-                serde_json::from_str(body).map_err(StorageError::corrupt)
+                let mut result: RawResult =
+                    serde_json::from_str(body).map_err(StorageError::corrupt)?;
+                result.stored_at = Some(from_unix_ms(row.try_get("stored_ms")?));
+                Ok(result)
             })
             .collect()
     }
