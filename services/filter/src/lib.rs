@@ -57,7 +57,7 @@ const HELP: &str = "\
                                a dead replica's sources move after this (default 10)
   HENDU_FILTER_SWEEP_S         how often quiet sources are looked for (default 5)
   HENDU_REPLICA                this replica's name (default host name and pid)
-See docs/filter.md for what the thresholds do.
+See docs/services.md (the filter) for what the thresholds do.
 
 Default port: 8083.";
 

@@ -37,7 +37,7 @@
 use hendu_storage::model::{MusicId, RawMatch, RawResult};
 use time::{Duration, OffsetDateTime};
 
-/// When raw results make a play. See `docs/filter.md`.
+/// When raw results make a play. See `docs/services.md`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Thresholds {
     /// A raw match below this confidence counts as no match.

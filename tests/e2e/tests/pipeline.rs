@@ -210,7 +210,7 @@ async fn a_broadcast_becomes_the_right_plays_in_the_right_order() {
     }
     let again = settled_plays(&p.storage, Source::Device(device), t0).await;
     assert_eq!(again, plays, "retried samples add no play");
-    assert!(p.filter[0].metric("hendu_plays").await.unwrap_or(0.0) >= 4.0);
+    assert!(p.filter[0].metric("hendu_plays_total").await.unwrap_or(0.0) >= 4.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,7 +228,7 @@ async fn killing_a_recogniser_and_a_filter_mid_run_loses_and_duplicates_nothing(
     // Kill replicas that are doing their share of the work.
     for r in &p.recognition {
         let busy = eventually(Duration::from_secs(20), || async {
-            (r.metric("hendu_samples").await.unwrap_or(0.0) > 0.0).then_some(())
+            (r.metric("hendu_samples_total").await.unwrap_or(0.0) > 0.0).then_some(())
         })
         .await;
         assert!(busy.is_some(), "{} took no sample", r.name);
@@ -244,7 +244,7 @@ async fn killing_a_recogniser_and_a_filter_mid_run_loses_and_duplicates_nothing(
     assert_eq!(keys.len(), plays.len());
     assert!(
         p.recognition[1]
-            .metric("hendu_samples")
+            .metric("hendu_samples_total")
             .await
             .unwrap_or(0.0)
             > 0.0,
