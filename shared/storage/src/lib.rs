@@ -32,6 +32,7 @@ pub mod config;
 pub mod embedded;
 pub mod error;
 pub mod events;
+mod hashing;
 pub mod leases;
 pub mod model;
 pub mod mongo;

@@ -17,8 +17,8 @@ use crate::model::{
     NewUser, Play, Radio, Source, User,
 };
 use crate::relational::{
-    self, PLAYS_OF_MUSIC_SQL, SqlRow, device, hash_secret, inserted, is_unique_violation, music,
-    play, plays_of_source_sql, radio, source_columns, user,
+    self, PLAYS_OF_MUSIC_SQL, SqlRow, device, inserted, is_unique_violation, music, play,
+    plays_of_source_sql, radio, source_columns, user,
 };
 use crate::repo::{Inserted, RelationalStore};
 
@@ -216,7 +216,7 @@ impl RelationalStore for MySqlStore {
     }
 
     async fn add_device(&self, new: &NewDevice) -> Result<Device> {
-        let secret_hash = hash_secret(&new.secret).await?;
+        let secret_hash = crate::model::SecretHash::hash(&new.secret).await?;
         let inserted_row = sqlx::query(
             "INSERT INTO devices (imei, name, location, secret_hash, enabled) VALUES (?, ?, ?, ?, ?)",
         )
@@ -253,7 +253,7 @@ impl RelationalStore for MySqlStore {
     }
 
     async fn add_user(&self, new: &NewUser) -> Result<User> {
-        let password_hash = hash_secret(&new.password).await?;
+        let password_hash = crate::model::SecretHash::hash(&new.password).await?;
         let inserted_row = sqlx::query(
             "INSERT INTO users (email, display_name, role, password_hash) VALUES (?, ?, ?, ?)",
         )

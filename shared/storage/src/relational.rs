@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use crate::error::{Result, StorageError};
 use crate::model::{
     ContentHash, Device, Imei, Music, MusicState, NewDevice, NewRadio, NewUser, Play, Radio, Role,
-    Secret, SecretHash, Source, User,
+    SecretHash, Source, User,
 };
 use crate::repo::Inserted;
 
@@ -160,21 +160,6 @@ pub(crate) fn inserted<T>(result: std::result::Result<T, sqlx::Error>) -> Result
 pub(crate) const PLAYS_OF_MUSIC_SQL: &str = "SELECT * FROM results WHERE music_id = ? AND started_at >= ? AND started_at < ? \
      ORDER BY started_at, id";
 
-/// argon2id is deliberately slow: hash off the async runtime's threads.
-pub(crate) async fn hash_secret(secret: &Secret) -> Result<SecretHash> {
-    let secret = secret.clone();
-    tokio::task::spawn_blocking(move || SecretHash::of(&secret))
-        .await
-        .map_err(|e| StorageError::Hash(e.to_string()))?
-}
-
-async fn verify_secret(hash: &SecretHash, secret: &Secret) -> bool {
-    let (hash, secret) = (hash.clone(), secret.clone());
-    tokio::task::spawn_blocking(move || hash.verify(&secret))
-        .await
-        .unwrap_or(false)
-}
-
 /// A radio whose name was taken: the same radio again (a retry) or a clash.
 pub(crate) fn same_radio(found: Radio, new: &NewRadio, created: bool) -> Result<Inserted<Radio>> {
     if created || (found.stream_url == new.stream_url && found.location == new.location) {
@@ -193,7 +178,7 @@ pub(crate) fn same_radio(found: Radio, new: &NewRadio, created: bool) -> Result<
 /// A device whose IMEI was taken: the same registration again (same name and
 /// secret: a retry) or a clash.
 pub(crate) async fn same_device(found: Device, new: &NewDevice, created: bool) -> Result<Device> {
-    if created || (found.name == new.name && verify_secret(&found.secret_hash, &new.secret).await) {
+    if created || (found.name == new.name && found.secret_hash.check(&new.secret).await) {
         Ok(found)
     } else {
         Err(StorageError::Conflict(format!(
@@ -208,7 +193,7 @@ pub(crate) async fn same_user(found: User, new: &NewUser, created: bool) -> Resu
     if created
         || (found.display_name == new.display_name
             && found.role == new.role
-            && verify_secret(&found.password_hash, &new.password).await)
+            && found.password_hash.check(&new.password).await)
     {
         Ok(found)
     } else {

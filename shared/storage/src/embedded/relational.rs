@@ -12,8 +12,8 @@ use crate::model::{
     NewUser, Play, Radio, Source, User, from_unix_ms, unix_ms,
 };
 use crate::relational::{
-    self, PLAYS_OF_MUSIC_SQL, SqlRow, device, hash_secret, inserted, music, play,
-    plays_of_source_sql, radio, source_columns, user,
+    self, PLAYS_OF_MUSIC_SQL, SqlRow, device, inserted, music, play, plays_of_source_sql, radio,
+    source_columns, user,
 };
 use crate::repo::{Inserted, RelationalStore};
 
@@ -162,7 +162,7 @@ impl RelationalStore for SqliteStore {
     }
 
     async fn add_device(&self, new: &NewDevice) -> Result<Device> {
-        let secret_hash = hash_secret(&new.secret).await?;
+        let secret_hash = crate::model::SecretHash::hash(&new.secret).await?;
         let created = inserted(
             sqlx::query(
                 "INSERT INTO devices (imei, name, location, secret_hash, enabled, created_at) \
@@ -202,7 +202,7 @@ impl RelationalStore for SqliteStore {
     }
 
     async fn add_user(&self, new: &NewUser) -> Result<User> {
-        let password_hash = hash_secret(&new.password).await?;
+        let password_hash = crate::model::SecretHash::hash(&new.password).await?;
         let created = inserted(
             sqlx::query(
                 "INSERT INTO users (email, display_name, role, password_hash, created_at) \

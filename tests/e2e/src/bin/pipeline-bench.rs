@@ -23,7 +23,7 @@ use hendu_storage::{Event, Queue, QueueConfig, Storage, StorageConfig};
 use time::OffsetDateTime;
 
 const TRACKS: u64 = 40;
-const DEVICES_PER_GROUP: usize = 4;
+const DEVICES_PER_GROUP: usize = 10;
 const TRACKS_PER_PROGRAMME: usize = 8;
 const LATENCY_DEVICES: usize = 8;
 const UPLOAD_EVERY: Duration = Duration::from_secs(1);
@@ -138,6 +138,14 @@ async fn main() -> anyhow::Result<()> {
         Service::start("hendu-hash-generator", "hash-generator", &config, &[]).await?;
     let communication =
         Service::start("hendu-communication", "communication", &config, &admin).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for s in [&hash_generator, &communication] {
+        started.push((
+            format!("{} (just started)", s.name),
+            s.ready_after,
+            s.rss_kb(),
+        ));
+    }
     let client = Client::new(&hash_generator.base, &communication.base);
 
     let tracks = catalogue();
@@ -187,7 +195,11 @@ async fn main() -> anyhow::Result<()> {
         );
         throughput.push((replicas, count as f64 / took.as_secs_f64()));
         for r in &mut running {
-            started.push((r.name.clone(), r.ready_after, 0));
+            started.push((
+                format!("{} (after the batch, {replicas} replica(s))", r.name),
+                r.ready_after,
+                r.rss_kb(),
+            ));
             let t = Instant::now();
             r.stop().await?;
             println!("  {} stopped on SIGTERM in {}", r.name, ms(t.elapsed()));
@@ -201,7 +213,11 @@ async fn main() -> anyhow::Result<()> {
     drained(&storage, Queue::RawResults).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     for s in [&hash_generator, &communication, &recognition[0], &filter] {
-        started.push((format!("{} (idle)", s.name), s.ready_after, s.rss_kb()));
+        started.push((
+            format!("{} (after the catalogue and the batches)", s.name),
+            s.ready_after,
+            s.rss_kb(),
+        ));
     }
 
     let mut sources: HashMap<i64, usize> = HashMap::new();
