@@ -41,8 +41,8 @@ pub mod vars {
 
 const DEFAULT_MAX_SAMPLE: usize = 16_000_000;
 
-const HELP: &str = "\
-  HENDU_MAX_SAMPLE_BYTES  largest sample upload in bytes (default 16000000: 30 s of
+const HELP: &str =
+    "  HENDU_MAX_SAMPLE_BYTES  largest sample upload in bytes (default 16000000: 30 s of
                           CD-quality WAV is 5.3 MB)
   HENDU_ADMIN_EMAIL, HENDU_ADMIN_PASSWORD
                           at start, create this administrator if no user has the

@@ -44,8 +44,8 @@ pub mod vars {
     pub const REPLICA: &str = "HENDU_REPLICA";
 }
 
-const HELP: &str = "\
-  HENDU_FILTER_MIN_SAMPLES     aligned samples of a track that make a play (default 2)
+const HELP: &str =
+    "  HENDU_FILTER_MIN_SAMPLES     aligned samples of a track that make a play (default 2)
   HENDU_FILTER_MIN_CONFIDENCE  raw matches below this confidence count as none (default 0.5)
   HENDU_FILTER_ALIGNMENT_S     how far samples may disagree on the track's start, in
                                seconds, and still be one play (default 15)

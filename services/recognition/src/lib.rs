@@ -35,8 +35,8 @@ pub mod vars {
     pub const REPLICA: &str = "HENDU_REPLICA";
 }
 
-const HELP: &str = "\
-  HENDU_RECOGNITION_CONCURRENCY  samples matched at once (default: the number of cores)
+const HELP: &str =
+    "  HENDU_RECOGNITION_CONCURRENCY  samples matched at once (default: the number of cores)
   HENDU_MIN_CONFIDENCE           below this confidence a sample is \"no match\" (default 0.5)
   HENDU_CATALOGUE_RESYNC_S       how often the index is compared with the store, for
                                  catalogue events missed in a reconnection (default 60)

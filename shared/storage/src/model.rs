@@ -6,9 +6,9 @@
 
 use std::fmt;
 
-use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Params, Version};
 use hendu_fingerprint::blocks::block_count;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -274,25 +274,54 @@ impl fmt::Debug for Secret {
 pub struct SecretHash(pub(crate) String);
 
 impl SecretHash {
-    /// Hashes with argon2id and a random salt (CPU-heavy: call it off the async runtime).
+    /// Hashes with argon2id (the recommended parameters: 19 MiB, two
+    /// passes, one lane) and a random salt, in PHC string form. CPU-heavy:
+    /// [`SecretHash::hash`] runs it on the hashing threads.
     ///
     /// # Errors
     /// [`StorageError::Hash`] if the hasher fails.
     pub fn of(secret: &Secret) -> Result<Self, StorageError> {
+        let failed = |e: &dyn fmt::Display| StorageError::Hash(e.to_string());
         let salt = SaltString::generate(&mut OsRng);
-        Argon2::default()
-            .hash_password(secret.expose().as_bytes(), &salt)
-            .map(|h| Self(h.to_string()))
-            .map_err(|e| StorageError::Hash(e.to_string()))
+        let params = Params::default();
+        let mut salt_buf = [0u8; 64];
+        let salt_bytes = salt.decode_b64(&mut salt_buf).map_err(|e| failed(&e))?;
+        let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+        crate::hashing::argon2id(&params, secret.expose().as_bytes(), salt_bytes, &mut out)
+            .map_err(|e| failed(&e))?;
+        let phc = PasswordHash {
+            algorithm: argon2::ARGON2ID_IDENT,
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(&params).map_err(|e| failed(&e))?,
+            salt: Some(salt.as_salt()),
+            hash: Some(Output::new(&out).map_err(|e| failed(&e))?),
+        };
+        Ok(Self(phc.to_string()))
     }
 
     /// Whether `secret` is the one hashed (constant-time comparison).
     pub fn verify(&self, secret: &Secret) -> bool {
-        PasswordHash::new(&self.0).is_ok_and(|h| {
-            Argon2::default()
-                .verify_password(secret.expose().as_bytes(), &h)
-                .is_ok()
-        })
+        let Ok(phc) = PasswordHash::new(&self.0) else {
+            return false;
+        };
+        let (Some(expected), Some(salt)) = (phc.hash, phc.salt) else {
+            return false;
+        };
+        let Ok(params) = Params::try_from(&phc) else {
+            return false;
+        };
+        if phc.algorithm != argon2::ARGON2ID_IDENT
+            || phc.version.is_some_and(|v| v != u32::from(Version::V0x13))
+        {
+            return false;
+        }
+        let mut salt_buf = [0u8; 64];
+        let Ok(salt_bytes) = salt.decode_b64(&mut salt_buf) else {
+            return false;
+        };
+        let mut out = vec![0u8; expected.len()];
+        crate::hashing::argon2id(&params, secret.expose().as_bytes(), salt_bytes, &mut out).is_ok()
+            && Output::new(&out).is_ok_and(|o| o == expected)
     }
 
     pub fn as_str(&self) -> &str {

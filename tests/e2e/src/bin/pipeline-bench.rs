@@ -276,11 +276,16 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     listener.abort();
     let uploads = uploads.lock().unwrap().clone();
-    let mut latencies: Vec<f64> = plays
-        .lock()
-        .unwrap()
+    let heard = plays.lock().unwrap().clone();
+    // A device's last play is decided by the quiet-source flush once it has
+    // stopped sending: that is the flush time, not the pipeline's latency.
+    let flushed = heard
         .iter()
-        .filter(|(_, at)| *at < sent_at)
+        .filter(|(d, at)| uploads[*d].last().is_some_and(|last| at > last))
+        .count();
+    let mut latencies: Vec<f64> = heard
+        .iter()
+        .filter(|(d, at)| uploads[*d].last().is_some_and(|last| at <= last))
         .filter_map(|&(d, at)| {
             let last = uploads[d].iter().rev().find(|u| **u <= at)?;
             Some((at - *last).as_secs_f64() * 1000.0)
