@@ -303,7 +303,7 @@ async fn main() -> anyhow::Result<()> {
         latencies.last().copied().unwrap_or(f64::NAN)
     );
     println!(
-        "(a play's deciding sample is taken as its device's last upload before the event; valid while latencies stay under the {} s between uploads)",
+        "(a play's deciding sample is taken as its device's last upload before the event, valid while latencies stay under the {} s between uploads; {flushed} last plays, decided by the quiet-source flush after their device stopped, are left out)",
         UPLOAD_EVERY.as_secs_f64()
     );
 
