@@ -21,14 +21,15 @@ const REMEMBERED: usize = 100_000;
 
 #[derive(Debug, Default)]
 pub struct Verifier {
-    verified: Mutex<HashMap<String, [u8; 32]>>,
+    verified: Mutex<HashMap<String, blake3::Hash>>,
 }
 
 impl Verifier {
     /// True when `secret` is the one `hash` was made from.
     pub async fn verify(&self, hash: &SecretHash, secret: &Secret) -> bool {
-        let digest = *blake3::hash(secret.expose().as_bytes()).as_bytes();
-        if self.remembered(hash) == Some(digest) {
+        let digest = blake3::hash(secret.expose().as_bytes());
+        // `blake3::Hash` compares in constant time.
+        if self.remembered(hash).is_some_and(|known| known == digest) {
             return true;
         }
         let ok = hash.check(secret).await;
@@ -42,7 +43,7 @@ impl Verifier {
         ok
     }
 
-    fn remembered(&self, hash: &SecretHash) -> Option<[u8; 32]> {
+    fn remembered(&self, hash: &SecretHash) -> Option<blake3::Hash> {
         self.verified
             .lock()
             .unwrap_or_else(|e| e.into_inner())

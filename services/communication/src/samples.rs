@@ -2,6 +2,7 @@
 
 use std::io::Cursor;
 
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::post;
@@ -141,9 +142,17 @@ async fn upload(
     State(state): State<AppState>,
     Path(imei): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    // Who is asking comes first: a stranger learns nothing about the body.
     let device = authenticate(&state, &imei, &headers).await?;
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::payload_too_large(crate::vars::MAX_SAMPLE_BYTES)
+        } else {
+            ApiError::bad_request("bad_body", e.body_text())
+        }
+    })?;
     let (captured_at, duration_ms, peaks) = fingerprint(&headers, body).await?;
     if captured_at > OffsetDateTime::now_utc() + MAX_CLOCK_AHEAD {
         return Err(ApiError::unprocessable(

@@ -181,8 +181,19 @@ async fn a_device_sample_is_stored_and_queued_only_with_the_right_secret() {
         (400, Some("missing_capture_time")),
         "audio needs its capture instant"
     );
-    let (status, _) = app.sample(SECRET, vec![0; 200_000], MEDIA_TYPE).await;
-    assert_eq!(status, 413, "over the configured limit");
+    let (status, v) = app.sample(SECRET, vec![0; 200_000], MEDIA_TYPE).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (413, Some("payload_too_large")),
+        "over the configured limit"
+    );
+    let (status, _) = app
+        .sample("wrong secret!!", vec![0; 200_000], MEDIA_TYPE)
+        .await;
+    assert_eq!(
+        status, 401,
+        "a stranger is refused before the body is judged"
+    );
     let backlog = app.storage.queue.backlog(Queue::Samples).await.unwrap();
     assert_eq!(backlog.waiting, 0, "nothing refused was queued");
 

@@ -180,9 +180,12 @@ impl Filter {
     async fn sweep(&self) -> Result<(), StorageError> {
         let now = OffsetDateTime::now_utc();
         for (source, latest) in self.storage.documents.raw_result_sources().await? {
-            let quiet = now - latest;
-            if quiet >= self.config.flush_after {
-                self.process(source, true).await?;
+            if now - latest >= self.config.flush_after
+                && let Err(e) = self.process(source, true).await
+            {
+                // The other quiet sources still get their last plays.
+                self.meters.failures.inc();
+                tracing::warn!(%source, error = %e, "a quiet source failed; the next sweep retries it");
             }
         }
         Ok(())
@@ -229,6 +232,11 @@ impl Filter {
                 }
             }
             let full_page = results.len() == PAGE as usize;
+            // Quiet as of these results: one stored since the sweep looked is news.
+            let newest = results.iter().filter_map(|r| r.stored_at).max();
+            let quiet = quiet
+                && newest
+                    .is_none_or(|at| OffsetDateTime::now_utc() - at >= self.config.flush_after);
             let decision = {
                 let tracks = self.tracks.lock().unwrap_or_else(|e| e.into_inner());
                 decide(
@@ -240,6 +248,7 @@ impl Filter {
                 )
             };
             for play in &decision.plays {
+                self.renew(source, lease).await?;
                 if self.already_heard(source, play).await? {
                     self.meters
                         .plays
@@ -291,11 +300,22 @@ impl Filter {
                             outcome: "already_recorded",
                         })
                         .inc();
+                    // A crash may have come between the write and the event:
+                    // announce it again (subscribers know plays by id).
+                    let event = Event::PlayRecognised {
+                        play_id: recorded.record.id,
+                        music_id: play.music_id,
+                        source,
+                    };
+                    if let Err(e) = self.storage.events.publish(&event).await {
+                        tracing::warn!(error = %e, "cannot publish a play event");
+                    }
                 }
             }
             if decision.consumed == 0 {
                 return Ok(());
             }
+            self.renew(source, lease).await?;
             let decided: Vec<String> = results[..decision.consumed]
                 .iter()
                 .map(|r| r.sample_id.clone())
@@ -305,17 +325,23 @@ impl Filter {
             if !full_page {
                 return Ok(());
             }
-            // A long backlog: keep the lease while working through it.
-            if !self
-                .storage
-                .leases
-                .acquire(lease, &self.config.replica, self.config.lease)
-                .await?
-            {
-                return Err(StorageError::Conflict(format!(
-                    "lost the lease on {source}"
-                )));
-            }
+        }
+    }
+
+    /// Extends the lease before each write: a replica that lost it (it
+    /// stalled past the lease time) stops rather than race the new holder.
+    async fn renew(&self, source: Source, lease: &str) -> Result<(), StorageError> {
+        if self
+            .storage
+            .leases
+            .acquire(lease, &self.config.replica, self.config.lease)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(StorageError::Conflict(format!(
+                "lost the lease on {source}"
+            )))
         }
     }
 

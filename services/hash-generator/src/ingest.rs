@@ -23,11 +23,7 @@ pub struct Upload {
 
 fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "the upload is larger than this service accepts (HENDU_MAX_UPLOAD_BYTES)",
-        )
+        ApiError::payload_too_large(crate::MAX_UPLOAD_VAR)
     } else {
         ApiError::bad_request("bad_multipart", e.body_text())
     }

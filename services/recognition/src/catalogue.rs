@@ -249,7 +249,14 @@ impl LiveCatalogue {
             );
             return Ok(None);
         }
-        let (peaks, frames) = join_blocks(&blocks)?;
+        let (peaks, frames) = match join_blocks(&blocks) {
+            Ok(joined) => joined,
+            Err(e) => {
+                // Damaged data is not a reason to stop following the catalogue.
+                tracing::error!(music = id, error = %e, "a catalogue track is damaged; it will not be matched");
+                return Ok(None);
+            }
+        };
         Ok(Some(LoadedTrack {
             music,
             peaks,

@@ -120,18 +120,27 @@ impl Application {
             });
         }
         let stop = self.stop.clone();
+        // One grace period from the signal for requests and workers together.
+        let signalled = std::sync::Arc::new(std::sync::OnceLock::new());
+        let at_signal = signalled.clone();
         let served = serve(
             self.listener,
             self.ops.wrap(self.router),
             async move {
                 shutdown.await;
+                let _ = at_signal.set(tokio::time::Instant::now());
                 stop.cancel();
             },
             self.grace,
         )
         .await;
         self.stop.cancel();
-        let drained = tokio::time::timeout(self.grace, async {
+        let deadline = signalled
+            .get()
+            .copied()
+            .unwrap_or_else(tokio::time::Instant::now)
+            + self.grace;
+        let drained = tokio::time::timeout_at(deadline, async {
             while let Some(done) = tasks.join_next().await {
                 match done {
                     Ok(name) => tracing::debug!(worker = %name, "worker stopped"),
