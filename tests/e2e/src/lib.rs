@@ -180,6 +180,21 @@ impl Service {
     }
 }
 
+/// `count` replicas of `binary`, named `<name>-0`, `<name>-1`, ..., started one after another.
+pub async fn replicas(
+    binary: &str,
+    name: &str,
+    count: usize,
+    store: &StorageConfig,
+    extra: &[(&str, String)],
+) -> Result<Vec<Service>> {
+    let mut out = Vec::with_capacity(count);
+    for i in 0..count {
+        out.push(Service::start(binary, &format!("{name}-{i}"), store, extra).await?);
+    }
+    Ok(out)
+}
+
 /// Waits until `check` returns `Some`, up to `limit`.
 pub async fn eventually<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
 where

@@ -56,32 +56,13 @@ impl Pipeline {
             Service::start("hendu-communication", "communication", config, &admin_env())
                 .await
                 .unwrap();
-        let mut recognition = Vec::new();
-        for i in 0..recognisers {
-            recognition.push(
-                Service::start(
-                    "hendu-recognition",
-                    &format!("recognition-{i}"),
-                    config,
-                    &[],
-                )
+        let recognition =
+            hendu_e2e::replicas("hendu-recognition", "recognition", recognisers, config, &[])
                 .await
-                .unwrap(),
-            );
-        }
-        let mut filter = Vec::new();
-        for i in 0..filters {
-            filter.push(
-                Service::start(
-                    "hendu-filter",
-                    &format!("filter-{i}"),
-                    config,
-                    &filter_env(),
-                )
-                .await
-                .unwrap(),
-            );
-        }
+                .unwrap();
+        let filter = hendu_e2e::replicas("hendu-filter", "filter", filters, config, &filter_env())
+            .await
+            .unwrap();
         let client = Client::new(&hash_generator.base, &communication.base);
         Self {
             storage,

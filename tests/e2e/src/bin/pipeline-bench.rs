@@ -103,20 +103,9 @@ async fn drained(storage: &Storage, queue: Queue) {
 }
 
 async fn recognisers(n: usize, config: &StorageConfig) -> Vec<Service> {
-    let mut out = Vec::new();
-    for i in 0..n {
-        out.push(
-            Service::start(
-                "hendu-recognition",
-                &format!("recognition-{i}"),
-                config,
-                &[],
-            )
-            .await
-            .unwrap(),
-        );
-    }
-    out
+    hendu_e2e::replicas("hendu-recognition", "recognition", n, config, &[])
+        .await
+        .unwrap()
 }
 
 #[tokio::main]
