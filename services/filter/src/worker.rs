@@ -270,13 +270,7 @@ impl Filter {
                     &play.key,
                 )?;
                 let recorded = self.storage.relational.record_play(&new).await?;
-                if recorded.created {
-                    self.meters
-                        .plays
-                        .get_or_create(&Outcome {
-                            outcome: "recorded",
-                        })
-                        .inc();
+                let outcome = if recorded.created {
                     tracing::info!(
                         %source,
                         music = play.music_id,
@@ -285,31 +279,20 @@ impl Filter {
                         ended_at = %play.ended_at,
                         "play recorded"
                     );
-                    let event = Event::PlayRecognised {
-                        play_id: recorded.record.id,
-                        music_id: play.music_id,
-                        source,
-                    };
-                    if let Err(e) = self.storage.events.publish(&event).await {
-                        tracing::warn!(error = %e, "cannot publish a play event");
-                    }
+                    "recorded"
                 } else {
-                    self.meters
-                        .plays
-                        .get_or_create(&Outcome {
-                            outcome: "already_recorded",
-                        })
-                        .inc();
-                    // A crash may have come between the write and the event:
-                    // announce it again (subscribers know plays by id).
-                    let event = Event::PlayRecognised {
-                        play_id: recorded.record.id,
-                        music_id: play.music_id,
-                        source,
-                    };
-                    if let Err(e) = self.storage.events.publish(&event).await {
-                        tracing::warn!(error = %e, "cannot publish a play event");
-                    }
+                    "already_recorded"
+                };
+                self.meters.plays.get_or_create(&Outcome { outcome }).inc();
+                // Announced on a retry too: a crash may have come between the
+                // write and the event (subscribers know plays by id).
+                let event = Event::PlayRecognised {
+                    play_id: recorded.record.id,
+                    music_id: play.music_id,
+                    source,
+                };
+                if let Err(e) = self.storage.events.publish(&event).await {
+                    tracing::warn!(error = %e, "cannot publish a play event");
                 }
             }
             if decision.consumed == 0 {
