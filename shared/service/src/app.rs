@@ -192,3 +192,21 @@ impl Application {
         self.run_until_stopped(crate::shutdown::signal()).await
     }
 }
+
+/// The whole `main` of a service binary whose parts need only its own
+/// settings: read them, open the application, install the parts, run.
+///
+/// # Errors
+/// Bad settings, an unreachable store, an address in use, a listener error.
+pub async fn main_with<C>(
+    service: &'static str,
+    default_port: u16,
+    config: impl FnOnce() -> anyhow::Result<C>,
+    install: impl FnOnce(&mut Application, &C),
+) -> anyhow::Result<()> {
+    let config = config()?;
+    let mut app = Application::from_env(service, default_port).await?;
+    install(&mut app, &config);
+    app.run().await?;
+    Ok(())
+}
