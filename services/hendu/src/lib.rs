@@ -43,7 +43,8 @@ pub enum Command {
     ///
     /// Prints a table, or with --json one object per query:
     /// {"query", "match": null | {"source", "title", "block", "offset_s",
-    /// "span_s", "speed", "score", "confidence"}, "elapsed_ms", "match_ms"}.
+    /// "span_s", "speed", "score", "confidence", "evidence"}, "elapsed_ms",
+    /// "match_ms"}; "evidence" is what the confidence is made of.
     /// A clip whose best candidate is below --min-confidence gets "match": null
     /// ("not in the catalogue").
     Match(commands::matching::MatchArgs),

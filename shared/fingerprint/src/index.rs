@@ -261,6 +261,7 @@ struct Voted {
 #[derive(Debug, Default)]
 pub struct Searcher {
     landmarks: Vec<Landmark>,
+    runs: Vec<(u32, u32)>,
     hits: Vec<u64>,
     counts: OffsetCounts,
     voted: Vec<Voted>,
@@ -432,15 +433,20 @@ impl Index {
     fn vote(&self, peaks: &[Peak], speed: f32, top: usize, s: &mut Searcher) {
         s.landmarks.clear();
         query_landmarks(peaks, speed, &mut s.landmarks);
-        s.hits.clear();
-        for l in &s.landmarks {
-            if l.frame >= TRACK_GAP_FRAMES {
-                continue;
-            }
+        s.landmarks.retain(|l| l.frame < TRACK_GAP_FRAMES);
+        // Two passes, each of independent reads, so that the processor has
+        // many cache misses in flight at once: first where each hash's
+        // postings are, then the postings themselves.
+        s.runs.clear();
+        s.runs.extend(s.landmarks.iter().map(|l| {
             let h = l.hash as usize;
-            let run = &self.postings[self.offsets[h] as usize..self.offsets[h + 1] as usize];
+            (self.offsets[h], self.offsets[h + 1])
+        }));
+        s.hits.clear();
+        for (l, &(from, to)) in s.landmarks.iter().zip(&s.runs) {
             s.hits.extend(
-                run.iter()
+                self.postings[from as usize..to as usize]
+                    .iter()
                     .map(|&g| (u64::from(g - l.frame) << 32) | u64::from(l.frame)),
             );
         }
@@ -452,15 +458,17 @@ impl Index {
         for &hit in &s.hits {
             s.counts.add((hit >> 32) as u32);
         }
+        let counts = &s.counts;
         // Votes within ±1 frame count together: rounding of warped times
         // spreads a true alignment over neighbouring offsets. An alignment
         // worth verifying has at least two votes in its central offset.
         let mut floor = MIN_VOTES - 1;
-        for (offset, count) in s.counts.entries() {
-            if count < 2 || count * 3 <= floor {
+        for &offset in &counts.repeated {
+            let count = counts.get(offset);
+            if count * 3 <= floor {
                 continue;
             }
-            let votes = count + s.counts.get(offset - 1) + s.counts.get(offset + 1);
+            let votes = count + counts.get(offset - 1) + counts.get(offset + 1);
             if votes <= floor {
                 continue;
             }
@@ -475,7 +483,9 @@ impl Index {
                 last: 0,
             };
             match s.voted.iter_mut().find(|v| v.track == track) {
-                Some(v) if v.votes < votes => *v = entry,
+                // Between neighbouring offsets with the same votes, the one
+                // with more of its own is the truer alignment.
+                Some(v) if (v.votes, counts.get(v.offset)) < (votes, count) => *v = entry,
                 Some(_) => {}
                 None => s.voted.push(entry),
             }
@@ -493,8 +503,11 @@ impl Index {
 
 /// Vote counts per offset: an open-addressing hash table sized to the hits,
 /// so that counting is linear in the hits, whatever the catalogue's size.
+/// Offsets that reach two votes are listed as they do: most offsets get one
+/// chance vote, and only the listed ones can be worth verifying.
 #[derive(Debug, Default)]
 struct OffsetCounts {
+    repeated: Vec<u32>,
     slots: Vec<(u32, u32)>,
     mask: usize,
     shift: u32,
@@ -505,6 +518,7 @@ const EMPTY: u32 = u32::MAX;
 impl OffsetCounts {
     fn reset(&mut self, hits: usize) {
         let capacity = (hits * 2).next_power_of_two().max(64);
+        self.repeated.clear();
         self.slots.clear();
         self.slots.resize(capacity, (EMPTY, 0));
         self.mask = capacity - 1;
@@ -522,6 +536,9 @@ impl OffsetCounts {
             let (k, c) = &mut self.slots[i];
             if *k == key {
                 *c += 1;
+                if *c == 2 {
+                    self.repeated.push(key);
+                }
                 return;
             }
             if *k == EMPTY {
@@ -545,10 +562,6 @@ impl OffsetCounts {
             }
             i = (i + 1) & self.mask;
         }
-    }
-
-    fn entries(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
-        self.slots.iter().copied().filter(|&(k, _)| k != EMPTY)
     }
 }
 

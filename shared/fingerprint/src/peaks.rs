@@ -40,6 +40,52 @@ pub struct PeakPicker {
     next_center: u32,
     block: u32,
     candidates: Vec<(f32, Peak)>,
+    scratch: SlidingMax,
+}
+
+/// Buffers of [`sliding_max`].
+#[derive(Debug, Default)]
+struct SlidingMax {
+    prefix: Vec<f32>,
+    suffix: Vec<f32>,
+}
+
+/// `out[i]` = the maximum of `x[i - r..=i + r]` (clipped to `x`), in three
+/// passes whatever `r` (van Herk / Gil-Werman): the input is cut into blocks
+/// of `2r + 1`; each window spans the end of one block and the start of the
+/// next, so its maximum is one block suffix maximum and one prefix maximum.
+fn sliding_max(x: &[f32], r: usize, buf: &mut SlidingMax, out: &mut [f32]) {
+    let w = 2 * r + 1;
+    let n = x.len() + 2 * r;
+    let padded = |i: usize| {
+        if i < r || i >= r + x.len() {
+            f32::NEG_INFINITY
+        } else {
+            x[i - r]
+        }
+    };
+    buf.prefix.resize(n, 0.0);
+    buf.suffix.resize(n, 0.0);
+    for i in 0..n {
+        let v = padded(i);
+        buf.prefix[i] = if i % w == 0 {
+            v
+        } else {
+            buf.prefix[i - 1].max(v)
+        };
+    }
+    for i in (0..n).rev() {
+        let v = padded(i);
+        buf.suffix[i] = if i % w == w - 1 || i == n - 1 {
+            v
+        } else {
+            buf.suffix[i + 1].max(v)
+        };
+    }
+    // Window of output i in padded coordinates: [i, i + 2r].
+    for (i, dst) in out.iter_mut().enumerate().take(x.len()) {
+        *dst = buf.suffix[i].max(buf.prefix[i + w - 1]);
+    }
 }
 
 impl PeakPicker {
@@ -57,6 +103,7 @@ impl PeakPicker {
             next_center: 0,
             block: 0,
             candidates: Vec::new(),
+            scratch: SlidingMax::default(),
         }
     }
 
@@ -69,16 +116,12 @@ impl PeakPicker {
     pub fn push_frame(&mut self, frame: &[f32], out: &mut Vec<Peak>) {
         let slot = self.slot(self.pushed);
         self.mags[slot].copy_from_slice(&frame[..BINS]);
-        let r = self.profile.freq_radius;
-        let fmax = &mut self.fmax[slot];
-        for (f, dst) in fmax.iter_mut().enumerate() {
-            let lo = f.saturating_sub(r);
-            let hi = (f + r + 1).min(BINS);
-            *dst = frame[lo..hi]
-                .iter()
-                .copied()
-                .fold(f32::NEG_INFINITY, f32::max);
-        }
+        sliding_max(
+            &frame[..BINS],
+            self.profile.freq_radius,
+            &mut self.scratch,
+            &mut self.fmax[slot],
+        );
         self.pushed += 1;
         let t = self.profile.time_radius as u32;
         while self.next_center + t < self.pushed {
@@ -160,6 +203,23 @@ mod tests {
             frame[bin] = level;
         }
         frame
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn sliding_max_is_the_maximum_of_each_window(
+            x in proptest::collection::vec(-50f32..50.0, 1..300),
+            r in 0usize..12,
+        ) {
+            let mut out = vec![0.0; x.len()];
+            sliding_max(&x, r, &mut SlidingMax::default(), &mut out);
+            for (i, &got) in out.iter().enumerate() {
+                let lo = i.saturating_sub(r);
+                let hi = (i + r + 1).min(x.len());
+                let want = x[lo..hi].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                proptest::prop_assert_eq!(got, want);
+            }
+        }
     }
 
     #[test]

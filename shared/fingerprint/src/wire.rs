@@ -39,7 +39,8 @@ pub const MEDIA_TYPE: &str = "application/vnd.hendu.sample-fingerprint";
 pub const MAGIC: &[u8; 4] = b"HNDU";
 pub const VERSION: u8 = 1;
 /// The analysis this build's peaks come from.
-pub const ANALYSIS: u8 = 1;
+/// (2: peaks from 78 Hz up; 1 took them from 312 Hz.)
+pub const ANALYSIS: u8 = 2;
 /// The longest sample, in milliseconds (one hour).
 pub const MAX_DURATION_MS: u32 = 3_600_000;
 const HEADER: usize = 18;

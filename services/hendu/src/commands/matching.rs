@@ -171,6 +171,13 @@ pub fn describe(catalog: &Catalog, c: &Candidate) -> Value {
         "speed": round3(f64::from(c.speed)),
         "score": c.score,
         "confidence": round3(f64::from(c.confidence)),
+        "evidence": {
+            "rival_score": c.rival_score,
+            "verified": c.verified,
+            "expected": round3(f64::from(c.expected)),
+            "z": round3(f64::from(c.z)),
+            "strength": round3(f64::from(c.strength)),
+        },
     })
 }
 
