@@ -281,7 +281,7 @@ pub fn strength(votes: u32, rival_votes: u32, z: f32) -> f32 {
 }
 
 /// Confidence is one half at this [`strength`] (see `docs/recognition.md`) ...
-pub const CONFIDENCE_MID: f32 = 6.0;
+pub const CONFIDENCE_MID: f32 = 6.5;
 /// ... and rises from 0.12 to 0.88 over twice this many units.
 pub const CONFIDENCE_SCALE: f32 = 0.5;
 
@@ -404,12 +404,14 @@ impl Index {
 
     fn candidate(&self, v: Voted, rival_score: u32, speed: f32, grid: &QueryGrid) -> Candidate {
         let start = self.tracks[v.track as usize].start;
-        let offset_frames = i64::from(v.offset) - i64::from(start);
-        let Verdict {
-            verified,
-            expected,
-            z,
-        } = verify(self, v.track, offset_frames, grid);
+        let (
+            offset_frames,
+            Verdict {
+                verified,
+                expected,
+                z,
+            },
+        ) = verify(self, v.track, i64::from(v.offset) - i64::from(start), grid);
         Candidate {
             track: v.track,
             offset_s: offset_frames as f64 * FRAME_SECONDS,

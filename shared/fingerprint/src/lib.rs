@@ -44,8 +44,8 @@
 //! - **Speeds ±3%, a 0.5% grid refined in 0.25% steps**: on a 2% fast clip,
 //!   warping at the right speed makes 216 peaks coincide with the original,
 //!   1% off only 6-8; 2% fast clips are found 100% of the time.
-//! - **Confidence one half at strength 6.0** ([`index::strength`]): the
-//!   strongest never-indexed query reached 5.0.
+//! - **Confidence one half at strength 6.5** ([`index::strength`]): the
+//!   strongest never-indexed query reached 5.78.
 //!
 //! # Layout
 //! - [`params`]: analysis rate, STFT geometry, band, hash layout, peak profiles.

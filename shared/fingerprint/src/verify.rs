@@ -94,9 +94,25 @@ fn coincidences(index: &Index, track: TrackId, offset: i64, grid: &QueryGrid) ->
         .count() as u32
 }
 
-/// Verifies `track` at track frame `offset` (where the query's first frame falls).
-pub(crate) fn verify(index: &Index, track: TrackId, offset: i64, grid: &QueryGrid) -> Verdict {
-    let verified = coincidences(index, track, offset, grid);
+/// Verifies `track` at track frame `offset` (where the query's first frame
+/// falls) and at the frames either side, and returns the best of the three
+/// with its verdict. (Votes within a frame of each other count together, so
+/// the voted offset may be one frame off the truest one; a decoy a frame
+/// further away would be no different, so the decoys are counted once.)
+pub(crate) fn verify(
+    index: &Index,
+    track: TrackId,
+    offset: i64,
+    grid: &QueryGrid,
+) -> (i64, Verdict) {
+    let mut best = (offset, coincidences(index, track, offset, grid));
+    for o in [offset - 1, offset + 1] {
+        let count = coincidences(index, track, o, grid);
+        if count > best.1 {
+            best = (o, count);
+        }
+    }
+    let verified = best.1;
     let mut decoys = [0u32; DECOYS];
     for (slot, shift) in decoys
         .iter_mut()
@@ -110,9 +126,12 @@ pub(crate) fn verify(index: &Index, track: TrackId, offset: i64, grid: &QueryGri
     deviations.sort_unstable_by(f32::total_cmp);
     let mad = (deviations[DECOYS / 2 - 1] + deviations[DECOYS / 2]) / 2.0;
     let spread = (1.4826 * mad).max(median.sqrt()).max(1.0);
-    Verdict {
-        verified,
-        expected: median,
-        z: (verified as f32 - median) / spread,
-    }
+    (
+        best.0,
+        Verdict {
+            verified,
+            expected: median,
+            z: (verified as f32 - median) / spread,
+        },
+    )
 }
