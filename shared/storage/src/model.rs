@@ -218,13 +218,22 @@ impl Imei {
         if s.len() != 15 || !s.bytes().all(|b| b.is_ascii_digit()) {
             return Err(ValidationError::ImeiFormat(s.to_owned()));
         }
-        let sum: u32 = s
+        if Self::check_digit(&s[..14]) != s.as_bytes()[14] - b'0' {
+            return Err(ValidationError::ImeiCheckDigit(s.to_owned()));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    /// The Luhn check digit that completes `body`, a string of ASCII digits
+    /// (an IMEI's first 14).
+    pub fn check_digit(body: &str) -> u8 {
+        let sum: u32 = body
             .bytes()
             .rev()
             .enumerate()
             .map(|(i, b)| {
                 let d = u32::from(b - b'0');
-                if i % 2 == 1 {
+                if i % 2 == 0 {
                     let d2 = d * 2;
                     if d2 > 9 { d2 - 9 } else { d2 }
                 } else {
@@ -232,10 +241,7 @@ impl Imei {
                 }
             })
             .sum();
-        if !sum.is_multiple_of(10) {
-            return Err(ValidationError::ImeiCheckDigit(s.to_owned()));
-        }
-        Ok(Self(s.to_owned()))
+        ((10 - sum % 10) % 10) as u8
     }
 
     pub fn as_str(&self) -> &str {
@@ -731,6 +737,8 @@ mod tests {
     fn imeis_need_fifteen_digits_and_a_luhn_check_digit() {
         assert!(Imei::parse("490154203237518").is_ok());
         assert!(Imei::parse("356938035643809").is_ok());
+        assert_eq!(Imei::check_digit("49015420323751"), 8);
+        assert_eq!(Imei::check_digit("35693803564380"), 9);
         assert_eq!(
             Imei::parse("490154203237517"),
             Err(ValidationError::ImeiCheckDigit("490154203237517".into()))

@@ -17,7 +17,7 @@ use hendu_e2e::broadcast::{
     ADMIN_EMAIL, ADMIN_PASSWORD, Body, Client, Sample, Track, fingerprint_body, track_audio,
 };
 use hendu_e2e::{Service, eventually};
-use hendu_storage::model::Source;
+use hendu_storage::model::{Imei, Source};
 use hendu_storage::testing::{Kind, Place};
 use hendu_storage::{Event, Queue, QueueConfig, Storage, StorageConfig};
 use time::OffsetDateTime;
@@ -64,21 +64,7 @@ fn programme(device: u64, tracks: &[Track], t0: OffsetDateTime) -> Vec<Sample> {
 fn imei(n: u64) -> String {
     // 14 digits, then the Luhn check digit.
     let body = format!("35693803{:06}", n);
-    let sum: u32 = body
-        .bytes()
-        .rev()
-        .enumerate()
-        .map(|(i, b)| {
-            let d = u32::from(b - b'0');
-            if i % 2 == 0 {
-                let x = d * 2;
-                if x > 9 { x - 9 } else { x }
-            } else {
-                d
-            }
-        })
-        .sum();
-    format!("{body}{}", (10 - sum % 10) % 10)
+    format!("{body}{}", Imei::check_digit(&body))
 }
 
 fn ms(d: Duration) -> String {
