@@ -66,7 +66,6 @@
 pub mod blocks;
 pub mod decode;
 pub mod fingerprinter;
-pub mod gate;
 pub mod hashes;
 pub mod index;
 pub mod packed;
