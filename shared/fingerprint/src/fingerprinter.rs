@@ -1,18 +1,28 @@
 //! The streaming fingerprinter: PCM at any rate in, peaks out, bounded memory.
 
+use std::collections::VecDeque;
 use std::path::Path;
 
 use crate::decode::{AudioReader, Clip, DecodeError};
-use crate::params::{PeakProfile, SAMPLE_RATE};
-use crate::peaks::{Peak, PeakPicker};
+use crate::gate::LowGate;
+use crate::params::{
+    FFT_SIZE, HOP, LOW_FFT_SIZE, LOW_HOP, LOW_SAMPLE_RATE, PeakProfile, SAMPLE_RATE,
+};
+use crate::peaks::{Band, Peak, PeakPicker};
 use crate::resample::Resampler;
 use crate::spectrogram::Stft;
 
 /// Resample, STFT and peak-pick a stream pushed in chunks of any size.
 ///
-/// Memory is bounded whatever the stream's length: a resampler chunk, one STFT
-/// window, the picker's neighbourhood and one density block. Peaks come out
-/// about half a second behind the input.
+/// Two bands are analysed: the main band (78-3400 Hz) from the 8 kHz signal,
+/// and the low band (20-148 Hz) from the same signal resampled once more to
+/// 1 kHz, where a longer window resolves bass notes. Their peaks come out as
+/// one list in time order (low-band bins are numbered after the main band's,
+/// see [`crate::params::LOW_BIN_BASE`]).
+///
+/// Memory is bounded whatever the stream's length: two resampler chunks, two
+/// STFT windows, the pickers' neighbourhoods and a density block of peaks
+/// each. Peaks come out about half a second behind the input.
 ///
 /// ```
 /// use hendu_fingerprint::{Fingerprinter, PeakProfile};
@@ -26,14 +36,62 @@ use crate::spectrogram::Stft;
 /// }
 /// fp.finish(&mut peaks);
 /// assert!(!peaks.is_empty());
+/// assert!(peaks.windows(2).all(|w| w[0].frame <= w[1].frame));
 /// ```
 #[derive(Debug)]
 pub struct Fingerprinter {
     resampler: Resampler,
+    main: BandChain,
+    low_resampler: Resampler,
+    low: BandChain,
+    gate: Option<LowGate>,
+    resampled: Vec<f32>,
+    low_resampled: Vec<f32>,
+}
+
+/// One band's STFT and picker, and its peaks not yet merged into the output.
+#[derive(Debug)]
+struct BandChain {
     stft: Stft,
     picker: PeakPicker,
-    resampled: Vec<f32>,
+    pending: VecDeque<Peak>,
+    scratch: Vec<Peak>,
     frames: u32,
+}
+
+impl BandChain {
+    fn new(stft: Stft, picker: PeakPicker) -> Self {
+        Self {
+            stft,
+            picker,
+            pending: VecDeque::new(),
+            scratch: Vec::new(),
+            frames: 0,
+        }
+    }
+
+    fn push(&mut self, samples: &[f32], mut gate: Option<&mut LowGate>) {
+        let Self {
+            stft,
+            picker,
+            scratch,
+            frames,
+            ..
+        } = self;
+        stft.push(samples, |frame| {
+            picker.push_frame(frame, scratch);
+            if let Some(gate) = gate.as_deref_mut() {
+                gate.push_frame(frame);
+            }
+            *frames += 1;
+        });
+        self.pending.extend(self.scratch.drain(..));
+    }
+
+    fn finish(&mut self) {
+        self.picker.finish(&mut self.scratch);
+        self.pending.extend(self.scratch.drain(..));
+    }
 }
 
 impl Fingerprinter {
@@ -44,10 +102,18 @@ impl Fingerprinter {
     pub fn new(input_rate: u32, profile: PeakProfile) -> Self {
         Self {
             resampler: Resampler::new(input_rate, SAMPLE_RATE),
-            stft: Stft::new(),
-            picker: PeakPicker::new(profile),
+            main: BandChain::new(
+                Stft::with_geometry(FFT_SIZE, HOP, Band::MAIN.bins),
+                PeakPicker::new(profile.main, Band::MAIN),
+            ),
+            low_resampler: Resampler::new(SAMPLE_RATE, LOW_SAMPLE_RATE),
+            low: BandChain::new(
+                Stft::with_geometry(LOW_FFT_SIZE, LOW_HOP, Band::LOW.bins),
+                PeakPicker::new(profile.low, Band::LOW),
+            ),
+            gate: profile.low_gate.map(LowGate::new),
             resampled: Vec::new(),
-            frames: 0,
+            low_resampled: Vec::new(),
         }
     }
 
@@ -55,34 +121,62 @@ impl Fingerprinter {
     pub fn push(&mut self, samples: &[f32], out: &mut Vec<Peak>) {
         self.resampled.clear();
         self.resampler.push(samples, &mut self.resampled);
-        self.analyse(out);
+        self.low_resampled.clear();
+        self.low_resampler
+            .push(&self.resampled, &mut self.low_resampled);
+        self.main.push(&self.resampled, self.gate.as_mut());
+        self.low.push(&self.low_resampled, None);
+        let ready = self
+            .main
+            .picker
+            .emitted_before()
+            .min(self.low.picker.emitted_before());
+        self.merge(ready, out);
     }
 
     /// Ends the stream; appends the remaining peaks to `out`.
     pub fn finish(&mut self, out: &mut Vec<Peak>) {
         self.resampled.clear();
         self.resampler.finish(&mut self.resampled);
-        self.analyse(out);
-        self.picker.finish(out);
+        self.low_resampled.clear();
+        self.low_resampler
+            .push(&self.resampled, &mut self.low_resampled);
+        self.low_resampler.finish(&mut self.low_resampled);
+        self.main.push(&self.resampled, self.gate.as_mut());
+        self.low.push(&self.low_resampled, None);
+        self.main.finish();
+        self.low.finish();
+        self.merge(u32::MAX, out);
     }
 
     /// STFT frames analysed so far (the stream's length in frames).
     pub fn frames(&self) -> u32 {
-        self.frames
+        self.main.frames
     }
 
-    fn analyse(&mut self, out: &mut Vec<Peak>) {
-        let Self {
-            stft,
-            picker,
-            resampled,
-            frames,
-            ..
-        } = self;
-        stft.push(resampled, |frame| {
-            picker.push_frame(frame, out);
-            *frames += 1;
-        });
+    /// Moves the pending peaks of both bands before frame `ready` to `out`,
+    /// in time order (main band first within a frame).
+    fn merge(&mut self, ready: u32, out: &mut Vec<Peak>) {
+        let (main, low) = (&mut self.main.pending, &mut self.low.pending);
+        loop {
+            let take_low = match (main.front(), low.front()) {
+                (Some(m), Some(l)) => l.frame < m.frame,
+                (None, Some(_)) => true,
+                (Some(_), None) => false,
+                (None, None) => return,
+            };
+            let queue = if take_low { &mut *low } else { &mut *main };
+            match queue.front() {
+                Some(p) if p.frame < ready => {
+                    let p = *p;
+                    queue.pop_front();
+                    if !take_low || self.gate.as_mut().is_none_or(|g| g.passes(p.frame)) {
+                        out.push(p);
+                    }
+                }
+                _ => return,
+            }
+        }
     }
 }
 

@@ -11,7 +11,10 @@
 //! `frame * speed`): the peak positions are the same physical features, so
 //! no new spectrogram is needed.
 
-use crate::params::{BAND_HI, BAND_LO, HASH_BITS, PAIR_MAX_DF, PAIR_MAX_DT, PAIR_MIN_DT};
+use crate::params::{
+    BAND_HI, BAND_LO, HASH_BITS, LOW_BAND_HI, LOW_BAND_LO, LOW_BIN_BASE, PAIR_MAX_DF, PAIR_MAX_DT,
+    PAIR_MIN_DT, is_low_bin,
+};
 use crate::peaks::Peak;
 
 /// A hash and the frame of its anchor peak.
@@ -23,20 +26,53 @@ pub struct Landmark {
     pub frame: u32,
 }
 
+/// A peak's bin as it would be at speed 1.0, for a query playing at `speed`:
+/// each band's frequencies scale about its own zero.
+pub(crate) fn warp_bin(bin: f32, speed: f32) -> f32 {
+    if is_low_bin(bin) {
+        LOW_BIN_BASE as f32 + (bin - LOW_BIN_BASE as f32) / speed
+    } else {
+        bin / speed
+    }
+}
+
 /// Time and frequency of a peak, quantised, on the analysis grid.
 #[derive(Debug, Clone, Copy)]
 struct GridPeak {
     frame: i64,
     bin: i32,
+    low: bool,
 }
 
+impl GridPeak {
+    fn new(frame: i64, bin: f32, speed: f32) -> Self {
+        Self {
+            frame,
+            bin: warp_bin(bin, speed).round() as i32,
+            low: is_low_bin(bin),
+        }
+    }
+
+    /// Whether the peak may anchor a pair: inside its band.
+    fn in_band(self) -> bool {
+        let (lo, hi) = if self.low {
+            (LOW_BIN_BASE + LOW_BAND_LO, LOW_BIN_BASE + LOW_BAND_HI)
+        } else {
+            (BAND_LO, BAND_HI)
+        };
+        (lo as i32..hi as i32).contains(&self.bin)
+    }
+}
+
+/// Pairs never cross bands: the low band's frames lag and its bins are
+/// spaced differently, so a cross pair would describe no physical interval.
 fn pack(anchor: GridPeak, target: GridPeak) -> Option<u32> {
     let df = target.bin - anchor.bin;
     let dt = target.frame - anchor.frame;
     if dt < i64::from(PAIR_MIN_DT) || dt > i64::from(PAIR_MAX_DT) || df.abs() > PAIR_MAX_DF {
         return None;
     }
-    if anchor.bin < BAND_LO as i32 || anchor.bin >= BAND_HI as i32 {
+    if anchor.low != target.low || !anchor.in_band() {
         return None;
     }
     let f1 = (anchor.bin - BAND_LO as i32) as u32;
@@ -51,10 +87,7 @@ fn pack(anchor: GridPeak, target: GridPeak) -> Option<u32> {
 pub fn catalogue_landmarks(peaks: &[Peak], fan_out: usize, out: &mut Vec<Landmark>) {
     let grid: Vec<GridPeak> = peaks
         .iter()
-        .map(|p| GridPeak {
-            frame: i64::from(p.frame),
-            bin: p.bin.round() as i32,
-        })
+        .map(|p| GridPeak::new(i64::from(p.frame), p.bin, 1.0))
         .collect();
     pair_up(&grid, fan_out, out);
 }
@@ -64,10 +97,7 @@ pub fn catalogue_landmarks(peaks: &[Peak], fan_out: usize, out: &mut Vec<Landmar
 pub fn query_landmarks(peaks: &[Peak], speed: f32, out: &mut Vec<Landmark>) {
     let grid: Vec<GridPeak> = peaks
         .iter()
-        .map(|p| GridPeak {
-            frame: (p.frame as f32 * speed).round() as i64,
-            bin: (p.bin / speed).round() as i32,
-        })
+        .map(|p| GridPeak::new((p.frame as f32 * speed).round() as i64, p.bin, speed))
         .collect();
     pair_up(&grid, usize::MAX, out);
 }
@@ -137,6 +167,41 @@ mod tests {
             let query: std::collections::HashSet<_> = query.into_iter().collect();
             prop_assert!(cat.iter().all(|l| query.contains(l)));
         }
+    }
+
+    proptest! {
+        #[test]
+        fn pairs_never_cross_bands(
+            main in prop::collection::vec((0u32..300, 5f32..217.0), 0..60),
+            low in prop::collection::vec((0u32..300, 5f32..37.0), 0..30),
+        ) {
+            let shift = |raw: &[(u32, f32)], base: usize| {
+                let mut v: Vec<Peak> = raw.iter().map(|&(frame, bin)| Peak { frame, bin: bin + base as f32 }).collect();
+                v.sort_by_key(|p| p.frame);
+                v
+            };
+            let (main, low) = (shift(&main, 0), shift(&low, LOW_BIN_BASE));
+            let mut both: Vec<Peak> = main.iter().chain(&low).copied().collect();
+            both.sort_by_key(|p| p.frame);
+            let landmarks = |peaks: &[Peak]| {
+                let mut out = Vec::new();
+                query_landmarks(peaks, 1.0, &mut out);
+                out.sort_unstable();
+                out
+            };
+            let mut separate = landmarks(&main);
+            separate.extend(landmarks(&low));
+            separate.sort_unstable();
+            prop_assert_eq!(landmarks(&both), separate);
+        }
+    }
+
+    #[test]
+    fn each_band_is_warped_about_its_own_zero() {
+        let low = (LOW_BIN_BASE + 20) as f32;
+        let fast = LOW_BIN_BASE as f32 + 20.0 * 1.02;
+        assert!((warp_bin(fast, 1.02) - low).abs() < 1e-4);
+        assert!((warp_bin(102.0, 1.02) - 100.0).abs() < 1e-4);
     }
 
     #[test]

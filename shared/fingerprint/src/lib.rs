@@ -66,6 +66,7 @@
 pub mod blocks;
 pub mod decode;
 pub mod fingerprinter;
+pub mod gate;
 pub mod hashes;
 pub mod index;
 pub mod packed;

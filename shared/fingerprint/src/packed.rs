@@ -19,7 +19,7 @@
 //! assert_eq!(unpack(&bytes).unwrap(), peaks);
 //! ```
 
-use crate::params::BAND_HI;
+use crate::params::{LOW_BAND_HI, LOW_BIN_BASE};
 use crate::peaks::Peak;
 
 /// How precisely bins are kept.
@@ -110,7 +110,7 @@ pub fn unpack(bytes: &[u8]) -> Result<Vec<Peak>, UnpackError> {
                 f32::from(u16::from_le_bytes([b[0], b[1]])) / 256.0
             }
         };
-        if bin > BAND_HI as f32 + 1.0 {
+        if bin > (LOW_BIN_BASE + LOW_BAND_HI) as f32 + 1.0 {
             return Err(UnpackError::BinOutOfBand(bin));
         }
         peaks.push(Peak { frame, bin });
@@ -159,7 +159,15 @@ mod tests {
     use proptest::prelude::*;
 
     fn peaks_strategy() -> impl Strategy<Value = Vec<Peak>> {
-        prop::collection::vec((0u32..5_000, 20u32..218, 0u32..256), 0..300).prop_map(|raw| {
+        prop::collection::vec(
+            (
+                0u32..5_000,
+                20u32..(LOW_BIN_BASE + LOW_BAND_HI) as u32,
+                0u32..256,
+            ),
+            0..300,
+        )
+        .prop_map(|raw| {
             let mut frame = 0;
             raw.into_iter()
                 .map(|(delta, bin, frac)| {

@@ -41,11 +41,41 @@ pub const PAIR_MIN_DT: u32 = 1;
 /// See [`PAIR_MIN_DT`].
 pub const PAIR_MAX_DT: u32 = 63;
 
-/// How densely peaks are picked. The catalogue uses a sparse profile (small
-/// index); queries use a denser one, so that the catalogue's peaks survive in a
-/// noisy query even when noise adds peaks of its own.
+/// Rate of the low band's analysis in Hz: the 8 kHz signal resampled once more.
+pub const LOW_SAMPLE_RATE: u32 = 1_000;
+
+/// The low band's STFT window (256 ms, 3.9 Hz bins): fine enough to tell bass
+/// notes apart, which the main band's 15.6 Hz bins cannot below 150 Hz.
+pub const LOW_FFT_SIZE: usize = 256;
+
+/// The low band's hop: 16 ms, the same frame grid as the main band.
+pub const LOW_HOP: usize = 16;
+
+/// Lowest and one past the highest low-band bin a peak may sit in (20-148 Hz).
+pub const LOW_BAND_LO: usize = 5;
+/// See [`LOW_BAND_LO`].
+pub const LOW_BAND_HI: usize = 38;
+
+/// Low-band peaks are numbered after the main band: low bin `b` is peak bin
+/// `LOW_BIN_BASE + b`, so that one peak list, one hash layout and one packed
+/// form carry both bands. (Main-band bins end at [`BAND_HI`]; the gap keeps a
+/// fractional main bin from touching the low band.)
+pub const LOW_BIN_BASE: usize = BAND_HI + 2 - LOW_BAND_LO;
+
+/// Frames by which a low-band frame trails the main-band frame centred on the
+/// same instant: the windows are centred 128 ms and 32 ms after their start.
+pub const LOW_LAG_FRAMES: u32 = ((LOW_FFT_SIZE / 2) as u32 * SAMPLE_RATE / LOW_SAMPLE_RATE
+    - (FFT_SIZE / 2) as u32)
+    / HOP as u32;
+
+/// True when a peak bin (as emitted, before any warping) is in the low band.
+pub fn is_low_bin(bin: f32) -> bool {
+    bin >= (LOW_BIN_BASE + LOW_BAND_LO) as f32 - 0.5
+}
+
+/// How densely peaks are picked in one band.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PeakProfile {
+pub struct BandProfile {
     /// A peak is the maximum of `±time_radius` frames around it ...
     pub time_radius: usize,
     /// ... and of `±freq_radius` bins around it.
@@ -54,21 +84,51 @@ pub struct PeakProfile {
     pub max_per_second: f32,
 }
 
+/// How densely peaks are picked, per band. The catalogue uses a sparse
+/// profile (small index); queries use a denser one, so that the catalogue's
+/// peaks survive in a noisy query even when noise adds peaks of its own.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PeakProfile {
+    /// The main band, 78-3400 Hz.
+    pub main: BandProfile,
+    /// The low band, 20-148 Hz.
+    pub low: BandProfile,
+    /// Low-band peaks are kept only where the main band's local spectral
+    /// flatness is above this (see [`crate::gate`]); `None` keeps them all.
+    pub low_gate: Option<f32>,
+}
+
 impl PeakProfile {
     /// The catalogue's profile.
     pub const CATALOGUE: PeakProfile = PeakProfile {
-        time_radius: 8,
-        freq_radius: 10,
-        max_per_second: 24.0,
+        main: BandProfile {
+            time_radius: 8,
+            freq_radius: 10,
+            max_per_second: 24.0,
+        },
+        low: BandProfile {
+            time_radius: 8,
+            freq_radius: 4,
+            max_per_second: 8.0,
+        },
+        low_gate: None,
     };
 
     /// The queries' profile: every catalogue peak is also a query peak when the
     /// audio is the same, because a maximum over a large neighbourhood is also
     /// one over a smaller neighbourhood.
     pub const QUERY: PeakProfile = PeakProfile {
-        time_radius: 5,
-        freq_radius: 6,
-        max_per_second: 60.0,
+        main: BandProfile {
+            time_radius: 5,
+            freq_radius: 6,
+            max_per_second: 60.0,
+        },
+        low: BandProfile {
+            time_radius: 5,
+            freq_radius: 2,
+            max_per_second: 20.0,
+        },
+        low_gate: Some(-0.8),
     };
 }
 

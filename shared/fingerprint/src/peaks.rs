@@ -9,8 +9,9 @@
 //! recall under pink noise.) Frequencies are refined to a fraction of a bin by
 //! parabolic interpolation; queries need that precision to undo speed changes.
 
-use crate::params::{BAND_HI, BAND_LO, PeakProfile};
-use crate::spectrogram::BINS;
+use crate::params::{
+    BAND_HI, BAND_LO, BandProfile, LOW_BAND_HI, LOW_BAND_LO, LOW_BIN_BASE, LOW_LAG_FRAMES,
+};
 
 /// A spectral peak: STFT frame and (fractional) FFT bin.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -19,6 +20,42 @@ pub struct Peak {
     pub frame: u32,
     /// Frequency in FFT bins, refined to a fraction of a bin.
     pub bin: f32,
+}
+
+/// Which spectrogram a picker reads and how it numbers the peaks it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Band {
+    /// Bins of each spectrogram frame the picker reads: the band and enough
+    /// above it for the widest neighbourhood (the rest is never computed).
+    pub bins: usize,
+    /// Lowest bin a peak may sit in (at least 1) ...
+    pub lo: usize,
+    /// ... and one past the highest (below `bins`).
+    pub hi: usize,
+    /// Added to a peak's bin: where the band sits in the peak numbering.
+    pub bin_base: usize,
+    /// Added to a peak's frame: aligns the band's frames with the main band's.
+    pub frame_lag: u32,
+}
+
+impl Band {
+    /// The main band: 78-3400 Hz of the 512-point spectrogram at 8 kHz.
+    pub const MAIN: Band = Band {
+        bins: BAND_HI + 12,
+        lo: BAND_LO,
+        hi: BAND_HI,
+        bin_base: 0,
+        frame_lag: 0,
+    };
+
+    /// The low band: 20-148 Hz of the 256-point spectrogram at 1 kHz.
+    pub const LOW: Band = Band {
+        bins: LOW_BAND_HI + 6,
+        lo: LOW_BAND_LO,
+        hi: LOW_BAND_HI,
+        bin_base: LOW_BIN_BASE,
+        frame_lag: LOW_LAG_FRAMES,
+    };
 }
 
 /// Frames per density block (0.512 s).
@@ -32,7 +69,8 @@ const MIN_LOG_POWER: f32 = -9.0;
 /// (`2 * time_radius + 1` frames plus one density block of peaks).
 #[derive(Debug)]
 pub struct PeakPicker {
-    profile: PeakProfile,
+    profile: BandProfile,
+    band: Band,
     keep_per_block: usize,
     mags: Vec<Vec<f32>>,
     fmax: Vec<Vec<f32>>,
@@ -89,16 +127,24 @@ fn sliding_max(x: &[f32], r: usize, buf: &mut SlidingMax, out: &mut [f32]) {
 }
 
 impl PeakPicker {
-    /// A picker with the given density profile.
-    pub fn new(profile: PeakProfile) -> Self {
+    /// A picker of `band` with the given density profile.
+    ///
+    /// # Panics
+    /// If the profile's neighbourhood reaches past the band's bins.
+    pub fn new(profile: BandProfile, band: Band) -> Self {
+        assert!(
+            band.lo >= 1 && band.hi + profile.freq_radius < band.bins,
+            "the neighbourhood must fit in the analysed bins"
+        );
         let window = 2 * profile.time_radius + 1;
         let block_seconds = BLOCK_FRAMES as f64 * crate::params::FRAME_SECONDS;
         let keep_per_block = (f64::from(profile.max_per_second) * block_seconds).round() as usize;
         Self {
             profile,
+            band,
             keep_per_block: keep_per_block.max(1),
-            mags: vec![vec![0.0; BINS]; window],
-            fmax: vec![vec![0.0; BINS]; window],
+            mags: vec![vec![0.0; band.bins]; window],
+            fmax: vec![vec![0.0; band.bins]; window],
             pushed: 0,
             next_center: 0,
             block: 0,
@@ -111,13 +157,19 @@ impl PeakPicker {
         frame as usize % self.mags.len()
     }
 
+    /// Every peak before this frame (in the emitted numbering) has been emitted.
+    pub fn emitted_before(&self) -> u32 {
+        self.block * BLOCK_FRAMES + self.band.frame_lag
+    }
+
     /// Feeds one log-power frame (as produced by [`crate::spectrogram::Stft`]).
     /// Peaks are appended to `out` in time order, about half a second late.
     pub fn push_frame(&mut self, frame: &[f32], out: &mut Vec<Peak>) {
         let slot = self.slot(self.pushed);
-        self.mags[slot].copy_from_slice(&frame[..BINS]);
+        let bins = self.band.bins;
+        self.mags[slot].copy_from_slice(&frame[..bins]);
         sliding_max(
-            &frame[..BINS],
+            &frame[..bins],
             self.profile.freq_radius,
             &mut self.scratch,
             &mut self.fmax[slot],
@@ -149,7 +201,7 @@ impl PeakPicker {
         let last = (center + t).min(self.pushed - 1);
         let c = self.slot(center);
         let mags = &self.mags[c];
-        for f in BAND_LO..BAND_HI {
+        for f in self.band.lo..self.band.hi {
             let v = mags[f];
             if v < MIN_LOG_POWER || v < self.fmax[c][f] || v <= mags[f - 1] {
                 continue;
@@ -173,8 +225,8 @@ impl PeakPicker {
             self.candidates.push((
                 v,
                 Peak {
-                    frame: center,
-                    bin: f as f32 + delta,
+                    frame: center + self.band.frame_lag,
+                    bin: (f + self.band.bin_base) as f32 + delta,
                 },
             ));
         }
@@ -195,10 +247,10 @@ impl PeakPicker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::params::FFT_SIZE;
+    use crate::params::PeakProfile;
 
     fn frame_with(peaks: &[(usize, f32)]) -> Vec<f32> {
-        let mut frame = vec![-20.0; FFT_SIZE / 2 + 1];
+        let mut frame = vec![-20.0; Band::MAIN.bins];
         for &(bin, level) in peaks {
             frame[bin] = level;
         }
@@ -224,7 +276,7 @@ mod tests {
 
     #[test]
     fn an_isolated_maximum_is_a_peak_and_its_neighbours_are_not() {
-        let mut picker = PeakPicker::new(PeakProfile::QUERY);
+        let mut picker = PeakPicker::new(PeakProfile::QUERY.main, Band::MAIN);
         let mut out = Vec::new();
         for i in 0..40 {
             let frame = if i == 20 {
@@ -246,7 +298,7 @@ mod tests {
 
     #[test]
     fn a_stationary_tone_gives_one_peak_not_one_per_frame() {
-        let mut picker = PeakPicker::new(PeakProfile::CATALOGUE);
+        let mut picker = PeakPicker::new(PeakProfile::CATALOGUE.main, Band::MAIN);
         let mut out = Vec::new();
         for _ in 0..30 {
             picker.push_frame(&frame_with(&[(50, 3.0)]), &mut out);
@@ -257,7 +309,7 @@ mod tests {
 
     #[test]
     fn peaks_outside_the_band_are_ignored() {
-        let mut picker = PeakPicker::new(PeakProfile::QUERY);
+        let mut picker = PeakPicker::new(PeakProfile::QUERY.main, Band::MAIN);
         let mut out = Vec::new();
         picker.push_frame(
             &frame_with(&[(BAND_LO - 5, 5.0), (BAND_HI + 5, 5.0)]),

@@ -13,10 +13,13 @@ pub const BINS: usize = FFT_SIZE / 2 + 1;
 /// dither live. Keeps `ln` finite and makes digital silence a flat plane.
 const POWER_FLOOR: f32 = 1e-10;
 
-/// Turns a stream of samples at [`crate::params::SAMPLE_RATE`] into frames of
-/// natural-log power, one every [`HOP`] samples, with a Hann window.
+/// Turns a stream of samples into frames of natural-log power, one every hop,
+/// with a Hann window. [`Stft::new`] is the main band's geometry
+/// ([`FFT_SIZE`] at [`crate::params::SAMPLE_RATE`], [`HOP`]).
 pub struct Stft {
     fft: Arc<dyn RealToComplex<f32>>,
+    size: usize,
+    hop: usize,
     window: Vec<f32>,
     pending: Vec<f32>,
     start: usize,
@@ -39,12 +42,27 @@ impl Default for Stft {
 }
 
 impl Stft {
-    /// Plans the FFT once; every frame reuses the plan and the buffers.
+    /// The main band's STFT, every bin.
     pub fn new() -> Self {
-        let fft = RealFftPlanner::<f32>::new().plan_fft_forward(FFT_SIZE);
-        let window = (0..FFT_SIZE)
+        Self::with_geometry(FFT_SIZE, HOP, BINS)
+    }
+
+    /// An STFT of `size` samples every `hop` samples, whose frames hold the
+    /// log power of the lowest `bins` bins only. Plans the FFT once; every
+    /// frame reuses the plan and the buffers.
+    ///
+    /// # Panics
+    /// If `bins` is more than `size / 2 + 1`.
+    pub fn with_geometry(size: usize, hop: usize, bins: usize) -> Self {
+        assert!(
+            bins <= size / 2 + 1,
+            "an STFT of {size} has {} bins",
+            size / 2 + 1
+        );
+        let fft = RealFftPlanner::<f32>::new().plan_fft_forward(size);
+        let window = (0..size)
             .map(|i| {
-                let x = std::f32::consts::PI * 2.0 * i as f32 / FFT_SIZE as f32;
+                let x = std::f32::consts::PI * 2.0 * i as f32 / size as f32;
                 0.5 - 0.5 * x.cos()
             })
             .collect();
@@ -53,21 +71,23 @@ impl Stft {
         let scratch = fft.make_scratch_vec();
         Self {
             fft,
+            size,
+            hop,
             window,
-            pending: Vec::with_capacity(FFT_SIZE * 4),
+            pending: Vec::with_capacity(size * 4),
             start: 0,
             input,
             spectrum,
             scratch,
-            frame: vec![0.0; BINS],
+            frame: vec![0.0; bins],
         }
     }
 
     /// Feeds samples and calls `on_frame` with each completed frame's log power.
     pub fn push(&mut self, samples: &[f32], mut on_frame: impl FnMut(&[f32])) {
         self.pending.extend_from_slice(samples);
-        while self.pending.len() - self.start >= FFT_SIZE {
-            let block = &self.pending[self.start..self.start + FFT_SIZE];
+        while self.pending.len() - self.start >= self.size {
+            let block = &self.pending[self.start..self.start + self.size];
             for ((dst, &x), &w) in self.input.iter_mut().zip(block).zip(&self.window) {
                 *dst = x * w;
             }
@@ -80,10 +100,10 @@ impl Stft {
                 *dst = (c.norm_sqr() + POWER_FLOOR).ln();
             }
             on_frame(&self.frame);
-            self.start += HOP;
+            self.start += self.hop;
         }
         // Compact rarely: keeps the buffer bounded without a copy per frame.
-        if self.start > FFT_SIZE * 8 {
+        if self.start > self.size * 8 {
             self.pending.drain(..self.start);
             self.start = 0;
         }

@@ -60,6 +60,27 @@ pub fn music(seed: u64, seconds: f32, rate: u32) -> Vec<f32> {
     out
 }
 
+/// `seconds` of a synthetic sub-bass line at `rate` Hz: pure notes of
+/// 25-70 Hz, 0.2-0.6 s each, different for every seed.
+pub fn bass_line(seed: u64, seconds: f32, rate: u32) -> Vec<f32> {
+    let mut rng = Rng::new(seed ^ 0xba55);
+    let n = (seconds * rate as f32) as usize;
+    let mut out = vec![0.0f32; n];
+    let mut start = 0usize;
+    while start < n {
+        let len = (rng.range(0.2, 0.6) * rate as f32) as usize;
+        let freq = rng.range(25.0, 70.0);
+        let end = (start + len).min(n);
+        for (i, sample) in out[start..end].iter_mut().enumerate() {
+            let t = i as f32 / rate as f32;
+            let envelope = (-t * 2.0).exp() * (t * 100.0).min(1.0);
+            *sample = 0.5 * envelope * (2.0 * std::f32::consts::PI * freq * t).sin();
+        }
+        start = end;
+    }
+    out
+}
+
 /// White noise in `[-1, 1)`.
 pub fn white_noise(seed: u64, len: usize) -> Vec<f32> {
     let mut rng = Rng::new(seed);

@@ -13,7 +13,9 @@
 //! share nothing with the query at all.) The verdict is how many decoy
 //! spreads the candidate stands above the decoys' median.
 
+use crate::hashes::warp_bin;
 use crate::index::{Index, TRACK_GAP_FRAMES, TrackId};
+use crate::params::{BAND_HI, is_low_bin};
 use crate::peaks::Peak;
 
 /// Decoy alignments per verification.
@@ -27,6 +29,9 @@ const DECOY_SHIFTS: [i64; DECOYS / 2] = [8, 13, 21, 29, 37, 47, 59, 71];
 pub(crate) struct QueryGrid {
     words: Vec<u64>,
     frames: usize,
+    /// Which bands the query has peaks in: only those are verified.
+    main: bool,
+    low: bool,
 }
 
 const WORDS_PER_FRAME: usize = 4;
@@ -44,13 +49,29 @@ impl QueryGrid {
         self.frames = frames;
         self.words.clear();
         self.words.resize(frames * WORDS_PER_FRAME, 0);
+        self.main = false;
+        self.low = false;
         for p in peaks {
             let t = (p.frame as f32 * speed).round() as usize;
-            if t >= frames {
+            let low = is_low_bin(p.bin);
+            let b = warp_bin(p.bin, speed).round().clamp(0.0, 255.0) as usize;
+            // A main-band peak warped past the band's top could pose as a
+            // low-band one.
+            if t >= frames || (!low && b > BAND_HI) {
                 continue;
             }
-            let b = (p.bin / speed).round().clamp(0.0, 255.0) as usize;
+            self.main |= !low;
+            self.low |= low;
             self.words[t * WORDS_PER_FRAME + b / 64] |= 1 << (b % 64);
+        }
+    }
+
+    /// Whether a catalogue peak's band is one the query has peaks in.
+    fn covers(&self, bin: u32) -> bool {
+        if is_low_bin(bin as f32) {
+            self.low
+        } else {
+            self.main
         }
     }
 
@@ -90,7 +111,7 @@ fn coincidences(index: &Index, track: TrackId, offset: i64, grid: &QueryGrid) ->
     index
         .track_peaks_between(track, offset - 1, to + 1)
         .iter()
-        .filter(|&&p| grid.near(i64::from(p >> 8) - offset, p & 0xff))
+        .filter(|&&p| grid.covers(p & 0xff) && grid.near(i64::from(p >> 8) - offset, p & 0xff))
         .count() as u32
 }
 

@@ -8,7 +8,7 @@
 //! | --- | --- | --- |
 //! | 0 | 4 | magic `HNDU` |
 //! | 4 | 1 | format version, `1` |
-//! | 5 | 1 | analysis, `1`: 8 kHz, 512-point STFT, hop 128, [`crate::PeakProfile::QUERY`] |
+//! | 5 | 1 | analysis, `3`: main band 8 kHz, 512-point STFT, hop 128; low band 1 kHz, 256-point STFT, hop 16; [`crate::PeakProfile::QUERY`] |
 //! | 6 | 8 | capture instant of the first sample, Unix milliseconds, signed little-endian |
 //! | 14 | 4 | duration in milliseconds, unsigned little-endian, within (0, 3 600 000] |
 //! | 18 | ... | the peaks, [`crate::packed`] (either precision; fine keeps speed correction exact) |
@@ -39,8 +39,9 @@ pub const MEDIA_TYPE: &str = "application/vnd.hendu.sample-fingerprint";
 pub const MAGIC: &[u8; 4] = b"HNDU";
 pub const VERSION: u8 = 1;
 /// The analysis this build's peaks come from.
-/// (2: peaks from 78 Hz up; 1 took them from 312 Hz.)
-pub const ANALYSIS: u8 = 2;
+/// (3: a low band, 20-148 Hz, beside the main band; 2 had the main band
+/// from 78 Hz only; 1 took it from 312 Hz.)
+pub const ANALYSIS: u8 = 3;
 /// The longest sample, in milliseconds (one hour).
 pub const MAX_DURATION_MS: u32 = 3_600_000;
 const HEADER: usize = 18;

@@ -6,8 +6,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use hendu_fingerprint::params::SAMPLE_RATE;
-use hendu_fingerprint::synth::{mix_at_snr, music, white_noise};
+use hendu_fingerprint::params::{SAMPLE_RATE, is_low_bin};
+use hendu_fingerprint::synth::{bass_line, mix_at_snr, music, white_noise};
 use hendu_fingerprint::{
     Clip, DecodeError, Fingerprinter, Index, IndexBuilder, PeakProfile, SearchOptions, Searcher,
     fingerprint_clip, fingerprint_file, read_clip,
@@ -70,6 +70,83 @@ fn catalogue(seeds: &[u64], seconds: f32) -> Index {
         builder.add(&peaks, fp.frames()).unwrap();
     }
     builder.build()
+}
+
+/// Music whose energy is nearly all in a sub-bass line below the main band,
+/// as some real music's is.
+fn bass_heavy(seed: u64, seconds: f32, rate: u32) -> Vec<f32> {
+    let bass = bass_line(seed, seconds, rate);
+    music(seed, seconds, rate)
+        .iter()
+        .zip(&bass)
+        .map(|(m, b)| 0.1 * m + b)
+        .collect()
+}
+
+#[test]
+fn bass_heavy_music_is_recognised_through_the_low_band_when_noise_drowns_the_rest() {
+    let rate = 22_050;
+    let mut builder = IndexBuilder::new();
+    for seed in 1..=4 {
+        let track = bass_heavy(seed, 40.0, rate);
+        let peaks = fingerprint_clip(
+            &Clip {
+                sample_rate: rate,
+                samples: track,
+            },
+            PeakProfile::CATALOGUE,
+        );
+        assert!(
+            peaks.iter().any(|p| is_low_bin(p.bin)),
+            "the catalogue keeps low-band peaks"
+        );
+        builder
+            .add(
+                &peaks,
+                (40.0 / hendu_fingerprint::params::FRAME_SECONDS) as u32,
+            )
+            .unwrap();
+    }
+    let index = builder.build();
+    let clip = |samples: Vec<f32>| {
+        fingerprint_clip(
+            &Clip {
+                sample_rate: rate,
+                samples,
+            },
+            PeakProfile::QUERY,
+        )
+    };
+    let track = bass_heavy(3, 40.0, rate);
+    let part = &track[12 * rate as usize..22 * rate as usize];
+
+    // Clean, the main band speaks for itself and the query keeps no low-band peaks.
+    let clean = clip(part.to_vec());
+    assert!(clean.iter().all(|p| !is_low_bin(p.bin)));
+
+    // White noise at 0 dB: in the low band the bass stands far above it; the
+    // rest of the music is 20 dB under it.
+    let noisy = clip(mix_at_snr(part, &white_noise(9, part.len()), 0.0));
+    assert!(
+        noisy.iter().any(|p| is_low_bin(p.bin)),
+        "the gate opens in noise"
+    );
+    let options = SearchOptions::default();
+    let found = index
+        .search(&noisy, &options, &mut Searcher::default())
+        .unwrap();
+    assert_eq!(found.track, 2);
+    assert!(
+        (found.offset_s - 12.0).abs() < 0.1,
+        "offset {}",
+        found.offset_s
+    );
+    assert!(found.confidence > 0.5, "confidence {}", found.confidence);
+
+    // The main band alone cannot tell.
+    let main_only: Vec<_> = noisy.into_iter().filter(|p| !is_low_bin(p.bin)).collect();
+    let without = index.search(&main_only, &options, &mut Searcher::default());
+    assert!(without.is_none_or(|c| c.track != 2 || c.confidence < 0.5));
 }
 
 fn excerpt(seed: u64, start_s: f32, seconds: f32, rate: u32) -> Vec<f32> {
