@@ -243,6 +243,13 @@ impl AudioReader {
             self.mono.clear();
             if channels == 1 {
                 self.mono.extend_from_slice(&self.interleaved);
+            } else if channels == 2 {
+                // The common case, spelt out so that it vectorises.
+                self.mono.extend(
+                    self.interleaved
+                        .chunks_exact(2)
+                        .map(|frame| (frame[0] + frame[1]) * 0.5),
+                );
             } else {
                 let scale = 1.0 / channels as f32;
                 self.mono.extend(

@@ -79,50 +79,56 @@ pub struct PeakPicker {
     block: u32,
     candidates: Vec<(f32, Peak)>,
     scratch: SlidingMax,
+    /// Ring slots of the frames around the one examined, and whether each
+    /// comes before it.
+    neighbours: Vec<(usize, bool)>,
 }
 
 /// Buffers of [`sliding_max`].
 #[derive(Debug, Default)]
 struct SlidingMax {
+    padded: Vec<f32>,
     prefix: Vec<f32>,
     suffix: Vec<f32>,
 }
 
 /// `out[i]` = the maximum of `x[i - r..=i + r]` (clipped to `x`), in three
-/// passes whatever `r` (van Herk / Gil-Werman): the input is cut into blocks
-/// of `2r + 1`; each window spans the end of one block and the start of the
-/// next, so its maximum is one block suffix maximum and one prefix maximum.
+/// passes whatever `r` (van Herk / Gil-Werman): the input, padded with `r`
+/// minus infinities each side, is cut into blocks of `2r + 1`; each window
+/// spans the end of one block and the start of the next, so its maximum is
+/// one block suffix maximum and one prefix maximum.
 fn sliding_max(x: &[f32], r: usize, buf: &mut SlidingMax, out: &mut [f32]) {
     let w = 2 * r + 1;
-    let n = x.len() + 2 * r;
-    let padded = |i: usize| {
-        if i < r || i >= r + x.len() {
-            f32::NEG_INFINITY
-        } else {
-            x[i - r]
+    let SlidingMax {
+        padded,
+        prefix,
+        suffix,
+    } = buf;
+    padded.clear();
+    padded.resize(r, f32::NEG_INFINITY);
+    padded.extend_from_slice(x);
+    padded.resize(x.len() + 2 * r, f32::NEG_INFINITY);
+    prefix.resize(padded.len(), 0.0);
+    suffix.resize(padded.len(), 0.0);
+    let blocks = padded
+        .chunks(w)
+        .zip(prefix.chunks_mut(w))
+        .zip(suffix.chunks_mut(w));
+    for ((block, pre), suf) in blocks {
+        let mut m = f32::NEG_INFINITY;
+        for (dst, &v) in pre.iter_mut().zip(block) {
+            m = m.max(v);
+            *dst = m;
         }
-    };
-    buf.prefix.resize(n, 0.0);
-    buf.suffix.resize(n, 0.0);
-    for i in 0..n {
-        let v = padded(i);
-        buf.prefix[i] = if i % w == 0 {
-            v
-        } else {
-            buf.prefix[i - 1].max(v)
-        };
-    }
-    for i in (0..n).rev() {
-        let v = padded(i);
-        buf.suffix[i] = if i % w == w - 1 || i == n - 1 {
-            v
-        } else {
-            buf.suffix[i + 1].max(v)
-        };
+        let mut m = f32::NEG_INFINITY;
+        for (dst, &v) in suf.iter_mut().zip(block).rev() {
+            m = m.max(v);
+            *dst = m;
+        }
     }
     // Window of output i in padded coordinates: [i, i + 2r].
-    for (i, dst) in out.iter_mut().enumerate().take(x.len()) {
-        *dst = buf.suffix[i].max(buf.prefix[i + w - 1]);
+    for ((dst, &s), &p) in out.iter_mut().zip(suffix.iter()).zip(&prefix[w - 1..]) {
+        *dst = s.max(p);
     }
 }
 
@@ -150,6 +156,7 @@ impl PeakPicker {
             block: 0,
             candidates: Vec::new(),
             scratch: SlidingMax::default(),
+            neighbours: Vec::with_capacity(window),
         }
     }
 
@@ -200,17 +207,25 @@ impl PeakPicker {
         let first = center.saturating_sub(t);
         let last = (center + t).min(self.pushed - 1);
         let c = self.slot(center);
+        let ring = self.mags.len();
+        self.neighbours.clear();
+        self.neighbours.extend(
+            (first..=last)
+                .filter(|&k| k != center)
+                .map(|k| (k as usize % ring, k < center)),
+        );
         let mags = &self.mags[c];
+        let fmax = &self.fmax[c];
         for f in self.band.lo..self.band.hi {
             let v = mags[f];
-            if v < MIN_LOG_POWER || v < self.fmax[c][f] || v <= mags[f - 1] {
+            if v < MIN_LOG_POWER || v < fmax[f] || v <= mags[f - 1] {
                 continue;
             }
             // Strictly above earlier frames, at least equal to later ones: a
             // stationary plateau yields one peak, at its start.
-            let is_peak = (first..=last).filter(|&k| k != center).all(|k| {
-                let other = self.fmax[self.slot(k)][f];
-                if k < center { other < v } else { other <= v }
+            let is_peak = self.neighbours.iter().all(|&(slot, before)| {
+                let other = self.fmax[slot][f];
+                if before { other < v } else { other <= v }
             });
             if !is_peak {
                 continue;
