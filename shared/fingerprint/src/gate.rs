@@ -73,7 +73,7 @@ impl LowGate {
     pub fn push_frame(&mut self, frame: &[f32]) {
         let index = self.frames;
         self.frames += 1;
-        if index % FRAME_STRIDE != 0 {
+        if !index.is_multiple_of(FRAME_STRIDE) {
             return;
         }
         let block = index / BLOCK_FRAMES;
