@@ -15,7 +15,7 @@ use crate::spectrogram::Stft;
 /// Resample, STFT and peak-pick a stream pushed in chunks of any size.
 ///
 /// Two bands are analysed: the main band (78-3400 Hz) from the 8 kHz signal,
-/// and the low band (20-148 Hz) from the same signal resampled once more to
+/// and the low band (20-301 Hz) from the same signal resampled once more to
 /// 1 kHz, where a longer window resolves bass notes. Their peaks come out as
 /// one list in time order (low-band bins are numbered after the main band's,
 /// see [`crate::params::LOW_BIN_BASE`]).

@@ -25,7 +25,7 @@
 //!    margin over the best other track, plus half the verification z-score.
 
 use crate::hashes::{Landmark, catalogue_landmarks, query_landmarks};
-use crate::params::{CATALOGUE_FAN_OUT, FRAME_SECONDS, HASH_BITS};
+use crate::params::{BIN_LIMIT, CATALOGUE_FAN_OUT, FRAME_SECONDS, HASH_BITS};
 use crate::peaks::Peak;
 use crate::verify::{QueryGrid, Verdict, verify};
 
@@ -43,8 +43,8 @@ pub enum IndexError {
     /// The global timeline (`u32` frames, about 2 years of audio) is full.
     #[error("the index is full: at most about two years of audio fit in one index")]
     Full,
-    /// One track longer than an index can address (about 74 hours).
-    #[error("the track is too long to index (more than about 74 hours)")]
+    /// One track longer than an index can address (about 37 hours).
+    #[error("the track is too long to index (more than about 37 hours)")]
     TrackTooLong,
 }
 
@@ -57,11 +57,19 @@ struct TrackSpan {
     peaks_to: u32,
 }
 
-/// A catalogue peak packed as `frame << 8 | bin`.
+/// A catalogue peak packed as `frame << PEAK_BIN_BITS | bin`.
 type PackedPeak = u32;
 
+/// Bits of a [`PackedPeak`] that hold the bin; the frame has the rest.
+pub(crate) const PEAK_BIN_BITS: u32 = 9;
+
+/// The bin of a [`PackedPeak`].
+pub(crate) const BIN_MASK: u32 = (1 << PEAK_BIN_BITS) - 1;
+
+const _: () = assert!(BIN_LIMIT <= 1 << PEAK_BIN_BITS);
+
 fn pack_peak(p: &Peak) -> PackedPeak {
-    (p.frame << 8) | p.bin.round().clamp(0.0, 255.0) as u32
+    (p.frame << PEAK_BIN_BITS) | p.bin.round().clamp(0.0, (BIN_LIMIT - 1) as f32) as u32
 }
 
 /// Collects catalogue fingerprints, then builds an [`Index`].
@@ -90,7 +98,7 @@ impl IndexBuilder {
             u64::from(t.start) + u64::from(t.frames) + u64::from(TRACK_GAP_FRAMES)
         });
         let end = start + u64::from(frames) + u64::from(TRACK_GAP_FRAMES);
-        if frames >= 1 << 24 {
+        if frames >= 1 << (32 - PEAK_BIN_BITS) {
             return Err(IndexError::TrackTooLong);
         }
         if end > u64::from(u32::MAX) {
@@ -310,8 +318,8 @@ impl Index {
     pub(crate) fn track_peaks_between(&self, track: TrackId, from: i64, to: i64) -> &[PackedPeak] {
         let t = self.tracks[track as usize];
         let all = &self.peaks[t.peaks_from as usize..t.peaks_to as usize];
-        let lo = all.partition_point(|&p| i64::from(p >> 8) < from);
-        let hi = all.partition_point(|&p| i64::from(p >> 8) < to);
+        let lo = all.partition_point(|&p| i64::from(p >> PEAK_BIN_BITS) < from);
+        let hi = all.partition_point(|&p| i64::from(p >> PEAK_BIN_BITS) < to);
         &all[lo..hi.max(lo)]
     }
 

@@ -1,34 +1,41 @@
 //! A compact byte form of a peak list, for stores and the wire.
 //!
 //! Layout: one byte naming the bin precision, a LEB128 varint peak count, then
-//! per peak the frame delta from the previous peak (LEB128 varint) and the bin,
-//! either rounded to one byte ([`BinPrecision::Whole`], about 2 bytes a peak:
-//! catalogue tracks, whose bins are never warped) or in 1/256ths of a bin as two
-//! little-endian bytes ([`BinPrecision::Fine`], about 3 bytes a peak: queries
-//! and samples, which the matcher warps to undo speed changes and so need the
-//! fraction). Peaks rather than hashes are kept because each peak anchors several
+//! per peak a LEB128 varint of `frame delta * 2 + band` (the frame delta from
+//! the previous peak; `band` is 1 for the low band, 0 for the main band) and
+//! the bin counted from its band's base ([`crate::params::LOW_BIN_BASE`] for
+//! the low band, 0 for the main band), so that every bin fits a byte:
+//! - [`BinPrecision::Whole`]: rounded to a whole bin, one byte, about 2 bytes
+//!   a peak (catalogue tracks, whose bins are never warped);
+//! - [`BinPrecision::Fine`]: in 1/256ths of a bin, two little-endian bytes,
+//!   about 3 bytes a peak (queries and samples, which the matcher warps to
+//!   undo speed changes and so need the fraction).
+//!
+//! Peaks rather than hashes are kept because each peak anchors several
 //! hashes: the hashes are rebuilt from peaks at load time in a fraction of the
-//! time it takes to read them.
+//! time it takes to read them. Precision bytes 1 and 2 were the layouts of
+//! analyses 1 and 2 (one band, the bin itself); their peaks are refused by
+//! name, since they must be computed again.
 //!
 //! ```
 //! use hendu_fingerprint::Peak;
 //! use hendu_fingerprint::packed::{BinPrecision, pack, unpack};
 //!
-//! let peaks = vec![Peak { frame: 3, bin: 40.25 }, Peak { frame: 900, bin: 120.5 }];
+//! let peaks = vec![Peak { frame: 3, bin: 40.25 }, Peak { frame: 900, bin: 260.5 }];
 //! let bytes = pack(&peaks, BinPrecision::Fine);
 //! assert_eq!(unpack(&bytes).unwrap(), peaks);
 //! ```
 
-use crate::params::{LOW_BAND_HI, LOW_BIN_BASE};
+use crate::params::{BAND_HI, LOW_BAND_HI, LOW_BIN_BASE, is_low_bin};
 use crate::peaks::Peak;
 
 /// How precisely bins are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BinPrecision {
     /// Rounded to a whole bin, one byte.
-    Whole = 1,
+    Whole = 3,
     /// To 1/256 bin, two bytes.
-    Fine = 2,
+    Fine = 4,
 }
 
 /// Why bytes are not a packed peak list.
@@ -37,10 +44,24 @@ pub enum BinPrecision {
 pub enum UnpackError {
     #[error("unknown peak packing {0}")]
     UnknownPrecision(u8),
+    #[error(
+        "peaks packed by an earlier analysis (packing {0}): fingerprint the audio again \
+         (for a catalogue: hendu index)"
+    )]
+    EarlierAnalysis(u8),
     #[error("packed peaks are truncated or malformed")]
     Malformed,
     #[error("packed peak bin {0} is outside the analysis band")]
     BinOutOfBand(f32),
+}
+
+/// Where a peak's band starts in the bin numbering, and the band's flag.
+fn band_of(bin: f32) -> (f32, u64) {
+    if is_low_bin(bin) {
+        (LOW_BIN_BASE as f32, 1)
+    } else {
+        (0.0, 0)
+    }
 }
 
 /// Packs peaks (in frame order) into bytes.
@@ -56,7 +77,7 @@ pub fn pack(peaks: &[Peak], precision: BinPrecision) -> Vec<u8> {
     };
     let mut out = Vec::with_capacity(6 + peaks.len() * per_peak);
     out.push(precision as u8);
-    put_varint(&mut out, peaks.len() as u32);
+    put_varint(&mut out, peaks.len() as u64);
     let mut previous = 0u32;
     for p in peaks {
         let delta = p
@@ -64,11 +85,13 @@ pub fn pack(peaks: &[Peak], precision: BinPrecision) -> Vec<u8> {
             .checked_sub(previous)
             .expect("peaks are packed in frame order");
         previous = p.frame;
-        put_varint(&mut out, delta);
+        let (base, band) = band_of(p.bin);
+        put_varint(&mut out, u64::from(delta) << 1 | band);
+        let bin = p.bin - base;
         match precision {
-            BinPrecision::Whole => out.push(p.bin.round().clamp(0.0, 255.0) as u8),
+            BinPrecision::Whole => out.push(bin.round().clamp(0.0, 255.0) as u8),
             BinPrecision::Fine => {
-                let fixed = (p.bin * 256.0).round().clamp(0.0, f32::from(u16::MAX)) as u16;
+                let fixed = (bin * 256.0).round().clamp(0.0, f32::from(u16::MAX)) as u16;
                 out.extend_from_slice(&fixed.to_le_bytes());
             }
         }
@@ -84,11 +107,12 @@ pub fn pack(peaks: &[Peak], precision: BinPrecision) -> Vec<u8> {
 pub fn unpack(bytes: &[u8]) -> Result<Vec<Peak>, UnpackError> {
     let (&tag, mut rest) = bytes.split_first().ok_or(UnpackError::Malformed)?;
     let precision = match tag {
-        1 => BinPrecision::Whole,
-        2 => BinPrecision::Fine,
+        3 => BinPrecision::Whole,
+        4 => BinPrecision::Fine,
+        1 | 2 => return Err(UnpackError::EarlierAnalysis(tag)),
         other => return Err(UnpackError::UnknownPrecision(other)),
     };
-    let count = take_varint(&mut rest)? as usize;
+    let count = usize::try_from(take_varint(&mut rest)?).map_err(|_| UnpackError::Malformed)?;
     // Each peak takes at least two bytes: a count beyond that is a lie.
     if count > rest.len() / 2 {
         return Err(UnpackError::Malformed);
@@ -96,7 +120,8 @@ pub fn unpack(bytes: &[u8]) -> Result<Vec<Peak>, UnpackError> {
     let mut peaks = Vec::with_capacity(count);
     let mut frame = 0u32;
     for _ in 0..count {
-        let delta = take_varint(&mut rest)?;
+        let word = take_varint(&mut rest)?;
+        let delta = u32::try_from(word >> 1).map_err(|_| UnpackError::Malformed)?;
         frame = frame.checked_add(delta).ok_or(UnpackError::Malformed)?;
         let bin = match precision {
             BinPrecision::Whole => {
@@ -110,10 +135,18 @@ pub fn unpack(bytes: &[u8]) -> Result<Vec<Peak>, UnpackError> {
                 f32::from(u16::from_le_bytes([b[0], b[1]])) / 256.0
             }
         };
-        if bin > (LOW_BIN_BASE + LOW_BAND_HI) as f32 + 1.0 {
-            return Err(UnpackError::BinOutOfBand(bin));
+        let (base, top) = if word & 1 == 1 {
+            (LOW_BIN_BASE, LOW_BAND_HI)
+        } else {
+            (0, BAND_HI)
+        };
+        if bin > top as f32 + 1.0 {
+            return Err(UnpackError::BinOutOfBand(bin + base as f32));
         }
-        peaks.push(Peak { frame, bin });
+        peaks.push(Peak {
+            frame,
+            bin: bin + base as f32,
+        });
     }
     if rest.is_empty() {
         Ok(peaks)
@@ -122,7 +155,7 @@ pub fn unpack(bytes: &[u8]) -> Result<Vec<Peak>, UnpackError> {
     }
 }
 
-fn put_varint(out: &mut Vec<u8>, mut value: u32) {
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     loop {
         let byte = (value & 0x7f) as u8;
         value >>= 7;
@@ -134,20 +167,20 @@ fn put_varint(out: &mut Vec<u8>, mut value: u32) {
     }
 }
 
-fn take_varint(rest: &mut &[u8]) -> Result<u32, UnpackError> {
-    let mut value = 0u32;
+fn take_varint(rest: &mut &[u8]) -> Result<u64, UnpackError> {
+    let mut value = 0u64;
     let mut shift = 0;
     loop {
         let (&byte, tail) = rest.split_first().ok_or(UnpackError::Malformed)?;
         *rest = tail;
-        value |= u32::from(byte & 0x7f)
+        value |= u64::from(byte & 0x7f)
             .checked_shl(shift)
             .ok_or(UnpackError::Malformed)?;
         if byte & 0x80 == 0 {
             return Ok(value);
         }
         shift += 7;
-        if shift > 28 {
+        if shift > 63 {
             return Err(UnpackError::Malformed);
         }
     }
@@ -156,13 +189,17 @@ fn take_varint(rest: &mut &[u8]) -> Result<u32, UnpackError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::params::{BAND_LO, LOW_BAND_LO};
     use proptest::prelude::*;
 
     fn peaks_strategy() -> impl Strategy<Value = Vec<Peak>> {
         prop::collection::vec(
             (
                 0u32..5_000,
-                20u32..(LOW_BIN_BASE + LOW_BAND_HI) as u32,
+                prop_oneof![
+                    BAND_LO as u32..BAND_HI as u32,
+                    (LOW_BIN_BASE + LOW_BAND_LO) as u32..(LOW_BIN_BASE + LOW_BAND_HI) as u32,
+                ],
                 0u32..256,
             ),
             0..300,
@@ -217,6 +254,37 @@ mod tests {
             Err(UnpackError::Malformed)
         );
         assert_eq!(unpack(&[9, 0]), Err(UnpackError::UnknownPrecision(9)));
-        assert_eq!(unpack(&[1, 200, 1]), Err(UnpackError::Malformed));
+        assert_eq!(unpack(&[3, 200, 1]), Err(UnpackError::Malformed));
+        // A low-band bin past the low band's top.
+        assert_eq!(
+            unpack(&[3, 1, 1, 200]),
+            Err(UnpackError::BinOutOfBand((LOW_BIN_BASE + 200) as f32))
+        );
+    }
+
+    #[test]
+    fn peaks_of_an_earlier_analysis_are_refused_by_name() {
+        for tag in [1, 2] {
+            let err = unpack(&[tag, 1, 0, 30]).unwrap_err();
+            assert_eq!(err, UnpackError::EarlierAnalysis(tag));
+            assert!(err.to_string().contains("hendu index"));
+        }
+    }
+
+    #[test]
+    fn a_whole_peak_takes_two_bytes_in_either_band() {
+        let peaks = [
+            Peak {
+                frame: 10,
+                bin: 217.0,
+            },
+            Peak {
+                frame: 11,
+                bin: (LOW_BIN_BASE + LOW_BAND_HI - 1) as f32,
+            },
+        ];
+        let bytes = pack(&peaks, BinPrecision::Whole);
+        assert_eq!(bytes.len(), 2 + 2 * 2);
+        assert_eq!(unpack(&bytes).unwrap(), peaks);
     }
 }

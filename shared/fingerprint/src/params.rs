@@ -29,9 +29,9 @@ pub const BAND_LO: usize = 5;
 /// One past the highest FFT bin a peak may sit in (3.4 kHz, telephone band edge).
 pub const BAND_HI: usize = 218;
 
-/// Bits of a hash: 8 for the anchor's frequency, 7 for the frequency step to
-/// the target, 6 for the time step.
-pub const HASH_BITS: u32 = 21;
+/// Bits of a hash: 9 for the anchor's frequency (both bands' bins, see
+/// [`BIN_LIMIT`]), 7 for the frequency step to the target, 6 for the time step.
+pub const HASH_BITS: u32 = 22;
 
 /// Largest frequency step (in bins) between an anchor and its targets.
 pub const PAIR_MAX_DF: i32 = 63;
@@ -51,16 +51,28 @@ pub const LOW_FFT_SIZE: usize = 256;
 /// The low band's hop: 16 ms, the same frame grid as the main band.
 pub const LOW_HOP: usize = 16;
 
-/// Lowest and one past the highest low-band bin a peak may sit in (20-148 Hz).
+/// Lowest and one past the highest low-band bin a peak may sit in (20-301 Hz).
+/// The band overlaps the main band's lowest 15 bins on purpose: a bass line
+/// between 150 and 300 Hz is resolved to a quarter tone here and not there.
+/// On the development corpus, widening the band from 148 to 301 Hz (and its
+/// peak rates with it, 8 to 12 per second in the catalogue and 20 to 30 in
+/// queries) raised pink-noise recall at 5 dB from 97.3% to 98.2% and at 0 dB
+/// from 96.9% to 98.2%, with no never-indexed query answered.
 pub const LOW_BAND_LO: usize = 5;
 /// See [`LOW_BAND_LO`].
-pub const LOW_BAND_HI: usize = 38;
+pub const LOW_BAND_HI: usize = 77;
 
 /// Low-band peaks are numbered after the main band: low bin `b` is peak bin
 /// `LOW_BIN_BASE + b`, so that one peak list, one hash layout and one packed
 /// form carry both bands. (Main-band bins end at [`BAND_HI`]; the gap keeps a
 /// fractional main bin from touching the low band.)
 pub const LOW_BIN_BASE: usize = BAND_HI + 2 - LOW_BAND_LO;
+
+/// One past the largest whole bin a peak or its neighbour can have: the top
+/// of the low band, plus one for rounding and one for the neighbour.
+pub const BIN_LIMIT: usize = LOW_BIN_BASE + LOW_BAND_HI + 2;
+
+const _: () = assert!(BIN_LIMIT - BAND_LO <= 1 << (HASH_BITS - 13));
 
 /// Frames by which a low-band frame trails the main-band frame centred on the
 /// same instant: the windows are centred 128 ms and 32 ms after their start.
@@ -91,7 +103,7 @@ pub struct BandProfile {
 pub struct PeakProfile {
     /// The main band, 78-3400 Hz.
     pub main: BandProfile,
-    /// The low band, 20-148 Hz.
+    /// The low band, 20-301 Hz.
     pub low: BandProfile,
     /// Low-band peaks are kept only where the main band's local spectral
     /// flatness is above this (see [`crate::gate`]); `None` keeps them all.
@@ -109,7 +121,7 @@ impl PeakProfile {
         low: BandProfile {
             time_radius: 8,
             freq_radius: 4,
-            max_per_second: 8.0,
+            max_per_second: 12.0,
         },
         low_gate: None,
     };
@@ -126,7 +138,7 @@ impl PeakProfile {
         low: BandProfile {
             time_radius: 5,
             freq_radius: 2,
-            max_per_second: 20.0,
+            max_per_second: 30.0,
         },
         low_gate: Some(-0.8),
     };

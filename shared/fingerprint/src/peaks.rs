@@ -48,7 +48,7 @@ impl Band {
         frame_lag: 0,
     };
 
-    /// The low band: 20-148 Hz of the 256-point spectrogram at 1 kHz.
+    /// The low band: 20-301 Hz of the 256-point spectrogram at 1 kHz.
     pub const LOW: Band = Band {
         bins: LOW_BAND_HI + 6,
         lo: LOW_BAND_LO,

@@ -14,8 +14,8 @@
 //! spreads the candidate stands above the decoys' median.
 
 use crate::hashes::warp_bin;
-use crate::index::{Index, TRACK_GAP_FRAMES, TrackId};
-use crate::params::{BAND_HI, is_low_bin};
+use crate::index::{BIN_MASK, Index, PEAK_BIN_BITS, TRACK_GAP_FRAMES, TrackId};
+use crate::params::{BAND_HI, BIN_LIMIT, is_low_bin};
 use crate::peaks::Peak;
 
 /// Decoy alignments per verification.
@@ -34,7 +34,7 @@ pub(crate) struct QueryGrid {
     low: bool,
 }
 
-const WORDS_PER_FRAME: usize = 4;
+const WORDS_PER_FRAME: usize = BIN_LIMIT.div_ceil(64);
 
 impl QueryGrid {
     /// Rebuilds the grid from the query's peaks warped to `speed`.
@@ -54,7 +54,9 @@ impl QueryGrid {
         for p in peaks {
             let t = (p.frame as f32 * speed).round() as usize;
             let low = is_low_bin(p.bin);
-            let b = warp_bin(p.bin, speed).round().clamp(0.0, 255.0) as usize;
+            let b = warp_bin(p.bin, speed)
+                .round()
+                .clamp(0.0, (BIN_LIMIT - 2) as f32) as usize;
             // A main-band peak warped past the band's top could pose as a
             // low-band one.
             if t >= frames || (!low && b > BAND_HI) {
@@ -87,7 +89,7 @@ impl QueryGrid {
                 return false;
             }
             let base = row as usize * WORDS_PER_FRAME;
-            (bin.saturating_sub(1)..=(bin + 1).min(255))
+            (bin.saturating_sub(1)..=(bin + 1).min(BIN_LIMIT - 1))
                 .any(|b| self.words[base + b / 64] & (1 << (b % 64)) != 0)
         })
     }
@@ -111,7 +113,10 @@ fn coincidences(index: &Index, track: TrackId, offset: i64, grid: &QueryGrid) ->
     index
         .track_peaks_between(track, offset - 1, to + 1)
         .iter()
-        .filter(|&&p| grid.covers(p & 0xff) && grid.near(i64::from(p >> 8) - offset, p & 0xff))
+        .filter(|&&p| {
+            grid.covers(p & BIN_MASK)
+                && grid.near(i64::from(p >> PEAK_BIN_BITS) - offset, p & BIN_MASK)
+        })
         .count() as u32
 }
 

@@ -39,7 +39,7 @@ pub const MEDIA_TYPE: &str = "application/vnd.hendu.sample-fingerprint";
 pub const MAGIC: &[u8; 4] = b"HNDU";
 pub const VERSION: u8 = 1;
 /// The analysis this build's peaks come from.
-/// (3: a low band, 20-148 Hz, beside the main band; 2 had the main band
+/// (3: a low band, 20-301 Hz, beside the main band; 2 had the main band
 /// from 78 Hz only; 1 took it from 312 Hz.)
 pub const ANALYSIS: u8 = 3;
 /// The longest sample, in milliseconds (one hour).
