@@ -46,7 +46,7 @@ pub enum UnpackError {
     UnknownPrecision(u8),
     #[error(
         "peaks packed by an earlier analysis (packing {0}): fingerprint the audio again \
-         (for a catalogue: hendu index)"
+         with this version (a catalogue: index it into an empty store)"
     )]
     EarlierAnalysis(u8),
     #[error("packed peaks are truncated or malformed")]
@@ -267,7 +267,7 @@ mod tests {
         for tag in [1, 2] {
             let err = unpack(&[tag, 1, 0, 30]).unwrap_err();
             assert_eq!(err, UnpackError::EarlierAnalysis(tag));
-            assert!(err.to_string().contains("hendu index"));
+            assert!(err.to_string().contains("empty store"));
         }
     }
 
