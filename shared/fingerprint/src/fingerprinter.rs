@@ -238,3 +238,71 @@ pub fn fingerprint_clip(clip: &Clip, profile: PeakProfile) -> Vec<Peak> {
     fp.finish(&mut peaks);
     peaks
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::{FRAME_SECONDS, LOW_BIN_BASE, is_low_bin};
+
+    /// Five bursts of a tone at `hz`, each `on_s` long, 0.8 s apart, the
+    /// first at 0.4 s.
+    fn bursts(hz: f32, on_s: f32, rate: u32) -> Clip {
+        let at = |s: f32| (s * rate as f32) as usize;
+        let mut samples = vec![0.0; at(4.4)];
+        for k in 0..5 {
+            let from = at(0.4 + 0.8 * k as f32);
+            for (i, x) in samples.iter_mut().enumerate().skip(from).take(at(on_s)) {
+                *x = 0.5 * (std::f32::consts::TAU * hz * i as f32 / rate as f32).sin();
+            }
+        }
+        Clip {
+            sample_rate: rate,
+            samples,
+        }
+    }
+
+    fn split(peaks: &[Peak]) -> (Vec<Peak>, Vec<Peak>) {
+        peaks.iter().partition(|p| !is_low_bin(p.bin))
+    }
+
+    #[test]
+    fn a_250_hz_tone_peaks_at_its_bin_in_both_bands_at_the_same_instants() {
+        // 64 ms bursts: exactly one main-band window (64 ms) fits each, and the
+        // low band's 256 ms window weighs a burst most when centred on it, so
+        // both bands put a burst's peak where their window is centred on it.
+        let peaks = fingerprint_clip(&bursts(250.0, 0.064, 44_100), PeakProfile::CATALOGUE);
+        let (main, low) = split(&peaks);
+        // 250 Hz is main bin 16.0 (15.6 Hz bins) and low bin 64.0 (3.9 Hz bins).
+        assert_eq!(main.len(), 5, "one main-band peak per burst: {main:?}");
+        assert_eq!(low.len(), 5, "one low-band peak per burst: {low:?}");
+        for p in &main {
+            assert!((p.bin - 16.0).abs() < 0.25, "{p:?}");
+        }
+        for p in &low {
+            assert!((p.bin - (LOW_BIN_BASE as f32 + 64.0)).abs() < 0.25, "{p:?}");
+        }
+        // The bands' frames describe the same instants (a frame apart at most;
+        // without the low band's lag they would be six apart).
+        for (m, l) in main.iter().zip(&low) {
+            assert!(m.frame.abs_diff(l.frame) <= 1, "main {m:?}, low {l:?}");
+            let burst_centre =
+                0.4 + 0.032 + 0.8 * (f64::from(m.frame) * FRAME_SECONDS / 0.8).floor();
+            let window_centre = f64::from(m.frame) * FRAME_SECONDS + 0.032;
+            assert!((window_centre - burst_centre).abs() <= 0.016, "{m:?}");
+        }
+    }
+
+    #[test]
+    fn a_tone_below_the_main_band_peaks_only_in_the_low_band() {
+        let peaks = fingerprint_clip(&bursts(60.0, 0.2, 8_000), PeakProfile::CATALOGUE);
+        let (main, low) = split(&peaks);
+        assert!(main.is_empty(), "60 Hz is below the main band: {main:?}");
+        assert_eq!(low.len(), 5, "{low:?}");
+        for p in &low {
+            assert!(
+                (p.bin - (LOW_BIN_BASE as f32 + 15.36)).abs() < 0.25,
+                "{p:?}"
+            );
+        }
+    }
+}
