@@ -22,7 +22,8 @@ use crate::spectrogram::Stft;
 ///
 /// Memory is bounded whatever the stream's length: two resampler chunks, two
 /// STFT windows, the pickers' neighbourhoods and a density block of peaks
-/// each. Peaks come out about half a second behind the input.
+/// each, and the gate's three blocks of flatness. Peaks come out up to about
+/// a second behind the input ([`Fingerprinter::final_before`]).
 ///
 /// ```
 /// use hendu_fingerprint::{Fingerprinter, PeakProfile};
@@ -47,6 +48,8 @@ pub struct Fingerprinter {
     gate: Option<LowGate>,
     resampled: Vec<f32>,
     low_resampled: Vec<f32>,
+    /// Every peak before this frame has been emitted.
+    final_before: u32,
 }
 
 /// One band's STFT and picker, and its peaks not yet merged into the output.
@@ -114,6 +117,7 @@ impl Fingerprinter {
             gate: profile.low_gate.map(LowGate::new),
             resampled: Vec::new(),
             low_resampled: Vec::new(),
+            final_before: 0,
         }
     }
 
@@ -130,8 +134,14 @@ impl Fingerprinter {
             .main
             .picker
             .emitted_before()
-            .min(self.low.picker.emitted_before());
+            .min(self.low.picker.emitted_before())
+            .min(self.gate.as_ref().map_or(u32::MAX, LowGate::judged_before));
         self.merge(ready, out);
+        self.final_before = self.final_before.max(ready);
+        // Later peaks of either band come at `ready` or after.
+        if let Some(gate) = self.gate.as_mut() {
+            gate.forget_before(ready);
+        }
     }
 
     /// Ends the stream; appends the remaining peaks to `out`.
@@ -147,11 +157,19 @@ impl Fingerprinter {
         self.main.finish();
         self.low.finish();
         self.merge(u32::MAX, out);
+        self.final_before = u32::MAX;
     }
 
     /// STFT frames analysed so far (the stream's length in frames).
     pub fn frames(&self) -> u32 {
         self.main.frames
+    }
+
+    /// Every peak before this frame has been emitted (peaks come out up to
+    /// about a second behind the input: a density block of each band, the
+    /// resampler's delay and, for queries, the gate's next block).
+    pub fn final_before(&self) -> u32 {
+        self.final_before
     }
 
     /// Moves the pending peaks of both bands before frame `ready` to `out`,
@@ -304,5 +322,27 @@ mod tests {
                 "{p:?}"
             );
         }
+    }
+    #[test]
+    fn a_query_low_band_peak_leaves_only_once_its_gate_blocks_are_complete() {
+        // Noise opens the gate; a peak judged on a block still filling could
+        // get another verdict when the stream is cut into other chunks.
+        let samples = crate::synth::white_noise(5, 44_100 * 8);
+        let mut fp = Fingerprinter::new(44_100, PeakProfile::QUERY);
+        let (mut peaks, mut low) = (Vec::new(), 0);
+        for chunk in samples.chunks(333) {
+            let before = peaks.len();
+            fp.push(chunk, &mut peaks);
+            let judged = fp.gate.as_ref().map_or(0, LowGate::judged_before);
+            for p in peaks[before..].iter().filter(|p| is_low_bin(p.bin)) {
+                assert!(
+                    p.frame < judged,
+                    "{p:?} left before frame {judged} was judged"
+                );
+                low += 1;
+            }
+            assert!(peaks.last().is_none_or(|p| p.frame < fp.final_before()));
+        }
+        assert!(low > 20, "low-band peaks: {low}");
     }
 }

@@ -87,6 +87,23 @@ impl LowGate {
         }
     }
 
+    /// Low-band peaks before this main-band frame can be judged: the blocks
+    /// they are judged by (their own and one either side) are complete, so
+    /// the verdict does not depend on how the stream was cut into chunks.
+    pub fn judged_before(&self) -> u32 {
+        (self.frames / BLOCK_FRAMES).saturating_sub(1) * BLOCK_FRAMES
+    }
+
+    /// Forgets what only peaks before `frame` could need: the caller will ask
+    /// about none of them again. (Keeps memory bounded on a long stream whose
+    /// low band is silent, where [`LowGate::passes`] is never called.)
+    pub fn forget_before(&mut self, frame: u32) {
+        let needed = (frame / BLOCK_FRAMES).saturating_sub(1);
+        while self.blocks.front().is_some_and(|&(b, _, _)| b < needed) {
+            self.blocks.pop_front();
+        }
+    }
+
     /// Whether a low-band peak at main-band `frame` passes: the main band's
     /// flatness around it is that of noise. Forgets the blocks before the
     /// one before `frame`'s (peaks are asked about in time order).
@@ -140,5 +157,27 @@ mod tests {
         stft.push(&signal, |frame| gate.push_frame(frame));
         assert!(!gate.passes(3 * 62));
         assert!(gate.passes(9 * 62));
+    }
+
+    #[test]
+    fn judgement_waits_for_complete_blocks_and_memory_stays_bounded() {
+        let mut stft = Stft::new();
+        let mut gate = LowGate::new(-0.8);
+        let noise = synth::white_noise(7, 8_000 * 60);
+        let mut most = 0;
+        stft.push(&noise, |frame| {
+            gate.push_frame(frame);
+            // A peak before `judged_before` has its own block and the next one
+            // complete.
+            let judged = gate.judged_before();
+            assert!(
+                judged + 2 * BLOCK_FRAMES > gate.frames
+                    && judged + BLOCK_FRAMES <= gate.frames.max(BLOCK_FRAMES)
+            );
+            gate.forget_before(judged);
+            most = most.max(gate.blocks.len());
+        });
+        assert!(most <= 4, "blocks held: {most}");
+        assert!(gate.passes(gate.judged_before() - 1));
     }
 }

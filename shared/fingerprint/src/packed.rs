@@ -26,7 +26,7 @@
 //! assert_eq!(unpack(&bytes).unwrap(), peaks);
 //! ```
 
-use crate::params::{BAND_HI, LOW_BAND_HI, LOW_BIN_BASE, is_low_bin};
+use crate::params::{BAND_HI, LOW_BAND_HI, LOW_BAND_LO, LOW_BIN_BASE, is_low_bin};
 use crate::peaks::Peak;
 
 /// How precisely bins are kept.
@@ -135,12 +135,14 @@ pub fn unpack(bytes: &[u8]) -> Result<Vec<Peak>, UnpackError> {
                 f32::from(u16::from_le_bytes([b[0], b[1]])) / 256.0
             }
         };
-        let (base, top) = if word & 1 == 1 {
-            (LOW_BIN_BASE, LOW_BAND_HI)
+        let (base, bottom, top) = if word & 1 == 1 {
+            (LOW_BIN_BASE, LOW_BAND_LO, LOW_BAND_HI)
         } else {
-            (0, BAND_HI)
+            (0, 0, BAND_HI)
         };
-        if bin > top as f32 + 1.0 {
+        // A peak may sit half a bin outside its band, never more: a low-band
+        // peak further down would read as a main-band one.
+        if bin < bottom as f32 - 0.5 || bin > top as f32 + 1.0 {
             return Err(UnpackError::BinOutOfBand(bin + base as f32));
         }
         peaks.push(Peak {
@@ -238,6 +240,27 @@ mod tests {
         fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
             let _ = unpack(&bytes);
         }
+
+        #[test]
+        fn arbitrary_peak_bytes_never_panic_and_stay_in_their_band(
+            tag in 3u8..=4,
+            count in 0u8..40,
+            body in prop::collection::vec(any::<u8>(), 0..120),
+        ) {
+            let mut bytes = vec![tag, count];
+            bytes.extend(body);
+            if let Ok(peaks) = unpack(&bytes) {
+                for p in peaks {
+                    let main = p.bin <= BAND_HI as f32 + 1.0;
+                    let low = is_low_bin(p.bin)
+                        && p.bin <= (LOW_BIN_BASE + LOW_BAND_HI) as f32 + 1.0;
+                    prop_assert!(main || low, "{p:?}");
+                    // Packing again keeps the band.
+                    let again = unpack(&pack(&[p], BinPrecision::Fine)).unwrap();
+                    prop_assert_eq!(is_low_bin(again[0].bin), is_low_bin(p.bin));
+                }
+            }
+        }
     }
 
     #[test]
@@ -255,10 +278,15 @@ mod tests {
         );
         assert_eq!(unpack(&[9, 0]), Err(UnpackError::UnknownPrecision(9)));
         assert_eq!(unpack(&[3, 200, 1]), Err(UnpackError::Malformed));
-        // A low-band bin past the low band's top.
+        // A low-band bin past the low band's top, and one below its bottom
+        // (which would read as a main-band bin).
         assert_eq!(
             unpack(&[3, 1, 1, 200]),
             Err(UnpackError::BinOutOfBand((LOW_BIN_BASE + 200) as f32))
+        );
+        assert_eq!(
+            unpack(&[3, 1, 1, 2]),
+            Err(UnpackError::BinOutOfBand((LOW_BIN_BASE + 2) as f32))
         );
     }
 

@@ -93,13 +93,14 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// Feeds the next peaks of the recording (in time order) and the number of
-    /// frames analysed so far; appends the segments that are complete to `out`.
-    pub fn push(&mut self, peaks: &[Peak], frames_so_far: u32, out: &mut Vec<Segment>) {
+    /// Feeds the next peaks of the recording (in time order) and the frame
+    /// before which every peak has been fed ([`crate::Fingerprinter::final_before`]);
+    /// appends the segments that are complete to `out`.
+    pub fn push(&mut self, peaks: &[Peak], final_before: u32, out: &mut Vec<Segment>) {
         self.peaks.extend(peaks.iter().copied());
         // A window is ready once its peaks, and the targets its last anchors
-        // pair with, have all been picked (the picker lags about half a second).
-        while self.next_start + self.window + PAIR_MAX_DT + 64 <= frames_so_far {
+        // pair with, have all been picked.
+        while self.next_start + self.window + PAIR_MAX_DT <= final_before {
             self.scan_window(self.window, out);
         }
     }

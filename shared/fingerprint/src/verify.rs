@@ -15,7 +15,7 @@
 
 use crate::hashes::warp_bin;
 use crate::index::{BIN_MASK, Index, PEAK_BIN_BITS, TRACK_GAP_FRAMES, TrackId};
-use crate::params::{BAND_HI, BIN_LIMIT, is_low_bin};
+use crate::params::{BAND_HI, BIN_LIMIT, LOW_BAND_LO, LOW_BIN_BASE, is_low_bin};
 use crate::peaks::Peak;
 
 /// Decoy alignments per verification.
@@ -54,12 +54,15 @@ impl QueryGrid {
         for p in peaks {
             let t = (p.frame as f32 * speed).round() as usize;
             let low = is_low_bin(p.bin);
-            let b = warp_bin(p.bin, speed)
-                .round()
-                .clamp(0.0, (BIN_LIMIT - 2) as f32) as usize;
-            // A main-band peak warped past the band's top could pose as a
-            // low-band one.
-            if t >= frames || (!low && b > BAND_HI) {
+            let b = warp_bin(p.bin, speed).round().max(0.0) as usize;
+            // A peak warped out of its band could pose as one of the other
+            // band, or leave the grid.
+            let out_of_band = if low {
+                !(LOW_BIN_BASE + LOW_BAND_LO - 1..BIN_LIMIT - 1).contains(&b)
+            } else {
+                b > BAND_HI
+            };
+            if t >= frames || out_of_band {
                 continue;
             }
             self.main |= !low;
@@ -84,13 +87,22 @@ impl QueryGrid {
 
     fn near(&self, t: i64, bin: u32) -> bool {
         let bin = bin as usize;
+        // The neighbours in the catalogue peak's own band only: the bands'
+        // edge bins (218 and 219) are adjacent in the numbering, not in Hz.
+        let (lo, hi) = if is_low_bin(bin as f32) {
+            (
+                (bin - 1).max(LOW_BIN_BASE + LOW_BAND_LO - 1),
+                (bin + 1).min(BIN_LIMIT - 1),
+            )
+        } else {
+            (bin.saturating_sub(1), (bin + 1).min(BAND_HI))
+        };
         (t - 1..=t + 1).any(|row| {
             if row < 0 || row as usize >= self.frames {
                 return false;
             }
             let base = row as usize * WORDS_PER_FRAME;
-            (bin.saturating_sub(1)..=(bin + 1).min(BIN_LIMIT - 1))
-                .any(|b| self.words[base + b / 64] & (1 << (b % 64)) != 0)
+            (lo..=hi).any(|b| self.words[base + b / 64] & (1 << (b % 64)) != 0)
         })
     }
 }

@@ -217,9 +217,14 @@ fn unknown_audio_is_not_confidently_matched() {
 
 #[test]
 fn chunking_does_not_change_the_fingerprint() {
-    let samples = music(11, 6.0, 44_100);
-    let run = |chunk: usize| {
-        let mut fp = Fingerprinter::new(44_100, PeakProfile::QUERY);
+    // Clean music, then bass-heavy music drowned in noise, where the query's
+    // low-band gate opens: chunk boundaries must not move its verdicts.
+    let rate = 44_100;
+    let mut samples = music(11, 4.0, rate);
+    let bass = bass_heavy(12, 4.0, rate);
+    samples.extend(mix_at_snr(&bass, &white_noise(13, bass.len()), 0.0));
+    let run = |profile: PeakProfile, chunk: usize| {
+        let mut fp = Fingerprinter::new(rate, profile);
         let mut peaks = Vec::new();
         for c in samples.chunks(chunk) {
             fp.push(c, &mut peaks);
@@ -227,10 +232,14 @@ fn chunking_does_not_change_the_fingerprint() {
         fp.finish(&mut peaks);
         peaks
     };
-    let whole = run(samples.len());
-    assert!(whole.len() > 100);
-    for chunk in [1, 333, 4096] {
-        assert_eq!(run(chunk), whole, "chunk {chunk}");
+    for profile in [PeakProfile::QUERY, PeakProfile::CATALOGUE] {
+        let whole = run(profile, samples.len());
+        assert!(whole.len() > 100);
+        let low = whole.iter().filter(|p| is_low_bin(p.bin)).count();
+        assert!(low > 20, "low-band peaks: {low}");
+        for chunk in [1, 333, 4096] {
+            assert_eq!(run(profile, chunk), whole, "chunk {chunk}");
+        }
     }
 }
 

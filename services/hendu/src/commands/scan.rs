@@ -92,7 +92,7 @@ pub fn run(args: &ScanArgs) -> Result<i32> {
             .get_or_insert_with(|| Fingerprinter::new(chunk.sample_rate, PeakProfile::QUERY));
         peaks.clear();
         fp.push(chunk.samples, &mut peaks);
-        scanner.push(&peaks, fp.frames(), &mut segments);
+        scanner.push(&peaks, fp.final_before(), &mut segments);
         if !segments.is_empty() {
             emit(&mut segments)?;
         }
