@@ -12,8 +12,7 @@
 //! no new spectrogram is needed.
 
 use crate::params::{
-    BAND_HI, BAND_LO, HASH_BITS, LOW_BAND_HI, LOW_BAND_LO, LOW_BIN_BASE, PAIR_MAX_DF, PAIR_MAX_DT,
-    PAIR_MIN_DT, is_low_bin,
+    BAND_LO, HASH_BITS, LOW_BIN_BASE, PAIR_MAX_DF, PAIR_MAX_DT, PAIR_MIN_DT, band_bins, is_low_bin,
 };
 use crate::peaks::Peak;
 
@@ -55,12 +54,7 @@ impl GridPeak {
 
     /// Whether the peak may anchor a pair: inside its band.
     fn in_band(self) -> bool {
-        let (lo, hi) = if self.low {
-            (LOW_BIN_BASE + LOW_BAND_LO, LOW_BIN_BASE + LOW_BAND_HI)
-        } else {
-            (BAND_LO, BAND_HI)
-        };
-        (lo as i32..hi as i32).contains(&self.bin)
+        usize::try_from(self.bin).is_ok_and(|b| band_bins(self.low).contains(&b))
     }
 }
 

@@ -85,6 +85,16 @@ pub const LOW_LAG_FRAMES: u32 = ((LOW_FFT_SIZE / 2) as u32 * SAMPLE_RATE / LOW_S
     - (FFT_SIZE / 2) as u32)
     / HOP as u32;
 
+/// The whole bins a band's peaks may sit in, in the peak numbering (the low
+/// band's after [`LOW_BIN_BASE`]).
+pub fn band_bins(low: bool) -> std::ops::Range<usize> {
+    if low {
+        LOW_BIN_BASE + LOW_BAND_LO..LOW_BIN_BASE + LOW_BAND_HI
+    } else {
+        BAND_LO..BAND_HI
+    }
+}
+
 /// True when a peak bin (as emitted, before any warping) is in the low band.
 pub fn is_low_bin(bin: f32) -> bool {
     bin >= (LOW_BIN_BASE + LOW_BAND_LO) as f32 - 0.5

@@ -15,7 +15,7 @@
 
 use crate::hashes::warp_bin;
 use crate::index::{BIN_MASK, Index, PEAK_BIN_BITS, TRACK_GAP_FRAMES, TrackId};
-use crate::params::{BAND_HI, BIN_LIMIT, LOW_BAND_LO, LOW_BIN_BASE, is_low_bin};
+use crate::params::{BIN_LIMIT, band_bins, is_low_bin};
 use crate::peaks::Peak;
 
 /// Decoy alignments per verification.
@@ -57,12 +57,7 @@ impl QueryGrid {
             let b = warp_bin(p.bin, speed).round().max(0.0) as usize;
             // A peak warped out of its band could pose as one of the other
             // band, or leave the grid.
-            let out_of_band = if low {
-                !(LOW_BIN_BASE + LOW_BAND_LO - 1..BIN_LIMIT - 1).contains(&b)
-            } else {
-                b > BAND_HI
-            };
-            if t >= frames || out_of_band {
+            if t >= frames || !grid_span(low).contains(&b) {
                 continue;
             }
             self.main |= !low;
@@ -89,14 +84,8 @@ impl QueryGrid {
         let bin = bin as usize;
         // The neighbours in the catalogue peak's own band only: the bands'
         // edge bins (218 and 219) are adjacent in the numbering, not in Hz.
-        let (lo, hi) = if is_low_bin(bin as f32) {
-            (
-                (bin - 1).max(LOW_BIN_BASE + LOW_BAND_LO - 1),
-                (bin + 1).min(BIN_LIMIT - 1),
-            )
-        } else {
-            (bin.saturating_sub(1), (bin + 1).min(BAND_HI))
-        };
+        let span = grid_span(is_low_bin(bin as f32));
+        let (lo, hi) = ((bin - 1).max(*span.start()), (bin + 1).min(*span.end()));
         (t - 1..=t + 1).any(|row| {
             if row < 0 || row as usize >= self.frames {
                 return false;
@@ -105,6 +94,13 @@ impl QueryGrid {
             (lo..=hi).any(|b| self.words[base + b / 64] & (1 << (b % 64)) != 0)
         })
     }
+}
+
+/// Grid bins a band's query peaks are kept in: the band's bins and one
+/// either side, where a warped peak rounds to (never the other band's).
+fn grid_span(low: bool) -> std::ops::RangeInclusive<usize> {
+    let bins = band_bins(low);
+    bins.start - 1..=bins.end
 }
 
 /// The outcome of a verification.
