@@ -1,16 +1,17 @@
 //! The administrators' device API.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use hendu_service::ApiError;
-use hendu_storage::model::{Device, Imei, NewDevice, Secret};
+use hendu_service::accounts::json_body;
+use hendu_service::{ApiError, Principal};
+use hendu_storage::credentials::{Purpose, new_device_secret};
+use hendu_storage::model::{Device, Imei, NewDevice};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
-use crate::auth::admin;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -27,6 +28,9 @@ pub struct DeviceView {
     pub name: String,
     pub location: Option<String>,
     pub enabled: bool,
+    /// False for a device registered before secrets were made by the
+    /// server: it cannot sign in until its secret is rotated.
+    pub has_secret: bool,
 }
 
 impl From<Device> for DeviceView {
@@ -37,8 +41,18 @@ impl From<Device> for DeviceView {
             name: d.name,
             location: d.location,
             enabled: d.enabled,
+            has_secret: d.secret_digest.is_some(),
         }
     }
+}
+
+/// A device with its new secret: the only time the secret is shown.
+#[derive(Debug, Serialize)]
+struct WithSecret {
+    #[serde(flatten)]
+    device: DeviceView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -47,39 +61,45 @@ struct Registration {
     imei: String,
     name: String,
     location: Option<String>,
-    secret: String,
+    /// Refused with a clear message: secrets are the server's to make.
+    secret: Option<serde_json::Value>,
 }
 
 fn imei(s: &str) -> Result<Imei, ApiError> {
     Imei::parse(s).map_err(|e| ApiError::bad_request("invalid_imei", e.to_string()))
 }
 
-fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not valid: {e}")))
-}
+const WHAT: &str = "manage devices";
 
 async fn register(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    principal: Principal,
     body: bytes::Bytes,
 ) -> Result<Response, ApiError> {
-    admin(&state.storage, &state.auth, &headers).await?;
+    principal.require_admin(WHAT)?;
     let r: Registration = json_body(&body)?;
-    let new = NewDevice::new(
-        imei(&r.imei)?,
-        &r.name,
-        r.location.as_deref(),
-        Secret::new(r.secret),
-    )
-    .map_err(|e| ApiError::unprocessable("invalid_input", e.to_string()))?;
+    if r.secret.is_some() {
+        return Err(ApiError::unprocessable(
+            "invalid_input",
+            "device secrets are made by the server and returned once; leave out `secret`",
+        ));
+    }
+    let secret = new_device_secret();
+    let digest = state
+        .auth
+        .key()
+        .digest(Purpose::DeviceSecret, secret.expose());
+    let new = NewDevice::new(imei(&r.imei)?, &r.name, r.location.as_deref(), digest)?;
     let device = state.storage.relational.add_device(&new).await?;
-    tracing::info!(imei = %device.imei.as_str(), device = device.id, "device registered");
+    tracing::info!(imei = %device.imei.as_str(), device = device.id, by = principal.user.id, "device registered");
     let location = format!("/v1/devices/{}", device.imei.as_str());
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
-        Json(DeviceView::from(device)),
+        Json(WithSecret {
+            device: device.into(),
+            secret: Some(secret.expose().to_owned()),
+        }),
     )
         .into_response())
 }
@@ -95,34 +115,59 @@ async fn found(state: &AppState, imei: &Imei) -> Result<Device, ApiError> {
 
 async fn one(
     State(state): State<AppState>,
+    principal: Principal,
     Path(raw): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Json<DeviceView>, ApiError> {
-    admin(&state.storage, &state.auth, &headers).await?;
+    principal.require_admin(WHAT)?;
     Ok(Json(found(&state, &imei(&raw)?).await?.into()))
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Change {
-    enabled: bool,
+    enabled: Option<bool>,
+    /// Makes a new secret (returned once); the old one stops working.
+    #[serde(default)]
+    rotate_secret: bool,
 }
 
 async fn change(
     State(state): State<AppState>,
+    principal: Principal,
     Path(raw): Path<String>,
-    headers: HeaderMap,
     body: bytes::Bytes,
-) -> Result<Json<DeviceView>, ApiError> {
-    admin(&state.storage, &state.auth, &headers).await?;
+) -> Result<Response, ApiError> {
+    principal.require_admin(WHAT)?;
     let imei = imei(&raw)?;
     let change: Change = json_body(&body)?;
     found(&state, &imei).await?;
-    state
-        .storage
-        .relational
-        .set_device_enabled(&imei, change.enabled)
-        .await?;
-    tracing::info!(imei = %imei.as_str(), enabled = change.enabled, "device changed");
-    Ok(Json(found(&state, &imei).await?.into()))
+    if let Some(enabled) = change.enabled {
+        state
+            .storage
+            .relational
+            .set_device_enabled(&imei, enabled)
+            .await?;
+        tracing::info!(imei = %imei.as_str(), enabled, "device changed");
+    }
+    let secret = if change.rotate_secret {
+        let secret = new_device_secret();
+        let digest = state
+            .auth
+            .key()
+            .digest(Purpose::DeviceSecret, secret.expose());
+        state
+            .storage
+            .relational
+            .set_device_secret(&imei, &digest)
+            .await?;
+        tracing::info!(imei = %imei.as_str(), "device secret rotated");
+        Some(secret)
+    } else {
+        None
+    };
+    Ok(Json(WithSecret {
+        device: found(&state, &imei).await?.into(),
+        secret: secret.map(|s| s.expose().to_owned()),
+    })
+    .into_response())
 }

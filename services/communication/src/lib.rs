@@ -9,24 +9,24 @@
 //!   its source, location and capture instant, and queued for recognition:
 //!   `202 Accepted`. Unknown device or wrong secret: 401; disabled: 403;
 //!   nothing is stored.
-//! - Administrators (HTTP Basic with an admin user's e-mail and password)
-//!   register devices: `POST /v1/devices`, `GET /v1/devices/{imei}`,
-//!   `PATCH /v1/devices/{imei}` (`{"enabled": false}`).
+//! - Administrators (with an API token) register devices: `POST
+//!   /v1/devices` (the server makes the device's secret and shows it once),
+//!   `GET /v1/devices/{imei}`, `PATCH /v1/devices/{imei}` (`{"enabled":
+//!   false}`, `{"rotate_secret": true}`).
+//! - The accounts API (`/v1/tokens`, `/v1/users`, from `hendu_service::accounts`).
 //!
 //! # Layout
-//! - [`auth`]: device secrets and administrators' passwords.
 //! - [`samples`]: the sample upload.
 //! - [`devices`]: the administrators' device API.
 
-pub mod auth;
 pub mod devices;
 pub mod samples;
 
-use std::sync::Arc;
-
 use anyhow::Context;
-use hendu_service::Application;
+use hendu_service::accounts::{self, AccountsState};
+use hendu_service::limits::CpuQueue;
 use hendu_service::settings::var_or;
+use hendu_service::{Application, Auth};
 use hendu_storage::Storage;
 use hendu_storage::model::{NewUser, Role, Secret};
 
@@ -35,15 +35,19 @@ pub const DEFAULT_PORT: u16 = 8080;
 
 pub mod vars {
     pub const MAX_SAMPLE_BYTES: &str = "HENDU_MAX_SAMPLE_BYTES";
+    pub const MAX_SAMPLE_S: &str = "HENDU_MAX_SAMPLE_S";
     pub const ADMIN_EMAIL: &str = "HENDU_ADMIN_EMAIL";
     pub const ADMIN_PASSWORD: &str = "HENDU_ADMIN_PASSWORD";
 }
 
 const DEFAULT_MAX_SAMPLE: usize = 16_000_000;
+const DEFAULT_MAX_SAMPLE_S: f64 = 3600.0;
 
 const HELP: &str =
     "  HENDU_MAX_SAMPLE_BYTES  largest sample upload in bytes (default 16000000: 30 s of
                           CD-quality WAV is 5.3 MB)
+  HENDU_MAX_SAMPLE_S      longest sample audio in seconds; decoding stops there
+                          (default 3600)
   HENDU_ADMIN_EMAIL, HENDU_ADMIN_PASSWORD
                           at start, create this administrator if no user has the
                           e-mail (the password is never printed; at least 12 characters)
@@ -62,6 +66,7 @@ pub struct Cli {}
 #[derive(Debug, Clone)]
 pub struct Config {
     pub max_sample_bytes: usize,
+    pub max_sample_s: f64,
     /// The administrator to create at start, if any.
     pub admin: Option<(String, Secret)>,
 }
@@ -71,6 +76,10 @@ impl Config {
     /// A malformed variable, or only one of the administrator's two.
     pub fn from_env() -> anyhow::Result<Self> {
         let max_sample_bytes = var_or(vars::MAX_SAMPLE_BYTES, DEFAULT_MAX_SAMPLE, "a byte count")?;
+        let max_sample_s: f64 = var_or(vars::MAX_SAMPLE_S, DEFAULT_MAX_SAMPLE_S, "seconds")?;
+        if !(max_sample_s > 0.0 && max_sample_s <= DEFAULT_MAX_SAMPLE_S) {
+            anyhow::bail!("{} must be within (0, 3600]", vars::MAX_SAMPLE_S);
+        }
         let get = |k| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         let admin = match (get(vars::ADMIN_EMAIL), get(vars::ADMIN_PASSWORD)) {
             (Some(email), Some(password)) => Some((email, Secret::new(password))),
@@ -83,6 +92,7 @@ impl Config {
         };
         Ok(Self {
             max_sample_bytes,
+            max_sample_s,
             admin,
         })
     }
@@ -120,15 +130,33 @@ pub async fn bootstrap_admin(storage: &Storage, config: &Config) -> anyhow::Resu
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub storage: Storage,
-    pub auth: Arc<auth::Verifier>,
+    pub auth: Auth,
+    pub cpu: CpuQueue,
+    pub stopping: tokio_util::sync::CancellationToken,
+    pub max_sample_bytes: usize,
+    pub max_sample_s: f64,
 }
 
-/// Adds the communication routes to `app`.
+impl axum::extract::FromRef<AppState> for Auth {
+    fn from_ref(state: &AppState) -> Self {
+        state.auth.clone()
+    }
+}
+
+/// Adds the communication routes, and the accounts API, to `app`.
 pub fn install(app: &mut Application, config: &Config) {
     let state = AppState {
         storage: app.storage.clone(),
-        auth: Arc::new(auth::Verifier::default()),
+        auth: app.auth.clone(),
+        cpu: app.cpu.clone(),
+        stopping: app.stopping(),
+        max_sample_bytes: config.max_sample_bytes,
+        max_sample_s: config.max_sample_s,
     };
-    app.route(samples::router(state.clone(), config.max_sample_bytes));
+    app.route(samples::router(state.clone()));
     app.route(devices::router(state));
+    app.route(accounts::router(AccountsState {
+        storage: app.storage.clone(),
+        auth: app.auth.clone(),
+    }));
 }

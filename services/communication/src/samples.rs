@@ -1,77 +1,156 @@
 //! `POST /v1/devices/{imei}/samples`: a sensor's sample in, queued for recognition.
+//!
+//! The request is judged from its head first: the device and its secret,
+//! then the declared length. Only a known device's body within the limit is
+//! read, and audio is decoded behind the service's bounded CPU queue,
+//! stopping at the duration limit or when the client goes away.
 
 use std::io::Cursor;
 
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use bytes::Bytes;
 use hendu_fingerprint::packed::{BinPrecision, pack};
 use hendu_fingerprint::wire::{MEDIA_TYPE, SampleFingerprint};
-use hendu_fingerprint::{AudioReader, PeakProfile, fingerprint_reader};
+use hendu_fingerprint::{AudioReader, DecodeLimits, PeakProfile, fingerprint_reader};
 use hendu_service::ApiError;
+use hendu_service::audio::{self, CancelOnDrop};
+use hendu_service::auth::{client_addr, unauthorized};
 use hendu_storage::Queue;
-use hendu_storage::model::{Device, Imei, NewSample, Secret, Source};
+use hendu_storage::model::{Device, Imei, NewSample, Source};
 use hendu_storage::queue::SampleQueued;
-use serde_json::{Value, json};
+use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::AppState;
-use crate::auth::unauthorized;
 
 pub const SECRET_HEADER: &str = "x-hendu-device-secret";
 pub const CAPTURED_AT_HEADER: &str = "x-hendu-captured-at";
 /// Capture instants further ahead of the server's clock are refused.
 const MAX_CLOCK_AHEAD: time::Duration = time::Duration::minutes(10);
+/// Capture instants before 2000-01-01 are refused (a device without a
+/// clock counts from 1970 or year 0; such a time can never be a play's time).
+const EARLIEST_CAPTURE_S: i64 = 946_684_800;
+/// The most packed peaks stored for one sample. The format's own limits
+/// (peaks per second, one hour) keep a real sample under 3 MB; this keeps
+/// any document well inside what MongoDB holds (16 MB).
+const MAX_STORED_PEAKS: usize = 8 << 20;
 
-pub fn router(state: AppState, max_bytes: usize) -> Router {
+pub fn router(state: AppState) -> Router {
     Router::new()
-        .route(
-            "/v1/devices/{imei}/samples",
-            post(upload).layer(DefaultBodyLimit::max(max_bytes)),
-        )
+        .route("/v1/devices/{imei}/samples", post(upload))
         .with_state(state)
 }
 
-/// The device, if the request proves to be it.
-async fn authenticate(
-    state: &AppState,
-    raw: &str,
-    headers: &HeaderMap,
-) -> Result<Device, ApiError> {
+#[tracing::instrument(skip_all, fields(imei = %imei))]
+async fn upload(
+    State(state): State<AppState>,
+    Path(imei): Path<String>,
+    request: Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let mut body = Some(body);
+    match accept(&state, &imei, &parts, &mut body).await {
+        Ok(answer) => answer.into_response(),
+        Err(refusal) => {
+            // Read what the client is still sending, so that it gets the answer.
+            if let Some(body) = body.take() {
+                audio::discard(body).await;
+            }
+            refusal.into_response()
+        }
+    }
+}
+
+/// The device, if the request's head proves to be it.
+async fn authenticate(state: &AppState, raw: &str, parts: &Parts) -> Result<Device, ApiError> {
     let imei =
         Imei::parse(raw).map_err(|e| ApiError::bad_request("invalid_imei", e.to_string()))?;
-    let secret = headers
+    let secret = parts
+        .headers
         .get(SECRET_HEADER)
         .and_then(|v| v.to_str().ok())
-        .map(Secret::new)
         .ok_or_else(|| {
             unauthorized(
                 "missing_credentials",
                 "send the device's secret in the X-Hendu-Device-Secret header",
             )
         })?;
-    let wrong = || unauthorized("unauthorized", "unknown device or wrong secret");
-    let device = state
-        .storage
-        .relational
-        .device_by_imei(&imei)
-        .await?
-        .ok_or_else(wrong)?;
-    if !state.auth.verify(&device.secret_hash, &secret).await {
-        return Err(wrong());
+    state
+        .auth
+        .device(&imei, secret.trim(), client_addr(parts))
+        .await
+}
+
+async fn accept(
+    state: &AppState,
+    imei: &str,
+    parts: &Parts,
+    body: &mut Option<Body>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    // Who is asking comes first: a stranger's body is never read.
+    let device = authenticate(state, imei, parts).await?;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > state.max_sample_bytes as u64) {
+        return Err(ApiError::payload_too_large(crate::vars::MAX_SAMPLE_BYTES));
     }
-    if !device.enabled {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "device_disabled",
-            "this device is disabled; an administrator can enable it",
+    let Some(raw) = body.take() else {
+        return Err(ApiError::internal(&"the body was taken twice"));
+    };
+    let bytes =
+        audio::read_limited(raw, state.max_sample_bytes, crate::vars::MAX_SAMPLE_BYTES).await?;
+    let (captured_at, duration_ms, peaks) = fingerprint(state, &parts.headers, bytes).await?;
+    if captured_at > OffsetDateTime::now_utc() + MAX_CLOCK_AHEAD {
+        return Err(ApiError::unprocessable(
+            "capture_time_in_future",
+            format!(
+                "the capture instant {captured_at} is ahead of the server's clock; check the device's clock"
+            ),
         ));
     }
-    Ok(device)
+    if captured_at.unix_timestamp() < EARLIEST_CAPTURE_S {
+        return Err(ApiError::unprocessable(
+            "capture_time_too_early",
+            format!("the capture instant {captured_at} is before 2000; check the device's clock"),
+        ));
+    }
+    if peaks.len() > MAX_STORED_PEAKS {
+        return Err(ApiError::unprocessable(
+            "fingerprint_too_large",
+            "the sample's fingerprint is larger than a sample can be",
+        ));
+    }
+    let sample = NewSample::new(
+        Source::Device(device.id),
+        device.location.as_deref(),
+        captured_at,
+        duration_ms,
+        peaks,
+    )?;
+    let stored = state.storage.documents.put_sample(&sample).await?;
+    // Queued even when stored before: the first attempt may have died
+    // before queueing it; recognition is idempotent per sample.
+    let entry = SampleQueued {
+        sample_id: sample.id.clone(),
+        source: sample.source,
+    };
+    let payload = serde_json::to_vec(&entry).map_err(|e| ApiError::internal(&e))?;
+    state.storage.queue.push(Queue::Samples, &payload).await?;
+    tracing::info!(sample = %sample.id, duration_ms, new = stored, "sample queued");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "sample_id": sample.id, "duplicate": !stored })),
+    ))
 }
 
 fn captured_at_header(headers: &HeaderMap) -> Result<OffsetDateTime, ApiError> {
@@ -94,6 +173,7 @@ fn captured_at_header(headers: &HeaderMap) -> Result<OffsetDateTime, ApiError> {
 
 /// The sample's capture instant, duration and peaks, from either kind of body.
 async fn fingerprint(
+    state: &AppState,
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<(OffsetDateTime, u32, Vec<u8>), ApiError> {
@@ -112,7 +192,12 @@ async fn fingerprint(
         let at = OffsetDateTime::from_unix_timestamp_nanos(
             i128::from(sample.captured_at_ms) * 1_000_000,
         )
-        .map_err(|e| ApiError::unprocessable("invalid_fingerprint", e.to_string()))?;
+        .map_err(|_| {
+            ApiError::unprocessable(
+                "capture_time_too_early",
+                "the capture instant is not a date this service can hold",
+            )
+        })?;
         return Ok((
             at,
             sample.duration_ms,
@@ -126,67 +211,20 @@ async fn fingerprint(
             "the body holds no audio",
         ));
     }
-    let decoded = tokio::task::spawn_blocking(move || {
-        let mut reader = AudioReader::from_source(Box::new(Cursor::new(body)), None)?;
-        fingerprint_reader(&mut reader, PeakProfile::QUERY)
-    })
-    .await
-    .map_err(|e| ApiError::internal(&e))?
-    .map_err(|e| ApiError::unprocessable("unsupported_audio", e.to_string()))?;
+    let cancel = CancelOnDrop::new(&state.stopping);
+    let flag = cancel.flag();
+    let limits = DecodeLimits::new(state.max_sample_s);
+    let decoded = state
+        .cpu
+        .run(move || {
+            let mut reader =
+                AudioReader::from_source_with(Box::new(Cursor::new(body)), None, limits)?;
+            reader.cancel_when(flag);
+            fingerprint_reader(&mut reader, PeakProfile::QUERY)
+        })
+        .await?
+        .map_err(|e| audio::refused(e, crate::vars::MAX_SAMPLE_S))?;
+    drop(cancel);
     let duration_ms = (decoded.duration_s * 1000.0).round() as u32;
     Ok((at, duration_ms, pack(&decoded.peaks, BinPrecision::Fine)))
-}
-
-#[tracing::instrument(skip_all, fields(imei = %imei))]
-async fn upload(
-    State(state): State<AppState>,
-    Path(imei): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    // Who is asking comes first: a stranger learns nothing about the body.
-    let device = authenticate(&state, &imei, &headers).await?;
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::payload_too_large(crate::vars::MAX_SAMPLE_BYTES)
-        } else {
-            ApiError::bad_request("bad_body", e.body_text())
-        }
-    })?;
-    let (captured_at, duration_ms, peaks) = fingerprint(&headers, body).await?;
-    if captured_at > OffsetDateTime::now_utc() + MAX_CLOCK_AHEAD {
-        return Err(ApiError::unprocessable(
-            "capture_time_in_future",
-            format!(
-                "the capture instant {captured_at} is ahead of the server's clock; check the device's clock"
-            ),
-        ));
-    }
-    let sample = NewSample::new(
-        Source::Device(device.id),
-        device.location.as_deref(),
-        captured_at,
-        duration_ms,
-        peaks,
-    )
-    .map_err(|e| ApiError::unprocessable("invalid_input", e.to_string()))?;
-    let stored = state.storage.documents.put_sample(&sample).await?;
-    // Queued even when stored before: the first attempt may have died
-    // before queueing it; recognition is idempotent per sample.
-    let entry = SampleQueued {
-        sample_id: sample.id.clone(),
-        source: sample.source,
-    };
-    let payload = serde_json::to_vec(&entry).map_err(|e| ApiError::internal(&e))?;
-    state
-        .storage
-        .queue
-        .push(Queue::Samples, &payload)
-        .await
-        .map_err(ApiError::from)?;
-    tracing::info!(sample = %sample.id, duration_ms, new = stored, "sample queued");
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "sample_id": sample.id, "duplicate": !stored })),
-    ))
 }

@@ -1,15 +1,28 @@
 //! The filter's loop: queue entries wake sources up, leases keep each source
 //! with one replica, the store holds every source's undecided results.
+//!
+//! Failures: a store that does not answer is retried in place with a capped
+//! backoff (the source's entries held meanwhile, so their delivery counts do
+//! not grow), for up to two minutes, then left for redelivery. A source held
+//! by another replica is left for redelivery. A play that can never be
+//! recorded (its results make an invalid play, or the store refuses it as
+//! invalid or damaged) no longer blocks its source: its raw results are *set
+//! aside* (logged in full at error level, then deleted from the undecided
+//! results; their samples stay stored), the source is processed again without
+//! them, and the entries that brought them go to the dead letters with the
+//! reason. When the failing results cannot be told (a stored result that does
+//! not read), the source's entries go to the dead letters and its results stay.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use hendu_service::{Application, Heartbeat};
-use hendu_storage::model::{MusicId, NewPlay, Source};
-use hendu_storage::queue::RawResultQueued;
+use hendu_service::{Application, Heartbeat, Ops};
+use hendu_storage::model::{MusicId, NewPlay, RawResult, Source};
+use hendu_storage::queue::{DeadCounts, DeadReason, Delivery, RawResultQueued, ReadStatus};
 use hendu_storage::{Event, Queue, Storage, StorageError};
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -24,6 +37,14 @@ pub const ALLOWANCE: Duration = Duration::from_secs(60);
 const WAIT: Duration = Duration::from_secs(1);
 const BATCH: usize = 32;
 const PAGE: u32 = 1000;
+/// Transient failures are retried after this, doubling up to [`RETRY_MAX`],
+/// for up to [`RETRY_FOR`].
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+const RETRY_FOR: Duration = Duration::from_secs(120);
+/// Plays set aside in one handling of a source before its entries all go to
+/// the dead letters (it keeps failing).
+const SET_ASIDE_ROUNDS: usize = 8;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Outcome {
@@ -36,8 +57,63 @@ struct Outcome {
 struct Meters {
     plays: Family<Outcome, Counter>,
     results_decided: Counter,
+    results_set_aside: Counter,
     failures: Counter,
     waiting: Gauge,
+    dead: Gauge,
+}
+
+/// Why a source's results were not processed.
+#[derive(Debug)]
+enum SourceError {
+    /// Another replica holds the source, or took it over: its entries are
+    /// left for redelivery.
+    Leased(String),
+    /// The store did not answer: retried.
+    Transient(StorageError),
+    /// Will fail the same way every time. `results`: the raw results it
+    /// comes from, when known (set aside, and the rest goes on).
+    Permanent {
+        error: StorageError,
+        results: Vec<RawResult>,
+    },
+}
+
+impl From<StorageError> for SourceError {
+    fn from(e: StorageError) -> Self {
+        Self::of(e, Vec::new())
+    }
+}
+
+impl SourceError {
+    /// `e`, caused by `results` if it is permanent.
+    fn of(e: StorageError, results: Vec<RawResult>) -> Self {
+        if transient(&e) {
+            Self::Transient(e)
+        } else {
+            Self::Permanent { error: e, results }
+        }
+    }
+}
+
+impl std::fmt::Display for SourceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Leased(why) => f.write_str(why),
+            Self::Transient(e) | Self::Permanent { error: e, .. } => e.fmt(f),
+        }
+    }
+}
+
+/// A failure of a server or of the connection to it, that may pass.
+fn transient(e: &StorageError) -> bool {
+    matches!(
+        e,
+        StorageError::Sql(_)
+            | StorageError::Mongo(_)
+            | StorageError::Redis(_)
+            | StorageError::Io(_)
+    )
 }
 
 /// Whether a source's lease was held and its results processed.
@@ -54,12 +130,19 @@ pub struct Filter {
     config: Config,
     tracks: Mutex<HashMap<MusicId, Track>>,
     meters: Meters,
+    readable: ReadStatus,
 }
 
 impl Filter {
     pub fn new(app: &Application, config: Config) -> Self {
+        Self::with(&app.storage, &app.ops, config)
+    }
+
+    /// Registers its metrics and its readiness check (whether it can read
+    /// the queue) in `ops`.
+    pub fn with(storage: &Storage, ops: &Ops, config: Config) -> Self {
         let meters = Meters::default();
-        let m = &app.ops.metrics;
+        let m = &ops.metrics;
         m.register("plays", "Plays found, by outcome", meters.plays.clone());
         m.register(
             "raw_results_decided",
@@ -76,11 +159,36 @@ impl Filter {
             "Raw result entries queued and not yet delivered",
             meters.waiting.clone(),
         );
+        m.register(
+            "raw_results_set_aside",
+            "Raw results that could never be decided, set aside (deleted) so that their source goes on",
+            meters.results_set_aside.clone(),
+        );
+        m.register(
+            "raw_results_queue_dead",
+            "Raw result entries in the dead letters, waiting for an administrator",
+            meters.dead.clone(),
+        );
+        m.register(
+            "raw_results_queue_dead_letters",
+            "Raw result entries this process moved to the dead letters, by reason",
+            DeadLettered {
+                counts: storage.queue.dead_counts(),
+                queue: Queue::RawResults,
+            },
+        );
+        let readable = ReadStatus::default();
+        let status = readable.clone();
+        ops.health.check(move || {
+            let why = status.problem();
+            Box::pin(async move { vec![("raw results queue".to_owned(), why)] })
+        });
         Self {
-            storage: app.storage.clone(),
+            storage: storage.clone(),
             config,
             tracks: Mutex::new(HashMap::new()),
             meters,
+            readable,
         }
     }
 
@@ -91,6 +199,7 @@ impl Filter {
     /// Consumes until `stop`, sweeping quiet sources between reads.
     pub async fn run(&self, beat: Heartbeat, stop: CancellationToken) {
         let mut last_sweep = Instant::now();
+        let mut backoff = RETRY_FIRST;
         while !stop.is_cancelled() {
             beat.beat();
             if last_sweep.elapsed() >= self.config.sweep_every {
@@ -100,6 +209,7 @@ impl Filter {
                 }
                 if let Ok(b) = self.storage.queue.backlog(Queue::RawResults).await {
                     self.meters.waiting.set(b.waiting as i64);
+                    self.meters.dead.set(b.dead as i64);
                 }
             }
             let read = tokio::select! {
@@ -107,17 +217,24 @@ impl Filter {
                 read = self.storage.queue.read(Queue::RawResults, &self.config.replica, BATCH, WAIT) => read,
             };
             let deliveries = match read {
-                Ok(d) => d,
+                Ok(d) => {
+                    self.readable.succeeded();
+                    backoff = RETRY_FIRST;
+                    d
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the raw results queue; retrying");
+                    self.readable.failed();
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot read the raw results queue; retrying");
                     tokio::select! {
                         () = stop.cancelled() => return,
-                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        () = tokio::time::sleep(backoff) => {}
                     }
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                    continue;
                 }
             };
             // One pass per source, however many of its entries came together.
-            let mut by_source: BTreeMap<(&'static str, i64), (Source, Vec<String>)> =
+            let mut by_source: BTreeMap<(&'static str, i64), (Source, Vec<(Delivery, String)>)> =
                 BTreeMap::new();
             for d in deliveries {
                 match serde_json::from_slice::<RawResultQueued>(&d.payload) {
@@ -126,31 +243,132 @@ impl Filter {
                             .entry((q.source.kind(), q.source.id()))
                             .or_insert_with(|| (q.source, Vec::new()))
                             .1
-                            .push(d.id);
+                            .push((d, q.sample_id));
                     }
                     Err(e) => {
-                        tracing::error!(entry = %d.id, error = %e, "malformed raw result entry dropped");
-                        let _ = self.storage.queue.ack(Queue::RawResults, &d.id).await;
+                        self.bury(&d, &format!("malformed entry: {e}")).await;
                     }
                 }
             }
             for (source, entries) in by_source.into_values() {
                 beat.beat();
-                match self.handle_waiting(source, &stop).await {
-                    Ok(()) => {
-                        for id in entries {
-                            if let Err(e) = self.storage.queue.ack(Queue::RawResults, &id).await {
-                                tracing::warn!(error = %e, "cannot acknowledge a raw result entry");
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        self.meters.failures.inc();
+                self.handle_entries(source, &entries, &beat, &stop).await;
+            }
+        }
+    }
+
+    /// A source woken by `entries`, to their end: acknowledged once the
+    /// source is processed; retried in place while the store does not
+    /// answer; plays that can never be recorded set aside (see the module).
+    async fn handle_entries(
+        &self,
+        source: Source,
+        entries: &[(Delivery, String)],
+        beat: &Heartbeat,
+        stop: &CancellationToken,
+    ) {
+        let started = Instant::now();
+        let mut backoff = RETRY_FIRST;
+        // Samples whose results were set aside, and why.
+        let mut set_aside: Vec<(String, String)> = Vec::new();
+        let mut rounds = 0;
+        loop {
+            let error = match self.handle_waiting(source, stop).await {
+                Ok(()) => break,
+                Err(e) => e,
+            };
+            self.meters.failures.inc();
+            match error {
+                SourceError::Leased(why) => {
+                    tracing::warn!(%source, reason = %why, "source busy; its entries will be redelivered");
+                    return;
+                }
+                SourceError::Transient(e) => {
+                    if stop.is_cancelled() || started.elapsed() >= RETRY_FOR {
                         tracing::warn!(%source, error = %e, "source failed; its entries will be redelivered");
+                        return;
+                    }
+                    tracing::warn!(%source, error = %e, retry_in_ms = backoff.as_millis() as u64, "source failed; retrying");
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    beat.beat();
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                    for (d, _) in entries {
+                        // A failure here is the same blip; the next attempt tells.
+                        let _ = self
+                            .storage
+                            .queue
+                            .hold(Queue::RawResults, &self.config.replica, &d.id)
+                            .await;
+                    }
+                }
+                SourceError::Permanent { error, results } => {
+                    rounds += 1;
+                    if results.is_empty() || rounds > SET_ASIDE_ROUNDS {
+                        // The failing results cannot be told, or keep coming.
+                        let reason = format!("{source} cannot be processed: {error}");
+                        tracing::error!(%source, %error, "source cannot be processed; its entries go to the dead letters");
+                        for (d, sample) in entries {
+                            let why = set_aside
+                                .iter()
+                                .find(|(s, _)| s == sample)
+                                .map_or(reason.as_str(), |(_, w)| w.as_str());
+                            self.bury(d, why).await;
+                        }
+                        return;
+                    }
+                    if let Err(e) = self.set_aside(source, &results, &error).await {
+                        tracing::warn!(%source, error = %e, "cannot set results aside; the entries will be redelivered");
+                        return;
+                    }
+                    // Round again: the source's other results can now be decided.
+                    let reason = format!("raw result set aside: {error}");
+                    set_aside.extend(results.into_iter().map(|r| (r.sample_id, reason.clone())));
+                }
+            }
+        }
+        for (d, sample) in entries {
+            match set_aside.iter().find(|(s, _)| s == sample) {
+                Some((_, why)) => self.bury(d, why).await,
+                None => {
+                    if let Err(e) = self.storage.queue.ack(Queue::RawResults, &d.id).await {
+                        tracing::warn!(error = %e, "cannot acknowledge a raw result entry");
                     }
                 }
             }
         }
+    }
+
+    /// Moves an entry to the dead letters (it can never succeed).
+    async fn bury(&self, delivery: &Delivery, reason: &str) {
+        tracing::error!(entry = %delivery.id, %reason, "raw result entry moved to the dead letters");
+        if let Err(e) = self
+            .storage
+            .queue
+            .dead_letter(Queue::RawResults, delivery, reason)
+            .await
+        {
+            tracing::warn!(error = %e, entry = %delivery.id, "cannot move an entry to the dead letters; it will be redelivered");
+        }
+    }
+
+    /// Raw results that can never be decided: logged in full (nothing is lost
+    /// but the undecided copy; their samples stay stored), then deleted, so
+    /// that the source's other results are decided.
+    async fn set_aside(
+        &self,
+        source: Source,
+        results: &[RawResult],
+        error: &StorageError,
+    ) -> Result<(), StorageError> {
+        let shown = serde_json::to_string(results).unwrap_or_default();
+        tracing::error!(%source, %error, results = %shown, "raw results that can never be decided set aside");
+        let ids: Vec<String> = results.iter().map(|r| r.sample_id.clone()).collect();
+        self.storage.documents.delete_raw_results(&ids).await?;
+        self.meters.results_set_aside.inc_by(ids.len() as u64);
+        Ok(())
     }
 
     /// Processes `source`, waiting for its lease if another replica holds
@@ -160,14 +378,14 @@ impl Filter {
         &self,
         source: Source,
         stop: &CancellationToken,
-    ) -> Result<(), StorageError> {
+    ) -> Result<(), SourceError> {
         let deadline = Instant::now() + self.config.lease * 2;
         loop {
             if self.process(source, false).await? == Handled::Done {
                 return Ok(());
             }
             if Instant::now() > deadline || stop.is_cancelled() {
-                return Err(StorageError::Conflict(format!(
+                return Err(SourceError::Leased(format!(
                     "{source} stayed leased to another replica"
                 )));
             }
@@ -180,12 +398,23 @@ impl Filter {
     async fn sweep(&self) -> Result<(), StorageError> {
         let now = OffsetDateTime::now_utc();
         for (source, latest) in self.storage.documents.raw_result_sources().await? {
-            if now - latest >= self.config.flush_after
-                && let Err(e) = self.process(source, true).await
-            {
-                // The other quiet sources still get their last plays.
-                self.meters.failures.inc();
-                tracing::warn!(%source, error = %e, "a quiet source failed; the next sweep retries it");
+            if now - latest < self.config.flush_after {
+                continue;
+            }
+            match self.process(source, true).await {
+                Ok(_) => {}
+                Err(SourceError::Permanent { error, results }) if !results.is_empty() => {
+                    // The next sweep decides the rest.
+                    self.meters.failures.inc();
+                    if let Err(e) = self.set_aside(source, &results, &error).await {
+                        tracing::warn!(%source, error = %e, "cannot set results aside");
+                    }
+                }
+                Err(e) => {
+                    // The other quiet sources still get their last plays.
+                    self.meters.failures.inc();
+                    tracing::warn!(%source, error = %e, "a quiet source failed; the next sweep retries it");
+                }
             }
         }
         Ok(())
@@ -193,7 +422,7 @@ impl Filter {
 
     /// Under the source's lease: its results through the block algorithm,
     /// plays recorded, decided results deleted.
-    async fn process(&self, source: Source, quiet: bool) -> Result<Handled, StorageError> {
+    async fn process(&self, source: Source, quiet: bool) -> Result<Handled, SourceError> {
         let lease = Self::lease_name(source);
         let me = &self.config.replica;
         if !self
@@ -216,7 +445,7 @@ impl Filter {
         source: Source,
         quiet: bool,
         lease: &str,
-    ) -> Result<(), StorageError> {
+    ) -> Result<(), SourceError> {
         loop {
             let results = self
                 .storage
@@ -257,6 +486,14 @@ impl Filter {
                     tracing::info!(%source, music = play.music_id, "late results of a recorded play");
                     continue;
                 }
+                // A play that cannot be recorded is these results' fault.
+                let cause = || -> Vec<RawResult> {
+                    results
+                        .iter()
+                        .filter(|r| play.samples.contains(&r.sample_id))
+                        .cloned()
+                        .collect()
+                };
                 let new = NewPlay::new(
                     play.music_id,
                     source,
@@ -268,8 +505,14 @@ impl Filter {
                     play.ended_at,
                     play.score,
                     &play.key,
-                )?;
-                let recorded = self.storage.relational.record_play(&new).await?;
+                )
+                .map_err(|e| SourceError::of(e.into(), cause()))?;
+                let recorded = self
+                    .storage
+                    .relational
+                    .record_play(&new)
+                    .await
+                    .map_err(|e| SourceError::of(e, cause()))?;
                 let outcome = if recorded.created {
                     tracing::info!(
                         %source,
@@ -313,7 +556,7 @@ impl Filter {
 
     /// Extends the lease before each write: a replica that lost it (it
     /// stalled past the lease time) stops rather than race the new holder.
-    async fn renew(&self, source: Source, lease: &str) -> Result<(), StorageError> {
+    async fn renew(&self, source: Source, lease: &str) -> Result<(), SourceError> {
         if self
             .storage
             .leases
@@ -322,9 +565,7 @@ impl Filter {
         {
             Ok(())
         } else {
-            Err(StorageError::Conflict(format!(
-                "lost the lease on {source}"
-            )))
+            Err(SourceError::Leased(format!("lost the lease on {source}")))
         }
     }
 
@@ -381,5 +622,229 @@ impl Filter {
                 );
         }
         Ok(())
+    }
+}
+
+/// `hendu_raw_results_queue_dead_letters_total{reason}`, read from the
+/// store's own counts (it moves entries delivered too often by itself).
+#[derive(Debug)]
+struct DeadLettered {
+    counts: DeadCounts,
+    queue: Queue,
+}
+
+impl EncodeMetric for DeadLettered {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for reason in DeadReason::ALL {
+            let labels = [("reason", reason.label())];
+            encoder
+                .encode_family(&labels)?
+                .encode_counter::<NoLabelSet, _, u64>(&self.counts.get(self.queue, reason), None)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Counter
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hendu_storage::QueueConfig;
+    use hendu_storage::model::{ContentHash, MusicState, NewMusic, NewRadio, RawMatch};
+
+    use super::*;
+    use crate::Thresholds;
+
+    /// A private directory, removed at the end.
+    struct Scratch(std::path::PathBuf);
+
+    impl Scratch {
+        fn new() -> Self {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let dir =
+                std::env::temp_dir().join(format!("hendu-filter-{}-{nanos}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    async fn music(storage: &Storage, title: &str, duration_ms: u32) -> MusicId {
+        let new = NewMusic::new(
+            title,
+            None,
+            duration_ms,
+            ContentHash::of(title.as_bytes()),
+            title,
+        )
+        .unwrap();
+        let id = storage
+            .relational
+            .upsert_music(&new)
+            .await
+            .unwrap()
+            .record
+            .id;
+        assert!(
+            storage
+                .relational
+                .set_music_state(id, MusicState::Ingesting, MusicState::Ready)
+                .await
+                .unwrap()
+        );
+        id
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_play_that_can_never_be_recorded_is_set_aside_and_its_source_goes_on() {
+        let scratch = Scratch::new();
+        let storage = Storage::embedded(&scratch.0.join("hendu.db"), QueueConfig::default())
+            .await
+            .unwrap();
+        let ops = Ops::new("filter");
+        let filter = std::sync::Arc::new(Filter::with(
+            &storage,
+            &ops,
+            Config {
+                thresholds: Thresholds::default(),
+                flush_after: Duration::from_secs(60),
+                lease: Duration::from_secs(10),
+                sweep_every: Duration::from_secs(60),
+                replica: "test".into(),
+            },
+        ));
+        let first = music(&storage, "First", 150_000).await;
+        let second = music(&storage, "Second", 100_000).await;
+        let radio = storage
+            .relational
+            .add_radio(&NewRadio::new("Radio Test", "http://radio.example/live", None).unwrap())
+            .await
+            .unwrap()
+            .record;
+        let source = Source::Radio(radio.id);
+        // The first track, then the second, then silence (as in the block
+        // algorithm's own tests); the first track's results carry a location
+        // no play can have (a control character), so its play is refused.
+        let t0 = OffsetDateTime::from_unix_timestamp(1_790_000_000).unwrap();
+        let played = [
+            (first, -10.0),
+            (first, 20.0),
+            (first, 50.0),
+            (first, 80.0),
+            (first, 110.0),
+            (second, -10.0),
+            (second, 20.0),
+            (second, 50.0),
+            (second, 80.0),
+        ];
+        let results: Vec<RawResult> = (0..13)
+            .map(|k| RawResult {
+                sample_id: format!("radio-{}-{k}", radio.id),
+                source,
+                captured_at: t0 + time::Duration::seconds(30 * k),
+                duration_ms: 30_000,
+                location: Some(if k < 5 { "Luque\u{7}" } else { "Luque" }.to_owned()),
+                stored_at: None,
+                matched: played
+                    .get(k as usize)
+                    .map(|&(music_id, offset_s)| RawMatch {
+                        music_id,
+                        block: 0,
+                        offset_s,
+                        score: 50.0,
+                        confidence: 0.99,
+                    }),
+            })
+            .collect();
+        let q = &storage.queue;
+        for r in &results {
+            storage.documents.put_raw_result(r).await.unwrap();
+            let entry = RawResultQueued {
+                sample_id: r.sample_id.clone(),
+                source,
+            };
+            q.push(Queue::RawResults, &serde_json::to_vec(&entry).unwrap())
+                .await
+                .unwrap();
+        }
+
+        let stop = CancellationToken::new();
+        let beat = ops.health.worker("raw results consumer", ALLOWANCE);
+        let running = {
+            let (filter, stop) = (filter.clone(), stop.clone());
+            tokio::spawn(async move { filter.run(beat, stop).await })
+        };
+        let started = Instant::now();
+        loop {
+            let b = q.backlog(Queue::RawResults).await.unwrap();
+            if b.waiting + b.pending == 0 {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "{b:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.cancel();
+        running.await.unwrap();
+
+        // The second track's play is recorded: the source is not blocked.
+        let plays = storage
+            .relational
+            .plays_of_source(source, t0, t0 + time::Duration::hours(1))
+            .await
+            .unwrap();
+        assert_eq!(plays.len(), 1, "{plays:?}");
+        assert_eq!(plays[0].music_id, second);
+        // The first track's results are set aside, their entries dead.
+        let dead = q.dead_letters(Queue::RawResults, None, 100).await.unwrap();
+        let dead_samples: Vec<String> = dead
+            .iter()
+            .map(|d| {
+                serde_json::from_slice::<RawResultQueued>(&d.payload)
+                    .unwrap()
+                    .sample_id
+            })
+            .collect();
+        assert_eq!(
+            dead_samples,
+            results[..5]
+                .iter()
+                .map(|r| r.sample_id.clone())
+                .collect::<Vec<_>>()
+        );
+        assert!(
+            dead.iter()
+                .all(|d| d.reason.starts_with("raw result set aside: location")),
+            "{dead:?}"
+        );
+        let left = storage
+            .documents
+            .raw_results(source, t0, 100)
+            .await
+            .unwrap();
+        assert_eq!(
+            left.iter().map(|r| r.sample_id.clone()).collect::<Vec<_>>(),
+            [results[12].sample_id.clone()],
+            "only the last result, waiting for its successor"
+        );
+        let metrics = ops.metrics.encode();
+        assert!(
+            metrics.contains(r#"hendu_raw_results_set_aside_total{service="filter"} 5"#),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains(
+                r#"hendu_raw_results_queue_dead_letters_total{service="filter",reason="refused"} 5"#
+            ),
+            "{metrics}"
+        );
     }
 }

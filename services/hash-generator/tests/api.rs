@@ -5,12 +5,15 @@
 use std::io::Cursor;
 use std::time::Duration;
 
+use hendu_fingerprint::hostile;
 use hendu_fingerprint::synth::music;
 use hendu_fingerprint::{
     Clip, IndexBuilder, PeakProfile, SearchOptions, Searcher, fingerprint_clip,
 };
 use hendu_hash_generator::{Config, SERVICE, install};
-use hendu_service::Application;
+use hendu_service::{Application, Auth};
+use hendu_storage::model::Role;
+use hendu_storage::testing::user_with_token;
 use hendu_storage::{QueueConfig, Storage};
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
@@ -37,19 +40,66 @@ fn wav(samples: &[f32]) -> Vec<u8> {
 struct TestApp {
     base: String,
     storage: Storage,
+    /// Clients that send the token of: an administrator, musician Ana,
+    /// musician Bea, an operator.
+    admin: reqwest::Client,
+    ana: reqwest::Client,
+    bea: reqwest::Client,
+    operator: reqwest::Client,
+    spool: std::path::PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     _dir: tempfile::TempDir,
 }
 
+fn client(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
 async fn spawn(max_upload: usize) -> TestApp {
+    spawn_with(max_upload, 120.0).await
+}
+
+async fn spawn_with(max_upload: usize, max_track_s: f64) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let storage = Storage::embedded(&dir.path().join("hendu.db"), QueueConfig::default())
         .await
         .unwrap();
+    let token = |email: &'static str, role| {
+        let storage = storage.clone();
+        async move { client(&user_with_token(&storage, email, role).await.1) }
+    };
+    let admin = token("root@hendu.test", Role::Admin).await;
+    let ana = token("ana@hendu.test", Role::Musician).await;
+    let bea = token("bea@hendu.test", Role::Musician).await;
+    let operator = token("op@hendu.test", Role::Operator).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut app = Application::new(SERVICE, listener, storage.clone(), Duration::from_secs(5));
-    install(&mut app, &Config { max_upload });
+    let auth = Auth::load(&storage).await.unwrap();
+    let mut app = Application::new(
+        SERVICE,
+        listener,
+        storage.clone(),
+        auth,
+        Duration::from_secs(5),
+    );
+    let spool = dir.path().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    install(
+        &mut app,
+        &Config {
+            max_upload,
+            max_track_s,
+            spool: spool.clone(),
+        },
+    );
     let base = format!("http://{}", app.local_addr());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
@@ -58,6 +108,11 @@ async fn spawn(max_upload: usize) -> TestApp {
     TestApp {
         base,
         storage,
+        admin,
+        ana,
+        bea,
+        operator,
+        spool,
         stop: Some(stop),
         server,
         _dir: dir,
@@ -77,7 +132,7 @@ fn form(bytes: Vec<u8>, name: &str, title: Option<&str>) -> Form {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_becomes_a_recognisable_music_once() {
     let app = spawn(50_000_000).await;
-    let http = reqwest::Client::new();
+    let http = app.ana.clone();
     let track = music(3, 40.0, RATE);
     let audio = wav(&track);
 
@@ -108,9 +163,9 @@ async fn an_upload_becomes_a_recognisable_music_once() {
     assert_eq!(again.status(), 200);
     assert_eq!(again.json::<Value>().await.unwrap()["id"], id);
 
-    let listed: Value = get_json(format!("{}/v1/musics", app.base)).await;
+    let listed: Value = get_json(&http, format!("{}/v1/musics", app.base)).await;
     assert_eq!(listed["musics"].as_array().unwrap().len(), 1);
-    let one: Value = get_json(format!("{}{location}", app.base)).await;
+    let one: Value = get_json(&http, format!("{}{location}", app.base)).await;
     assert_eq!(one["id"], id);
 
     // What was stored recognises a clip of the track.
@@ -149,7 +204,7 @@ async fn an_upload_becomes_a_recognisable_music_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_uploads_get_a_clear_error_and_store_nothing() {
     let app = spawn(300_000).await;
-    let http = reqwest::Client::new();
+    let http = app.ana.clone();
     let post = |f: Form| {
         http.post(format!("{}/v1/musics", app.base))
             .multipart(f)
@@ -195,7 +250,7 @@ async fn bad_uploads_get_a_clear_error_and_store_nothing() {
         "invalid_input"
     );
 
-    let listed: Value = get_json(format!("{}/v1/musics", app.base)).await;
+    let listed: Value = get_json(&http, format!("{}/v1/musics", app.base)).await;
     assert_eq!(listed["musics"], Value::Array(vec![]));
     assert_eq!(catalogue_size(&app).await, 0);
     stop(app).await;
@@ -204,7 +259,7 @@ async fn bad_uploads_get_a_clear_error_and_store_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_music_is_gone_from_the_api_and_the_catalogue() {
     let app = spawn(50_000_000).await;
-    let http = reqwest::Client::new();
+    let http = app.ana.clone();
     let body: Value = http
         .post(format!("{}/v1/musics", app.base))
         .multipart(form(wav(&music(4, 20.0, RATE)), "gone.wav", None))
@@ -230,14 +285,14 @@ async fn a_deleted_music_is_gone_from_the_api_and_the_catalogue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_and_metrics_answer() {
     let app = spawn(1000).await;
-    let http = reqwest::Client::new();
+    let http = app.ana.clone();
     let health = http
         .get(format!("{}/healthz", app.base))
         .send()
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
-    let ready: Value = get_json(format!("{}/readyz", app.base)).await;
+    let ready: Value = get_json(&http, format!("{}/readyz", app.base)).await;
     assert_eq!(ready["status"], "ready");
     http.get(format!("{}/v1/musics/12", app.base))
         .send()
@@ -267,11 +322,198 @@ async fn health_readiness_and_metrics_answer() {
     assert_eq!(not_ready.status(), 503);
     let body: Value = not_ready.json().await.unwrap();
     assert_eq!(body["missing"][0]["name"], "embedded store", "{body}");
+    assert_eq!(
+        body["missing"][0]["reason"], "unreachable",
+        "a stable code, not the driver's words"
+    );
     stop(app).await;
 }
 
-async fn get_json(url: String) -> Value {
-    reqwest::get(url).await.unwrap().json().await.unwrap()
+async fn get_json(http: &reqwest::Client, url: String) -> Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracks_belong_to_their_owner_and_a_second_owner_files_a_claim() {
+    let app = spawn(50_000_000).await;
+    let audio = wav(&music(5, 20.0, RATE));
+    let upload = |http: &reqwest::Client, f: Form| {
+        http.post(format!("{}/v1/musics", app.base))
+            .multipart(f)
+            .send()
+    };
+    let anonymous = reqwest::Client::new()
+        .post(format!("{}/v1/musics", app.base))
+        .multipart(form(audio.clone(), "a.wav", None))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let refused = upload(&app.operator, form(audio.clone(), "a.wav", None))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403, "operators do not own tracks");
+
+    let created = upload(&app.ana, form(audio.clone(), "a.wav", Some("Ana's")))
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let music: Value = created.json().await.unwrap();
+    let url = format!("{}/v1/musics/{}", app.base, music["id"]);
+
+    // Bea sees nothing of it, and cannot delete it.
+    assert_eq!(app.bea.get(&url).send().await.unwrap().status(), 404);
+    assert_eq!(app.bea.delete(&url).send().await.unwrap().status(), 404);
+    let listed = get_json(&app.bea, format!("{}/v1/musics", app.base)).await;
+    assert_eq!(listed["musics"], Value::Array(vec![]));
+
+    // The same audio from Bea is not merged into Ana's, and does not reveal it.
+    let claimed = upload(&app.bea, form(audio.clone(), "mine.wav", None))
+        .await
+        .unwrap();
+    assert_eq!(claimed.status(), 409);
+    let body = claimed.text().await.unwrap();
+    assert!(body.contains("already_claimed"), "{body}");
+    assert!(
+        !body.contains("Ana") && !body.contains(&music["id"].to_string()),
+        "{body}"
+    );
+    let claims = get_json(&app.admin, format!("{}/v1/claims", app.base)).await;
+    assert_eq!(claims["claims"].as_array().unwrap().len(), 1, "{claims}");
+    assert_eq!(
+        app.bea
+            .get(format!("{}/v1/claims", app.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+
+    let id = claims["claims"][0]["id"].as_i64().unwrap();
+    let granted = app
+        .admin
+        .post(format!("{}/v1/claims/{id}", app.base))
+        .json(&serde_json::json!({ "grant": true }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(granted.status(), 200);
+    assert_eq!(
+        app.bea.get(&url).send().await.unwrap().status(),
+        200,
+        "now Bea's"
+    );
+    assert_eq!(
+        app.ana.get(&url).send().await.unwrap().status(),
+        404,
+        "no longer Ana's"
+    );
+    let everyone = get_json(&app.admin, format!("{}/v1/musics", app.base)).await;
+    assert_eq!(
+        everyone["musics"].as_array().unwrap().len(),
+        1,
+        "administrators see all"
+    );
+    stop(app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_file_that_decodes_to_hours_is_refused_at_the_limit() {
+    let app = spawn_with(50_000_000, 60.0).await;
+    // 10 hours of silence in about 360 KB.
+    let flac = hostile::silent_flac(10.0 * 3600.0, 44_100);
+    assert!(flac.len() < 400_000, "{}", flac.len());
+    let started = std::time::Instant::now();
+    let r = app
+        .ana
+        .post(format!("{}/v1/musics", app.base))
+        .multipart(form(flac, "silence.flac", None))
+        .send()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(r.status(), 422);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "audio_too_long", "{v}");
+    // 60 s of audio decoded, not 10 h (decoding all of it takes minutes).
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    let lying = app
+        .ana
+        .post(format!("{}/v1/musics", app.base))
+        .multipart(form(
+            hostile::lying_wav(36_000.0, 1.0, 8000),
+            "lies.wav",
+            None,
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        matches!(lying.status().as_u16(), 201 | 422),
+        "{}",
+        lying.status()
+    );
+    assert_eq!(
+        catalogue_size(&app).await,
+        usize::from(lying.status() == 201)
+    );
+    assert!(
+        std::fs::read_dir(&app.spool).unwrap().next().is_none(),
+        "no temporary file is left behind"
+    );
+    stop(app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_killed_upload_left_is_cleaned_up() {
+    use hendu_storage::model::{ContentHash, MusicState, NewMusic};
+    let app = spawn(50_000_000).await;
+    // A row left `ingesting`, as by a SIGKILL between the row and the fingerprints.
+    let new = NewMusic::new("Half", None, 60_000, ContentHash::of(b"half"), "half.wav").unwrap();
+    let row = app
+        .storage
+        .relational
+        .upsert_music(&new)
+        .await
+        .unwrap()
+        .record;
+    assert_eq!(row.state, MusicState::Ingesting);
+    assert_eq!(
+        app.storage
+            .abandon_stale_ingests(Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        0
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        app.storage
+            .abandon_stale_ingests(Duration::from_millis(1))
+            .await
+            .unwrap(),
+        1
+    );
+    let gone = app.storage.relational.music(row.id).await.unwrap().unwrap();
+    assert_eq!(gone.state, MusicState::Deleted);
+    // An old temporary upload file is removed; a fresh one is not.
+    let old = app
+        .spool
+        .join(format!("{}old", hendu_hash_generator::ingest::SPOOL_PREFIX));
+    std::fs::write(&old, b"x").unwrap();
+    let other = app.spool.join("not-ours");
+    std::fs::write(&other, b"x").unwrap();
+    assert_eq!(
+        hendu_hash_generator::ingest::sweep_spool(&app.spool, Duration::from_secs(3600)),
+        0
+    );
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(
+        hendu_hash_generator::ingest::sweep_spool(&app.spool, Duration::from_millis(1)),
+        1
+    );
+    assert!(!old.exists() && other.exists());
+    stop(app).await;
 }
 
 async fn catalogue_size(app: &TestApp) -> usize {

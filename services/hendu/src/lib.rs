@@ -22,6 +22,7 @@ use clap::{Parser, Subcommand};
 ///   hendu match --store ./catalogue clip.mp3
 ///   hendu scan  --store ./catalogue radio-recording.ogg
 ///   hendu serve --store ./catalogue        (the services, for sensors and uploads)
+///   hendu token create --store ./catalogue admin@example.org   (an API token)
 ///
 /// Formats: MP3, AAC (ADTS, MP4/M4A), FLAC, Ogg Vorbis, WAV/PCM, AIFF, ALAC, CAF, MKV/WebM audio.
 #[derive(Debug, Parser)]
@@ -59,13 +60,19 @@ pub enum Command {
     /// uploads (hash-generator), sensors' samples (communication),
     /// recognition and the filter, on one HTTP address.
     ///
-    /// API: POST/GET /v1/musics, GET/DELETE /v1/musics/{id},
+    /// API: POST/GET /v1/musics, GET/DELETE /v1/musics/{id}, GET /v1/claims,
     /// POST /v1/devices/{imei}/samples, POST /v1/devices,
-    /// GET/PATCH /v1/devices/{imei}; /healthz, /readyz, /metrics.
+    /// GET/PATCH /v1/devices/{imei}, /v1/tokens, /v1/users;
+    /// /healthz, /readyz, /metrics. Every route but the probes and the
+    /// device upload needs an API token (hendu token create).
     /// Each service's environment variables apply (see docs/services.md);
     /// HENDU_ADMIN_EMAIL and HENDU_ADMIN_PASSWORD create the first administrator.
     /// Stops cleanly on Ctrl-C or SIGTERM.
     Serve(commands::serve::ServeArgs),
+    /// Manage users (musicians, operators, administrators) in the store.
+    User(commands::accounts::UserArgs),
+    /// Make, list and revoke API tokens (Authorization: Bearer <token>).
+    Token(commands::accounts::TokenArgs),
 }
 
 /// Runs the parsed command; returns the process exit code.
@@ -78,5 +85,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Match(args) => commands::matching::run(&args),
         Command::Scan(args) => commands::scan::run(&args),
         Command::Serve(args) => commands::serve::run(&args),
+        Command::User(args) => commands::accounts::run_user(&args),
+        Command::Token(args) => commands::accounts::run_token(&args),
     }
 }

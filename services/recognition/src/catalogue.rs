@@ -12,6 +12,7 @@
 //! and after every reconnection of the subscription.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -97,7 +98,8 @@ impl LiveCatalogue {
                     continue;
                 }
             };
-            if let Err(e) = self.resync().await {
+            // Loading everything takes long with a large catalogue: keep beating.
+            if let Err(e) = beating(&beat, BEAT_EVERY, self.resync()).await {
                 tracing::warn!(error = %e, "cannot load the catalogue; retrying");
                 pause(&stop, backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -119,7 +121,7 @@ impl LiveCatalogue {
                         while let Ok(Some(more)) = tokio::time::timeout(SETTLE, events.next()).await {
                             batch.push(more);
                         }
-                        if let Err(e) = self.apply(&batch).await {
+                        if let Err(e) = beating(&beat, BEAT_EVERY, self.apply(&batch)).await {
                             tracing::warn!(error = %e, "cannot apply catalogue events; resyncing");
                             break;
                         }
@@ -127,7 +129,7 @@ impl LiveCatalogue {
                     _ = ticks.tick() => {
                         if last_sync.elapsed() >= resync {
                             last_sync = Instant::now();
-                            if let Err(e) = self.resync().await {
+                            if let Err(e) = beating(&beat, BEAT_EVERY, self.resync()).await {
                                 tracing::warn!(error = %e, "catalogue resync failed");
                             }
                         }
@@ -294,9 +296,98 @@ impl LiveCatalogue {
     }
 }
 
+/// Runs `work`, beating `beat` every `every` meanwhile: loading or
+/// rebuilding a large catalogue takes longer than the heartbeat's allowance,
+/// and a liveness probe must not kill a replica for it. The beats come from a
+/// task of their own, so they go on even while `work` holds its thread.
+pub async fn beating<F: Future>(beat: &Heartbeat, every: Duration, work: F) -> F::Output {
+    let ticking = beat.clone();
+    let ticker = Ticker(tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        loop {
+            ticks.tick().await;
+            ticking.beat();
+        }
+    }));
+    let out = work.await;
+    drop(ticker);
+    beat.beat();
+    out
+}
+
+/// Stops the ticker when the work ends, or is dropped half-way.
+struct Ticker(tokio::task::JoinHandle<()>);
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn pause(stop: &CancellationToken, time: Duration) {
     tokio::select! {
         () = stop.cancelled() => {}
         () = tokio::time::sleep(time) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use hendu_service::Health;
+
+    use super::*;
+
+    /// Work like a rebuild: on the blocking pool, then holding the async
+    /// thread itself (the worst case), each for four allowances.
+    async fn slow_rebuild(allowance: Duration) {
+        let long = allowance * 4;
+        tokio::task::spawn_blocking(move || std::thread::sleep(long))
+            .await
+            .unwrap();
+        std::thread::sleep(long);
+    }
+
+    /// Whether `health` reported a stuck worker while `work` ran.
+    async fn stuck_during(health: &Health, work: impl Future<Output = ()>) -> bool {
+        let seen = Arc::new(AtomicBool::new(false));
+        let watching = CancellationToken::new();
+        let watcher = {
+            let (health, seen, watching) = (health.clone(), seen.clone(), watching.clone());
+            tokio::spawn(async move {
+                while !watching.is_cancelled() {
+                    if !health.stuck().is_empty() {
+                        seen.store(true, Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        };
+        work.await;
+        if !health.stuck().is_empty() {
+            seen.store(true, Ordering::Relaxed);
+        }
+        watching.cancel();
+        watcher.await.unwrap();
+        seen.load(Ordering::Relaxed)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_rebuild_does_not_make_the_keeper_look_stuck() {
+        let allowance = Duration::from_millis(100);
+        let health = Health::default();
+        let beat = health.worker("catalogue", allowance);
+        beat.beat();
+        let every = allowance / 5;
+        assert!(
+            !stuck_during(&health, beating(&beat, every, slow_rebuild(allowance))).await,
+            "the keeper was reported stuck while it rebuilt"
+        );
+
+        // The same work without the ticker is reported stuck: the probe is real.
+        let silent = Health::default();
+        silent.worker("catalogue", allowance).beat();
+        assert!(stuck_during(&silent, slow_rebuild(allowance)).await);
     }
 }

@@ -8,12 +8,17 @@
 //! replica, matches each against the index, writes the raw result (best
 //! match, or "no match") and queues it for the filter, then acknowledges.
 //! A replica that dies leaves its unacknowledged samples to the others.
+//! Samples that can never be recognised go to the queue's dead letters, and a
+//! periodic reconciliation ([`reconcile`]) queues again the stored samples
+//! the queue lost.
 //!
 //! # Layout
 //! - [`catalogue`]: the live catalogue index.
 //! - [`worker`]: samples in, raw results out.
+//! - [`reconcile`]: stored samples the queue lost, queued again.
 
 pub mod catalogue;
+pub mod reconcile;
 pub mod worker;
 
 use std::sync::Arc;
@@ -32,6 +37,7 @@ pub mod vars {
     pub const CONCURRENCY: &str = "HENDU_RECOGNITION_CONCURRENCY";
     pub const MIN_CONFIDENCE: &str = "HENDU_MIN_CONFIDENCE";
     pub const RESYNC_S: &str = "HENDU_CATALOGUE_RESYNC_S";
+    pub const RECONCILE_S: &str = "HENDU_RECONCILE_S";
     pub const REPLICA: &str = "HENDU_REPLICA";
 }
 
@@ -40,6 +46,10 @@ const HELP: &str =
   HENDU_MIN_CONFIDENCE           below this confidence a sample is \"no match\" (default 0.5)
   HENDU_CATALOGUE_RESYNC_S       how often the index is compared with the store, for
                                  catalogue events missed in a reconnection (default 60)
+  HENDU_RECONCILE_S              how often stored samples the queue lost (never recognised,
+                                 not queued) are looked for and queued again (default 60)
+  HENDU_QUEUE_MAX_DELIVERIES     a sample delivered this often without being acknowledged
+                                 goes to the dead letters (default 5)
   HENDU_REPLICA                  this replica's name in the queue (default host name and pid)
 
 Default port: 8082.";
@@ -58,6 +68,11 @@ pub struct Config {
     pub concurrency: usize,
     pub min_confidence: f32,
     pub resync: Duration,
+    /// How often reconciliation looks for samples the queue lost.
+    pub reconcile: Duration,
+    /// The queue's claim timeout (`HENDU_QUEUE_CLAIM_AFTER_MS`): samples
+    /// captured more recently may be in flight.
+    pub claim_after: Duration,
     /// Names this replica's consumer in the queue.
     pub replica: String,
 }
@@ -77,10 +92,18 @@ impl Config {
             );
         }
         let resync_s: u64 = var_or(vars::RESYNC_S, 60, "a whole number of seconds")?;
+        let reconcile_s: u64 = var_or(vars::RECONCILE_S, 60, "a whole number of seconds")?;
+        let claim_after_ms: u64 = var_or(
+            hendu_storage::config::vars::CLAIM_AFTER_MS,
+            30_000,
+            "a whole number of milliseconds",
+        )?;
         Ok(Self {
             concurrency,
             min_confidence,
             resync: Duration::from_secs(resync_s.max(1)),
+            reconcile: Duration::from_secs(reconcile_s.max(1)),
+            claim_after: Duration::from_millis(claim_after_ms),
             replica: var_or(vars::REPLICA, default_replica(), "a name")?,
         })
     }
@@ -101,10 +124,16 @@ pub fn install(app: &mut Application, config: &Config) {
         catalogue::BEAT_EVERY * 4,
         move |beat, stop| async move { keeper.keep_current(resync, beat, stop).await },
     );
-    let consumer = worker::Consumer::new(app, live, config);
+    let consumer = worker::Consumer::new(&app.storage, &app.ops, live, config);
     app.worker(
         "samples consumer",
         worker::ALLOWANCE,
         move |beat, stop| async move { consumer.run(beat, stop).await },
+    );
+    let reconciler = reconcile::Reconciler::new(&app.storage, &app.ops, config);
+    app.worker(
+        "samples reconciliation",
+        reconcile::ALLOWANCE,
+        move |beat, stop| async move { reconciler.run(beat, stop).await },
     );
 }

@@ -6,6 +6,16 @@
 //! replaces its result rather than adding one), queues it for the filter,
 //! and only then acknowledges the entry: a crash at any point leaves the
 //! entry to be delivered again, never a sample without a result.
+//!
+//! Failures are of two kinds. A store that does not answer (MySQL, MongoDB,
+//! Redis, I/O) is retried in place with a capped exponential backoff, the
+//! entry held meanwhile so that it is neither taken over nor counted as
+//! delivered again; after two minutes it is left for redelivery. An entry that
+//! can never succeed (malformed, its sample not stored, peaks that do not
+//! unpack, matching that panicked) goes to the dead letters at once with the
+//! reason, and its sample is marked set aside. An entry that crashes or hangs
+//! every replica that takes it goes there by itself after the queue's
+//! `HENDU_QUEUE_MAX_DELIVERIES`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,11 +23,14 @@ use std::time::{Duration, Instant};
 use hendu_fingerprint::blocks::block_of;
 use hendu_fingerprint::packed::unpack;
 use hendu_fingerprint::{SearchOptions, Searcher};
-use hendu_service::{Application, Heartbeat};
+use hendu_service::{Heartbeat, Ops};
 use hendu_storage::model::{RawMatch, RawResult};
-use hendu_storage::queue::{Delivery, RawResultQueued, SampleQueued};
+use hendu_storage::queue::{
+    DeadCounts, DeadReason, Delivery, RawResultQueued, ReadStatus, SampleQueued,
+};
 use hendu_storage::{Queue, Storage, StorageError};
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -35,7 +48,8 @@ const WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Outcome {
-    /// `match`, `no_match`, `rejected` (unusable entry) or `failed` (retried).
+    /// `match`, `no_match`, `dead_lettered` (can never succeed: moved to the
+    /// dead letters) or `failed` (a transient failure, retried).
     outcome: &'static str,
 }
 
@@ -45,15 +59,65 @@ struct Meters {
     search_seconds: Histogram,
     waiting: Gauge,
     pending: Gauge,
+    dead: Gauge,
 }
 
 /// What one sample came to.
 enum Done {
     Matched,
     NoMatch,
-    /// The entry cannot be processed, ever: acknowledged and counted.
-    Rejected(String),
 }
+
+/// Why a sample was not done.
+enum Failure {
+    /// The store did not answer (a database blip): retried.
+    Transient(StorageError),
+    /// The entry can never succeed (bad data): to the dead letters at once.
+    Permanent {
+        reason: String,
+        sample_id: Option<String>,
+    },
+}
+
+impl Failure {
+    fn permanent(reason: String, sample_id: Option<&str>) -> Self {
+        Self::Permanent {
+            reason,
+            sample_id: sample_id.map(str::to_owned),
+        }
+    }
+}
+
+impl From<StorageError> for Failure {
+    fn from(e: StorageError) -> Self {
+        if transient(&e) {
+            Self::Transient(e)
+        } else {
+            Self::Permanent {
+                reason: e.to_string(),
+                sample_id: None,
+            }
+        }
+    }
+}
+
+/// A failure of a server or of the connection to it, that may pass (as
+/// opposed to data that will fail the same way every time).
+pub fn transient(e: &StorageError) -> bool {
+    matches!(
+        e,
+        StorageError::Sql(_)
+            | StorageError::Mongo(_)
+            | StorageError::Redis(_)
+            | StorageError::Io(_)
+    )
+}
+
+/// The first retry of a transient failure waits this long, doubling up to
+/// [`RETRY_MAX`]; after [`RETRY_FOR`] the entry is left for redelivery.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+const RETRY_FOR: Duration = Duration::from_secs(120);
 
 #[derive(Debug)]
 pub struct Consumer {
@@ -64,17 +128,21 @@ pub struct Consumer {
     min_confidence: f32,
     options: Arc<SearchOptions>,
     meters: Meters,
+    readable: ReadStatus,
 }
 
 impl Consumer {
-    pub fn new(app: &Application, live: Arc<LiveCatalogue>, config: &Config) -> Self {
+    /// Registers its metrics and its readiness check (whether it can read
+    /// the queue) in `ops`.
+    pub fn new(storage: &Storage, ops: &Ops, live: Arc<LiveCatalogue>, config: &Config) -> Self {
         let meters = Meters {
             samples: Family::default(),
             search_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 12)),
             waiting: Gauge::default(),
             pending: Gauge::default(),
+            dead: Gauge::default(),
         };
-        let m = &app.ops.metrics;
+        let m = &ops.metrics;
         m.register(
             "samples",
             "Samples processed, by outcome",
@@ -95,14 +163,34 @@ impl Consumer {
             "Samples delivered and not yet acknowledged",
             meters.pending.clone(),
         );
+        m.register(
+            "samples_queue_dead",
+            "Samples in the dead letters, waiting for an administrator",
+            meters.dead.clone(),
+        );
+        m.register(
+            "samples_queue_dead_letters",
+            "Samples this process moved to the dead letters, by reason",
+            DeadLettered {
+                counts: storage.queue.dead_counts(),
+                queue: Queue::Samples,
+            },
+        );
+        let readable = ReadStatus::default();
+        let status = readable.clone();
+        ops.health.check(move || {
+            let why = status.problem();
+            Box::pin(async move { vec![("samples queue".to_owned(), why)] })
+        });
         Self {
-            storage: app.storage.clone(),
+            storage: storage.clone(),
             live,
             name: config.replica.clone(),
             concurrency: config.concurrency,
             min_confidence: config.min_confidence,
             options: Arc::new(SearchOptions::default()),
             meters,
+            readable,
         }
     }
 
@@ -118,6 +206,7 @@ impl Consumer {
         let mut searchers: Vec<Searcher> =
             (0..self.concurrency).map(|_| Searcher::default()).collect();
         let mut last_backlog = Instant::now() - Duration::from_secs(60);
+        let mut backoff = RETRY_FIRST;
         while !stop.is_cancelled() {
             beat.beat();
             if last_backlog.elapsed() > Duration::from_secs(5) {
@@ -125,6 +214,7 @@ impl Consumer {
                 if let Ok(b) = self.storage.queue.backlog(Queue::Samples).await {
                     self.meters.waiting.set(b.waiting as i64);
                     self.meters.pending.set(b.pending as i64);
+                    self.meters.dead.set(b.dead as i64);
                 }
             }
             if !self.live.is_loaded() {
@@ -138,81 +228,148 @@ impl Consumer {
                 read = self.storage.queue.read(Queue::Samples, &self.name, self.concurrency, WAIT) => read,
             };
             let deliveries = match read {
-                Ok(d) => d,
+                Ok(d) => {
+                    self.readable.succeeded();
+                    backoff = RETRY_FIRST;
+                    d
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the samples queue; retrying");
+                    self.readable.failed();
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot read the samples queue; retrying");
                     tokio::select! {
                         () = stop.cancelled() => return,
-                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        () = tokio::time::sleep(backoff) => {}
                     }
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                    continue;
                 }
             };
             let work = deliveries
                 .into_iter()
                 .zip(std::mem::take(&mut searchers))
-                .map(|(d, s)| self.handle(d, s));
+                .map(|(d, s)| self.handle(d, s, &beat, &stop));
             searchers = futures_util::future::join_all(work).await;
             searchers.resize_with(self.concurrency, Searcher::default);
         }
     }
 
-    async fn handle(&self, delivery: Delivery, searcher: Searcher) -> Searcher {
-        let (searcher, done) = self.recognise(&delivery, searcher).await;
-        match done {
-            Ok(done) => {
-                match &done {
-                    Done::Matched => self.count("match"),
-                    Done::NoMatch => self.count("no_match"),
-                    Done::Rejected(why) => {
-                        tracing::error!(entry = %delivery.id, reason = %why, "sample rejected");
-                        self.count("rejected");
+    /// One delivery to its end: acknowledged when done, moved to the dead
+    /// letters when it can never succeed, retried in place with a capped
+    /// backoff (holding it, so that no other replica takes it over and its
+    /// delivery count does not grow) while the store does not answer.
+    async fn handle(
+        &self,
+        delivery: Delivery,
+        searcher: Searcher,
+        beat: &Heartbeat,
+        stop: &CancellationToken,
+    ) -> Searcher {
+        let started = Instant::now();
+        let mut backoff = RETRY_FIRST;
+        let mut searcher = searcher;
+        loop {
+            let (back, done) = self.recognise(&delivery, searcher).await;
+            searcher = back;
+            match done {
+                Ok(done) => {
+                    self.count(match done {
+                        Done::Matched => "match",
+                        Done::NoMatch => "no_match",
+                    });
+                    if let Err(e) = self.storage.queue.ack(Queue::Samples, &delivery.id).await {
+                        // Redelivered later; the result is idempotent.
+                        tracing::warn!(error = %e, entry = %delivery.id, "cannot acknowledge a sample");
+                    }
+                    return searcher;
+                }
+                Err(Failure::Permanent { reason, sample_id }) => {
+                    self.bury(&delivery, &reason, sample_id.as_deref()).await;
+                    return searcher;
+                }
+                Err(Failure::Transient(e)) => {
+                    self.count("failed");
+                    if stop.is_cancelled() || started.elapsed() >= RETRY_FOR {
+                        tracing::warn!(error = %e, entry = %delivery.id, "sample failed; left for redelivery");
+                        return searcher;
+                    }
+                    tracing::warn!(error = %e, entry = %delivery.id, retry_in_ms = backoff.as_millis() as u64, "sample failed; retrying");
+                    tokio::select! {
+                        () = stop.cancelled() => return searcher,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    beat.beat();
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                    match self
+                        .storage
+                        .queue
+                        .hold(Queue::Samples, &self.name, &delivery.id)
+                        .await
+                    {
+                        Ok(true) | Err(_) => {}
+                        Ok(false) => {
+                            tracing::info!(entry = %delivery.id, "a sample being retried went to another replica");
+                            return searcher;
+                        }
                     }
                 }
-                if let Err(e) = self.storage.queue.ack(Queue::Samples, &delivery.id).await {
-                    // Redelivered later; the result is idempotent.
-                    tracing::warn!(error = %e, entry = %delivery.id, "cannot acknowledge a sample");
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, entry = %delivery.id, "sample failed; it will be retried");
-                self.count("failed");
             }
         }
-        searcher
+    }
+
+    /// Moves an entry that can never succeed to the dead letters, and marks
+    /// its sample so that reconciliation does not queue it again.
+    async fn bury(&self, delivery: &Delivery, reason: &str, sample_id: Option<&str>) {
+        tracing::error!(entry = %delivery.id, sample = sample_id.unwrap_or("-"), %reason, "sample moved to the dead letters");
+        match self
+            .storage
+            .queue
+            .dead_letter(Queue::Samples, delivery, reason)
+            .await
+        {
+            Ok(()) => self.count("dead_lettered"),
+            // Delivered again later, and refused again.
+            Err(e) => {
+                tracing::warn!(error = %e, entry = %delivery.id, "cannot move a sample to the dead letters")
+            }
+        }
+        if let Some(id) = sample_id
+            && let Err(e) = self.storage.documents.set_sample_aside(id).await
+        {
+            tracing::warn!(error = %e, sample = id, "cannot mark a sample set aside");
+        }
     }
 
     async fn recognise(
         &self,
         delivery: &Delivery,
         searcher: Searcher,
-    ) -> (Searcher, Result<Done, StorageError>) {
+    ) -> (Searcher, Result<Done, Failure>) {
         let queued: SampleQueued = match serde_json::from_slice(&delivery.payload) {
             Ok(q) => q,
             Err(e) => {
-                return (
-                    searcher,
-                    Ok(Done::Rejected(format!("malformed entry: {e}"))),
-                );
+                let why = format!("malformed entry: {e}");
+                return (searcher, Err(Failure::permanent(why, None)));
             }
         };
+        let id = Some(queued.sample_id.as_str());
         let sample = match self.storage.documents.sample(&queued.sample_id).await {
             Ok(Some(s)) => s,
             Ok(None) => {
                 let why = format!("sample {} is not stored", queued.sample_id);
-                return (searcher, Ok(Done::Rejected(why)));
+                return (searcher, Err(Failure::permanent(why, id)));
             }
-            Err(e) => return (searcher, Err(e)),
+            Err(e) => return (searcher, Err(with_sample(e.into(), id))),
         };
         let peaks = match unpack(&sample.peaks) {
             Ok(p) => p,
             Err(e) => {
                 let why = format!("sample {}: {e}", sample.id);
-                return (searcher, Ok(Done::Rejected(why)));
+                return (searcher, Err(Failure::permanent(why, id)));
             }
         };
         let Some(catalogue) = self.live.current() else {
             let e = StorageError::Io(std::io::Error::other("the catalogue is not loaded"));
-            return (searcher, Err(e));
+            return (searcher, Err(Failure::Transient(e)));
         };
         let options = self.options.clone();
         let started = Instant::now();
@@ -240,7 +397,7 @@ impl Consumer {
             Ok(r) => r,
             Err(e) => {
                 let why = format!("matching panicked: {e}");
-                return (Searcher::default(), Ok(Done::Rejected(why)));
+                return (Searcher::default(), Err(Failure::permanent(why, id)));
             }
         };
         self.meters
@@ -263,12 +420,23 @@ impl Consumer {
             matched,
             stored_at: None,
         };
-        (searcher, self.forward(&result).await.map(|()| done))
+        let forwarded = self.forward(&result).await;
+        (
+            searcher,
+            forwarded
+                .map(|()| done)
+                .map_err(|e| with_sample(e.into(), id)),
+        )
     }
 
-    /// Stores the raw result and queues it for the filter.
+    /// Stores the raw result, marks the sample recognised (reconciliation
+    /// leaves it alone) and queues the result for the filter.
     async fn forward(&self, result: &RawResult) -> Result<(), StorageError> {
         self.storage.documents.put_raw_result(result).await?;
+        self.storage
+            .documents
+            .mark_recognised(&result.sample_id)
+            .await?;
         let entry = RawResultQueued {
             sample_id: result.sample_id.clone(),
             source: result.source,
@@ -277,5 +445,199 @@ impl Consumer {
             serde_json::to_vec(&entry).map_err(|e| StorageError::Corrupt(e.to_string()))?;
         self.storage.queue.push(Queue::RawResults, &payload).await?;
         Ok(())
+    }
+}
+
+/// A failure, with the sample it concerns when it is permanent.
+fn with_sample(failure: Failure, id: Option<&str>) -> Failure {
+    match failure {
+        Failure::Permanent { reason, sample_id } => Failure::Permanent {
+            reason,
+            sample_id: sample_id.or_else(|| id.map(str::to_owned)),
+        },
+        transient => transient,
+    }
+}
+
+/// `hendu_samples_queue_dead_letters_total{reason}`, read from the store's
+/// own counts (it moves entries delivered too often by itself).
+#[derive(Debug)]
+struct DeadLettered {
+    counts: DeadCounts,
+    queue: Queue,
+}
+
+impl EncodeMetric for DeadLettered {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for reason in DeadReason::ALL {
+            let labels = [("reason", reason.label())];
+            encoder
+                .encode_family(&labels)?
+                .encode_counter::<NoLabelSet, _, u64>(&self.counts.get(self.queue, reason), None)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Counter
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hendu_fingerprint::packed::{BinPrecision, pack};
+    use hendu_storage::QueueConfig;
+    use hendu_storage::model::{NewSample, Source};
+
+    use super::*;
+
+    /// A private directory, removed at the end.
+    struct Scratch(std::path::PathBuf);
+
+    impl Scratch {
+        fn new() -> Self {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let dir = std::env::temp_dir()
+                .join(format!("hendu-recognition-{}-{nanos}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn config() -> Config {
+        Config {
+            concurrency: 2,
+            min_confidence: 0.5,
+            resync: Duration::from_secs(60),
+            reconcile: Duration::from_secs(60),
+            claim_after: Duration::from_secs(30),
+            replica: "test".into(),
+        }
+    }
+
+    async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+        let started = Instant::now();
+        while !done().await {
+            assert!(started.elapsed() < Duration::from_secs(20), "{what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn samples_that_can_never_succeed_go_to_the_dead_letters_and_the_rest_are_recognised() {
+        let scratch = Scratch::new();
+        let storage = Storage::embedded(&scratch.0.join("hendu.db"), QueueConfig::default())
+            .await
+            .unwrap();
+        let ops = Ops::new("recognition");
+        let live = Arc::new(LiveCatalogue::new(storage.clone(), &ops.metrics));
+        live.resync().await.unwrap();
+        let consumer = Arc::new(Consumer::new(&storage, &ops, live, &config()));
+
+        // A capture instant (this crate does not name the time crate).
+        let captured_at = serde_json::from_str::<RawResult>(
+            r#"{"sample_id":"x","source":{"kind":"device","id":1},"captured_at":"2026-03-01T12:00:00Z","matched":null}"#,
+        )
+        .unwrap()
+        .captured_at;
+        let source = Source::Device(1);
+        let good = NewSample::new(
+            source,
+            None,
+            captured_at,
+            30_000,
+            pack(&[], BinPrecision::Fine),
+        )
+        .unwrap();
+        let mut damaged = NewSample::new(source, None, captured_at, 30_000, vec![4, 100]).unwrap();
+        damaged.id.push_str("-damaged");
+        for s in [&good, &damaged] {
+            storage.documents.put_sample(s).await.unwrap();
+        }
+        let entry = |id: &str| {
+            serde_json::to_vec(&SampleQueued {
+                sample_id: id.to_owned(),
+                source,
+            })
+            .unwrap()
+        };
+        let q = &storage.queue;
+        q.push(Queue::Samples, b"not json").await.unwrap();
+        q.push(Queue::Samples, &entry("device-1-0")).await.unwrap();
+        q.push(Queue::Samples, &entry(&damaged.id)).await.unwrap();
+        q.push(Queue::Samples, &entry(&good.id)).await.unwrap();
+
+        let stop = CancellationToken::new();
+        let beat = ops.health.worker("samples consumer", ALLOWANCE);
+        let running = {
+            let (consumer, stop) = (consumer.clone(), stop.clone());
+            tokio::spawn(async move { consumer.run(beat, stop).await })
+        };
+        until("the samples are done with", async || {
+            let b = q.backlog(Queue::Samples).await.unwrap();
+            b.waiting + b.pending == 0
+        })
+        .await;
+
+        let dead = q.dead_letters(Queue::Samples, None, 10).await.unwrap();
+        let reasons: Vec<&str> = dead.iter().map(|d| d.reason.as_str()).collect();
+        assert_eq!(reasons.len(), 3, "{reasons:?}");
+        assert!(reasons[0].starts_with("malformed entry"), "{reasons:?}");
+        assert_eq!(reasons[1], "sample device-1-0 is not stored");
+        assert!(
+            reasons[2].starts_with(&format!("sample {}: ", damaged.id)),
+            "{reasons:?}"
+        );
+        assert_eq!(dead[2].payload, entry(&damaged.id));
+        // The good one went on to the filter, marked recognised.
+        let forwarded = q.entries(Queue::RawResults, None, 10).await.unwrap();
+        assert_eq!(forwarded.len(), 1);
+        let r: RawResultQueued = serde_json::from_slice(&forwarded[0].1).unwrap();
+        assert_eq!(r.sample_id, good.id);
+        let results = storage
+            .documents
+            .raw_results(source, captured_at, 10)
+            .await
+            .unwrap();
+        assert_eq!(results.len(), 1);
+        assert_eq!(results[0].matched, None);
+        // Nothing is left for reconciliation: one recognised, one set aside.
+        let later = captured_at + Duration::from_secs(3600);
+        assert!(
+            storage
+                .documents
+                .unrecognised_samples(later, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let metrics = ops.metrics.encode();
+        assert!(
+            metrics.contains(r#"outcome="dead_lettered"} 3"#),
+            "{metrics}"
+        );
+        assert!(metrics.contains(r#"outcome="no_match"} 1"#), "{metrics}");
+        assert!(metrics.contains(r#"hendu_samples_queue_dead_letters_total{service="recognition",reason="refused"} 3"#), "{metrics}");
+        assert!(ops.health.missing().await.is_empty());
+
+        // A queue that cannot be read makes the replica unready, with a code.
+        storage.close().await;
+        until("readiness to notice", async || {
+            ops.health
+                .missing()
+                .await
+                .contains(&("samples queue".to_owned(), "queue_unreadable".to_owned()))
+        })
+        .await;
+        stop.cancel();
+        running.await.unwrap();
     }
 }

@@ -2,8 +2,10 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
-use crate::decode::{AudioReader, Clip, DecodeError};
+use crate::decode::{AudioReader, Clip, DecodeError, DecodeLimits};
 use crate::gate::LowGate;
 use crate::params::{
     FFT_SIZE, HOP, LOW_FFT_SIZE, LOW_HOP, LOW_SAMPLE_RATE, PeakProfile, SAMPLE_RATE,
@@ -209,17 +211,38 @@ pub struct Fingerprint {
     pub duration_s: f64,
 }
 
-/// Decodes and fingerprints a whole file, never holding more than one
-/// codec packet of PCM at a time.
+/// Decodes and fingerprints a whole file within [`DecodeLimits::default`],
+/// never holding more than one codec packet of PCM at a time.
 ///
 /// # Errors
 /// [`DecodeError`] if the file is unreadable, not audio, or has no samples.
 pub fn fingerprint_file(path: &Path, profile: PeakProfile) -> Result<Fingerprint, DecodeError> {
-    let mut reader = AudioReader::open(path)?;
+    fingerprint_file_with(path, profile, DecodeLimits::default(), None)
+}
+
+/// Decodes and fingerprints a whole file within `limits`, stopping with
+/// [`DecodeError::Cancelled`] within a packet of `cancel` becoming true.
+///
+/// # Errors
+/// [`DecodeError`] if the file is unreadable, not audio, has no samples,
+/// passes `limits`, or was cancelled.
+pub fn fingerprint_file_with(
+    path: &Path,
+    profile: PeakProfile,
+    limits: DecodeLimits,
+    cancel: Option<Arc<AtomicBool>>,
+) -> Result<Fingerprint, DecodeError> {
+    let mut reader = AudioReader::open_with(path, limits)?;
+    if let Some(flag) = cancel {
+        reader.cancel_when(flag);
+    }
     fingerprint_reader(&mut reader, profile)
 }
 
-/// Fingerprints everything an [`AudioReader`] yields.
+/// Fingerprints everything an [`AudioReader`] yields, within the reader's
+/// limits and cancellation ([`AudioReader::from_source_with`],
+/// [`AudioReader::cancel_when`]): the first error ends the work, and the
+/// peaks found so far are dropped with it.
 ///
 /// # Errors
 /// [`DecodeError`] from the reader, or [`DecodeError::NoAudio`] for an empty stream.

@@ -12,7 +12,8 @@
 //! no new spectrogram is needed.
 
 use crate::params::{
-    BAND_LO, HASH_BITS, LOW_BIN_BASE, PAIR_MAX_DF, PAIR_MAX_DT, PAIR_MIN_DT, band_bins, is_low_bin,
+    BAND_LO, HASH_BITS, LOW_BIN_BASE, PAIR_MAX_DF, PAIR_MAX_DT, PAIR_MIN_DT,
+    QUERY_MAX_PAIRS_PER_ANCHOR, band_bins, is_low_bin,
 };
 use crate::peaks::Peak;
 
@@ -87,31 +88,63 @@ pub fn catalogue_landmarks(peaks: &[Peak], fan_out: usize, out: &mut Vec<Landmar
 }
 
 /// Query landmarks under a speed hypothesis (`speed` > 1: the query plays
-/// fast). Every anchor is paired with all targets in its zone.
+/// fast). Every anchor is paired with the targets in its zone, the first
+/// [`QUERY_MAX_PAIRS_PER_ANCHOR`] of them in time order: more than the
+/// engine's own peaks can put in a zone, so only a forged peak list is cut.
 pub fn query_landmarks(peaks: &[Peak], speed: f32, out: &mut Vec<Landmark>) {
-    let grid: Vec<GridPeak> = peaks
+    pair_up(&query_grid(peaks, speed), QUERY_MAX_PAIRS_PER_ANCHOR, out);
+}
+
+fn query_grid(peaks: &[Peak], speed: f32) -> Vec<GridPeak> {
+    peaks
         .iter()
         .map(|p| GridPeak::new((p.frame as f32 * speed).round() as i64, p.bin, speed))
-        .collect();
-    pair_up(&grid, usize::MAX, out);
+        .collect()
+}
+
+/// How many targets each anchor of a query has in its zone under a speed
+/// hypothesis, before the [`QUERY_MAX_PAIRS_PER_ANCHOR`] cap (one count per
+/// peak that may anchor a pair): what the cap is measured against.
+pub fn query_zone_sizes(peaks: &[Peak], speed: f32) -> Vec<usize> {
+    let grid = query_grid(peaks, speed);
+    let mut sizes = Vec::with_capacity(grid.len());
+    let mut one = Vec::new();
+    for i in 0..grid.len() {
+        one.clear();
+        // Only anchor `i`'s pairs: pair it with the peaks after it.
+        let zone_end = grid[i..]
+            .iter()
+            .position(|t| t.frame - grid[i].frame > i64::from(PAIR_MAX_DT))
+            .map_or(grid.len(), |n| i + n);
+        pair_up_anchor(grid[i], &grid[i + 1..zone_end], usize::MAX, &mut one);
+        if grid[i].in_band() {
+            sizes.push(one.len());
+        }
+    }
+    sizes
 }
 
 fn pair_up(grid: &[GridPeak], fan_out: usize, out: &mut Vec<Landmark>) {
     for (i, &anchor) in grid.iter().enumerate() {
-        let mut paired = 0;
-        for &target in &grid[i + 1..] {
-            if target.frame - anchor.frame > i64::from(PAIR_MAX_DT) {
+        pair_up_anchor(anchor, &grid[i + 1..], fan_out, out);
+    }
+}
+
+/// Pairs `anchor` with the first `fan_out` of the `later` peaks in its zone.
+fn pair_up_anchor(anchor: GridPeak, later: &[GridPeak], fan_out: usize, out: &mut Vec<Landmark>) {
+    let mut paired = 0;
+    for &target in later {
+        if target.frame - anchor.frame > i64::from(PAIR_MAX_DT) {
+            break;
+        }
+        if let Some(hash) = pack(anchor, target) {
+            out.push(Landmark {
+                hash,
+                frame: anchor.frame.max(0) as u32,
+            });
+            paired += 1;
+            if paired == fan_out {
                 break;
-            }
-            if let Some(hash) = pack(anchor, target) {
-                out.push(Landmark {
-                    hash,
-                    frame: anchor.frame.max(0) as u32,
-                });
-                paired += 1;
-                if paired == fan_out {
-                    break;
-                }
             }
         }
     }
@@ -188,6 +221,42 @@ mod tests {
             separate.sort_unstable();
             prop_assert_eq!(landmarks(&both), separate);
         }
+    }
+
+    #[test]
+    fn the_pair_cap_cuts_forged_zones_and_never_the_engines() {
+        use crate::params::{PAIR_MAX_DT, QUERY_MAX_PAIRS_PER_ANCHOR};
+        // White noise: the query profile's densest output.
+        let clip = crate::Clip {
+            sample_rate: 8_000,
+            samples: crate::synth::white_noise(9, 8_000 * 20),
+        };
+        let noise = crate::fingerprint_clip(&clip, crate::PeakProfile::QUERY);
+        for speed in [0.97, 1.0, 1.03] {
+            let zones = query_zone_sizes(&noise, speed);
+            assert!(zones.iter().all(|&z| z < QUERY_MAX_PAIRS_PER_ANCHOR));
+            let mut out = Vec::new();
+            query_landmarks(&noise, speed, &mut out);
+            assert_eq!(out.len(), zones.iter().sum::<usize>());
+        }
+        // 64 peaks in each of 20 frames within 63 bins: hundreds of targets
+        // per anchor, each cut to the cap.
+        let forged: Vec<Peak> = (0..20 * 64)
+            .map(|i| Peak {
+                frame: (i / 64) as u32,
+                bin: 60.0 + (i % 64) as f32 * 0.9,
+            })
+            .collect();
+        let zones = query_zone_sizes(&forged, 1.0);
+        assert!(zones[0] > 1000 && PAIR_MAX_DT > 20, "{}", zones[0]);
+        let mut out = Vec::new();
+        query_landmarks(&forged, 1.0, &mut out);
+        let capped: usize = zones
+            .iter()
+            .map(|&z| z.min(QUERY_MAX_PAIRS_PER_ANCHOR))
+            .sum();
+        assert_eq!(out.len(), capped);
+        assert!(out.len() <= forged.len() * QUERY_MAX_PAIRS_PER_ANCHOR);
     }
 
     #[test]

@@ -25,7 +25,7 @@
 //!    margin over the best other track, plus half the verification z-score.
 
 use crate::hashes::{Landmark, catalogue_landmarks, query_landmarks};
-use crate::params::{BIN_LIMIT, CATALOGUE_FAN_OUT, FRAME_SECONDS, HASH_BITS};
+use crate::params::{BIN_LIMIT, CATALOGUE_FAN_OUT, FRAME_SECONDS, HASH_BITS, PAIR_MAX_DT};
 use crate::peaks::Peak;
 use crate::verify::{QueryGrid, Verdict, verify};
 
@@ -35,6 +35,18 @@ pub type TrackId = u32;
 /// Frames between two tracks on the global timeline (65 s). Also the longest
 /// stretch of a query that is matched at once.
 pub const TRACK_GAP_FRAMES: u32 = 4096;
+
+/// The peaks of a query (in time order) that can make a landmark anchored
+/// before [`TRACK_GAP_FRAMES`] at `speed`: a target lies at most
+/// [`PAIR_MAX_DT`] frames after its anchor, so later peaks are not paired at
+/// all. The landmarks kept are the same, and a long query (a forged sample
+/// of an hour) costs what its first 65 s do.
+fn pairable(peaks: &[Peak], speed: f32) -> &[Peak] {
+    let reach = i64::from(TRACK_GAP_FRAMES) + i64::from(PAIR_MAX_DT);
+    // Warped frames are rounded as `query_landmarks` rounds them.
+    let used = peaks.partition_point(|p| ((p.frame as f32 * speed).round() as i64) < reach);
+    &peaks[..used]
+}
 
 /// Errors when building an index.
 #[derive(Debug, thiserror::Error)]
@@ -442,7 +454,7 @@ impl Index {
     /// each of the `top` best tracks in `s.voted`.
     fn vote(&self, peaks: &[Peak], speed: f32, top: usize, s: &mut Searcher) {
         s.landmarks.clear();
-        query_landmarks(peaks, speed, &mut s.landmarks);
+        query_landmarks(pairable(peaks, speed), speed, &mut s.landmarks);
         s.landmarks.retain(|l| l.frame < TRACK_GAP_FRAMES);
         // Two passes, each of independent reads, so that the processor has
         // many cache misses in flight at once: first where each hash's
@@ -608,5 +620,36 @@ fn agreeing_span(hits: &[u64], offset: u32, frames: &mut Vec<u32>) -> (u32, u32)
             frames.first().copied().unwrap_or(0),
             frames.last().copied().unwrap_or(0),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn only_peaks_out_of_reach_of_every_kept_landmark_are_left_unpaired(
+            raw in prop::collection::vec((0u32..30, 20f32..217.0), 1..400),
+            speed in 0.97f32..1.03,
+        ) {
+            // Frame steps of up to 30 take the peaks across TRACK_GAP_FRAMES.
+            let mut frame = 3900;
+            let peaks: Vec<Peak> = raw
+                .into_iter()
+                .map(|(step, bin)| {
+                    frame += step;
+                    Peak { frame, bin }
+                })
+                .collect();
+            let kept = |peaks: &[Peak]| {
+                let mut out = Vec::new();
+                query_landmarks(peaks, speed, &mut out);
+                out.retain(|l| l.frame < TRACK_GAP_FRAMES);
+                out
+            };
+            prop_assert_eq!(kept(pairable(&peaks, speed)), kept(&peaks));
+        }
     }
 }

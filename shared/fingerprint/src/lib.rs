@@ -67,6 +67,8 @@
 //! - [`verify`]: peak-by-peak verification of candidates against decoys.
 //! - [`timeline`]: long recordings to a timeline of plays.
 //! - [`synth`]: deterministic synthetic music and noise for tests.
+//! - [`hostile`]: hostile inputs (decompression bombs, lying headers, dense
+//!   fingerprints) for tests and benchmarks of the limits.
 //! - [`blocks`]: the catalogue's 30 s blocks with 15 s overlap.
 //! - [`packed`]: a compact byte form of peak lists for stores and the wire.
 //! - [`wire`]: the versioned sample fingerprint a sensor sends instead of audio.
@@ -76,6 +78,7 @@ pub mod decode;
 pub mod fingerprinter;
 pub mod gate;
 pub mod hashes;
+pub mod hostile;
 pub mod index;
 pub mod packed;
 pub mod params;
@@ -87,9 +90,10 @@ pub mod timeline;
 pub mod verify;
 pub mod wire;
 
-pub use decode::{AudioReader, Clip, DecodeError, read_clip};
+pub use decode::{AudioReader, Clip, DecodeError, DecodeLimits, read_clip};
 pub use fingerprinter::{
-    Fingerprint, Fingerprinter, fingerprint_clip, fingerprint_file, fingerprint_reader,
+    Fingerprint, Fingerprinter, fingerprint_clip, fingerprint_file, fingerprint_file_with,
+    fingerprint_reader,
 };
 pub use index::{Candidate, Index, IndexBuilder, IndexError, SearchOptions, Searcher, TrackId};
 pub use params::PeakProfile;

@@ -105,14 +105,8 @@ pub fn pack(peaks: &[Peak], precision: BinPrecision) -> Vec<u8> {
 /// [`UnpackError`] for anything [`pack`] cannot have written; never panics and
 /// never allocates more than the input can describe.
 pub fn unpack(bytes: &[u8]) -> Result<Vec<Peak>, UnpackError> {
-    let (&tag, mut rest) = bytes.split_first().ok_or(UnpackError::Malformed)?;
-    let precision = match tag {
-        3 => BinPrecision::Whole,
-        4 => BinPrecision::Fine,
-        1 | 2 => return Err(UnpackError::EarlierAnalysis(tag)),
-        other => return Err(UnpackError::UnknownPrecision(other)),
-    };
-    let count = usize::try_from(take_varint(&mut rest)?).map_err(|_| UnpackError::Malformed)?;
+    let (precision, count, mut rest) = header(bytes)?;
+    let count = usize::try_from(count).map_err(|_| UnpackError::Malformed)?;
     // Each peak takes at least two bytes: a count beyond that is a lie.
     if count > rest.len() / 2 {
         return Err(UnpackError::Malformed);
@@ -155,6 +149,29 @@ pub fn unpack(bytes: &[u8]) -> Result<Vec<Peak>, UnpackError> {
     } else {
         Err(UnpackError::Malformed)
     }
+}
+
+/// The number of peaks packed bytes declare, read without unpacking them, so
+/// that a caller with a bound of its own (a sample's duration) can refuse a
+/// long list before paying for it.
+///
+/// # Errors
+/// [`UnpackError`] if the bytes do not start like a packed peak list.
+pub fn peak_count(bytes: &[u8]) -> Result<u64, UnpackError> {
+    header(bytes).map(|(_, count, _)| count)
+}
+
+/// The precision, the declared count and the bytes after them.
+fn header(bytes: &[u8]) -> Result<(BinPrecision, u64, &[u8]), UnpackError> {
+    let (&tag, mut rest) = bytes.split_first().ok_or(UnpackError::Malformed)?;
+    let precision = match tag {
+        3 => BinPrecision::Whole,
+        4 => BinPrecision::Fine,
+        1 | 2 => return Err(UnpackError::EarlierAnalysis(tag)),
+        other => return Err(UnpackError::UnknownPrecision(other)),
+    };
+    let count = take_varint(&mut rest)?;
+    Ok((precision, count, rest))
 }
 
 fn put_varint(out: &mut Vec<u8>, mut value: u64) {
@@ -259,6 +276,20 @@ mod tests {
                     let again = unpack(&pack(&[p], BinPrecision::Fine)).unwrap();
                     prop_assert_eq!(is_low_bin(again[0].bin), is_low_bin(p.bin));
                 }
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_unpack_without_panic_to_at_most_half_their_length_in_peaks(
+            bytes in prop::collection::vec(any::<u8>(), 0..600),
+        ) {
+            let declared = peak_count(&bytes);
+            if let Ok(peaks) = unpack(&bytes) {
+                prop_assert!(peaks.len() <= bytes.len() / 2);
+                prop_assert_eq!(declared, Ok(peaks.len() as u64));
+                prop_assert!(peaks.windows(2).all(|w| w[0].frame <= w[1].frame));
             }
         }
     }

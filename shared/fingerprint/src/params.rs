@@ -160,6 +160,19 @@ impl PeakProfile {
 }
 
 /// Targets paired with each anchor in the catalogue (the query pairs every
-/// anchor with all peaks in its target zone, so the catalogue's pairs are a
-/// subset of the query's).
+/// anchor with all peaks in its target zone, up to
+/// [`QUERY_MAX_PAIRS_PER_ANCHOR`], so the catalogue's pairs are a subset of
+/// the query's).
 pub const CATALOGUE_FAN_OUT: usize = 5;
+
+/// Most targets a query anchor is paired with (the first in time order).
+///
+/// A zone spans 63 frames after its anchor, which touch at most 4 of the
+/// peak picker's 32-frame blocks even at 3% slow, and a block keeps at most
+/// 31 main-band or 20 low-band peaks of the query profile: no query the
+/// engine fingerprints can put more than 124 targets in a zone, so this cap
+/// changes nothing for them. It bounds what a forged peak list costs:
+/// without it, every peak of a dense sample fingerprint pairs with every
+/// peak in reach. (Measured, `examples/density.rs`: synthetic music, with
+/// and without noise, reaches at most 52 targets.)
+pub const QUERY_MAX_PAIRS_PER_ANCHOR: usize = 128;

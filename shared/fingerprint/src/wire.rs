@@ -18,6 +18,24 @@
 //! version or analysis rather than guess: both are bumped whenever a
 //! parameter that changes peaks changes.
 //!
+//! # Density limits
+//! A fingerprint is refused, before its peaks cost anything to match, when
+//! it is denser than the engine could have made it:
+//!
+//! | limit | value | the query profile, at most by construction | measured (`examples/density.rs`) |
+//! | --- | --- | --- | --- |
+//! | peaks in any second of the sample ([`MAX_PEAKS_PER_SECOND`]) | 200 | 153 | 95-101 in noise, 43-75 in music |
+//! | peaks in one frame ([`MAX_PEAKS_PER_FRAME`]) | 64 | 51 | 12 in noise, 9 in music |
+//! | peaks in all ([`max_peaks`]) | 200 a second touched: 720,200 for an hour | | 60/s in music, 100/s in noise |
+//!
+//! "A second" is frames `f` with `f * 128 / 8000` equal (62 or 63 frames);
+//! the profile keeps at most 31 main-band and 20 low-band peaks per 32-frame
+//! block, and a second touches at most 3 blocks of each band. The total is
+//! checked on the packed count before a peak is unpacked
+//! ([`crate::packed::peak_count`]), so a forged count costs nothing. With
+//! [`crate::params::QUERY_MAX_PAIRS_PER_ANCHOR`], these bound the landmarks
+//! any accepted sample makes to 128 per peak.
+//!
 //! ```
 //! use hendu_fingerprint::Peak;
 //! use hendu_fingerprint::wire::SampleFingerprint;
@@ -30,8 +48,8 @@
 //! assert_eq!(SampleFingerprint::decode(&sample.encode()).unwrap(), sample);
 //! ```
 
-use crate::packed::{BinPrecision, UnpackError, pack, unpack};
-use crate::params::FRAME_SECONDS;
+use crate::packed::{BinPrecision, UnpackError, pack, peak_count, unpack};
+use crate::params::{FRAME_SECONDS, HOP, SAMPLE_RATE};
 use crate::peaks::Peak;
 
 /// The HTTP media type of an encoded [`SampleFingerprint`].
@@ -44,6 +62,11 @@ pub const VERSION: u8 = 1;
 pub const ANALYSIS: u8 = 3;
 /// The longest sample, in milliseconds (one hour).
 pub const MAX_DURATION_MS: u32 = 3_600_000;
+/// Most peaks accepted in any one second of a sample (module docs: the
+/// query profile makes at most 153, about 100 in noise).
+pub const MAX_PEAKS_PER_SECOND: u32 = 200;
+/// Most peaks accepted in one frame (the query profile makes at most 51).
+pub const MAX_PEAKS_PER_FRAME: u32 = 64;
 const HEADER: usize = 18;
 
 /// Why bytes are not a sample fingerprint this build accepts.
@@ -64,6 +87,20 @@ pub enum WireError {
     Duration(u32),
     #[error("a peak at frame {frame} lies beyond the sample's {frames} frames")]
     PeakBeyondEnd { frame: u32, frames: u32 },
+    /// More peaks than [`max_peaks`] allows for the duration (checked on the
+    /// declared count, before unpacking).
+    #[error("{peaks} peaks is more than a sample of {duration_ms} ms may hold ({limit})")]
+    TooManyPeaks {
+        peaks: u64,
+        limit: u64,
+        duration_ms: u32,
+    },
+    /// One second of the sample holds more than [`MAX_PEAKS_PER_SECOND`] peaks.
+    #[error("second {second} of the sample holds {peaks} peaks (at most {MAX_PEAKS_PER_SECOND})")]
+    TooDense { second: u32, peaks: u32 },
+    /// One frame holds more than [`MAX_PEAKS_PER_FRAME`] peaks.
+    #[error("frame {frame} holds {peaks} peaks (at most {MAX_PEAKS_PER_FRAME})")]
+    FrameTooDense { frame: u32, peaks: u32 },
     #[error(transparent)]
     Peaks(#[from] UnpackError),
 }
@@ -117,7 +154,17 @@ impl SampleFingerprint {
         if duration_ms == 0 || duration_ms > MAX_DURATION_MS {
             return Err(WireError::Duration(duration_ms));
         }
-        let peaks = unpack(&bytes[HEADER..])?;
+        let packed = &bytes[HEADER..];
+        let declared = peak_count(packed)?;
+        let limit = max_peaks(duration_ms);
+        if declared > limit {
+            return Err(WireError::TooManyPeaks {
+                peaks: declared,
+                limit,
+                duration_ms,
+            });
+        }
+        let peaks = unpack(packed)?;
         let frames = frames_in(duration_ms);
         if let Some(p) = peaks.iter().find(|p| p.frame > frames) {
             return Err(WireError::PeakBeyondEnd {
@@ -125,6 +172,7 @@ impl SampleFingerprint {
                 frames,
             });
         }
+        check_density(&peaks)?;
         Ok(Self {
             captured_at_ms: i64::from_le_bytes(at),
             duration_ms,
@@ -136,6 +184,42 @@ impl SampleFingerprint {
 /// Frames in `duration_ms` of audio (rounded up).
 fn frames_in(duration_ms: u32) -> u32 {
     (f64::from(duration_ms) / 1000.0 / FRAME_SECONDS).ceil() as u32
+}
+
+/// The second of the sample a frame starts in.
+fn second_of(frame: u32) -> u32 {
+    (u64::from(frame) * HOP as u64 / u64::from(SAMPLE_RATE)) as u32
+}
+
+/// Most peaks a sample of `duration_ms` may hold: [`MAX_PEAKS_PER_SECOND`]
+/// for every second its frames touch (peaks lie on frames 0 to the
+/// duration's frame count), so that a sample within the per-second limit is
+/// always within this one.
+pub fn max_peaks(duration_ms: u32) -> u64 {
+    let seconds = u64::from(second_of(frames_in(duration_ms))) + 1;
+    seconds * u64::from(MAX_PEAKS_PER_SECOND)
+}
+
+/// Refuses peaks (in frame order, as unpacked) that crowd one frame or one
+/// second more than the engine can.
+fn check_density(peaks: &[Peak]) -> Result<(), WireError> {
+    for frame in peaks.chunk_by(|a, b| a.frame == b.frame) {
+        if frame.len() > MAX_PEAKS_PER_FRAME as usize {
+            return Err(WireError::FrameTooDense {
+                frame: frame[0].frame,
+                peaks: frame.len() as u32,
+            });
+        }
+    }
+    for second in peaks.chunk_by(|a, b| second_of(a.frame) == second_of(b.frame)) {
+        if second.len() > MAX_PEAKS_PER_SECOND as usize {
+            return Err(WireError::TooDense {
+                second: second_of(second[0].frame),
+                peaks: second.len() as u32,
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -188,6 +272,129 @@ mod tests {
             SampleFingerprint::decode(&zero),
             Err(WireError::Duration(0))
         );
+    }
+
+    #[test]
+    fn fingerprints_denser_than_the_engine_makes_are_refused_by_name() {
+        use crate::hostile::dense_sample_fingerprint;
+        // At the limits: accepted.
+        let at = dense_sample_fingerprint(60_000, MAX_PEAKS_PER_SECOND, MAX_PEAKS_PER_FRAME);
+        let sample = SampleFingerprint::decode(&at).unwrap();
+        // 60 full seconds, and the one frame (3,750) of the 61st.
+        assert_eq!(
+            sample.peaks.len(),
+            60 * MAX_PEAKS_PER_SECOND as usize + MAX_PEAKS_PER_FRAME as usize
+        );
+        // One more in a frame, or in a second.
+        let frame = dense_sample_fingerprint(60_000, 100, MAX_PEAKS_PER_FRAME + 1);
+        assert_eq!(
+            SampleFingerprint::decode(&frame),
+            Err(WireError::FrameTooDense {
+                frame: 0,
+                peaks: MAX_PEAKS_PER_FRAME + 1
+            })
+        );
+        // The densest second is refused whatever the total: a sample of an
+        // hour may not put its whole budget in its first second.
+        let mut crowded = SampleFingerprint::decode(&at).unwrap();
+        crowded.duration_ms = MAX_DURATION_MS;
+        crowded.peaks[250].frame = 0;
+        crowded.peaks.sort_by_key(|p| p.frame);
+        assert!(matches!(
+            SampleFingerprint::decode(&crowded.encode()),
+            Err(WireError::FrameTooDense { frame: 0, .. })
+        ));
+        let mut spread = crowded.clone();
+        for (i, p) in spread.peaks.iter_mut().enumerate().take(201) {
+            p.frame = (i / 4) as u32;
+        }
+        spread.peaks.sort_by_key(|p| p.frame);
+        assert!(matches!(
+            SampleFingerprint::decode(&spread.encode()),
+            Err(WireError::TooDense { second: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn a_forged_peak_count_is_refused_from_the_header_alone() {
+        let mut bytes = sample().encode()[..HEADER].to_vec();
+        // Fine precision, a count of 2^40, and no peaks at all.
+        bytes.push(BinPrecision::Fine as u8);
+        let mut count = 1u64 << 40;
+        while count >= 0x80 {
+            bytes.push((count as u8) | 0x80);
+            count >>= 7;
+        }
+        bytes.push(count as u8);
+        assert_eq!(
+            SampleFingerprint::decode(&bytes),
+            Err(WireError::TooManyPeaks {
+                peaks: 1 << 40,
+                limit: max_peaks(1000),
+                duration_ms: 1000
+            })
+        );
+    }
+
+    #[test]
+    fn the_total_limit_is_the_per_second_limit_over_every_second_touched() {
+        // 1 s is frames 0..=63: seconds 0 and 1.
+        assert_eq!(max_peaks(1000), 2 * u64::from(MAX_PEAKS_PER_SECOND));
+        assert_eq!(max_peaks(1), u64::from(MAX_PEAKS_PER_SECOND));
+        assert_eq!(
+            max_peaks(MAX_DURATION_MS),
+            3601 * u64::from(MAX_PEAKS_PER_SECOND)
+        );
+    }
+
+    #[test]
+    fn what_the_engine_makes_of_noise_is_accepted() {
+        // White noise is the densest input the query profile sees: about
+        // 100 peaks a second, and the low band open.
+        let noise = crate::synth::white_noise(3, 22_050 * 30);
+        let clip = crate::Clip {
+            sample_rate: 22_050,
+            samples: noise,
+        };
+        let sample = SampleFingerprint {
+            captured_at_ms: 0,
+            duration_ms: 30_000,
+            peaks: crate::fingerprint_clip(&clip, crate::PeakProfile::QUERY),
+        };
+        assert!(sample.peaks.len() > 2_800, "{}", sample.peaks.len());
+        let back = SampleFingerprint::decode(&sample.encode()).unwrap();
+        assert_eq!(back.peaks.len(), sample.peaks.len());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic_and_what_is_accepted_is_within_the_limits(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3000),
+            duration_ms in 1u32..=MAX_DURATION_MS,
+            raw in proptest::prelude::any::<bool>(),
+        ) {
+            // Either bytes from nowhere, or a valid header before them, so
+            // that the peaks and the limits are reached.
+            let bytes = if raw {
+                body
+            } else {
+                let mut b = SampleFingerprint { captured_at_ms: 0, duration_ms, peaks: vec![] }
+                    .encode()[..HEADER]
+                    .to_vec();
+                b.extend(body);
+                b
+            };
+            if let Ok(s) = SampleFingerprint::decode(&bytes) {
+                proptest::prop_assert!(s.peaks.len() as u64 <= max_peaks(s.duration_ms));
+                proptest::prop_assert!(s.peaks.iter().all(|p| p.frame <= s.frames()));
+                for frame in s.peaks.chunk_by(|a, b| a.frame == b.frame) {
+                    proptest::prop_assert!(frame.len() <= MAX_PEAKS_PER_FRAME as usize);
+                }
+                for second in s.peaks.chunk_by(|a, b| second_of(a.frame) == second_of(b.frame)) {
+                    proptest::prop_assert!(second.len() <= MAX_PEAKS_PER_SECOND as usize);
+                }
+            }
+        }
     }
 
     #[test]

@@ -15,13 +15,22 @@ use hendu_storage::Storage;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Auth;
 use crate::health::Heartbeat;
 use crate::http::{Ops, serve};
+use crate::limits::CpuQueue;
+use crate::settings::HttpLimits;
 
 /// Routes, workers and checks of one or more services, bound to a listener.
 pub struct Application {
     pub ops: Ops,
     pub storage: Storage,
+    /// Checks tokens, passwords and device secrets for every route.
+    pub auth: Auth,
+    /// CPU-heavy work of every route, behind one bounded queue.
+    pub cpu: CpuQueue,
+    http: HttpLimits,
+    shutdown_delay: Duration,
     listener: TcpListener,
     router: Router,
     workers: Vec<(String, BoxFuture<'static, ()>)>,
@@ -46,6 +55,7 @@ impl Application {
         service: &'static str,
         listener: TcpListener,
         storage: Storage,
+        auth: Auth,
         grace: Duration,
     ) -> Self {
         let ops = Ops::new(service);
@@ -57,19 +67,44 @@ impl Application {
                     .check()
                     .await
                     .into_iter()
-                    .map(|(name, why)| (name.to_owned(), why))
+                    .map(|(name, why)| {
+                        // The driver's words go to the log, not to anyone who asks.
+                        let reason = why.map(|why| {
+                            tracing::warn!(store = name, error = %why, "a store does not answer");
+                            "unreachable".to_owned()
+                        });
+                        (name.to_owned(), reason)
+                    })
                     .collect()
             })
         });
         Self {
             ops,
             storage,
+            auth,
+            cpu: CpuQueue::per_core(),
+            http: HttpLimits::default(),
+            shutdown_delay: Duration::ZERO,
             listener,
             router: Router::new(),
             workers: Vec::new(),
             stop: CancellationToken::new(),
             grace,
         }
+    }
+
+    /// Limits on what HTTP clients can hold (the defaults until set).
+    #[must_use]
+    pub fn with_http_limits(mut self, limits: HttpLimits) -> Self {
+        self.http = limits;
+        self
+    }
+
+    /// How long to keep serving with `/readyz` failing after the signal.
+    #[must_use]
+    pub fn with_shutdown_delay(mut self, delay: Duration) -> Self {
+        self.shutdown_delay = delay;
+        self
     }
 
     /// Adds a service's routes.
@@ -123,15 +158,20 @@ impl Application {
         // One grace period from the signal for requests and workers together.
         let signalled = std::sync::Arc::new(std::sync::OnceLock::new());
         let at_signal = signalled.clone();
+        let health = self.ops.health.clone();
+        let delay = self.shutdown_delay;
         let served = serve(
             self.listener,
-            self.ops.wrap(self.router),
+            self.ops.wrap(self.router, &self.http),
             async move {
                 shutdown.await;
                 let _ = at_signal.set(tokio::time::Instant::now());
+                health.set_draining();
                 stop.cancel();
+                tokio::time::sleep(delay).await;
             },
             self.grace,
+            &self.http,
         )
         .await;
         self.stop.cancel();
@@ -172,15 +212,17 @@ impl Application {
         let settings = crate::Settings::from_env(service, default_port)?;
         crate::telemetry::init(&settings.log);
         let storage = Storage::connect(&settings.storage).await?;
+        let auth = Auth::load(&storage)
+            .await
+            .context("cannot load the credential key")?;
         let listener = TcpListener::bind(settings.http_addr)
             .await
             .with_context(|| format!("cannot listen on {}", settings.http_addr))?;
-        Ok(Self::new(
-            service,
-            listener,
-            storage,
-            settings.shutdown_grace,
-        ))
+        Ok(
+            Self::new(service, listener, storage, auth, settings.shutdown_grace)
+                .with_http_limits(settings.http.clone())
+                .with_shutdown_delay(settings.shutdown_delay),
+        )
     }
 
     /// Runs until SIGTERM or Ctrl-C.

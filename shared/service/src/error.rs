@@ -14,6 +14,8 @@ pub struct ApiError {
     /// Stable, for programs: `invalid_input`, `not_found`, `unsupported_audio`, ...
     pub code: &'static str,
     pub message: String,
+    /// Sent as `Retry-After` (whole seconds, at least 1).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
@@ -22,7 +24,15 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// The same answer with `Retry-After`.
+    #[must_use]
+    pub fn retry_after(mut self, wait: std::time::Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -69,10 +79,35 @@ impl std::fmt::Display for ApiError {
     }
 }
 
+/// 503 `busy`: the service's work queue is full; retry after `wait`.
+pub fn busy(wait: std::time::Duration) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "busy",
+        "the service is at capacity; retry shortly",
+    )
+    .retry_after(wait)
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Json(json!({ "error": { "code": self.code, "message": self.message } }));
-        (self.status, body).into_response()
+        let mut response = (self.status, body).into_response();
+        if let Some(wait) = self.retry_after {
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, v);
+            }
+        }
+        response
+    }
+}
+
+impl From<hendu_storage::ValidationError> for ApiError {
+    fn from(e: hendu_storage::ValidationError) -> Self {
+        Self::unprocessable("invalid_input", e.to_string())
     }
 }
 
@@ -92,6 +127,7 @@ impl From<StorageError> for ApiError {
                     "storage_unavailable",
                     "a database did not answer; retry later",
                 )
+                .retry_after(std::time::Duration::from_secs(5))
             }
             other => Self::internal(&other),
         }

@@ -24,6 +24,9 @@ pub struct Health {
 struct Inner {
     heartbeats: Mutex<Vec<Heartbeat>>,
     checks: Mutex<Vec<Check>>,
+    /// Set when shutdown begins: readiness fails at once, so the balancer
+    /// stops sending work before the listener closes.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Health {
@@ -56,6 +59,15 @@ impl Heartbeat {
 }
 
 impl Health {
+    /// From now on `/readyz` answers 503 `shutting_down`.
+    pub fn set_draining(&self) {
+        self.inner.draining.store(true, Ordering::Release);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Acquire)
+    }
+
     /// Registers a worker loop that must beat at least every `allowance`.
     pub fn worker(&self, name: &str, allowance: Duration) -> Heartbeat {
         let beat = Heartbeat {
@@ -73,7 +85,9 @@ impl Health {
     }
 
     /// Adds a readiness check: it returns `(name, None)` for each thing that is
-    /// there, `(name, Some(why))` for each that is missing.
+    /// there, `(name, Some(reason))` for each that is missing. The reason is a
+    /// stable code (`unreachable`, `loading`, ...), never a driver's message:
+    /// `/readyz` is open to anyone who can reach the port.
     pub fn check<F>(&self, check: F)
     where
         F: Fn() -> BoxFuture<'static, Vec<(String, Option<String>)>> + Send + Sync + 'static,

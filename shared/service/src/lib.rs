@@ -9,12 +9,17 @@
 //! let ops = Ops::new(settings.service);
 //! let app = axum::Router::new(); // the service's own routes
 //! let listener = tokio::net::TcpListener::bind(settings.http_addr).await?;
-//! serve(listener, ops.wrap(app), hendu_service::shutdown::signal(), settings.shutdown_grace).await?;
+//! let limits = &settings.http;
+//! serve(listener, ops.wrap(app, limits), hendu_service::shutdown::signal(), settings.shutdown_grace, limits).await?;
 //! # Ok(()) }
 //! ```
 //!
 //! # Layout
 //! - [`app`]: a service's routes and worker loops, run together with one shutdown.
+//! - [`accounts`]: the users and tokens API.
+//! - [`audio`]: refused audio, work cancelled with its request, bounded bodies.
+//! - [`auth`]: API tokens, passwords and device secrets; limits on failed attempts.
+//! - [`limits`]: failed-attempt counting, and the bounded queue for CPU-heavy work.
 //! - [`settings`]: typed settings from the environment, one list of variable names.
 //! - [`telemetry`]: JSON logs (human-readable in a terminal), request ids.
 //! - [`health`]: liveness that notices a stuck worker loop, readiness that names what is missing.
@@ -23,16 +28,21 @@
 //! - [`http`]: the operational routes and middleware around a service's router, and `serve`.
 //! - [`shutdown`]: SIGTERM / Ctrl-C, and a bounded drain.
 
+pub mod accounts;
 pub mod app;
+pub mod audio;
+pub mod auth;
 pub mod error;
 pub mod health;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
 
 pub use app::Application;
+pub use auth::{Auth, Principal};
 pub use error::ApiError;
 pub use health::{Health, Heartbeat};
 pub use http::{Ops, serve};

@@ -10,7 +10,8 @@ use prometheus_client::registry::{Metric, Registry};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    pub method: String,
+    /// One of the standard methods, or `other`.
+    pub method: &'static str,
     /// The route's pattern (`/v1/musics/{id}`), not the path: bounded cardinality.
     pub route: String,
     pub status: u16,

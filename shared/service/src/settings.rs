@@ -13,6 +13,12 @@ pub mod vars {
     pub const LOG: &str = "HENDU_LOG";
     pub const SHUTDOWN_GRACE_S: &str = "HENDU_SHUTDOWN_GRACE_S";
     pub const EMBEDDED_PATH: &str = "HENDU_EMBEDDED_PATH";
+    pub const SHUTDOWN_DELAY_S: &str = "HENDU_SHUTDOWN_DELAY_S";
+    pub const MAX_CONNECTIONS: &str = "HENDU_HTTP_MAX_CONNECTIONS";
+    pub const MAX_REQUESTS: &str = "HENDU_HTTP_MAX_REQUESTS";
+    pub const HEADER_TIMEOUT_S: &str = "HENDU_HTTP_HEADER_TIMEOUT_S";
+    pub const BODY_TIMEOUT_S: &str = "HENDU_HTTP_BODY_TIMEOUT_S";
+    pub const REQUEST_TIMEOUT_S: &str = "HENDU_HTTP_REQUEST_TIMEOUT_S";
 }
 
 /// For each service's `--help`.
@@ -22,12 +28,81 @@ Environment:
   HENDU_LOG                   log filter, e.g. info or hendu=debug,info (default info);
                               JSON lines unless stderr is a terminal
   HENDU_SHUTDOWN_GRACE_S      on SIGTERM, how long in-flight work may take (default 20)
+  HENDU_SHUTDOWN_DELAY_S      on SIGTERM, how long to keep serving with /readyz failing, so
+                              that a balancer stops sending work first (default 0)
+  HENDU_HTTP_MAX_CONNECTIONS  open connections at most; more wait (default 1024)
+  HENDU_HTTP_MAX_REQUESTS     requests in progress at most; more get 503 busy (default 256)
+  HENDU_HTTP_HEADER_TIMEOUT_S time to send a request's head (default 10)
+  HENDU_HTTP_BODY_TIMEOUT_S   longest pause while sending a body (default 30)
+  HENDU_HTTP_REQUEST_TIMEOUT_S
+                              longest a request may take in all (default 600)
+  HENDU_AUTH_KEY              key for hashing API tokens and device secrets (at least 32
+                              characters, the same on every replica; default: a key made
+                              once and kept in the database)
   HENDU_MYSQL_URL, HENDU_MONGO_URL, HENDU_REDIS_URL
                               the servers (all three), or none for the embedded store
   HENDU_EMBEDDED_PATH         the embedded store's file (default ./hendu.db)
   HENDU_MYSQL_POOL, HENDU_MONGO_POOL, HENDU_REDIS_PREFIX, HENDU_QUEUE_CLAIM_AFTER_MS,
   HENDU_CONNECT_TIMEOUT_S     see docs/storage.md
 Secrets in URLs are never printed.";
+
+/// What one HTTP client can hold of a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpLimits {
+    pub max_connections: usize,
+    pub max_requests: usize,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            max_requests: 256,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+impl HttpLimits {
+    /// # Errors
+    /// [`ConfigError::Malformed`] naming the variable.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let d = Self::default();
+        let count = |var: &'static str, default: usize| -> Result<usize, ConfigError> {
+            match get(var) {
+                Some(v) => match v.trim().parse::<usize>() {
+                    Ok(n) if n > 0 => Ok(n),
+                    _ => Err(ConfigError::Malformed {
+                        var,
+                        reason: format!("{v:?} is not a whole number above 0"),
+                    }),
+                },
+                None => Ok(default),
+            }
+        };
+        let secs = |var: &'static str, default: Duration| -> Result<Duration, ConfigError> {
+            count(var, default.as_secs() as usize).map(|n| Duration::from_secs(n as u64))
+        };
+        Ok(Self {
+            max_connections: count(vars::MAX_CONNECTIONS, d.max_connections)?,
+            max_requests: count(vars::MAX_REQUESTS, d.max_requests)?,
+            header_timeout: secs(vars::HEADER_TIMEOUT_S, d.header_timeout)?,
+            body_timeout: secs(vars::BODY_TIMEOUT_S, d.body_timeout)?,
+            request_timeout: secs(vars::REQUEST_TIMEOUT_S, d.request_timeout)?,
+        })
+    }
+
+    /// # Errors
+    /// As [`HttpLimits::from_lookup`].
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
+    }
+}
 
 /// Settings every service has.
 #[derive(Debug, Clone)]
@@ -37,6 +112,8 @@ pub struct Settings {
     pub http_addr: SocketAddr,
     pub log: String,
     pub shutdown_grace: Duration,
+    pub shutdown_delay: Duration,
+    pub http: HttpLimits,
     pub storage: StorageConfig,
 }
 
@@ -73,6 +150,20 @@ impl Settings {
             }
             None => Duration::from_secs(20),
         };
+        let shutdown_delay = match get(vars::SHUTDOWN_DELAY_S) {
+            Some(v) => Duration::from_secs_f64(
+                v.trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|s| s.is_finite() && *s >= 0.0 && *s <= 3600.0)
+                    .ok_or_else(|| ConfigError::Malformed {
+                        var: vars::SHUTDOWN_DELAY_S,
+                        reason: format!("{v:?} is not a number of seconds"),
+                    })?,
+            ),
+            None => Duration::ZERO,
+        };
+        let http = HttpLimits::from_lookup(&get)?;
         let embedded =
             get(vars::EMBEDDED_PATH).map_or_else(|| PathBuf::from("hendu.db"), PathBuf::from);
         Ok(Self {
@@ -80,6 +171,8 @@ impl Settings {
             http_addr,
             log: get(vars::LOG).unwrap_or_else(|| "info".into()),
             shutdown_grace,
+            shutdown_delay,
+            http,
             storage: StorageConfig::from_lookup(embedded, get)?,
         })
     }

@@ -178,6 +178,31 @@ impl Storage {
         Ok(pending.len())
     }
 
+    /// Removes what uploads that died mid-way left: musics still
+    /// `ingesting` whose row has not changed for `older_than` (their blocks
+    /// and binary, which may be partial, go; the row becomes `deleted`, so
+    /// uploading the same audio again restores it). Returns how many.
+    ///
+    /// # Errors
+    /// [`StorageError`] from the stores.
+    pub async fn abandon_stale_ingests(&self, older_than: std::time::Duration) -> Result<usize> {
+        let cutoff = time::OffsetDateTime::now_utc() - older_than;
+        let stale: Vec<Music> = self
+            .all_musics(MusicState::Ingesting)
+            .await?
+            .into_iter()
+            .filter(|m| m.updated_at < cutoff)
+            .collect();
+        for m in &stale {
+            tracing::warn!(music = m.id, since = %m.updated_at, "removing an upload that did not finish");
+            match self.delete_music(m.id).await {
+                Ok(()) | Err(StorageError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(stale.len())
+    }
+
     /// Every music in `state`, by id.
     ///
     /// # Errors

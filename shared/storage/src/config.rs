@@ -20,6 +20,7 @@ pub mod vars {
     pub const MONGO_POOL: &str = "HENDU_MONGO_POOL";
     pub const REDIS_PREFIX: &str = "HENDU_REDIS_PREFIX";
     pub const CLAIM_AFTER_MS: &str = "HENDU_QUEUE_CLAIM_AFTER_MS";
+    pub const MAX_DELIVERIES: &str = "HENDU_QUEUE_MAX_DELIVERIES";
     pub const CONNECT_TIMEOUT_S: &str = "HENDU_CONNECT_TIMEOUT_S";
 }
 
@@ -90,12 +91,16 @@ pub struct ServerConfig {
 pub struct QueueConfig {
     /// An entry read and not acknowledged for this long goes to another consumer.
     pub claim_after: Duration,
+    /// An entry delivered this many times without being acknowledged goes to
+    /// the dead letters instead of being delivered again (at least 1).
+    pub max_deliveries: u32,
 }
 
 impl Default for QueueConfig {
     fn default() -> Self {
         Self {
             claim_after: Duration::from_secs(30),
+            max_deliveries: 5,
         }
     }
 }
@@ -131,6 +136,12 @@ impl StorageConfig {
         let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
         let queue = QueueConfig {
             claim_after: Duration::from_millis(number(&get, vars::CLAIM_AFTER_MS, 30_000, 1)?),
+            max_deliveries: u32::try_from(number(&get, vars::MAX_DELIVERIES, 5, 1)?).map_err(
+                |_| ConfigError::Malformed {
+                    var: vars::MAX_DELIVERIES,
+                    reason: "too large".into(),
+                },
+            )?,
         };
         let urls = [vars::MYSQL_URL, vars::MONGO_URL, vars::REDIS_URL].map(|k| (k, get(k)));
         if urls.iter().all(|(_, v)| v.is_none()) {
@@ -250,6 +261,22 @@ mod tests {
         );
         let e = config(&[(vars::CLAIM_AFTER_MS, "soon")]).unwrap_err();
         assert!(e.to_string().contains("HENDU_QUEUE_CLAIM_AFTER_MS"), "{e}");
+        let e = config(&[(vars::MAX_DELIVERIES, "0")]).unwrap_err();
+        assert!(e.to_string().contains("HENDU_QUEUE_MAX_DELIVERIES"), "{e}");
+    }
+
+    #[test]
+    fn the_queue_settings_have_defaults_and_can_be_set() {
+        let Ok(StorageConfig::Embedded { queue, .. }) = config(&[]) else {
+            panic!("embedded");
+        };
+        assert_eq!(queue.max_deliveries, 5);
+        assert_eq!(queue.claim_after, Duration::from_secs(30));
+        let Ok(StorageConfig::Embedded { queue, .. }) = config(&[(vars::MAX_DELIVERIES, "2")])
+        else {
+            panic!("embedded");
+        };
+        assert_eq!(queue.max_deliveries, 2);
     }
 
     #[test]

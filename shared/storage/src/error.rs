@@ -14,6 +14,8 @@ pub enum ValidationError {
     },
     #[error("{field} must not contain control characters")]
     ControlCharacter { field: &'static str },
+    #[error("{field} must not contain invisible or text-direction characters")]
+    Invisible { field: &'static str },
     #[error("IMEI must be 15 digits, got {0:?}")]
     ImeiFormat(String),
     #[error("IMEI {0} fails its Luhn check digit")]

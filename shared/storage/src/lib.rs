@@ -15,6 +15,7 @@
 //!
 //! # Layout
 //! - [`config`]: where the data lives, from the environment.
+//! - [`credentials`]: API tokens and device secrets, and the key they are hashed with.
 //! - [`model`]: the records, and the validation every value passes first.
 //! - [`repo`]: [`RelationalStore`] (musics, radios, devices, users, plays) and
 //!   [`DocumentStore`] (fingerprints, samples, raw results, binaries).
@@ -29,6 +30,7 @@
 
 pub mod catalogue;
 pub mod config;
+pub mod credentials;
 pub mod embedded;
 pub mod error;
 pub mod events;

@@ -13,6 +13,7 @@ use hendu_fingerprint::blocks::block_count;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::credentials::CredentialDigest;
 use crate::error::{StorageError, ValidationError};
 
 pub type MusicId = i64;
@@ -40,7 +41,33 @@ fn text(field: &'static str, value: &str, max: usize) -> Result<String, Validati
     if value.chars().any(char::is_control) {
         return Err(ValidationError::ControlCharacter { field });
     }
+    if spoofs_display(value) {
+        return Err(ValidationError::Invisible { field });
+    }
     Ok(value.to_owned())
+}
+
+/// Bidirectional controls (which reverse the text around them on screen)
+/// and invisible characters that can make two different titles look the
+/// same, or a title look empty. The zero-width joiner and non-joiner are
+/// kept where writing needs them: between two visible characters (Persian
+/// words, emoji sequences).
+fn spoofs_display(value: &str) -> bool {
+    let chars: Vec<char> = value.chars().collect();
+    let visible = |c: Option<&char>| c.is_some_and(|c| !c.is_whitespace() && !invisible(*c));
+    chars.iter().enumerate().any(|(i, &c)| match c {
+        '\u{200c}' | '\u{200d}' => {
+            !(i > 0 && visible(chars.get(i - 1)) && visible(chars.get(i + 1)))
+        }
+        c => invisible(c),
+    })
+}
+
+fn invisible(c: char) -> bool {
+    matches!(c,
+        '\u{061c}' | '\u{115f}' | '\u{1160}' | '\u{180e}' | '\u{200b}'..='\u{200f}'
+        | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}'
+        | '\u{3164}' | '\u{feff}' | '\u{ffa0}')
 }
 
 fn optional_text(
@@ -403,31 +430,31 @@ pub struct Radio {
     pub enabled: bool,
 }
 
-/// A sensor device to register.
+/// A sensor device to register. Its secret is made by the server
+/// ([`crate::credentials::new_device_secret`]) and only its digest is kept.
 #[derive(Debug, Clone)]
 pub struct NewDevice {
     pub imei: Imei,
     pub name: String,
     pub location: Option<String>,
-    pub secret: Secret,
+    pub secret_digest: CredentialDigest,
     pub enabled: bool,
 }
 
 impl NewDevice {
     /// # Errors
-    /// [`ValidationError`] for a bad name or location, or a secret shorter than [`MIN_SECRET`].
+    /// [`ValidationError`] for a bad name or location.
     pub fn new(
         imei: Imei,
         name: &str,
         location: Option<&str>,
-        secret: Secret,
+        secret_digest: CredentialDigest,
     ) -> Result<Self, ValidationError> {
-        check_secret("device secret", &secret)?;
         Ok(Self {
             imei,
             name: text("name", name, MAX_NAME)?,
             location: optional_text("location", location, MAX_NAME)?,
-            secret,
+            secret_digest,
             enabled: true,
         })
     }
@@ -439,15 +466,22 @@ pub struct Device {
     pub imei: Imei,
     pub name: String,
     pub location: Option<String>,
-    pub secret_hash: SecretHash,
+    /// `None` when what is stored is not a digest (a device registered
+    /// before secrets were made by the server: rotate its secret).
+    pub secret_digest: Option<CredentialDigest>,
     pub enabled: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
+    /// Owns tracks; sees their plays.
     Musician,
+    /// Runs the system.
     Admin,
+    /// A rights organisation or station operator: reads the plays and
+    /// reports of the sources assigned to it.
+    Operator,
 }
 
 impl Role {
@@ -455,15 +489,26 @@ impl Role {
         match self {
             Self::Musician => "musician",
             Self::Admin => "admin",
+            Self::Operator => "operator",
+        }
+    }
+
+    /// # Errors
+    /// [`ValidationError::Range`] for anything but the three role names.
+    pub fn parse_name(s: &str) -> Result<Self, ValidationError> {
+        match s.trim() {
+            "musician" => Ok(Self::Musician),
+            "admin" => Ok(Self::Admin),
+            "operator" => Ok(Self::Operator),
+            other => Err(ValidationError::Range {
+                field: "role",
+                reason: format!("{other:?} is not musician, operator or admin"),
+            }),
         }
     }
 
     pub(crate) fn parse(s: &str) -> Result<Self, StorageError> {
-        match s {
-            "musician" => Ok(Self::Musician),
-            "admin" => Ok(Self::Admin),
-            other => Err(StorageError::corrupt(format!("role {other:?}"))),
-        }
+        Self::parse_name(s).map_err(|_| StorageError::corrupt(format!("role {s:?}")))
     }
 }
 
@@ -514,6 +559,98 @@ pub struct User {
     pub display_name: String,
     pub role: Role,
     pub password_hash: SecretHash,
+    /// A disabled user's tokens and password are refused.
+    pub disabled: bool,
+}
+
+/// An API token as listed (never its secret).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApiToken {
+    pub id: i64,
+    pub public_id: String,
+    pub user_id: UserId,
+    pub name: String,
+    /// The role it acts with: its user's role when it was made. A token
+    /// whose user has since changed role is refused.
+    pub scope: Role,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+    #[serde(skip)]
+    pub digest: Option<CredentialDigest>,
+}
+
+/// A token to store.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    pub public_id: String,
+    pub user_id: UserId,
+    pub name: String,
+    pub scope: Role,
+    pub digest: CredentialDigest,
+}
+
+impl NewToken {
+    /// # Errors
+    /// [`ValidationError`] for a bad name.
+    pub fn new(
+        issued: &crate::credentials::IssuedToken,
+        user: &User,
+        name: &str,
+    ) -> Result<Self, ValidationError> {
+        Ok(Self {
+            public_id: issued.public_id.clone(),
+            user_id: user.id,
+            name: text("token name", name, MAX_NAME)?,
+            scope: user.role,
+            digest: issued.digest.clone(),
+        })
+    }
+}
+
+/// Where a claim on another owner's music stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClaimState {
+    Pending,
+    Granted,
+    Rejected,
+}
+
+impl ClaimState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Granted => "granted",
+            Self::Rejected => "rejected",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Result<Self, StorageError> {
+        match s {
+            "pending" => Ok(Self::Pending),
+            "granted" => Ok(Self::Granted),
+            "rejected" => Ok(Self::Rejected),
+            other => Err(StorageError::corrupt(format!("claim state {other:?}"))),
+        }
+    }
+}
+
+/// A user uploaded audio that already belongs to another owner: recorded
+/// for an administrator, who grants it (the music changes owner) or not.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Claim {
+    pub id: i64,
+    pub music_id: MusicId,
+    pub claimant_id: UserId,
+    pub state: ClaimState,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub resolved_at: Option<OffsetDateTime>,
 }
 
 /// Where samples come from.
@@ -772,6 +909,30 @@ mod tests {
         assert!(NewRadio::new("R", "ftp://x.org/s", None).is_err());
         assert!(NewRadio::new("R", "not a url", None).is_err());
         assert!(NewRadio::new("R", "https://radio.example.org/live.mp3", Some("Asunción")).is_ok());
+    }
+
+    #[test]
+    fn titles_that_spoof_the_display_are_refused() {
+        let hash = || ContentHash::of(b"x");
+        let title = |t: &str| NewMusic::new(t, None, 1000, hash(), "f.ogg").map(|m| m.title);
+        for spoof in [
+            "\u{202e}3pm.exe",
+            "\u{200b}\u{200b}",
+            "Gu\u{2067}arania",
+            "\u{feff}Himno",
+            "Song\u{200d}",
+            "\u{3164}",
+        ] {
+            assert_eq!(
+                title(spoof),
+                Err(ValidationError::Invisible { field: "title" }),
+                "{spoof:?}"
+            );
+        }
+        // Writing that needs the joiners keeps them.
+        assert_eq!(title("می\u{200c}خواهم").unwrap(), "می\u{200c}خواهم");
+        assert!(title("👩\u{200d}👩\u{200d}👧").is_ok());
+        assert!(title("Pájaro Campana").is_ok());
     }
 
     #[test]

@@ -37,6 +37,13 @@ const FINGERPRINTS: &str = "music_fingerprints";
 const SAMPLES: &str = "sample_fingerprints";
 const RAW_RESULTS: &str = "raw_results";
 const BINARIES: &str = "music_binaries";
+/// Set on a sample document when its raw result is stored.
+const RECOGNISED_AT: &str = "recognised_at";
+/// Set on a sample document when it went to the dead letters.
+const SET_ASIDE_AT: &str = "set_aside_at";
+/// The index of samples by whether they are settled (its absence at connect
+/// time means the samples predate reconciliation).
+const SETTLED_INDEX: &str = "settled";
 
 #[derive(Debug, Clone)]
 pub struct MongoStore {
@@ -176,6 +183,35 @@ impl MongoStore {
                     .build(),
             )
             .await?;
+        self.index_settled_samples().await?;
+        Ok(())
+    }
+
+    /// The index reconciliation reads. The first time (no such index yet),
+    /// the samples already stored are marked recognised first: they were
+    /// stored before samples were marked, and are not queued again.
+    async fn index_settled_samples(&self) -> Result<()> {
+        let names = self.samples.list_index_names().await?;
+        if !names.iter().any(|n| n == SETTLED_INDEX) {
+            self.samples
+                .update_many(
+                    doc! { RECOGNISED_AT: { "$exists": false } },
+                    doc! { "$set": { RECOGNISED_AT: DateTime::from_millis(0) } },
+                )
+                .await?;
+        }
+        self.samples
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { RECOGNISED_AT: 1, SET_ASIDE_AT: 1, "captured_at": 1 })
+                    .options(
+                        IndexOptions::builder()
+                            .name(SETTLED_INDEX.to_owned())
+                            .build(),
+                    )
+                    .build(),
+            )
+            .await?;
         Ok(())
     }
 
@@ -299,6 +335,56 @@ impl DocumentStore for MongoStore {
             duration_ms: number("duration", d.duration_ms)?,
             peaks: d.peaks.bytes,
         }))
+    }
+
+    async fn mark_recognised(&self, sample_id: &str) -> Result<()> {
+        self.samples
+            .update_one(
+                doc! { "_id": sample_id },
+                doc! { "$set": { RECOGNISED_AT: DateTime::now() } },
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn set_sample_aside(&self, sample_id: &str) -> Result<()> {
+        self.samples
+            .update_one(
+                doc! { "_id": sample_id },
+                doc! { "$set": { SET_ASIDE_AT: DateTime::now() } },
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn unrecognised_samples(
+        &self,
+        older_than: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<(String, Source)>> {
+        // A missing field matches null; served by the index of settled samples.
+        let docs: Vec<mongodb::bson::Document> = self
+            .samples
+            .clone_with_type::<mongodb::bson::Document>()
+            .find(doc! {
+                RECOGNISED_AT: null,
+                SET_ASIDE_AT: null,
+                "captured_at": { "$lt": date(older_than) },
+            })
+            .sort(doc! { "captured_at": 1 })
+            .projection(doc! { "_id": 1, "source_kind": 1, "source_id": 1 })
+            .limit(i64::from(limit))
+            .await?
+            .try_collect()
+            .await?;
+        docs.iter()
+            .map(|d| {
+                let id = d.get_str("_id").map_err(StorageError::corrupt)?;
+                let kind = d.get_str("source_kind").map_err(StorageError::corrupt)?;
+                let source = d.get_i64("source_id").map_err(StorageError::corrupt)?;
+                Ok((id.to_owned(), Source::from_parts(kind, source)?))
+            })
+            .collect()
     }
 
     async fn put_raw_result(&self, r: &RawResult) -> Result<()> {

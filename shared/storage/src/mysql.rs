@@ -11,14 +11,15 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::{ConnectOptions, Row};
 use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
 
+use crate::credentials::CredentialDigest;
 use crate::error::{Result, StorageError};
 use crate::model::{
-    ContentHash, Device, Imei, Music, MusicId, MusicState, NewDevice, NewMusic, NewPlay, NewRadio,
-    NewUser, Play, Radio, Source, User,
+    ApiToken, Claim, ClaimState, ContentHash, Device, Imei, Music, MusicId, MusicState, NewDevice,
+    NewMusic, NewPlay, NewRadio, NewToken, NewUser, Play, Radio, Source, User, UserId,
 };
 use crate::relational::{
-    self, PLAYS_OF_MUSIC_SQL, SqlRow, device, inserted, is_unique_violation, music, play,
-    plays_of_source_sql, radio, source_columns, user,
+    self, PLAYS_OF_MUSIC_SQL, SqlRow, claim, device, inserted, is_unique_violation, music, play,
+    plays_of_source_sql, radio, source_columns, token, user,
 };
 use crate::repo::{Inserted, RelationalStore};
 
@@ -88,6 +89,12 @@ impl SqlRow for MySqlRow {
 
     fn time(&self, column: &str) -> Result<OffsetDateTime> {
         Ok(from_db(self.try_get(column)?))
+    }
+
+    fn opt_time(&self, column: &str) -> Result<Option<OffsetDateTime>> {
+        Ok(self
+            .try_get::<Option<PrimitiveDateTime>, _>(column)?
+            .map(from_db))
     }
 }
 
@@ -216,23 +223,22 @@ impl RelationalStore for MySqlStore {
     }
 
     async fn add_device(&self, new: &NewDevice) -> Result<Device> {
-        let secret_hash = crate::model::SecretHash::hash(&new.secret).await?;
         let inserted_row = sqlx::query(
             "INSERT INTO devices (imei, name, location, secret_hash, enabled) VALUES (?, ?, ?, ?, ?)",
         )
         .bind(new.imei.as_str())
         .bind(&new.name)
         .bind(&new.location)
-        .bind(secret_hash.as_str())
+        .bind(new.secret_digest.to_hex())
         .bind(new.enabled)
         .execute(&self.pool)
         .await;
-        let created = inserted(inserted_row)?;
-        let found = self
-            .device_by_imei(&new.imei)
+        if !inserted(inserted_row)? {
+            return Err(relational::device_taken(&new.imei));
+        }
+        self.device_by_imei(&new.imei)
             .await?
-            .ok_or_else(|| StorageError::not_found("device", &new.imei))?;
-        relational::same_device(found, new, created).await
+            .ok_or_else(|| StorageError::not_found("device", &new.imei))
     }
 
     async fn device_by_imei(&self, imei: &Imei) -> Result<Option<Device>> {
@@ -250,6 +256,103 @@ impl RelationalStore for MySqlStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1 || self.device_by_imei(imei).await?.is_some())
+    }
+
+    async fn set_device_secret(&self, imei: &Imei, digest: &CredentialDigest) -> Result<bool> {
+        let done = sqlx::query("UPDATE devices SET secret_hash = ? WHERE imei = ?")
+            .bind(digest.to_hex())
+            .bind(imei.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn musics_owned(
+        &self,
+        owner: UserId,
+        state: MusicState,
+        after: MusicId,
+        limit: u32,
+    ) -> Result<Vec<Music>> {
+        let sql = format!(
+            "{MUSIC_COLUMNS} WHERE owner_id = ? AND state = ? AND id > ? ORDER BY id LIMIT ?"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(owner)
+            .bind(state.as_str())
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(music).collect()
+    }
+
+    async fn add_claim(&self, music_id: MusicId, claimant: UserId) -> Result<Inserted<Claim>> {
+        let done = sqlx::query("INSERT INTO music_claims (music_id, claimant_id) VALUES (?, ?)")
+            .bind(music_id)
+            .bind(claimant)
+            .execute(&self.pool)
+            .await;
+        let created = inserted(done)?;
+        let row = sqlx::query("SELECT * FROM music_claims WHERE music_id = ? AND claimant_id = ?")
+            .bind(music_id)
+            .bind(claimant)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Inserted {
+            record: claim(&row)?,
+            created,
+        })
+    }
+
+    async fn claims(&self, state: ClaimState, after: i64, limit: u32) -> Result<Vec<Claim>> {
+        let rows = sqlx::query(
+            "SELECT * FROM music_claims WHERE state = ? AND id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(state.as_str())
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(claim).collect()
+    }
+
+    async fn resolve_claim(&self, id: i64, grant: bool) -> Result<Option<Claim>> {
+        let mut tx = self.pool.begin().await?;
+        let Some(row) =
+            sqlx::query("SELECT * FROM music_claims WHERE id = ? AND state = 'pending' FOR UPDATE")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+        else {
+            return Ok(None);
+        };
+        let pending = claim(&row)?;
+        let state = if grant {
+            ClaimState::Granted
+        } else {
+            ClaimState::Rejected
+        };
+        sqlx::query(
+            "UPDATE music_claims SET state = ?, resolved_at = CURRENT_TIMESTAMP(3) WHERE id = ?",
+        )
+        .bind(state.as_str())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if grant {
+            sqlx::query("UPDATE musics SET owner_id = ? WHERE id = ?")
+                .bind(pending.claimant_id)
+                .bind(pending.music_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        let row = sqlx::query("SELECT * FROM music_claims WHERE id = ?")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?;
+        claim(&row).map(Some)
     }
 
     async fn add_user(&self, new: &NewUser) -> Result<User> {
@@ -277,6 +380,106 @@ impl RelationalStore for MySqlStore {
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(user).transpose()
+    }
+
+    async fn user(&self, id: UserId) -> Result<Option<User>> {
+        let row = sqlx::query("SELECT * FROM users WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(user).transpose()
+    }
+
+    async fn users(&self, after: UserId, limit: u32) -> Result<Vec<User>> {
+        let rows = sqlx::query("SELECT * FROM users WHERE id > ? ORDER BY id LIMIT ?")
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(user).collect()
+    }
+
+    async fn set_user_disabled(&self, id: UserId, disabled: bool) -> Result<bool> {
+        let done = sqlx::query("UPDATE users SET disabled = ? WHERE id = ?")
+            .bind(disabled)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1 || self.user(id).await?.is_some())
+    }
+
+    async fn add_token(&self, new: &NewToken) -> Result<ApiToken> {
+        sqlx::query(
+            "INSERT INTO api_tokens (public_id, user_id, name, scope, digest) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&new.public_id)
+        .bind(new.user_id)
+        .bind(&new.name)
+        .bind(new.scope.as_str())
+        .bind(new.digest.to_hex())
+        .execute(&self.pool)
+        .await?;
+        self.token(&new.public_id)
+            .await?
+            .ok_or_else(|| StorageError::not_found("token", &new.public_id))
+    }
+
+    async fn token(&self, public_id: &str) -> Result<Option<ApiToken>> {
+        let row = sqlx::query("SELECT * FROM api_tokens WHERE public_id = ?")
+            .bind(public_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(token).transpose()
+    }
+
+    async fn tokens(&self, user: Option<UserId>) -> Result<Vec<ApiToken>> {
+        let rows = match user {
+            Some(u) => {
+                sqlx::query("SELECT * FROM api_tokens WHERE user_id = ? ORDER BY id")
+                    .bind(u)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query("SELECT * FROM api_tokens ORDER BY id")
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(token).collect()
+    }
+
+    async fn revoke_token(&self, id: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = CURRENT_TIMESTAMP(3) WHERE id = ? AND revoked_at IS NULL",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn touch_token(&self, id: i64, at: OffsetDateTime) -> Result<()> {
+        sqlx::query("UPDATE api_tokens SET last_used_at = ? WHERE id = ?")
+            .bind(to_db(at))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn installation_key(&self, name: &str, fresh: &str) -> Result<String> {
+        sqlx::query("INSERT IGNORE INTO installation_keys (name, key_hex) VALUES (?, ?)")
+            .bind(name)
+            .bind(fresh)
+            .execute(&self.pool)
+            .await?;
+        Ok(
+            sqlx::query_scalar("SELECT key_hex FROM installation_keys WHERE name = ?")
+                .bind(name)
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     async fn record_play(&self, new: &NewPlay) -> Result<Inserted<Play>> {

@@ -7,6 +7,14 @@
 //!   longer than the claim timeout (`XAUTOCLAIM`), then reads new ones
 //!   (`XREADGROUP ... >`). An acknowledged entry is removed (`XACK` + `XDEL`
 //!   in one `MULTI`), so the stream holds only unfinished work.
+//! - Taking over is one Lua script: `XAUTOCLAIM`, each entry's delivery count
+//!   from `XPENDING`, and an entry delivered `max_deliveries` times already
+//!   moved to the stream `<prefix>dead:<name>` (fields `p` payload, `r`
+//!   reason, `n` deliveries, `e` its id in the queue) and acknowledged and
+//!   deleted from the queue instead of being handed out.
+//! - A command that meets `NOGROUP` (the server lost its data: a restart
+//!   without persistence, `FLUSHALL`) creates the group again from the start
+//!   of the stream, so entries pushed since are delivered, and carries on.
 //! - Events go over pub/sub on `<prefix>events` as JSON.
 //! - A lease is the key `<prefix>lease:<name>` holding its holder, with an
 //!   expiry; taking, renewing and giving it up are Lua scripts, so that a
@@ -16,26 +24,28 @@
 //! (`ConnectionManager`); blocking reads have a connection of their own so
 //! that they never hold up the other commands.
 
+use std::future::Future;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::streams::{
-    StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply,
-};
-use redis::{AsyncCommands, AsyncConnectionConfig, Client};
+use redis::streams::{StreamId, StreamRangeReply, StreamReadOptions, StreamReadReply};
+use redis::{AsyncCommands, AsyncConnectionConfig, Client, Script};
 use tokio::sync::Mutex;
 
 use crate::config::QueueConfig;
 use crate::error::{Result, StorageError};
 use crate::events::{Event, EventBus};
 use crate::leases::Leases;
-use crate::queue::{Backlog, Delivery, Queue, WorkQueue};
+use crate::model::from_unix_ms;
+use crate::queue::{
+    Backlog, DeadCounts, DeadLetter, DeadReason, Delivery, Queue, WorkQueue, bad_cursor,
+};
 
 const PAYLOAD: &str = "p";
-const QUEUES: [Queue; 2] = [Queue::Samples, Queue::RawResults];
 
 pub struct RedisStore {
     client: Client,
@@ -44,6 +54,7 @@ pub struct RedisStore {
     reader: Mutex<Option<MultiplexedConnection>>,
     prefix: String,
     queue: QueueConfig,
+    dead: DeadCounts,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -74,8 +85,9 @@ impl RedisStore {
             reader: Mutex::new(None),
             prefix: prefix.to_owned(),
             queue,
+            dead: DeadCounts::default(),
         };
-        for q in QUEUES {
+        for q in Queue::ALL {
             store.create_group(q).await?;
         }
         Ok(store)
@@ -83,6 +95,11 @@ impl RedisStore {
 
     fn key(&self, queue: Queue) -> String {
         format!("{}queue:{}", self.prefix, queue.name())
+    }
+
+    /// The queue's dead letters (a stream without a group).
+    fn dead_key(&self, queue: Queue) -> String {
+        format!("{}dead:{}", self.prefix, queue.name())
     }
 
     fn channel(&self) -> String {
@@ -138,11 +155,231 @@ impl RedisStore {
     }
 }
 
-fn delivery(entry: &StreamId, redelivered: bool) -> Delivery {
-    Delivery {
+/// The consumer group is gone: `NOGROUP`, or `UNBLOCKED` for a blocked read
+/// whose stream was deleted under it.
+fn is_nogroup(e: &redis::RedisError) -> bool {
+    // Inside a script the code may only be in the message (older servers).
+    matches!(e.code(), Some("NOGROUP" | "UNBLOCKED")) || e.to_string().contains("NOGROUP")
+}
+
+/// A stream entry id (`<ms>-<seq>`); anything else names no entry.
+fn is_stream_id(id: &str) -> bool {
+    id.split_once('-').is_some_and(|(ms, seq)| {
+        !ms.is_empty()
+            && !seq.is_empty()
+            && ms.bytes().all(|b| b.is_ascii_digit())
+            && seq.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+/// Takes over entries idle beyond the claim timeout (`XAUTOCLAIM`, which
+/// counts the delivery), reads each one's count (`XPENDING`), and moves
+/// those delivered more than `max_deliveries` times to the dead letters
+/// instead of handing them out, all in one atomic step.
+/// KEYS: stream, dead letters. ARGV: group, consumer, min idle ms, count,
+/// max deliveries. Returns `{{id, payload, deliveries}...}, moved`.
+const CLAIM: &str = r"
+local claimed = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], '0-0', 'COUNT', ARGV[4])
+local max = tonumber(ARGV[5])
+local out = {}
+local dead = 0
+for _, entry in ipairs(claimed[2]) do
+  if type(entry) == 'table' and type(entry[2]) == 'table' then
+    local id = entry[1]
+    local payload = ''
+    local fields = entry[2]
+    for i = 1, #fields, 2 do
+      if fields[i] == 'p' then payload = fields[i + 1] end
+    end
+    local pending = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
+    local n = 1
+    if pending[1] then n = pending[1][4] end
+    if n > max then
+      local times = n - 1
+      redis.call('XADD', KEYS[2], '*', 'p', payload,
+        'r', 'delivered ' .. times .. ' times without being acknowledged', 'n', times, 'e', id)
+      redis.call('XACK', KEYS[1], ARGV[1], id)
+      redis.call('XDEL', KEYS[1], id)
+      dead = dead + 1
+    else
+      out[#out + 1] = {id, payload, n}
+    end
+  end
+end
+return {out, dead}
+";
+
+/// Moves an entry to the dead letters if it is still in the stream.
+/// KEYS: stream, dead letters. ARGV: group, id, reason. Returns 1 if moved.
+const BURY: &str = r"
+local found = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
+if #found == 0 then return 0 end
+local payload = ''
+local fields = found[1][2]
+for i = 1, #fields, 2 do
+  if fields[i] == 'p' then payload = fields[i + 1] end
+end
+local n = 0
+local pending = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if type(pending) == 'table' and pending[1] then n = pending[1][4] end
+redis.call('XADD', KEYS[2], '*', 'p', payload, 'r', ARGV[3], 'n', n, 'e', ARGV[2])
+redis.pcall('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+return 1
+";
+
+/// Puts a dead letter back on its stream as a new entry.
+/// KEYS: stream, dead letters. ARGV: dead letter id. Returns 1 if moved.
+const REQUEUE: &str = r"
+local found = redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[1])
+if #found == 0 then return 0 end
+local payload = ''
+local fields = found[1][2]
+for i = 1, #fields, 2 do
+  if fields[i] == 'p' then payload = fields[i + 1] end
+end
+redis.call('XADD', KEYS[1], '*', 'p', payload)
+redis.call('XDEL', KEYS[2], ARGV[1])
+return 1
+";
+
+/// Resets the idle time of an entry the consumer holds, without counting a
+/// delivery (`XCLAIM ... JUSTID`). KEYS: stream. ARGV: group, consumer, id.
+const HOLD: &str = r"
+local mine = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2])
+if #mine == 0 then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
+return 1
+";
+
+static CLAIM_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(CLAIM));
+static BURY_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(BURY));
+static REQUEUE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(REQUEUE));
+static HOLD_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(HOLD));
+
+fn dead_letter(queue: Queue, entry: &StreamId) -> DeadLetter {
+    // The id of an XADD '*' entry starts with the server's clock in ms.
+    let ms = entry
+        .id
+        .split_once('-')
+        .and_then(|(ms, _)| ms.parse::<i64>().ok())
+        .unwrap_or_default();
+    DeadLetter {
         id: entry.id.clone(),
+        queue,
         payload: entry.get(PAYLOAD).unwrap_or_default(),
-        redelivered,
+        reason: entry.get("r").unwrap_or_default(),
+        deliveries: entry.get("n").unwrap_or_default(),
+        dead_at: from_unix_ms(ms),
+    }
+}
+
+impl RedisStore {
+    /// Runs `op`; when the consumer group is gone (the server lost its data:
+    /// restarted without persistence, FLUSHALL, the key evicted), creates it
+    /// again from the start of the stream, so that entries pushed since are
+    /// delivered, and runs `op` once more.
+    async fn in_group<T, F, Fut>(&self, queue: Queue, mut op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        match op().await {
+            Err(e) if is_nogroup(&e) => {
+                tracing::warn!(
+                    queue = queue.name(),
+                    group = queue.group(),
+                    "the consumer group was gone (Redis lost its data?); created it again"
+                );
+                self.create_group(queue).await?;
+                Ok(op().await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Stale entries taken over, minus those moved to the dead letters.
+    async fn claim_stale(&self, queue: Queue, consumer: &str, max: usize) -> Result<Vec<Delivery>> {
+        let (key, dead) = (self.key(queue), self.dead_key(queue));
+        let (claimed, buried): (Vec<(String, Vec<u8>, u32)>, u64) = self
+            .in_group(queue, || {
+                let mut con = self.commands.clone();
+                let mut invocation = CLAIM_SCRIPT.key(&key);
+                invocation
+                    .key(&dead)
+                    .arg(queue.group())
+                    .arg(consumer)
+                    .arg(self.queue.claim_after.as_millis() as u64)
+                    .arg(max)
+                    .arg(self.queue.max_deliveries.max(1));
+                async move { invocation.invoke_async(&mut con).await }
+            })
+            .await?;
+        if buried > 0 {
+            tracing::warn!(
+                queue = queue.name(),
+                entries = buried,
+                "entries delivered too often without being acknowledged moved to the dead letters"
+            );
+            self.dead.add(queue, DeadReason::MaxDeliveries, buried);
+        }
+        Ok(claimed
+            .into_iter()
+            .map(|(id, payload, deliveries)| Delivery {
+                id,
+                payload,
+                redelivered: true,
+                deliveries,
+            })
+            .collect())
+    }
+
+    /// New entries (`XREADGROUP ... >`), blocking up to `block` if given.
+    async fn read_new(
+        &self,
+        queue: Queue,
+        consumer: &str,
+        count: usize,
+        block: Option<Duration>,
+    ) -> Result<Vec<Delivery>> {
+        let key = self.key(queue);
+        let mut options = StreamReadOptions::default()
+            .group(queue.group(), consumer)
+            .count(count);
+        if let Some(wait) = block {
+            options = options.block(wait.as_millis().max(1) as usize);
+        }
+        let reply: Option<StreamReadReply> = self
+            .in_group(queue, || {
+                let (key, options) = (&key, &options);
+                async move {
+                    if block.is_none() {
+                        let mut con = self.commands.clone();
+                        return con.xread_options(&[key], &[">"], options).await;
+                    }
+                    let mut reader = self.reader().await.map_err(|e| match e {
+                        StorageError::Redis(e) => e,
+                        other => redis::RedisError::from(std::io::Error::other(other.to_string())),
+                    })?;
+                    let reply = reader.xread_options(&[key], &[">"], options).await;
+                    if reply.is_err() {
+                        *self.reader.lock().await = None;
+                    }
+                    reply
+                }
+            })
+            .await?;
+        Ok(reply
+            .into_iter()
+            .flat_map(|r| r.keys)
+            .flat_map(|stream| stream.ids)
+            .map(|e| Delivery {
+                id: e.id.clone(),
+                payload: e.get(PAYLOAD).unwrap_or_default(),
+                redelivered: false,
+                deliveries: 1,
+            })
+            .collect())
     }
 }
 
@@ -169,77 +406,159 @@ impl WorkQueue for RedisStore {
         wait: Duration,
     ) -> Result<Vec<Delivery>> {
         let max = max.max(1);
-        let key = self.key(queue);
-        let mut con = self.commands.clone();
-        let claimed: StreamAutoClaimReply = con
-            .xautoclaim_options(
-                &key,
-                queue.group(),
-                consumer,
-                self.queue.claim_after.as_millis() as u64,
-                "0-0",
-                StreamAutoClaimOptions::default().count(max),
-            )
-            .await?;
-        let mut out: Vec<Delivery> = claimed.claimed.iter().map(|e| delivery(e, true)).collect();
+        let mut out = self.claim_stale(queue, consumer, max).await?;
         if out.len() >= max {
             return Ok(out);
         }
-        let mut options = StreamReadOptions::default()
-            .group(queue.group(), consumer)
-            .count(max - out.len());
-        let blocking = out.is_empty() && !wait.is_zero();
-        if blocking {
-            options = options.block(wait.as_millis().max(1) as usize);
-        }
-        let reply: redis::RedisResult<Option<StreamReadReply>> = if blocking {
-            let mut reader = self.reader().await?;
-            let reply = reader.xread_options(&[&key], &[">"], &options).await;
-            if reply.is_err() {
-                *self.reader.lock().await = None;
-            }
-            reply
-        } else {
-            con.xread_options(&[&key], &[">"], &options).await
-        };
-        let reply = match reply {
-            Err(e) if e.code() == Some("NOGROUP") => {
-                // The stream was deleted under us (FLUSHALL, key eviction): recreate.
-                self.create_group(queue).await?;
-                None
-            }
-            other => other?,
-        };
-        for stream in reply.into_iter().flat_map(|r| r.keys) {
-            out.extend(stream.ids.iter().map(|e| delivery(e, false)));
-        }
+        let block = (out.is_empty() && !wait.is_zero()).then_some(wait);
+        out.extend(
+            self.read_new(queue, consumer, max - out.len(), block)
+                .await?,
+        );
         Ok(out)
     }
 
     async fn ack(&self, queue: Queue, id: &str) -> Result<()> {
         let key = self.key(queue);
+        self.in_group(queue, || {
+            let mut con = self.commands.clone();
+            let pipe = redis::pipe()
+                .atomic()
+                .xack(&key, queue.group(), &[id])
+                .ignore()
+                .xdel(&key, &[id])
+                .ignore()
+                .clone();
+            async move { pipe.query_async::<()>(&mut con).await }
+        })
+        .await
+    }
+
+    async fn hold(&self, queue: Queue, consumer: &str, id: &str) -> Result<bool> {
+        if !is_stream_id(id) {
+            return Ok(false);
+        }
         let mut con = self.commands.clone();
-        let _: () = redis::pipe()
-            .atomic()
-            .xack(&key, queue.group(), &[id])
-            .ignore()
-            .xdel(&key, &[id])
-            .ignore()
-            .query_async(&mut con)
-            .await?;
-        Ok(())
+        let held: redis::RedisResult<i64> = HOLD_SCRIPT
+            .key(self.key(queue))
+            .arg(queue.group())
+            .arg(consumer)
+            .arg(id)
+            .invoke_async(&mut con)
+            .await;
+        match held {
+            // A new group holds nothing.
+            Err(e) if is_nogroup(&e) => self.create_group(queue).await.map(|()| false),
+            other => Ok(other? == 1),
+        }
     }
 
     async fn backlog(&self, queue: Queue) -> Result<Backlog> {
         let key = self.key(queue);
         let mut con = self.commands.clone();
         let length: u64 = con.xlen(&key).await?;
-        let pending: redis::streams::StreamPendingReply = con.xpending(&key, queue.group()).await?;
+        let pending: redis::streams::StreamPendingReply = self
+            .in_group(queue, || {
+                let mut con = self.commands.clone();
+                let key = &key;
+                async move { con.xpending(key, queue.group()).await }
+            })
+            .await?;
         let pending = pending.count() as u64;
+        let dead: u64 = con.xlen(self.dead_key(queue)).await?;
         Ok(Backlog {
             waiting: length.saturating_sub(pending),
             pending,
+            dead,
         })
+    }
+
+    async fn entries(
+        &self,
+        queue: Queue,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>> {
+        let start = match after {
+            Some(a) if is_stream_id(a) => format!("({a}"),
+            Some(_) => return Err(bad_cursor()),
+            None => "-".to_owned(),
+        };
+        let mut con = self.commands.clone();
+        let range: StreamRangeReply = con
+            .xrange_count(self.key(queue), start, "+", limit.max(1))
+            .await?;
+        Ok(range
+            .ids
+            .into_iter()
+            .map(|e| {
+                let payload = e.get(PAYLOAD).unwrap_or_default();
+                (e.id, payload)
+            })
+            .collect())
+    }
+
+    async fn dead_letter(&self, queue: Queue, delivery: &Delivery, reason: &str) -> Result<()> {
+        if !is_stream_id(&delivery.id) {
+            return Ok(());
+        }
+        let mut con = self.commands.clone();
+        let moved: i64 = BURY_SCRIPT
+            .key(self.key(queue))
+            .key(self.dead_key(queue))
+            .arg(queue.group())
+            .arg(&delivery.id)
+            .arg(reason)
+            .invoke_async(&mut con)
+            .await?;
+        self.dead
+            .add(queue, DeadReason::Refused, u64::from(moved == 1));
+        Ok(())
+    }
+
+    async fn dead_letters(
+        &self,
+        queue: Queue,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>> {
+        let start = match after {
+            Some(a) if is_stream_id(a) => format!("({a}"),
+            Some(_) => return Err(bad_cursor()),
+            None => "-".to_owned(),
+        };
+        let mut con = self.commands.clone();
+        let range: StreamRangeReply = con
+            .xrange_count(self.dead_key(queue), start, "+", limit.max(1))
+            .await?;
+        Ok(range.ids.iter().map(|e| dead_letter(queue, e)).collect())
+    }
+
+    async fn requeue_dead_letter(&self, queue: Queue, id: &str) -> Result<bool> {
+        if !is_stream_id(id) {
+            return Ok(false);
+        }
+        let mut con = self.commands.clone();
+        let moved: i64 = REQUEUE_SCRIPT
+            .key(self.key(queue))
+            .key(self.dead_key(queue))
+            .arg(id)
+            .invoke_async(&mut con)
+            .await?;
+        Ok(moved == 1)
+    }
+
+    async fn discard_dead_letter(&self, queue: Queue, id: &str) -> Result<bool> {
+        if !is_stream_id(id) {
+            return Ok(false);
+        }
+        let mut con = self.commands.clone();
+        let deleted: u64 = con.xdel(self.dead_key(queue), &[id]).await?;
+        Ok(deleted == 1)
+    }
+
+    fn dead_counts(&self) -> DeadCounts {
+        self.dead.clone()
     }
 }
 

@@ -3,10 +3,11 @@
 
 use time::OffsetDateTime;
 
+use crate::credentials::CredentialDigest;
 use crate::error::{Result, StorageError};
 use crate::model::{
-    ContentHash, Device, Imei, Music, MusicState, NewDevice, NewRadio, NewUser, Play, Radio, Role,
-    SecretHash, Source, User,
+    ApiToken, Claim, ClaimState, ContentHash, Device, Imei, Music, MusicState, NewRadio, NewUser,
+    Play, Radio, Role, SecretHash, Source, User,
 };
 use crate::repo::Inserted;
 
@@ -21,6 +22,7 @@ pub(crate) trait SqlRow {
     fn flag(&self, column: &str) -> Result<bool>;
     fn real(&self, column: &str) -> Result<f64>;
     fn time(&self, column: &str) -> Result<OffsetDateTime>;
+    fn opt_time(&self, column: &str) -> Result<Option<OffsetDateTime>>;
 }
 
 /// The accessors that decode the same way on both databases.
@@ -84,7 +86,7 @@ pub(crate) fn device(row: &impl SqlRow) -> Result<Device> {
         imei: Imei::parse(&row.text("imei")?).map_err(StorageError::corrupt)?,
         name: row.text("name")?,
         location: row.opt_text("location")?,
-        secret_hash: SecretHash(row.text("secret_hash")?),
+        secret_digest: CredentialDigest::parse(&row.text("secret_hash")?),
         enabled: row.flag("enabled")?,
     })
 }
@@ -96,6 +98,32 @@ pub(crate) fn user(row: &impl SqlRow) -> Result<User> {
         display_name: row.text("display_name")?,
         role: Role::parse(&row.text("role")?)?,
         password_hash: SecretHash(row.text("password_hash")?),
+        disabled: row.flag("disabled")?,
+    })
+}
+
+pub(crate) fn token(row: &impl SqlRow) -> Result<ApiToken> {
+    Ok(ApiToken {
+        id: row.int("id")?,
+        public_id: row.text("public_id")?,
+        user_id: row.int("user_id")?,
+        name: row.text("name")?,
+        scope: Role::parse(&row.text("scope")?)?,
+        created_at: row.time("created_at")?,
+        last_used_at: row.opt_time("last_used_at")?,
+        revoked_at: row.opt_time("revoked_at")?,
+        digest: CredentialDigest::parse(&row.text("digest")?),
+    })
+}
+
+pub(crate) fn claim(row: &impl SqlRow) -> Result<Claim> {
+    Ok(Claim {
+        id: row.int("id")?,
+        music_id: row.int("music_id")?,
+        claimant_id: row.int("claimant_id")?,
+        state: ClaimState::parse(&row.text("state")?)?,
+        created_at: row.time("created_at")?,
+        resolved_at: row.opt_time("resolved_at")?,
     })
 }
 
@@ -175,17 +203,11 @@ pub(crate) fn same_radio(found: Radio, new: &NewRadio, created: bool) -> Result<
     }
 }
 
-/// A device whose IMEI was taken: the same registration again (same name and
-/// secret: a retry) or a clash.
-pub(crate) async fn same_device(found: Device, new: &NewDevice, created: bool) -> Result<Device> {
-    if created || (found.name == new.name && found.secret_hash.check(&new.secret).await) {
-        Ok(found)
-    } else {
-        Err(StorageError::Conflict(format!(
-            "device {} is already registered",
-            new.imei
-        )))
-    }
+/// A device registration that met a registered IMEI. Secrets are made by
+/// the server, so a retried registration cannot be told from a second
+/// one: both are a conflict (rotate the secret to get a new one).
+pub(crate) fn device_taken(imei: &Imei) -> StorageError {
+    StorageError::Conflict(format!("device {imei} is already registered"))
 }
 
 /// A user whose e-mail was taken: the same sign-up again or a clash.

@@ -7,10 +7,12 @@ use futures_util::stream::BoxStream;
 use time::OffsetDateTime;
 use tokio::io::AsyncRead;
 
+use crate::credentials::CredentialDigest;
 use crate::error::Result;
 use crate::model::{
-    ContentHash, Device, FingerprintBlock, Imei, Music, MusicId, MusicState, NewDevice, NewMusic,
-    NewPlay, NewRadio, NewSample, NewUser, Play, Radio, RawResult, Source, User,
+    ApiToken, Claim, ClaimState, ContentHash, Device, FingerprintBlock, Imei, Music, MusicId,
+    MusicState, NewDevice, NewMusic, NewPlay, NewRadio, NewSample, NewToken, NewUser, Play, Radio,
+    RawResult, Source, User, UserId,
 };
 
 /// Audio bytes for the binary store.
@@ -44,14 +46,55 @@ pub trait RelationalStore: Send + Sync + std::fmt::Debug {
     async fn add_radio(&self, radio: &NewRadio) -> Result<Inserted<Radio>>;
     async fn radios(&self) -> Result<Vec<Radio>>;
 
-    /// Registers a device (argon2id-hashes its secret); the same IMEI again is a conflict.
+    /// A music owner's musics in `state`, by id, after `after`, at most `limit`.
+    async fn musics_owned(
+        &self,
+        owner: UserId,
+        state: MusicState,
+        after: MusicId,
+        limit: u32,
+    ) -> Result<Vec<Music>>;
+
+    /// Records that `claimant` uploaded audio that is `music`, owned by
+    /// someone else; the same claim again returns it (`created: false`).
+    async fn add_claim(&self, music: MusicId, claimant: UserId) -> Result<Inserted<Claim>>;
+    /// Claims in `state`, by id, after `after`, at most `limit`.
+    async fn claims(&self, state: ClaimState, after: i64, limit: u32) -> Result<Vec<Claim>>;
+    /// Settles a pending claim: granted, the music becomes the claimant's.
+    /// `None` when there is no pending claim with this id.
+    async fn resolve_claim(&self, id: i64, grant: bool) -> Result<Option<Claim>>;
+
+    /// Registers a device; the same IMEI again is a conflict.
     async fn add_device(&self, device: &NewDevice) -> Result<Device>;
     async fn device_by_imei(&self, imei: &Imei) -> Result<Option<Device>>;
     async fn set_device_enabled(&self, imei: &Imei, enabled: bool) -> Result<bool>;
+    /// Replaces a device's secret; false if there is no such device.
+    async fn set_device_secret(&self, imei: &Imei, digest: &CredentialDigest) -> Result<bool>;
 
     /// Adds a user (argon2id-hashes the password); the same e-mail again is a conflict.
     async fn add_user(&self, user: &NewUser) -> Result<User>;
     async fn user_by_email(&self, email: &str) -> Result<Option<User>>;
+    async fn user(&self, id: UserId) -> Result<Option<User>>;
+    /// Users by id, after `after`, at most `limit`.
+    async fn users(&self, after: UserId, limit: u32) -> Result<Vec<User>>;
+    /// False if there is no such user.
+    async fn set_user_disabled(&self, id: UserId, disabled: bool) -> Result<bool>;
+
+    /// Stores a new token.
+    async fn add_token(&self, token: &NewToken) -> Result<ApiToken>;
+    /// The token with this public id, revoked or not, with its digest.
+    async fn token(&self, public_id: &str) -> Result<Option<ApiToken>>;
+    /// Tokens by id (of one user, or of everyone), revoked ones included.
+    async fn tokens(&self, user: Option<UserId>) -> Result<Vec<ApiToken>>;
+    /// Revokes a token; false if there is no such token or it was revoked.
+    async fn revoke_token(&self, id: i64) -> Result<bool>;
+    /// Records that a token was used at `at`.
+    async fn touch_token(&self, id: i64, at: OffsetDateTime) -> Result<()>;
+
+    /// The installation's key named `name`: `fresh` if none was stored yet
+    /// (it is stored then), otherwise the one stored first. Replicas starting
+    /// together agree on one.
+    async fn installation_key(&self, name: &str, fresh: &str) -> Result<String>;
 
     /// Records a play; a write with a key already recorded returns that play.
     async fn record_play(&self, play: &NewPlay) -> Result<Inserted<Play>>;
@@ -90,6 +133,20 @@ pub trait DocumentStore: Send + Sync + std::fmt::Debug {
     /// Stores a sample's fingerprint; the same id again keeps the first.
     async fn put_sample(&self, sample: &NewSample) -> Result<bool>;
     async fn sample(&self, id: &str) -> Result<Option<NewSample>>;
+    /// Records that a sample's raw result is stored (reconciliation leaves
+    /// it alone from then on). Harmless for an unknown id.
+    async fn mark_recognised(&self, sample_id: &str) -> Result<()>;
+    /// Records that a sample went to the dead letters: reconciliation leaves
+    /// it to an administrator. Harmless for an unknown id.
+    async fn set_sample_aside(&self, sample_id: &str) -> Result<()>;
+    /// Samples neither recognised nor set aside, captured before
+    /// `older_than`, oldest first, at most `limit` (for reconciliation: the
+    /// queue may have lost them).
+    async fn unrecognised_samples(
+        &self,
+        older_than: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<(String, Source)>>;
 
     /// Stores a raw result; a result for the same sample again replaces it.
     async fn put_raw_result(&self, result: &RawResult) -> Result<()>;

@@ -73,6 +73,7 @@ impl Place {
             path: dir.path().join("hendu.db"),
             queue: QueueConfig {
                 claim_after: CLAIM_AFTER,
+                ..QueueConfig::default()
             },
         };
         Self {
@@ -107,6 +108,7 @@ impl Place {
             redis_prefix: format!("{name}:"),
             queue: QueueConfig {
                 claim_after: CLAIM_AFTER,
+                ..QueueConfig::default()
             },
             connect_timeout: Duration::from_secs(5),
         });
@@ -171,6 +173,7 @@ pub fn env_vars(config: &StorageConfig) -> Vec<(&'static str, String)> {
                 vars::CLAIM_AFTER_MS,
                 queue.claim_after.as_millis().to_string(),
             ),
+            (vars::MAX_DELIVERIES, queue.max_deliveries.to_string()),
         ],
         StorageConfig::Servers(s) => vec![
             (vars::MYSQL_URL, s.mysql_url.expose().to_owned()),
@@ -181,6 +184,37 @@ pub fn env_vars(config: &StorageConfig) -> Vec<(&'static str, String)> {
                 vars::CLAIM_AFTER_MS,
                 s.queue.claim_after.as_millis().to_string(),
             ),
+            (vars::MAX_DELIVERIES, s.queue.max_deliveries.to_string()),
         ],
     }
+}
+
+/// A user with `role` (password `"twelve chars!"`) and an API token for
+/// them, made directly in the store: for tests of the services' routes.
+///
+/// # Panics
+/// If the store refuses (tests fail loudly).
+#[allow(clippy::unwrap_used)]
+pub async fn user_with_token(
+    storage: &crate::Storage,
+    email: &str,
+    role: crate::model::Role,
+) -> (crate::model::User, String) {
+    use crate::credentials::{AuthKey, issue_token};
+    use crate::model::{NewToken, NewUser, Secret};
+    let user = match storage.relational.user_by_email(email).await.unwrap() {
+        Some(u) => u,
+        None => {
+            let new = NewUser::new(email, email, role, Secret::new("twelve chars!")).unwrap();
+            storage.relational.add_user(&new).await.unwrap()
+        }
+    };
+    let key = AuthKey::load(storage).await.unwrap();
+    let issued = issue_token(&key);
+    storage
+        .relational
+        .add_token(&NewToken::new(&issued, &user, "test").unwrap())
+        .await
+        .unwrap();
+    (user, issued.token.expose().to_owned())
 }

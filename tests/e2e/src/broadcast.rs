@@ -255,6 +255,8 @@ pub struct Client {
     pub http: reqwest::Client,
     pub hash_generator: String,
     pub communication: String,
+    /// The administrator's API token, obtained with the password on first use.
+    token: tokio::sync::OnceCell<String>,
 }
 
 pub const ADMIN_EMAIL: &str = "admin@hendu.test";
@@ -266,7 +268,32 @@ impl Client {
             http: reqwest::Client::new(),
             hash_generator: hash_generator.to_owned(),
             communication: communication.to_owned(),
+            token: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// The administrator's token, as a person gets one: e-mail and password.
+    pub async fn token(&self) -> Result<&str> {
+        self.token
+            .get_or_try_init(|| async {
+                let r = self
+                    .http
+                    .post(format!("{}/v1/tokens", self.communication))
+                    .basic_auth(ADMIN_EMAIL, Some(ADMIN_PASSWORD))
+                    .json(&json!({ "name": "e2e" }))
+                    .send()
+                    .await?;
+                if !r.status().is_success() {
+                    bail!("cannot sign in: {}", r.text().await?);
+                }
+                let body: Value = r.json().await?;
+                body["token"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .context("no token in the answer")
+            })
+            .await
+            .map(String::as_str)
     }
 
     /// Uploads a catalogue track; returns its music id.
@@ -280,6 +307,7 @@ impl Client {
         let r = self
             .http
             .post(format!("{}/v1/musics", self.hash_generator))
+            .bearer_auth(self.token().await?)
             .multipart(form)
             .send()
             .await?;
@@ -290,22 +318,27 @@ impl Client {
         body["id"].as_i64().context("no id in the upload's answer")
     }
 
-    /// Registers a device as the administrator; returns its id.
-    pub async fn register_device(&self, imei: &str, secret: &str) -> Result<i64> {
+    /// Registers a device as the administrator; returns its id and the
+    /// secret the server made for it.
+    pub async fn register_device(&self, imei: &str) -> Result<(i64, String)> {
         let r = self
             .http
             .post(format!("{}/v1/devices", self.communication))
-            .basic_auth(ADMIN_EMAIL, Some(ADMIN_PASSWORD))
-            .json(&json!({ "imei": imei, "name": "Sensor", "location": "Asunción", "secret": secret }))
+            .bearer_auth(self.token().await?)
+            .json(&json!({ "imei": imei, "name": "Sensor", "location": "Asunción" }))
             .send()
             .await?;
         if !r.status().is_success() {
             bail!("registration failed: {}", r.text().await?);
         }
         let body: Value = r.json().await?;
-        body["id"]
+        let id = body["id"]
             .as_i64()
-            .context("no id in the registration's answer")
+            .context("no id in the registration's answer")?;
+        let secret = body["secret"]
+            .as_str()
+            .context("no secret in the registration's answer")?;
+        Ok((id, secret.to_owned()))
     }
 
     /// Sends one sample; returns the HTTP status.

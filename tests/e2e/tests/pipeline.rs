@@ -14,7 +14,6 @@ use hendu_storage::{Queue, Storage, StorageConfig};
 use time::OffsetDateTime;
 
 const IMEI: &str = "490154203237518";
-const SECRET: &str = "sensor secret 123";
 
 fn admin_env() -> Vec<(&'static str, String)> {
     vec![
@@ -171,11 +170,11 @@ async fn a_broadcast_becomes_the_right_plays_in_the_right_order() {
     let p = Pipeline::start(1, 1).await;
     let ids = upload_catalogue(&p.client).await;
     wait_for_catalogue(&p.recognition, CATALOGUE.len()).await;
-    let device = p.client.register_device(IMEI, SECRET).await.unwrap();
+    let (device, secret) = p.client.register_device(IMEI).await.unwrap();
 
     let (t0, samples) = the_broadcast();
     for s in &samples {
-        assert_eq!(p.client.send(IMEI, SECRET, s).await.unwrap(), 202);
+        assert_eq!(p.client.send(IMEI, &secret, s).await.unwrap(), 202);
     }
     let plays = settled_plays(&p.storage, Source::Device(device), t0).await;
     assert_plays_match_the_programme(&plays, &ids, t0);
@@ -187,7 +186,7 @@ async fn a_broadcast_becomes_the_right_plays_in_the_right_order() {
 
     // The same samples again (a device retrying): nothing new.
     for s in &samples[..4] {
-        assert_eq!(p.client.send(IMEI, SECRET, s).await.unwrap(), 202);
+        assert_eq!(p.client.send(IMEI, &secret, s).await.unwrap(), 202);
     }
     let again = settled_plays(&p.storage, Source::Device(device), t0).await;
     assert_eq!(again, plays, "retried samples add no play");
@@ -199,12 +198,12 @@ async fn killing_a_recogniser_and_a_filter_mid_run_loses_and_duplicates_nothing(
     let mut p = Pipeline::start(2, 2).await;
     let ids = upload_catalogue(&p.client).await;
     wait_for_catalogue(&p.recognition, CATALOGUE.len()).await;
-    let device = p.client.register_device(IMEI, SECRET).await.unwrap();
+    let (device, secret) = p.client.register_device(IMEI).await.unwrap();
 
     let (t0, samples) = the_broadcast();
     let half = samples.len() / 2;
     for s in &samples[..half] {
-        assert_eq!(p.client.send(IMEI, SECRET, s).await.unwrap(), 202);
+        assert_eq!(p.client.send(IMEI, &secret, s).await.unwrap(), 202);
     }
     // Kill replicas that are doing their share of the work.
     for r in &p.recognition {
@@ -217,7 +216,7 @@ async fn killing_a_recogniser_and_a_filter_mid_run_loses_and_duplicates_nothing(
     p.recognition[0].kill().await;
     p.filter[0].kill().await;
     for s in &samples[half..] {
-        assert_eq!(p.client.send(IMEI, SECRET, s).await.unwrap(), 202);
+        assert_eq!(p.client.send(IMEI, &secret, s).await.unwrap(), 202);
     }
     let plays = settled_plays(&p.storage, Source::Device(device), t0).await;
     assert_plays_match_the_programme(&plays, &ids, t0);
@@ -257,10 +256,10 @@ async fn hendu_serve_runs_the_whole_pipeline_on_the_embedded_store() {
     let client = Client::new(&serve.base, &serve.base);
     let ids = upload_catalogue(&client).await;
     wait_for_catalogue(std::slice::from_ref(&serve), CATALOGUE.len()).await;
-    let device = client.register_device(IMEI, SECRET).await.unwrap();
+    let (device, secret) = client.register_device(IMEI).await.unwrap();
     let (t0, samples) = the_broadcast();
     for s in &samples {
-        assert_eq!(client.send(IMEI, SECRET, s).await.unwrap(), 202);
+        assert_eq!(client.send(IMEI, &secret, s).await.unwrap(), 202);
     }
     // The store is the service's file: read it only once the service is done.
     let storage = Storage::connect(&place.config).await.unwrap();

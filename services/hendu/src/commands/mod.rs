@@ -1,5 +1,6 @@
 //! One module per subcommand, and the arguments they share.
 
+pub mod accounts;
 pub mod index;
 pub mod matching;
 pub mod scan;

@@ -35,18 +35,24 @@ pub fn run(args: &ServeArgs) -> Result<i32> {
     let filter = hendu_filter::Config::from_env()?;
     let communication = hendu_communication::Config::from_env()?;
     let log = std::env::var(hendu_service::settings::vars::LOG).unwrap_or_else(|_| "info".into());
+    let http = hendu_service::settings::HttpLimits::from_env()?;
     let opened = args.store.open(true)?;
     opened.block_on(async {
         hendu_service::telemetry::init(&log);
         let listener = tokio::net::TcpListener::bind(args.addr)
             .await
             .with_context(|| format!("cannot listen on {}", args.addr))?;
+        let auth = hendu_service::Auth::load(&opened.storage)
+            .await
+            .context("cannot load the credential key")?;
         let mut app = Application::new(
             SERVICE,
             listener,
             opened.storage.clone(),
+            auth,
             Duration::from_secs(20),
-        );
+        )
+        .with_http_limits(http);
         hendu_communication::bootstrap_admin(&app.storage, &communication).await?;
         hendu_hash_generator::install(&mut app, &hash_generator);
         hendu_communication::install(&mut app, &communication);

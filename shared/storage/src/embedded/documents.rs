@@ -124,6 +124,50 @@ impl DocumentStore for SqliteStore {
         .transpose()
     }
 
+    async fn mark_recognised(&self, sample_id: &str) -> Result<()> {
+        sqlx::query("UPDATE sample_fingerprints SET recognised_ms = ? WHERE id = ?")
+            .bind(unix_ms(OffsetDateTime::now_utc()))
+            .bind(sample_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_sample_aside(&self, sample_id: &str) -> Result<()> {
+        sqlx::query("UPDATE sample_fingerprints SET set_aside_ms = ? WHERE id = ?")
+            .bind(unix_ms(OffsetDateTime::now_utc()))
+            .bind(sample_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn unrecognised_samples(
+        &self,
+        older_than: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<(String, Source)>> {
+        // Served by the partial index of unsettled samples (migration 0005).
+        let rows = sqlx::query(
+            "SELECT id, source_kind, source_id FROM sample_fingerprints \
+             WHERE recognised_ms IS NULL AND set_aside_ms IS NULL AND captured_ms < ? \
+             ORDER BY captured_ms LIMIT ?",
+        )
+        .bind(unix_ms(older_than))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let kind: &str = row.try_get("source_kind")?;
+                Ok((
+                    row.try_get("id")?,
+                    Source::from_parts(kind, row.try_get("source_id")?)?,
+                ))
+            })
+            .collect()
+    }
+
     async fn put_raw_result(&self, r: &RawResult) -> Result<()> {
         let body = serde_json::to_string(r).map_err(StorageError::corrupt)?;
         sqlx::query(

@@ -33,6 +33,7 @@ use tokio::sync::{Notify, broadcast};
 use crate::config::QueueConfig;
 use crate::error::Result;
 use crate::events::{Event, EventBus};
+use crate::queue::DeadCounts;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -42,6 +43,7 @@ pub struct SqliteStore {
     pool: SqlitePool,
     queue: QueueConfig,
     pushed: Arc<Notify>,
+    dead: DeadCounts,
 }
 
 impl SqliteStore {
@@ -78,6 +80,7 @@ impl SqliteStore {
             pool,
             queue,
             pushed: Arc::new(Notify::new()),
+            dead: DeadCounts::default(),
         })
     }
 

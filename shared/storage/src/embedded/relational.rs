@@ -6,14 +6,16 @@ use sqlx::sqlite::SqliteRow;
 use time::OffsetDateTime;
 
 use super::SqliteStore;
+use crate::credentials::CredentialDigest;
 use crate::error::{Result, StorageError};
 use crate::model::{
-    ContentHash, Device, Imei, Music, MusicId, MusicState, NewDevice, NewMusic, NewPlay, NewRadio,
-    NewUser, Play, Radio, Source, User, from_unix_ms, unix_ms,
+    ApiToken, Claim, ClaimState, ContentHash, Device, Imei, Music, MusicId, MusicState, NewDevice,
+    NewMusic, NewPlay, NewRadio, NewToken, NewUser, Play, Radio, Source, User, UserId,
+    from_unix_ms, unix_ms,
 };
 use crate::relational::{
-    self, PLAYS_OF_MUSIC_SQL, SqlRow, device, inserted, music, play, plays_of_source_sql, radio,
-    source_columns, user,
+    self, PLAYS_OF_MUSIC_SQL, SqlRow, claim, device, inserted, music, play, plays_of_source_sql,
+    radio, source_columns, token, user,
 };
 use crate::repo::{Inserted, RelationalStore};
 
@@ -26,6 +28,10 @@ impl SqlRow for SqliteRow {
 
     fn time(&self, column: &str) -> Result<OffsetDateTime> {
         Ok(from_unix_ms(self.try_get(column)?))
+    }
+
+    fn opt_time(&self, column: &str) -> Result<Option<OffsetDateTime>> {
+        Ok(self.try_get::<Option<i64>, _>(column)?.map(from_unix_ms))
     }
 }
 
@@ -162,7 +168,6 @@ impl RelationalStore for SqliteStore {
     }
 
     async fn add_device(&self, new: &NewDevice) -> Result<Device> {
-        let secret_hash = crate::model::SecretHash::hash(&new.secret).await?;
         let created = inserted(
             sqlx::query(
                 "INSERT INTO devices (imei, name, location, secret_hash, enabled, created_at) \
@@ -171,17 +176,18 @@ impl RelationalStore for SqliteStore {
             .bind(new.imei.as_str())
             .bind(&new.name)
             .bind(&new.location)
-            .bind(secret_hash.as_str())
+            .bind(new.secret_digest.to_hex())
             .bind(new.enabled)
             .bind(now_ms())
             .execute(&self.pool)
             .await,
         )?;
-        let found = self
-            .device_by_imei(&new.imei)
+        if !created {
+            return Err(relational::device_taken(&new.imei));
+        }
+        self.device_by_imei(&new.imei)
             .await?
-            .ok_or_else(|| StorageError::not_found("device", &new.imei))?;
-        relational::same_device(found, new, created).await
+            .ok_or_else(|| StorageError::not_found("device", &new.imei))
     }
 
     async fn device_by_imei(&self, imei: &Imei) -> Result<Option<Device>> {
@@ -199,6 +205,105 @@ impl RelationalStore for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_device_secret(&self, imei: &Imei, digest: &CredentialDigest) -> Result<bool> {
+        let done = sqlx::query("UPDATE devices SET secret_hash = ? WHERE imei = ?")
+            .bind(digest.to_hex())
+            .bind(imei.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn musics_owned(
+        &self,
+        owner: UserId,
+        state: MusicState,
+        after: MusicId,
+        limit: u32,
+    ) -> Result<Vec<Music>> {
+        let rows = sqlx::query(
+            "SELECT * FROM musics WHERE owner_id = ? AND state = ? AND id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(owner)
+        .bind(state.as_str())
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(music).collect()
+    }
+
+    async fn add_claim(&self, music_id: MusicId, claimant: UserId) -> Result<Inserted<Claim>> {
+        let created = inserted(
+            sqlx::query(
+                "INSERT INTO music_claims (music_id, claimant_id, created_at) VALUES (?, ?, ?)",
+            )
+            .bind(music_id)
+            .bind(claimant)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await,
+        )?;
+        let row = sqlx::query("SELECT * FROM music_claims WHERE music_id = ? AND claimant_id = ?")
+            .bind(music_id)
+            .bind(claimant)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Inserted {
+            record: claim(&row)?,
+            created,
+        })
+    }
+
+    async fn claims(&self, state: ClaimState, after: i64, limit: u32) -> Result<Vec<Claim>> {
+        let rows = sqlx::query(
+            "SELECT * FROM music_claims WHERE state = ? AND id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(state.as_str())
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(claim).collect()
+    }
+
+    async fn resolve_claim(&self, id: i64, grant: bool) -> Result<Option<Claim>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let Some(row) =
+            sqlx::query("SELECT * FROM music_claims WHERE id = ? AND state = 'pending'")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+        else {
+            return Ok(None);
+        };
+        let pending = claim(&row)?;
+        let state = if grant {
+            ClaimState::Granted
+        } else {
+            ClaimState::Rejected
+        };
+        let row = sqlx::query(
+            "UPDATE music_claims SET state = ?, resolved_at = ? WHERE id = ? RETURNING *",
+        )
+        .bind(state.as_str())
+        .bind(now_ms())
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if grant {
+            sqlx::query("UPDATE musics SET owner_id = ?, updated_at = ? WHERE id = ?")
+                .bind(pending.claimant_id)
+                .bind(now_ms())
+                .bind(pending.music_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let resolved = claim(&row)?;
+        tx.commit().await?;
+        Ok(Some(resolved))
     }
 
     async fn add_user(&self, new: &NewUser) -> Result<User> {
@@ -229,6 +334,102 @@ impl RelationalStore for SqliteStore {
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(user).transpose()
+    }
+
+    async fn user(&self, id: UserId) -> Result<Option<User>> {
+        let row = sqlx::query("SELECT * FROM users WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(user).transpose()
+    }
+
+    async fn users(&self, after: UserId, limit: u32) -> Result<Vec<User>> {
+        let rows = sqlx::query("SELECT * FROM users WHERE id > ? ORDER BY id LIMIT ?")
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(user).collect()
+    }
+
+    async fn set_user_disabled(&self, id: UserId, disabled: bool) -> Result<bool> {
+        let done = sqlx::query("UPDATE users SET disabled = ? WHERE id = ?")
+            .bind(disabled)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn add_token(&self, new: &NewToken) -> Result<ApiToken> {
+        let row = sqlx::query(
+            "INSERT INTO api_tokens (public_id, user_id, name, scope, digest, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?) RETURNING *",
+        )
+        .bind(&new.public_id)
+        .bind(new.user_id)
+        .bind(&new.name)
+        .bind(new.scope.as_str())
+        .bind(new.digest.to_hex())
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await?;
+        token(&row)
+    }
+
+    async fn token(&self, public_id: &str) -> Result<Option<ApiToken>> {
+        let row = sqlx::query("SELECT * FROM api_tokens WHERE public_id = ?")
+            .bind(public_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(token).transpose()
+    }
+
+    async fn tokens(&self, user: Option<UserId>) -> Result<Vec<ApiToken>> {
+        let rows =
+            sqlx::query("SELECT * FROM api_tokens WHERE ?1 IS NULL OR user_id = ?1 ORDER BY id")
+                .bind(user)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(token).collect()
+    }
+
+    async fn revoke_token(&self, id: i64) -> Result<bool> {
+        let done =
+            sqlx::query("UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+                .bind(now_ms())
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn touch_token(&self, id: i64, at: OffsetDateTime) -> Result<()> {
+        sqlx::query("UPDATE api_tokens SET last_used_at = ? WHERE id = ?")
+            .bind(unix_ms(at))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn installation_key(&self, name: &str, fresh: &str) -> Result<String> {
+        sqlx::query(
+            "INSERT INTO installation_keys (name, key_hex, created_at) VALUES (?, ?, ?) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(fresh)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(
+            sqlx::query_scalar("SELECT key_hex FROM installation_keys WHERE name = ?")
+                .bind(name)
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     async fn record_play(&self, new: &NewPlay) -> Result<Inserted<Play>> {

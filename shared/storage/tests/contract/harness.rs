@@ -16,7 +16,20 @@ pub struct Harness {
 
 impl Harness {
     pub async fn new(kind: Kind) -> Self {
-        let place = Place::new(kind).await;
+        Self::open(Place::new(kind).await).await
+    }
+
+    /// With entries going to the dead letters after `max` deliveries.
+    pub async fn with_max_deliveries(kind: Kind, max: u32) -> Self {
+        let mut place = Place::new(kind).await;
+        match &mut place.config {
+            StorageConfig::Embedded { queue, .. } => queue.max_deliveries = max,
+            StorageConfig::Servers(s) => s.queue.max_deliveries = max,
+        }
+        Self::open(place).await
+    }
+
+    async fn open(place: Place) -> Self {
         let storage = Storage::connect(&place.config).await.unwrap_or_else(|e| {
             panic!(
                 "cannot open {:?}: {e}; run scripts/test.sh, which starts the servers",
@@ -49,6 +62,7 @@ pub fn config_from_env(value: &str) -> StorageConfig {
     let parts: Vec<&str> = value.split('\n').collect();
     let queue = QueueConfig {
         claim_after: CLAIM_AFTER,
+        ..QueueConfig::default()
     };
     match parts[..] {
         ["embedded", path] => StorageConfig::Embedded {

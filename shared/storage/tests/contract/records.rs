@@ -1,9 +1,10 @@
 //! Radios, devices, users, plays, samples and raw results.
 
 use hendu_storage::StorageError;
+use hendu_storage::credentials::{AuthKey, Purpose, issue_token, new_device_secret, split_token};
 use hendu_storage::model::{
-    ContentHash, Imei, NewDevice, NewMusic, NewPlay, NewRadio, NewSample, NewUser, RawMatch,
-    RawResult, Role, Secret, Source,
+    ClaimState, ContentHash, Imei, MusicState, NewDevice, NewMusic, NewPlay, NewRadio, NewSample,
+    NewToken, NewUser, RawMatch, RawResult, Role, Secret, Source,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -13,6 +14,8 @@ crate::contract!(records:
     a_retried_play_is_recorded_once_and_plays_come_back_in_time_order,
     devices_are_unique_by_imei_and_authenticate_by_secret,
     radios_and_users_refuse_clashes_but_accept_retries,
+    tokens_belong_to_a_user_and_can_be_revoked,
+    a_claim_on_owned_music_waits_for_an_administrator,
     samples_and_raw_results_are_idempotent_by_sample,
     a_lease_has_one_holder_until_it_is_released_or_expires,
     every_backend_answers_a_health_check,
@@ -122,45 +125,56 @@ pub async fn a_retried_play_is_recorded_once_and_plays_come_back_in_time_order(k
 
 pub async fn devices_are_unique_by_imei_and_authenticate_by_secret(kind: Kind) {
     let h = Harness::new(kind).await;
+    let key = AuthKey::load(&h.storage).await.unwrap();
     assert!(Imei::parse("490154203237517").is_err(), "bad check digit");
     let imei = Imei::parse("490154203237518").unwrap();
-    let new = NewDevice::new(
-        imei.clone(),
-        "Stage left",
-        Some("Encarnación"),
-        Secret::new("a long device secret"),
-    )
-    .unwrap();
+    let secret = new_device_secret();
+    let digest = key.digest(Purpose::DeviceSecret, secret.expose());
+    let new = NewDevice::new(imei.clone(), "Stage left", Some("Encarnación"), digest).unwrap();
     let device = h.storage.relational.add_device(&new).await.unwrap();
     assert!(device.enabled);
-    assert!(
-        device
-            .secret_hash
-            .verify(&Secret::new("a long device secret"))
-    );
-    assert!(
-        !device
-            .secret_hash
-            .verify(&Secret::new("another secret value"))
-    );
-    assert!(!device.secret_hash.as_str().contains("a long device secret"));
+    let stored = device.secret_digest.as_ref();
+    assert!(key.verify(Purpose::DeviceSecret, secret.expose(), stored));
+    assert!(!key.verify(Purpose::DeviceSecret, "another secret value", stored));
 
-    // The same registration retried is the same device; another one with the IMEI is a clash.
-    assert_eq!(
-        h.storage.relational.add_device(&new).await.unwrap().id,
-        device.id
-    );
-    let other = NewDevice::new(
-        imei.clone(),
-        "Intruder",
-        None,
-        Secret::new("yet another secret"),
-    )
-    .unwrap();
+    // Secrets are the server's: a second registration of the IMEI is a clash.
     assert!(matches!(
-        h.storage.relational.add_device(&other).await,
+        h.storage.relational.add_device(&new).await,
         Err(StorageError::Conflict(_))
     ));
+    let rotated = new_device_secret();
+    assert!(
+        h.storage
+            .relational
+            .set_device_secret(&imei, &key.digest(Purpose::DeviceSecret, rotated.expose()))
+            .await
+            .unwrap()
+    );
+    let again = h
+        .storage
+        .relational
+        .device_by_imei(&imei)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(key.verify(
+        Purpose::DeviceSecret,
+        rotated.expose(),
+        again.secret_digest.as_ref()
+    ));
+    assert!(!key.verify(
+        Purpose::DeviceSecret,
+        secret.expose(),
+        again.secret_digest.as_ref()
+    ));
+    assert_eq!(
+        AuthKey::load(&h.storage)
+            .await
+            .unwrap()
+            .digest(Purpose::DeviceSecret, "x"),
+        key.digest(Purpose::DeviceSecret, "x"),
+        "the installation keeps one key"
+    );
 
     assert!(
         h.storage
@@ -232,6 +246,185 @@ pub async fn radios_and_users_refuse_clashes_but_accept_retries(kind: Kind) {
         .unwrap();
     assert!(found.password_hash.verify(&Secret::new("twelve chars!")));
     assert_eq!(found.role, Role::Musician);
+}
+
+async fn user(h: &Harness, email: &str, role: Role) -> hendu_storage::model::User {
+    let new = NewUser::new(email, email, role, Secret::new("twelve chars!")).unwrap();
+    h.storage.relational.add_user(&new).await.unwrap()
+}
+
+pub async fn tokens_belong_to_a_user_and_can_be_revoked(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let key = AuthKey::load(&h.storage).await.unwrap();
+    let ana = user(&h, "ana@example.org", Role::Musician).await;
+    let op = user(&h, "op@example.org", Role::Operator).await;
+    assert_eq!(op.role, Role::Operator);
+    assert!(!ana.disabled);
+
+    let issued = issue_token(&key);
+    let stored = h
+        .storage
+        .relational
+        .add_token(&NewToken::new(&issued, &ana, "laptop").unwrap())
+        .await
+        .unwrap();
+    assert_eq!((stored.user_id, stored.scope), (ana.id, Role::Musician));
+    assert!(stored.last_used_at.is_none() && stored.revoked_at.is_none());
+    let (public_id, secret) = split_token(issued.token.expose()).unwrap();
+    let found = h
+        .storage
+        .relational
+        .token(public_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(key.verify(Purpose::ApiToken, secret, found.digest.as_ref()));
+    assert!(
+        h.storage
+            .relational
+            .token("0000000000000000")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let at = t0();
+    h.storage
+        .relational
+        .touch_token(stored.id, at)
+        .await
+        .unwrap();
+    let other = issue_token(&key);
+    h.storage
+        .relational
+        .add_token(&NewToken::new(&other, &op, "station").unwrap())
+        .await
+        .unwrap();
+    let anas = h.storage.relational.tokens(Some(ana.id)).await.unwrap();
+    assert_eq!(anas.len(), 1);
+    assert_eq!(anas[0].last_used_at, Some(at));
+    assert_eq!(h.storage.relational.tokens(None).await.unwrap().len(), 2);
+
+    assert!(h.storage.relational.revoke_token(stored.id).await.unwrap());
+    assert!(
+        !h.storage.relational.revoke_token(stored.id).await.unwrap(),
+        "once"
+    );
+    let revoked = h
+        .storage
+        .relational
+        .token(public_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(revoked.revoked_at.is_some());
+
+    assert!(
+        h.storage
+            .relational
+            .set_user_disabled(ana.id, true)
+            .await
+            .unwrap()
+    );
+    assert!(
+        h.storage
+            .relational
+            .user(ana.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .disabled
+    );
+    let everyone = h.storage.relational.users(0, 10).await.unwrap();
+    assert_eq!(
+        everyone.iter().map(|u| u.id).collect::<Vec<_>>(),
+        vec![ana.id, op.id]
+    );
+    assert!(
+        !h.storage
+            .relational
+            .set_user_disabled(9999, true)
+            .await
+            .unwrap()
+    );
+}
+
+pub async fn a_claim_on_owned_music_waits_for_an_administrator(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let ana = user(&h, "ana@example.org", Role::Musician).await;
+    let bea = user(&h, "bea@example.org", Role::Musician).await;
+    let mut new = NewMusic::new("Song", None, 60_000, ContentHash::of(b"s"), "song.ogg").unwrap();
+    new.owner = Some(ana.id);
+    let music = h
+        .storage
+        .add_music(&new, &[], 3750, None)
+        .await
+        .unwrap()
+        .record;
+    assert_eq!(music.owner, Some(ana.id));
+    let owned = |u| {
+        let storage = h.storage.clone();
+        async move {
+            storage
+                .relational
+                .musics_owned(u, MusicState::Ready, 0, 10)
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    assert_eq!((owned(ana.id).await, owned(bea.id).await), (1, 0));
+
+    let claim = h
+        .storage
+        .relational
+        .add_claim(music.id, bea.id)
+        .await
+        .unwrap();
+    assert!(claim.created);
+    assert_eq!(claim.record.state, ClaimState::Pending);
+    let again = h
+        .storage
+        .relational
+        .add_claim(music.id, bea.id)
+        .await
+        .unwrap();
+    assert_eq!((again.created, again.record.id), (false, claim.record.id));
+    let pending = h
+        .storage
+        .relational
+        .claims(ClaimState::Pending, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 1);
+
+    let granted = h
+        .storage
+        .relational
+        .resolve_claim(claim.record.id, true)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(granted.state, ClaimState::Granted);
+    assert!(granted.resolved_at.is_some());
+    assert!(
+        h.storage
+            .relational
+            .resolve_claim(claim.record.id, false)
+            .await
+            .unwrap()
+            .is_none(),
+        "a settled claim stays settled"
+    );
+    assert_eq!((owned(ana.id).await, owned(bea.id).await), (0, 1));
+    assert!(
+        h.storage
+            .relational
+            .claims(ClaimState::Pending, 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub async fn samples_and_raw_results_are_idempotent_by_sample(kind: Kind) {

@@ -147,14 +147,14 @@ async fn main() -> anyhow::Result<()> {
         for _ in 0..DEVICES_PER_GROUP {
             device_no += 1;
             let imei = imei(device_no);
-            client.register_device(&imei, "bench secret 1234").await?;
-            batch.push((imei, programme(device_no, &tracks, t0)));
+            let (_, secret) = client.register_device(&imei).await?;
+            batch.push((imei, secret, programme(device_no, &tracks, t0)));
         }
-        let count: usize = batch.iter().map(|(_, s)| s.len()).sum();
+        let count: usize = batch.iter().map(|(_, _, s)| s.len()).sum();
         let t = Instant::now();
-        for (imei, samples) in &batch {
+        for (imei, secret, samples) in &batch {
             for s in samples {
-                assert_eq!(client.send(imei, "bench secret 1234", s).await?, 202);
+                assert_eq!(client.send(imei, secret, s).await?, 202);
             }
         }
         let sending = t.elapsed();
@@ -200,9 +200,9 @@ async fn main() -> anyhow::Result<()> {
     for d in 0..LATENCY_DEVICES {
         device_no += 1;
         let imei = imei(device_no);
-        let id = client.register_device(&imei, "bench secret 1234").await?;
+        let (id, secret) = client.register_device(&imei).await?;
         sources.insert(id, d);
-        devices.push((imei, programme(device_no, &tracks, t0)));
+        devices.push((imei, secret, programme(device_no, &tracks, t0)));
     }
     // uploads[d] = upload completion instants, in order.
     let uploads: Arc<Mutex<Vec<Vec<Instant>>>> =
@@ -227,7 +227,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut senders = Vec::new();
     let run_started = Instant::now();
-    for (d, (imei, samples)) in devices.into_iter().enumerate() {
+    for (d, (imei, secret, samples)) in devices.into_iter().enumerate() {
         let client = client.clone();
         let uploads = uploads.clone();
         senders.push(tokio::spawn(async move {
@@ -236,10 +236,7 @@ async fn main() -> anyhow::Result<()> {
             let mut tick = tokio::time::interval(UPLOAD_EVERY);
             for s in &samples {
                 tick.tick().await;
-                assert_eq!(
-                    client.send(&imei, "bench secret 1234", s).await.unwrap(),
-                    202
-                );
+                assert_eq!(client.send(&imei, &secret, s).await.unwrap(), 202);
                 uploads.lock().unwrap()[d].push(Instant::now());
             }
         }));
