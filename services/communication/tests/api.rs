@@ -329,7 +329,7 @@ async fn a_device_sample_is_stored_and_queued_only_with_the_right_secret() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failed_secrets_are_limited_per_address_then_refused_before_any_check() {
+async fn failed_secrets_are_limited_per_device_then_refused_before_any_check() {
     let app = spawn().await;
     let secret = app.register().await;
     for _ in 0..hendu_service::limits::MAX_FAILURES {

@@ -138,4 +138,9 @@ pub fn install(app: &mut Application, config: &Config) {
         worker::ALLOWANCE,
         move |beat, stop| async move { filter.run(beat, stop).await },
     );
+    app.route(hendu_service::dead_letters::router(
+        hendu_storage::Queue::RawResults,
+        app.storage.clone(),
+        app.auth.clone(),
+    ));
 }

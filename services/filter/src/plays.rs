@@ -110,7 +110,9 @@ fn end_of(r: &RawResult) -> OffsetDateTime {
 }
 
 /// A sample that starts within this of the previous one's end follows on.
-const CONTIGUOUS: Duration = Duration::seconds(5);
+const CONTIGUOUS: Duration = Duration::seconds(CONTIGUOUS_S as i64);
+/// Samples (and plays) at most this many seconds apart count as touching.
+pub const CONTIGUOUS_S: f64 = 5.0;
 
 /// Whether `results[from..=to]` can be trusted to have no sample missing:
 /// each follows on from the one before, or the hole has been waited for.

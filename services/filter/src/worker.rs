@@ -18,9 +18,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use hendu_service::{Application, Heartbeat, Ops};
-use hendu_storage::model::{MusicId, NewPlay, RawResult, Source};
+use hendu_storage::model::{MusicId, NewPlay, Play, RawResult, Source};
 use hendu_storage::queue::{DeadCounts, DeadReason, Delivery, RawResultQueued, ReadStatus};
-use hendu_storage::{Event, Queue, Storage, StorageError};
+use hendu_storage::{Event, Fence, Queue, Storage, StorageError};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
@@ -63,6 +63,9 @@ struct Meters {
     dead: Gauge,
 }
 
+/// An entry that wakes a source, with the sample whose result it brought.
+type Woken = (Delivery, String);
+
 /// Why a source's results were not processed.
 #[derive(Debug)]
 enum SourceError {
@@ -90,6 +93,9 @@ impl SourceError {
     fn of(e: StorageError, results: Vec<RawResult>) -> Self {
         if transient(&e) {
             Self::Transient(e)
+        } else if matches!(e, StorageError::Fenced(_)) {
+            // Another replica holds the source now: nothing wrong with the results.
+            Self::Leased(e.to_string())
         } else {
             Self::Permanent { error: e, results }
         }
@@ -234,7 +240,7 @@ impl Filter {
                 }
             };
             // One pass per source, however many of its entries came together.
-            let mut by_source: BTreeMap<(&'static str, i64), (Source, Vec<(Delivery, String)>)> =
+            let mut by_source: BTreeMap<(&'static str, i64), (Source, Vec<Woken>)> =
                 BTreeMap::new();
             for d in deliveries {
                 match serde_json::from_slice::<RawResultQueued>(&d.payload) {
@@ -263,7 +269,7 @@ impl Filter {
     async fn handle_entries(
         &self,
         source: Source,
-        entries: &[(Delivery, String)],
+        entries: &[Woken],
         beat: &Heartbeat,
         stop: &CancellationToken,
     ) {
@@ -425,26 +431,29 @@ impl Filter {
     async fn process(&self, source: Source, quiet: bool) -> Result<Handled, SourceError> {
         let lease = Self::lease_name(source);
         let me = &self.config.replica;
-        if !self
+        let Some(fence) = self
             .storage
             .leases
-            .acquire(&lease, me, self.config.lease)
+            .acquire_fenced(&lease, me, self.config.lease)
             .await?
-        {
+        else {
             return Ok(Handled::Busy);
-        }
-        let outcome = self.process_leased(source, quiet, &lease).await;
+        };
+        let outcome = self.process_leased(source, quiet, &fence).await;
         if let Err(e) = self.storage.leases.release(&lease, me).await {
             tracing::warn!(error = %e, %source, "cannot release a lease; it will expire");
         }
         outcome.map(|()| Handled::Done)
     }
 
+    /// Every write here carries the lease's fencing token: a replica that
+    /// paused past its lease (and lost it) has its writes refused by the
+    /// store, whatever it believes.
     async fn process_leased(
         &self,
         source: Source,
         quiet: bool,
-        lease: &str,
+        fence: &Fence,
     ) -> Result<(), SourceError> {
         loop {
             let results = self
@@ -477,13 +486,25 @@ impl Filter {
                 )
             };
             for play in &decision.plays {
-                self.renew(source, lease).await?;
-                if self.already_heard(source, play).await? {
+                self.renew(source, fence).await?;
+                if let Some(heard) = self.already_heard(source, play).await? {
+                    let widened = self
+                        .storage
+                        .relational
+                        .extend_play_fenced(heard.id, play.started_at, play.ended_at, fence)
+                        .await?;
                     self.meters
                         .plays
                         .get_or_create(&Outcome { outcome: "merged" })
                         .inc();
-                    tracing::info!(%source, music = play.music_id, "late results of a recorded play");
+                    tracing::info!(
+                        %source,
+                        music = play.music_id,
+                        play = heard.id,
+                        started_at = %widened.started_at,
+                        ended_at = %widened.ended_at,
+                        "late results joined a recorded play"
+                    );
                     continue;
                 }
                 // A play that cannot be recorded is these results' fault.
@@ -510,7 +531,7 @@ impl Filter {
                 let recorded = self
                     .storage
                     .relational
-                    .record_play(&new)
+                    .record_play_fenced(&new, fence)
                     .await
                     .map_err(|e| SourceError::of(e, cause()))?;
                 let outcome = if recorded.created {
@@ -541,7 +562,10 @@ impl Filter {
             if decision.consumed == 0 {
                 return Ok(());
             }
-            self.renew(source, lease).await?;
+            self.renew(source, fence).await?;
+            // The raw results live in another store: the fence is checked
+            // (and raised) just before they go.
+            self.storage.relational.check_fence(fence).await?;
             let decided: Vec<String> = results[..decision.consumed]
                 .iter()
                 .map(|r| r.sample_id.clone())
@@ -556,46 +580,51 @@ impl Filter {
 
     /// Extends the lease before each write: a replica that lost it (it
     /// stalled past the lease time) stops rather than race the new holder.
-    async fn renew(&self, source: Source, lease: &str) -> Result<(), SourceError> {
-        if self
+    async fn renew(&self, source: Source, fence: &Fence) -> Result<(), SourceError> {
+        let renewed = self
             .storage
             .leases
-            .acquire(lease, &self.config.replica, self.config.lease)
-            .await?
-        {
+            .acquire_fenced(&fence.name, &self.config.replica, self.config.lease)
+            .await?;
+        if renewed.as_ref() == Some(fence) {
             Ok(())
         } else {
             Err(SourceError::Leased(format!("lost the lease on {source}")))
         }
     }
 
-    /// True when a play of the same music from this source, recorded under
-    /// another key, covers part of `play`: results that arrived late (a
-    /// recogniser died with them in hand and they were redelivered) after
-    /// their neighbours had made the play.
+    /// The play of the same music from this source, recorded under another
+    /// key, that `play` belongs to: results that arrived late (a recogniser
+    /// died with them in hand, or they came after the quiet-source sweep had
+    /// closed the play) after their neighbours had made it. They belong to
+    /// it when the two overlap or touch (within a sample's gap) and together
+    /// span no more than the track: a track played twice in a row spans two.
     async fn already_heard(
         &self,
         source: Source,
         play: &crate::plays::FoundPlay,
-    ) -> Result<bool, StorageError> {
-        let longest = self
+    ) -> Result<Option<Play>, StorageError> {
+        let duration_s = self
             .tracks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&play.music_id)
             .map_or(0.0, |t| t.duration_s);
-        let from = play.started_at
-            - time::Duration::seconds_f64(longest + self.config.thresholds.alignment_s);
+        let slack = time::Duration::seconds_f64(self.config.thresholds.alignment_s);
+        let gap = time::Duration::seconds_f64(crate::plays::CONTIGUOUS_S);
+        let from = play.started_at - time::Duration::seconds_f64(duration_s) - slack;
         let nearby = self
             .storage
             .relational
-            .plays_of_source(source, from, play.ended_at)
+            .plays_of_source(source, from, play.ended_at + gap)
             .await?;
-        Ok(nearby.iter().any(|p| {
+        let longest = time::Duration::seconds_f64(duration_s) + slack;
+        Ok(nearby.into_iter().find(|p| {
             p.music_id == play.music_id
                 && p.idempotency_key != play.key
-                && p.started_at < play.ended_at
-                && play.started_at < p.ended_at
+                && p.started_at <= play.ended_at + gap
+                && play.started_at <= p.ended_at + gap
+                && p.ended_at.max(play.ended_at) - p.started_at.min(play.started_at) <= longest
         }))
     }
 

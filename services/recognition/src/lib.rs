@@ -114,7 +114,7 @@ pub fn install(app: &mut Application, config: &Config) {
     let live = Arc::new(LiveCatalogue::new(app.storage.clone(), &app.ops.metrics));
     let loaded = live.clone();
     app.ops.health.check(move || {
-        let missing = (!loaded.is_loaded()).then(|| "the catalogue is still loading".to_owned());
+        let missing = (!loaded.is_loaded()).then(|| "loading".to_owned());
         Box::pin(async move { vec![("catalogue index".to_owned(), missing)] })
     });
     let resync = config.resync;
@@ -136,4 +136,9 @@ pub fn install(app: &mut Application, config: &Config) {
         reconcile::ALLOWANCE,
         move |beat, stop| async move { reconciler.run(beat, stop).await },
     );
+    app.route(hendu_service::dead_letters::router(
+        hendu_storage::Queue::Samples,
+        app.storage.clone(),
+        app.auth.clone(),
+    ));
 }

@@ -128,7 +128,7 @@ fn run_child(name: &str, mode: &str, timeout: Duration, max_kb: u64) -> String {
             format!("stopped after {} s", timeout.as_secs())
         };
         return format!(
-            "{why} | >{:.0} s | >{} MB | |",
+            "{why} | >{:.0} s | >{} MB | n/a",
             elapsed.as_secs_f64(),
             hwm / 1024
         );
@@ -143,9 +143,11 @@ fn run_child(name: &str, mode: &str, timeout: Duration, max_kb: u64) -> String {
         .unwrap();
     let Some(line) = out.lines().find_map(|l| l.strip_prefix("RESULT ")) else {
         use std::os::unix::process::ExitStatusExt;
+        let how = status
+            .signal()
+            .map_or(format!("{status}"), |s| format!("signal {s}"));
         return format!(
-            "crashed ({status}, signal {:?}) | {:.1} s | >{} MB | |",
-            status.signal(),
+            "crashed ({how}) | {:.1} s | >{} MB | n/a",
             elapsed.as_secs_f64(),
             hwm / 1024
         );

@@ -173,6 +173,8 @@ pub const CATALOGUE_FAN_OUT: usize = 5;
 /// engine fingerprints can put more than 124 targets in a zone, so this cap
 /// changes nothing for them. It bounds what a forged peak list costs:
 /// without it, every peak of a dense sample fingerprint pairs with every
-/// peak in reach. (Measured, `examples/density.rs`: synthetic music, with
-/// and without noise, reaches at most 52 targets.)
+/// peak in reach. (Measured, `examples/density.rs`: over 1.18 million
+/// anchors of synthetic music, clean and in white noise down to -5 dB SNR,
+/// and of pure noise, at all 13 speeds the matcher tries, the largest zone
+/// held 50 targets; none reached the cap.)
 pub const QUERY_MAX_PAIRS_PER_ANCHOR: usize = 128;

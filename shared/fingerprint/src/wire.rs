@@ -24,9 +24,9 @@
 //!
 //! | limit | value | the query profile, at most by construction | measured (`examples/density.rs`) |
 //! | --- | --- | --- | --- |
-//! | peaks in any second of the sample ([`MAX_PEAKS_PER_SECOND`]) | 200 | 153 | 95-101 in noise, 43-75 in music |
-//! | peaks in one frame ([`MAX_PEAKS_PER_FRAME`]) | 64 | 51 | 12 in noise, 9 in music |
-//! | peaks in all ([`max_peaks`]) | 200 a second touched: 720,200 for an hour | | 60/s in music, 100/s in noise |
+//! | peaks in any second of the sample ([`MAX_PEAKS_PER_SECOND`]) | 200 | 153 | at most 56 in synthetic music, 112 in it with white noise, 111 in white noise alone |
+//! | peaks in one frame ([`MAX_PEAKS_PER_FRAME`]) | 64 | 51 | at most 13 (clicks), 9-11 in music with or without noise |
+//! | peaks in all ([`max_peaks`]) | 200 a second touched: 720,200 for an hour | 99.6 a second, plus a block at each end | 27/s in synthetic music, 99.6/s in white noise (real music: about 60/s, up to 100/s in noise) |
 //!
 //! "A second" is frames `f` with `f * 128 / 8000` equal (62 or 63 frames);
 //! the profile keeps at most 31 main-band and 20 low-band peaks per 32-frame

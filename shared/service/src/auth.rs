@@ -4,9 +4,12 @@
 //!
 //! Every refusal of a credential takes the same path whatever its reason
 //! (unknown token, wrong secret, revoked, user disabled), so its timing
-//! tells nothing. Failed attempts are counted per client address and per
-//! account (token, e-mail, device); past the limit the answer is 429 with
-//! `Retry-After`, before any credential is checked.
+//! tells nothing. Failed attempts are counted per account (e-mail, device:
+//! [`crate::limits::MAX_FAILURES`] a minute) and per client address
+//! ([`ADDRESS_FAILURES`] a minute); past a limit the answer is 429 with
+//! `Retry-After`, before any password or device secret is checked. Tokens
+//! are counted per address only, and a valid token is never refused for
+//! its address's failures.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -24,6 +27,8 @@ use time::OffsetDateTime;
 use crate::error::ApiError;
 use crate::limits::FailureLimiter;
 
+/// Failed attempts per client address and window before it is refused.
+pub const ADDRESS_FAILURES: u32 = 30;
 /// How often a token's last-use time is written (at most).
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
 /// Password checks (argon2, tens of milliseconds each) waiting at once; more
@@ -83,7 +88,11 @@ pub struct Auth {
 struct Inner {
     storage: Storage,
     key: AuthKey,
+    /// Failures per account (a device, an e-mail).
     failures: FailureLimiter,
+    /// Failures per client address: higher, since many sensors at a venue
+    /// or many people behind one proxy share an address.
+    address_failures: FailureLimiter,
     touched: Mutex<std::collections::HashMap<i64, Instant>>,
     password_checks: tokio::sync::Semaphore,
 }
@@ -95,6 +104,7 @@ impl Auth {
                 storage,
                 key,
                 failures: FailureLimiter::default(),
+                address_failures: FailureLimiter::new(ADDRESS_FAILURES, crate::limits::WINDOW),
                 touched: Mutex::new(std::collections::HashMap::new()),
                 password_checks: tokio::sync::Semaphore::new(PASSWORD_CHECKS_WAITING),
             }),
@@ -113,10 +123,18 @@ impl Auth {
         &self.inner.key
     }
 
+    fn limiter(&self, key: &str) -> &FailureLimiter {
+        if key.contains("addr:") {
+            &self.inner.address_failures
+        } else {
+            &self.inner.failures
+        }
+    }
+
     fn limited(&self, keys: &[String]) -> Result<(), ApiError> {
         match keys
             .iter()
-            .filter_map(|k| self.inner.failures.blocked_for(k))
+            .filter_map(|k| self.limiter(k).blocked_for(k))
             .max()
         {
             Some(wait) => Err(too_many(wait)),
@@ -126,7 +144,7 @@ impl Auth {
 
     fn failed(&self, keys: &[String]) {
         for k in keys {
-            self.inner.failures.fail(k);
+            self.limiter(k).fail(k);
         }
     }
 
@@ -148,9 +166,14 @@ impl Auth {
                     "send an API token: Authorization: Bearer <token>",
                 )
             })?;
+        // A token is 256 random bits: failures are limited to spare the
+        // store, and a valid token passes even from an address over its
+        // limit (people behind one proxy share an address).
         let by_address = [format!("token-addr:{client}")];
-        self.limited(&by_address)?;
-        let wrong = || unauthorized("unauthorized", "the token is not valid");
+        let wrong = || match self.limited(&by_address) {
+            Err(too_many) => too_many,
+            Ok(()) => unauthorized("unauthorized", "the token is not valid"),
+        };
         let (public_id, secret) = split_token(presented).unwrap_or(("", ""));
         let token = if public_id.is_empty() {
             None
@@ -164,12 +187,14 @@ impl Auth {
         let digest = token.as_ref().and_then(|t| t.digest.as_ref());
         let matches = self.inner.key.verify(Purpose::ApiToken, secret, digest);
         let (Some(token), Some(user)) = (token, user) else {
+            let refusal = wrong();
             self.failed(&by_address);
-            return Err(wrong());
+            return Err(refusal);
         };
         if !matches || token.revoked_at.is_some() || user.disabled || user.role != token.scope {
+            let refusal = wrong();
             self.failed(&by_address);
-            return Err(wrong());
+            return Err(refusal);
         }
         self.touch(token.id).await;
         Ok(Principal {

@@ -129,6 +129,11 @@ impl From<StorageError> for ApiError {
                 )
                 .retry_after(std::time::Duration::from_secs(5))
             }
+            StorageError::Fenced(_) => Self::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "another replica took this work over",
+            ),
             other => Self::internal(&other),
         }
     }

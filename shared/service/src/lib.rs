@@ -19,6 +19,7 @@
 //! - [`accounts`]: the users and tokens API.
 //! - [`audio`]: refused audio, work cancelled with its request, bounded bodies.
 //! - [`auth`]: API tokens, passwords and device secrets; limits on failed attempts.
+//! - [`dead_letters`]: the administrators' view of a queue's dead letters.
 //! - [`limits`]: failed-attempt counting, and the bounded queue for CPU-heavy work.
 //! - [`settings`]: typed settings from the environment, one list of variable names.
 //! - [`telemetry`]: JSON logs (human-readable in a terminal), request ids.
@@ -32,6 +33,7 @@ pub mod accounts;
 pub mod app;
 pub mod audio;
 pub mod auth;
+pub mod dead_letters;
 pub mod error;
 pub mod health;
 pub mod http;

@@ -163,7 +163,7 @@ impl Settings {
             ),
             None => Duration::ZERO,
         };
-        let http = HttpLimits::from_lookup(&get)?;
+        let http = HttpLimits::from_lookup(get)?;
         let embedded =
             get(vars::EMBEDDED_PATH).map_or_else(|| PathBuf::from("hendu.db"), PathBuf::from);
         Ok(Self {

@@ -57,6 +57,10 @@ pub enum StorageError {
     Io(#[from] std::io::Error),
     #[error("password hashing: {0}")]
     Hash(String),
+    /// A write under a lease that has since been taken over (its fencing
+    /// token is lower than one that already wrote).
+    #[error("the lease on {0} was taken over; this holder's writes are refused")]
+    Fenced(String),
 }
 
 impl StorageError {

@@ -7,8 +7,13 @@
 //!
 //! Leases use the wall clock of the server that keeps them (Redis) or of the
 //! machine (the embedded store). A holder that stalls longer than its lease
-//! can find it taken over; the filter's writes are idempotent, so such an
-//! overlap may repeat work but never duplicates a play.
+//! (a long GC pause, a frozen VM) can find it taken over while it still
+//! believes it holds it. So every acquisition also hands out a fencing token,
+//! larger than any handed out before for that name ([`Leases::acquire_fenced`]),
+//! and the writes made under a lease carry it: the relational store refuses
+//! a write whose token is lower than one that already wrote
+//! ([`crate::RelationalStore::record_play_fenced`]), so a holder that woke up
+//! late cannot write over the new holder.
 
 use std::time::Duration;
 
@@ -24,4 +29,20 @@ pub trait Leases: Send + Sync + std::fmt::Debug {
     async fn acquire(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool>;
     /// Gives `name` up if `holder` holds it (otherwise does nothing).
     async fn release(&self, name: &str, holder: &str) -> Result<()>;
+    /// As [`Leases::acquire`], with the lease's fencing token: a new one,
+    /// larger than every earlier token of `name`, when the lease is taken;
+    /// the same one when `holder` renews it. `None` when someone else holds it.
+    async fn acquire_fenced(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Fence>>;
+}
+
+/// A lease's fencing token, carried by the writes made under the lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub name: String,
+    pub token: u64,
 }

@@ -54,7 +54,7 @@ use std::time::Duration;
 pub use config::{ConfigError, QueueConfig, ServerConfig, StorageConfig};
 pub use error::{Result, StorageError, ValidationError};
 pub use events::{Event, EventBus};
-pub use leases::Leases;
+pub use leases::{Fence, Leases};
 pub use queue::{Queue, WorkQueue};
 pub use repo::{DocumentStore, Inserted, RelationalStore};
 

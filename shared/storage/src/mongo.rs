@@ -6,7 +6,9 @@
 //!   the block's own peaks packed in one binary field (see
 //!   [`FingerprintBlock`]). A 4-minute track is 15 documents of about 1 KB.
 //! - `sample_fingerprints`: `_id` the sample id (source and capture instant),
-//!   so a retried upload is one document.
+//!   so a retried upload is one document; `recognised_at` / `set_aside_at`
+//!   once its raw result is stored / it went to the dead letters (index
+//!   `settled`, for reconciliation).
 //! - `raw_results`: `_id` the sample id, so a redelivered sample is one result.
 //! - GridFS bucket `music_binaries`: the audio, streamed in 255 KiB chunks;
 //!   the file name is the music id.

@@ -13,9 +13,10 @@ use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
 
 use crate::credentials::CredentialDigest;
 use crate::error::{Result, StorageError};
+use crate::leases::Fence;
 use crate::model::{
     ApiToken, Claim, ClaimState, ContentHash, Device, Imei, Music, MusicId, MusicState, NewDevice,
-    NewMusic, NewPlay, NewRadio, NewToken, NewUser, Play, Radio, Source, User, UserId,
+    NewMusic, NewPlay, NewRadio, NewToken, NewUser, Play, PlayId, Radio, Source, User, UserId,
 };
 use crate::relational::{
     self, PLAYS_OF_MUSIC_SQL, SqlRow, claim, device, inserted, is_unique_violation, music, play,
@@ -82,6 +83,28 @@ async fn migrate(pool: &MySqlPool) -> Result<()> {
         .execute(&mut *conn)
         .await;
     Ok(result?)
+}
+
+/// In `tx`: raises the fence of `fence.name` to its token, or fails if a
+/// larger token has written. The row lock lasts until `tx` ends, so two
+/// holders cannot interleave.
+async fn fenced(tx: &mut sqlx::Transaction<'_, sqlx::MySql>, fence: &Fence) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO fences (name, token) VALUES (?, ?) \
+         ON DUPLICATE KEY UPDATE token = GREATEST(token, VALUES(token))",
+    )
+    .bind(&fence.name)
+    .bind(fence.token as i64)
+    .execute(&mut **tx)
+    .await?;
+    let current: i64 = sqlx::query_scalar("SELECT token FROM fences WHERE name = ?")
+        .bind(&fence.name)
+        .fetch_one(&mut **tx)
+        .await?;
+    if current as u64 > fence.token {
+        return Err(StorageError::Fenced(fence.name.clone()));
+    }
+    Ok(())
 }
 
 impl SqlRow for MySqlRow {
@@ -508,6 +531,71 @@ impl RelationalStore for MySqlStore {
             record: play(&row)?,
             created,
         })
+    }
+
+    async fn record_play_fenced(&self, new: &NewPlay, fence: &Fence) -> Result<Inserted<Play>> {
+        let mut tx = self.pool.begin().await?;
+        fenced(&mut tx, fence).await?;
+        let (radio_id, device_id) = source_columns(new.source);
+        let inserted_row = sqlx::query(
+            "INSERT INTO results (music_id, source_kind, radio_id, device_id, location, \
+             started_at, ended_at, score, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(new.music_id)
+        .bind(new.source.kind())
+        .bind(radio_id)
+        .bind(device_id)
+        .bind(&new.location)
+        .bind(to_db(new.started_at))
+        .bind(to_db(new.ended_at))
+        .bind(new.score)
+        .bind(&new.idempotency_key)
+        .execute(&mut *tx)
+        .await;
+        let created = inserted(inserted_row)?;
+        let row = sqlx::query("SELECT * FROM results WHERE idempotency_key = ?")
+            .bind(&new.idempotency_key)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Inserted {
+            record: play(&row)?,
+            created,
+        })
+    }
+
+    async fn extend_play_fenced(
+        &self,
+        id: PlayId,
+        started_at: OffsetDateTime,
+        ended_at: OffsetDateTime,
+        fence: &Fence,
+    ) -> Result<Play> {
+        let mut tx = self.pool.begin().await?;
+        fenced(&mut tx, fence).await?;
+        sqlx::query(
+            "UPDATE results SET started_at = LEAST(started_at, ?), ended_at = GREATEST(ended_at, ?) \
+             WHERE id = ?",
+        )
+        .bind(to_db(started_at))
+        .bind(to_db(ended_at))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query("SELECT * FROM results WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StorageError::not_found("play", id))?;
+        tx.commit().await?;
+        play(&row)
+    }
+
+    async fn check_fence(&self, fence: &Fence) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        fenced(&mut tx, fence).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn plays_of_music(

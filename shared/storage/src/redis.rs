@@ -605,6 +605,24 @@ end
 return 0
 ";
 
+/// Take the lease if free (with the next fencing token), renew it if ours
+/// (with its token). The token counter outlives the lease, so tokens only grow.
+const ACQUIRE_FENCED: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if holder == false then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return redis.call('INCR', KEYS[2])
+elseif holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  local token = redis.call('GET', KEYS[2])
+  if token == false then
+    return redis.call('INCR', KEYS[2])
+  end
+  return tonumber(token)
+end
+return -1
+";
+
 /// Give the lease up only if it is still ours.
 const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -634,5 +652,25 @@ impl Leases for RedisStore {
             .invoke_async(&mut con)
             .await?;
         Ok(())
+    }
+
+    async fn acquire_fenced(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<crate::leases::Fence>> {
+        let mut con = self.commands.clone();
+        let token: i64 = redis::Script::new(ACQUIRE_FENCED)
+            .key(format!("{}lease:{name}", self.prefix))
+            .key(format!("{}fence:{name}", self.prefix))
+            .arg(holder)
+            .arg(ttl.as_millis().max(1) as u64)
+            .invoke_async(&mut con)
+            .await?;
+        Ok((token > 0).then(|| crate::leases::Fence {
+            name: name.to_owned(),
+            token: token as u64,
+        }))
     }
 }

@@ -9,10 +9,11 @@ use tokio::io::AsyncRead;
 
 use crate::credentials::CredentialDigest;
 use crate::error::Result;
+use crate::leases::Fence;
 use crate::model::{
     ApiToken, Claim, ClaimState, ContentHash, Device, FingerprintBlock, Imei, Music, MusicId,
-    MusicState, NewDevice, NewMusic, NewPlay, NewRadio, NewSample, NewToken, NewUser, Play, Radio,
-    RawResult, Source, User, UserId,
+    MusicState, NewDevice, NewMusic, NewPlay, NewRadio, NewSample, NewToken, NewUser, Play, PlayId,
+    Radio, RawResult, Source, User, UserId,
 };
 
 /// Audio bytes for the binary store.
@@ -98,6 +99,23 @@ pub trait RelationalStore: Send + Sync + std::fmt::Debug {
 
     /// Records a play; a write with a key already recorded returns that play.
     async fn record_play(&self, play: &NewPlay) -> Result<Inserted<Play>>;
+    /// [`RelationalStore::record_play`] under a lease, in one transaction
+    /// with the fence check: [`crate::StorageError::Fenced`] (and nothing
+    /// written) when a larger token of the lease has written.
+    async fn record_play_fenced(&self, play: &NewPlay, fence: &Fence) -> Result<Inserted<Play>>;
+    /// Widens a recorded play to cover `[started_at, ended_at]` too (late
+    /// samples of it), under a lease like [`RelationalStore::record_play_fenced`].
+    async fn extend_play_fenced(
+        &self,
+        id: PlayId,
+        started_at: OffsetDateTime,
+        ended_at: OffsetDateTime,
+        fence: &Fence,
+    ) -> Result<Play>;
+    /// Records that `fence` writes (for writes in another store, such as
+    /// deleting decided raw results): [`crate::StorageError::Fenced`] when a
+    /// larger token of the lease has written.
+    async fn check_fence(&self, fence: &Fence) -> Result<()>;
     /// Plays of a music that started in `[from, to)`, by start time.
     async fn plays_of_music(
         &self,

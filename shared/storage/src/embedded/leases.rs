@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 
 use super::SqliteStore;
 use crate::error::Result;
-use crate::leases::Leases;
+use crate::leases::{Fence, Leases};
 use crate::model::unix_ms;
 
 #[async_trait]
@@ -31,11 +31,44 @@ impl Leases for SqliteStore {
     }
 
     async fn release(&self, name: &str, holder: &str) -> Result<()> {
-        sqlx::query("DELETE FROM leases WHERE name = ? AND holder = ?")
+        // The row stays, expired, so that the next token is larger than its.
+        sqlx::query("UPDATE leases SET expires_ms = 0 WHERE name = ? AND holder = ?")
             .bind(name)
             .bind(holder)
             .execute(self.pool())
             .await?;
         Ok(())
+    }
+
+    async fn acquire_fenced(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Fence>> {
+        let now = unix_ms(OffsetDateTime::now_utc());
+        let expires = now + ttl.as_millis() as i64;
+        // A renewal (same holder, not expired) keeps its token; a taking
+        // (free, expired, or a new row) gets the next one.
+        let token: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO leases (name, holder, expires_ms, fence) VALUES (?, ?, ?, 1) \
+             ON CONFLICT (name) DO UPDATE SET \
+               fence = CASE WHEN leases.holder = excluded.holder AND leases.expires_ms > ? \
+                            THEN leases.fence ELSE leases.fence + 1 END, \
+               holder = excluded.holder, expires_ms = excluded.expires_ms \
+             WHERE leases.holder = excluded.holder OR leases.expires_ms <= ? \
+             RETURNING fence",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(expires)
+        .bind(now)
+        .bind(now)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(token.map(|t| Fence {
+            name: name.to_owned(),
+            token: t as u64,
+        }))
     }
 }

@@ -8,9 +8,10 @@ use time::OffsetDateTime;
 use super::SqliteStore;
 use crate::credentials::CredentialDigest;
 use crate::error::{Result, StorageError};
+use crate::leases::Fence;
 use crate::model::{
     ApiToken, Claim, ClaimState, ContentHash, Device, Imei, Music, MusicId, MusicState, NewDevice,
-    NewMusic, NewPlay, NewRadio, NewToken, NewUser, Play, Radio, Source, User, UserId,
+    NewMusic, NewPlay, NewRadio, NewToken, NewUser, Play, PlayId, Radio, Source, User, UserId,
     from_unix_ms, unix_ms,
 };
 use crate::relational::{
@@ -21,6 +22,23 @@ use crate::repo::{Inserted, RelationalStore};
 
 fn now_ms() -> i64 {
     unix_ms(OffsetDateTime::now_utc())
+}
+
+/// In `tx` (which holds the write lock): raises the fence of `fence.name`
+/// to its token, or fails if a larger token has written.
+async fn fenced(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, fence: &Fence) -> Result<()> {
+    let current: i64 = sqlx::query_scalar(
+        "INSERT INTO fences (name, token) VALUES (?, ?) \
+         ON CONFLICT (name) DO UPDATE SET token = MAX(token, excluded.token) RETURNING token",
+    )
+    .bind(&fence.name)
+    .bind(fence.token as i64)
+    .fetch_one(&mut **tx)
+    .await?;
+    if current as u64 > fence.token {
+        return Err(StorageError::Fenced(fence.name.clone()));
+    }
+    Ok(())
 }
 
 impl SqlRow for SqliteRow {
@@ -461,6 +479,70 @@ impl RelationalStore for SqliteStore {
             record: play(&row)?,
             created,
         })
+    }
+
+    async fn record_play_fenced(&self, new: &NewPlay, fence: &Fence) -> Result<Inserted<Play>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        fenced(&mut tx, fence).await?;
+        let (radio_id, device_id) = source_columns(new.source);
+        let created = inserted(
+            sqlx::query(
+                "INSERT INTO results (music_id, source_kind, radio_id, device_id, location, \
+                 started_at, ended_at, score, idempotency_key, created_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(new.music_id)
+            .bind(new.source.kind())
+            .bind(radio_id)
+            .bind(device_id)
+            .bind(&new.location)
+            .bind(unix_ms(new.started_at))
+            .bind(unix_ms(new.ended_at))
+            .bind(new.score)
+            .bind(&new.idempotency_key)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await,
+        )?;
+        let row = sqlx::query("SELECT * FROM results WHERE idempotency_key = ?")
+            .bind(&new.idempotency_key)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Inserted {
+            record: play(&row)?,
+            created,
+        })
+    }
+
+    async fn extend_play_fenced(
+        &self,
+        id: PlayId,
+        started_at: OffsetDateTime,
+        ended_at: OffsetDateTime,
+        fence: &Fence,
+    ) -> Result<Play> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        fenced(&mut tx, fence).await?;
+        let row = sqlx::query(
+            "UPDATE results SET started_at = MIN(started_at, ?), ended_at = MAX(ended_at, ?) \
+             WHERE id = ? RETURNING *",
+        )
+        .bind(unix_ms(started_at))
+        .bind(unix_ms(ended_at))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StorageError::not_found("play", id))?;
+        tx.commit().await?;
+        play(&row)
+    }
+
+    async fn check_fence(&self, fence: &Fence) -> Result<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        fenced(&mut tx, fence).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn plays_of_music(

@@ -18,6 +18,7 @@ crate::contract!(records:
     a_claim_on_owned_music_waits_for_an_administrator,
     samples_and_raw_results_are_idempotent_by_sample,
     a_lease_has_one_holder_until_it_is_released_or_expires,
+    a_holder_whose_lease_was_taken_over_cannot_record_plays,
     every_backend_answers_a_health_check,
 );
 
@@ -562,6 +563,127 @@ pub async fn every_backend_answers_a_health_check(kind: Kind) {
             "a closed store is reported: {checks:?}"
         );
     }
+}
+
+pub async fn a_holder_whose_lease_was_taken_over_cannot_record_plays(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let leases = &h.storage.leases;
+    let m = music(&h, 7).await;
+    let radio = NewRadio::new("FM Fence", "https://fence.example.org/s.mp3", None).unwrap();
+    let source = Source::Radio(
+        h.storage
+            .relational
+            .add_radio(&radio)
+            .await
+            .unwrap()
+            .record
+            .id,
+    );
+    let play = |key: &str, minute: i64| {
+        NewPlay::new(
+            m,
+            source,
+            None,
+            t0() + Duration::minutes(minute),
+            t0() + Duration::minutes(minute + 1),
+            9.0,
+            key,
+        )
+        .unwrap()
+    };
+    let short = std::time::Duration::from_millis(300);
+    let a = leases
+        .acquire_fenced("filter:device-3", "a", short)
+        .await
+        .unwrap()
+        .unwrap();
+    let renewed = leases
+        .acquire_fenced("filter:device-3", "a", short)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(renewed.token, a.token, "a renewal keeps the token");
+    let rel = &h.storage.relational;
+    assert!(
+        rel.record_play_fenced(&play("k1", 0), &a)
+            .await
+            .unwrap()
+            .created
+    );
+    assert!(
+        leases
+            .acquire_fenced("filter:device-3", "b", short)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // A pauses past its lease; B takes it over and writes.
+    tokio::time::sleep(std::time::Duration::from_millis(450)).await;
+    let b = leases
+        .acquire_fenced("filter:device-3", "b", short * 100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(b.token > a.token, "{b:?} after {a:?}");
+    let recorded = rel.record_play_fenced(&play("k2", 5), &b).await.unwrap();
+
+    // A wakes up and still believes it holds the lease: its writes are refused.
+    assert!(matches!(
+        rel.record_play_fenced(&play("k3", 10), &a).await,
+        Err(StorageError::Fenced(_))
+    ));
+    assert!(matches!(
+        rel.check_fence(&a).await,
+        Err(StorageError::Fenced(_))
+    ));
+    assert!(matches!(
+        rel.extend_play_fenced(recorded.record.id, t0(), t0() + Duration::hours(1), &a)
+            .await,
+        Err(StorageError::Fenced(_))
+    ));
+    assert!(
+        leases
+            .acquire_fenced("filter:device-3", "a", short)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let plays = rel
+        .plays_of_source(source, t0(), t0() + Duration::hours(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        plays
+            .iter()
+            .map(|p| p.idempotency_key.as_str())
+            .collect::<Vec<_>>(),
+        vec!["k1", "k2"],
+        "nothing of the stale holder's"
+    );
+    rel.check_fence(&b).await.unwrap();
+    let widened = rel
+        .extend_play_fenced(
+            recorded.record.id,
+            t0() + Duration::minutes(4),
+            t0() + Duration::minutes(7),
+            &b,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (widened.started_at, widened.ended_at),
+        (t0() + Duration::minutes(4), t0() + Duration::minutes(7))
+    );
+
+    // Tokens only grow, across releases too.
+    leases.release("filter:device-3", "b").await.unwrap();
+    let c = leases
+        .acquire_fenced("filter:device-3", "c", short)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(c.token > b.token);
 }
 
 pub async fn a_lease_has_one_holder_until_it_is_released_or_expires(kind: Kind) {
