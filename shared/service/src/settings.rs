@@ -43,7 +43,8 @@ Environment:
                               the servers (all three), or none for the embedded store
   HENDU_EMBEDDED_PATH         the embedded store's file (default ./hendu.db)
   HENDU_MYSQL_POOL, HENDU_MONGO_POOL, HENDU_REDIS_PREFIX, HENDU_QUEUE_CLAIM_AFTER_MS,
-  HENDU_CONNECT_TIMEOUT_S     see docs/storage.md
+  HENDU_QUEUE_MAX_DELIVERIES, HENDU_CONNECT_TIMEOUT_S
+                              see docs/storage.md
 Secrets in URLs are never printed.";
 
 /// What one HTTP client can hold of a service.

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use hendu_fingerprint::{AudioReader, Fingerprinter, PeakProfile, ScanOptions, Scanner, Segment};
+use hendu_fingerprint::{
+    AudioReader, DecodeLimits, Fingerprinter, PeakProfile, ScanOptions, Scanner, Segment,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -30,7 +32,8 @@ pub fn run(args: &ScanArgs) -> Result<i32> {
     let catalog = args.search.load_catalog()?;
     let json = args.search.json;
     let started = Instant::now();
-    let mut reader = AudioReader::open(&args.file)
+    // A recording of any length: scanning streams it with bounded memory.
+    let mut reader = AudioReader::open_with(&args.file, DecodeLimits::new(f64::INFINITY))
         .with_context(|| format!("cannot decode {}", args.file.display()))?;
     let options = ScanOptions {
         min_confidence: args.search.min_confidence,
