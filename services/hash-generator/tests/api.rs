@@ -83,13 +83,15 @@ async fn spawn_with(max_upload: usize, max_track_s: f64) -> TestApp {
     let operator = token("op@hendu.test", Role::Operator).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let auth = Auth::load(&storage).await.unwrap();
+    // A balancer's grace: the listener stays open this long after the signal.
     let mut app = Application::new(
         SERVICE,
         listener,
         storage.clone(),
         auth,
         Duration::from_secs(5),
-    );
+    )
+    .with_shutdown_delay(Duration::from_millis(600));
     let spool = dir.path().join("spool");
     std::fs::create_dir_all(&spool).unwrap();
     install(
@@ -327,6 +329,38 @@ async fn health_readiness_and_metrics_answer() {
         "a stable code, not the driver's words"
     );
     stop(app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_fails_as_soon_as_shutdown_begins_while_requests_are_still_served() {
+    let mut app = spawn(1000).await;
+    let http = app.ana.clone();
+    assert_eq!(
+        get_json(&http, format!("{}/readyz", app.base)).await["status"],
+        "ready"
+    );
+    app.stop.take().unwrap().send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let draining = http
+        .get(format!("{}/readyz", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(draining.status(), 503);
+    let body: Value = draining.json().await.unwrap();
+    assert_eq!(body["missing"][0]["reason"], "shutting_down", "{body}");
+    // Other requests are still answered during the delay.
+    let listed = http
+        .get(format!("{}/v1/musics", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
+    tokio::time::timeout(Duration::from_secs(10), app.server)
+        .await
+        .expect("stops after the delay")
+        .unwrap()
+        .unwrap();
 }
 
 async fn get_json(http: &reqwest::Client, url: String) -> Value {

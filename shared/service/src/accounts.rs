@@ -126,7 +126,7 @@ async fn create_token(
         ));
     }
     let issued = issue_token(state.auth.key());
-    let new = NewToken::new(&issued, &owner, &request.name)?;
+    let new = NewToken::new(&issued.public_id, &issued.digest, &owner, &request.name)?;
     let token = state.storage.relational.add_token(&new).await?;
     tracing::info!(user = owner.id, token = token.id, "token made");
     Ok((

@@ -155,7 +155,7 @@ impl Application {
             });
         }
         let stop = self.stop.clone();
-        // One grace period from the signal for requests and workers together.
+        // One grace period, from the end of the shutdown delay, for requests and workers together.
         let signalled = std::sync::Arc::new(std::sync::OnceLock::new());
         let at_signal = signalled.clone();
         let health = self.ops.health.clone();
@@ -165,10 +165,11 @@ impl Application {
             self.ops.wrap(self.router, &self.http),
             async move {
                 shutdown.await;
-                let _ = at_signal.set(tokio::time::Instant::now());
                 health.set_draining();
-                stop.cancel();
+                // Serving on while the balancer notices; then the grace begins.
                 tokio::time::sleep(delay).await;
+                let _ = at_signal.set(tokio::time::Instant::now());
+                stop.cancel();
             },
             self.grace,
             &self.http,

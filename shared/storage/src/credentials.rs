@@ -20,6 +20,7 @@ use argon2::password_hash::rand_core::{OsRng, RngCore};
 
 use crate::Storage;
 use crate::error::{Result, StorageError, ValidationError};
+pub use crate::model::CredentialDigest;
 use crate::model::Secret;
 
 /// The environment variable that gives the credential key.
@@ -134,7 +135,7 @@ impl AuthKey {
         let mut hasher = blake3::Hasher::new_keyed(&self.0);
         hasher.update(purpose.context());
         hasher.update(secret.as_bytes());
-        CredentialDigest(hasher.finalize())
+        CredentialDigest::from_hash(hasher.finalize())
     }
 
     /// Whether `secret` is the one `expected` was made from, in constant
@@ -148,33 +149,10 @@ impl AuthKey {
         expected: Option<&CredentialDigest>,
     ) -> bool {
         let presented = self.digest(purpose, secret);
-        let decoy = CredentialDigest(blake3::Hash::from_bytes([0xa5; 32]));
+        let decoy = CredentialDigest::from_hash(blake3::Hash::from_bytes([0xa5; 32]));
         // `blake3::Hash` compares in constant time.
-        let same = presented.0 == expected.unwrap_or(&decoy).0;
+        let same = presented.hash() == expected.unwrap_or(&decoy).hash();
         same && expected.is_some()
-    }
-}
-
-/// A keyed BLAKE3 hash of a credential, as stored (64 hex digits).
-#[derive(Clone, PartialEq, Eq)]
-pub struct CredentialDigest(blake3::Hash);
-
-impl fmt::Debug for CredentialDigest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("CredentialDigest(***)")
-    }
-}
-
-impl CredentialDigest {
-    /// A stored digest; `None` for anything else (a device registered
-    /// before secrets were server-made holds an argon2 hash: it can no
-    /// longer sign in until its secret is rotated).
-    pub fn parse(stored: &str) -> Option<Self> {
-        parse_hex32(stored).map(|b| Self(blake3::Hash::from_bytes(b)))
-    }
-
-    pub fn to_hex(&self) -> String {
-        self.0.to_hex().to_string()
     }
 }
 

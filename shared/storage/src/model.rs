@@ -13,7 +13,6 @@ use hendu_fingerprint::blocks::block_count;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::credentials::CredentialDigest;
 use crate::error::{StorageError, ValidationError};
 
 pub type MusicId = i64;
@@ -583,6 +582,37 @@ pub struct ApiToken {
     pub digest: Option<CredentialDigest>,
 }
 
+/// A keyed BLAKE3 hash of a credential, as stored (64 hex digits).
+#[derive(Clone, PartialEq, Eq)]
+pub struct CredentialDigest(blake3::Hash);
+
+impl fmt::Debug for CredentialDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CredentialDigest(***)")
+    }
+}
+
+impl CredentialDigest {
+    /// A stored digest; `None` for anything else (a device registered
+    /// before secrets were server-made holds an argon2 hash: it can no
+    /// longer sign in until its secret is rotated).
+    pub fn parse(stored: &str) -> Option<Self> {
+        blake3::Hash::from_hex(stored).ok().map(Self)
+    }
+
+    pub(crate) fn from_hash(hash: blake3::Hash) -> Self {
+        Self(hash)
+    }
+
+    pub(crate) fn hash(&self) -> &blake3::Hash {
+        &self.0
+    }
+
+    pub fn to_hex(&self) -> String {
+        self.0.to_hex().to_string()
+    }
+}
+
 /// A token to store.
 #[derive(Debug, Clone)]
 pub struct NewToken {
@@ -596,17 +626,19 @@ pub struct NewToken {
 impl NewToken {
     /// # Errors
     /// [`ValidationError`] for a bad name.
+    /// `public_id` and `digest` as made by [`crate::credentials::issue_token`].
     pub fn new(
-        issued: &crate::credentials::IssuedToken,
+        public_id: &str,
+        digest: &CredentialDigest,
         user: &User,
         name: &str,
     ) -> Result<Self, ValidationError> {
         Ok(Self {
-            public_id: issued.public_id.clone(),
+            public_id: public_id.to_owned(),
             user_id: user.id,
             name: text("token name", name, MAX_NAME)?,
             scope: user.role,
-            digest: issued.digest.clone(),
+            digest: digest.clone(),
         })
     }
 }

@@ -213,7 +213,7 @@ pub async fn user_with_token(
     let issued = issue_token(&key);
     storage
         .relational
-        .add_token(&NewToken::new(&issued, &user, "test").unwrap())
+        .add_token(&NewToken::new(&issued.public_id, &issued.digest, &user, "test").unwrap())
         .await
         .unwrap();
     (user, issued.token.expose().to_owned())

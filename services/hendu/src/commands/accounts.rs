@@ -194,7 +194,7 @@ pub fn run_token(args: &TokenArgs) -> Result<i32> {
             }
             let key = opened.block_on(AuthKey::load(&opened.storage))?;
             let issued = issue_token(&key);
-            let new = NewToken::new(&issued, &user, name)?;
+            let new = NewToken::new(&issued.public_id, &issued.digest, &user, name)?;
             let token = opened.block_on(opened.storage.relational.add_token(&new))?;
             eprintln!(
                 "token {} for {} ({}); it is shown only now:",

@@ -266,7 +266,7 @@ pub async fn tokens_belong_to_a_user_and_can_be_revoked(kind: Kind) {
     let stored = h
         .storage
         .relational
-        .add_token(&NewToken::new(&issued, &ana, "laptop").unwrap())
+        .add_token(&NewToken::new(&issued.public_id, &issued.digest, &ana, "laptop").unwrap())
         .await
         .unwrap();
     assert_eq!((stored.user_id, stored.scope), (ana.id, Role::Musician));
@@ -298,7 +298,7 @@ pub async fn tokens_belong_to_a_user_and_can_be_revoked(kind: Kind) {
     let other = issue_token(&key);
     h.storage
         .relational
-        .add_token(&NewToken::new(&other, &op, "station").unwrap())
+        .add_token(&NewToken::new(&other.public_id, &other.digest, &op, "station").unwrap())
         .await
         .unwrap();
     let anas = h.storage.relational.tokens(Some(ana.id)).await.unwrap();
