@@ -19,10 +19,9 @@ use std::time::{Duration, Instant};
 
 use hendu_service::{Application, Heartbeat, Ops};
 use hendu_storage::model::{MusicId, NewPlay, Play, RawResult, Source};
-use hendu_storage::queue::{DeadCounts, DeadReason, Delivery, RawResultQueued, ReadStatus};
+use hendu_storage::queue::{Delivery, RawResultQueued, ReadStatus};
 use hendu_storage::{Event, Fence, Queue, Storage, StorageError};
-use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
-use prometheus_client::metrics::MetricType;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -178,7 +177,7 @@ impl Filter {
         m.register(
             "raw_results_queue_dead_letters",
             "Raw result entries this process moved to the dead letters, by reason",
-            DeadLettered {
+            hendu_service::dead_letters::DeadLettered {
                 counts: storage.queue.dead_counts(),
                 queue: Queue::RawResults,
             },
@@ -651,30 +650,6 @@ impl Filter {
                 );
         }
         Ok(())
-    }
-}
-
-/// `hendu_raw_results_queue_dead_letters_total{reason}`, read from the
-/// store's own counts (it moves entries delivered too often by itself).
-#[derive(Debug)]
-struct DeadLettered {
-    counts: DeadCounts,
-    queue: Queue,
-}
-
-impl EncodeMetric for DeadLettered {
-    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        for reason in DeadReason::ALL {
-            let labels = [("reason", reason.label())];
-            encoder
-                .encode_family(&labels)?
-                .encode_counter::<NoLabelSet, _, u64>(&self.counts.get(self.queue, reason), None)?;
-        }
-        Ok(())
-    }
-
-    fn metric_type(&self) -> MetricType {
-        MetricType::Counter
     }
 }
 

@@ -25,12 +25,9 @@ use hendu_fingerprint::packed::unpack;
 use hendu_fingerprint::{SearchOptions, Searcher};
 use hendu_service::{Heartbeat, Ops};
 use hendu_storage::model::{RawMatch, RawResult};
-use hendu_storage::queue::{
-    DeadCounts, DeadReason, Delivery, RawResultQueued, ReadStatus, SampleQueued,
-};
+use hendu_storage::queue::{Delivery, RawResultQueued, ReadStatus, SampleQueued};
 use hendu_storage::{Queue, Storage, StorageError};
-use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
-use prometheus_client::metrics::MetricType;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -171,7 +168,7 @@ impl Consumer {
         m.register(
             "samples_queue_dead_letters",
             "Samples this process moved to the dead letters, by reason",
-            DeadLettered {
+            hendu_service::dead_letters::DeadLettered {
                 counts: storage.queue.dead_counts(),
                 queue: Queue::Samples,
             },
@@ -456,30 +453,6 @@ fn with_sample(failure: Failure, id: Option<&str>) -> Failure {
             sample_id: sample_id.or_else(|| id.map(str::to_owned)),
         },
         transient => transient,
-    }
-}
-
-/// `hendu_samples_queue_dead_letters_total{reason}`, read from the store's
-/// own counts (it moves entries delivered too often by itself).
-#[derive(Debug)]
-struct DeadLettered {
-    counts: DeadCounts,
-    queue: Queue,
-}
-
-impl EncodeMetric for DeadLettered {
-    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        for reason in DeadReason::ALL {
-            let labels = [("reason", reason.label())];
-            encoder
-                .encode_family(&labels)?
-                .encode_counter::<NoLabelSet, _, u64>(&self.counts.get(self.queue, reason), None)?;
-        }
-        Ok(())
-    }
-
-    fn metric_type(&self) -> MetricType {
-        MetricType::Counter
     }
 }
 

@@ -12,7 +12,10 @@ use axum::extract::{FromRef, Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use hendu_storage::queue::{DeadCounts, DeadReason};
 use hendu_storage::{Queue, Storage};
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -116,4 +119,29 @@ async fn discard(
     }
     tracing::info!(queue = state.queue.name(), dead_letter = %id, by = principal.user.id, "dead letter discarded");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A counter family by `reason` of the entries a process moved to `queue`'s
+/// dead letters, read from the store's own counts (the store moves entries
+/// delivered too often by itself, so no consumer counts them).
+#[derive(Debug)]
+pub struct DeadLettered {
+    pub counts: DeadCounts,
+    pub queue: Queue,
+}
+
+impl EncodeMetric for DeadLettered {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for reason in DeadReason::ALL {
+            let labels = [("reason", reason.label())];
+            encoder
+                .encode_family(&labels)?
+                .encode_counter::<NoLabelSet, _, u64>(&self.counts.get(self.queue, reason), None)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Counter
+    }
 }
