@@ -107,6 +107,36 @@ async fn fenced(tx: &mut sqlx::Transaction<'_, sqlx::MySql>, fence: &Fence) -> R
     Ok(())
 }
 
+/// Records a play on `conn` (a transaction or not); a key already recorded
+/// gives back that play.
+async fn insert_play(conn: &mut sqlx::MySqlConnection, new: &NewPlay) -> Result<Inserted<Play>> {
+    let (radio_id, device_id) = source_columns(new.source);
+    let inserted_row = sqlx::query(
+        "INSERT INTO results (music_id, source_kind, radio_id, device_id, location, \
+         started_at, ended_at, score, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(new.music_id)
+    .bind(new.source.kind())
+    .bind(radio_id)
+    .bind(device_id)
+    .bind(&new.location)
+    .bind(to_db(new.started_at))
+    .bind(to_db(new.ended_at))
+    .bind(new.score)
+    .bind(&new.idempotency_key)
+    .execute(&mut *conn)
+    .await;
+    let created = inserted(inserted_row)?;
+    let row = sqlx::query("SELECT * FROM results WHERE idempotency_key = ?")
+        .bind(&new.idempotency_key)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(Inserted {
+        record: play(&row)?,
+        created,
+    })
+}
+
 impl SqlRow for MySqlRow {
     relational::plain_accessors!();
 
@@ -506,62 +536,16 @@ impl RelationalStore for MySqlStore {
     }
 
     async fn record_play(&self, new: &NewPlay) -> Result<Inserted<Play>> {
-        let (radio_id, device_id) = source_columns(new.source);
-        let inserted_row = sqlx::query(
-            "INSERT INTO results (music_id, source_kind, radio_id, device_id, location, \
-             started_at, ended_at, score, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(new.music_id)
-        .bind(new.source.kind())
-        .bind(radio_id)
-        .bind(device_id)
-        .bind(&new.location)
-        .bind(to_db(new.started_at))
-        .bind(to_db(new.ended_at))
-        .bind(new.score)
-        .bind(&new.idempotency_key)
-        .execute(&self.pool)
-        .await;
-        let created = inserted(inserted_row)?;
-        let row = sqlx::query("SELECT * FROM results WHERE idempotency_key = ?")
-            .bind(&new.idempotency_key)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(Inserted {
-            record: play(&row)?,
-            created,
-        })
+        let mut conn = self.pool.acquire().await?;
+        insert_play(&mut conn, new).await
     }
 
     async fn record_play_fenced(&self, new: &NewPlay, fence: &Fence) -> Result<Inserted<Play>> {
         let mut tx = self.pool.begin().await?;
         fenced(&mut tx, fence).await?;
-        let (radio_id, device_id) = source_columns(new.source);
-        let inserted_row = sqlx::query(
-            "INSERT INTO results (music_id, source_kind, radio_id, device_id, location, \
-             started_at, ended_at, score, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(new.music_id)
-        .bind(new.source.kind())
-        .bind(radio_id)
-        .bind(device_id)
-        .bind(&new.location)
-        .bind(to_db(new.started_at))
-        .bind(to_db(new.ended_at))
-        .bind(new.score)
-        .bind(&new.idempotency_key)
-        .execute(&mut *tx)
-        .await;
-        let created = inserted(inserted_row)?;
-        let row = sqlx::query("SELECT * FROM results WHERE idempotency_key = ?")
-            .bind(&new.idempotency_key)
-            .fetch_one(&mut *tx)
-            .await?;
+        let recorded = insert_play(&mut tx, new).await?;
         tx.commit().await?;
-        Ok(Inserted {
-            record: play(&row)?,
-            created,
-        })
+        Ok(recorded)
     }
 
     async fn extend_play_fenced(
