@@ -6,9 +6,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
 
-use std::io::Cursor;
 use std::time::Duration;
 
+use hendu_fingerprint::hostile;
 use hendu_fingerprint::synth::music;
 use hendu_service::{Application, Auth};
 use hendu_storage::model::Role;
@@ -23,20 +23,7 @@ const SECRET_TITLE: &str = "Ana's unreleased song";
 const IMEI: &str = "356938035643809";
 
 fn wav(seed: u64) -> Vec<u8> {
-    let mut out = Cursor::new(Vec::new());
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: RATE,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::new(&mut out, spec).unwrap();
-    for s in music(seed, 20.0, RATE) {
-        w.write_sample((s.clamp(-1.0, 1.0) * 32767.0) as i16)
-            .unwrap();
-    }
-    w.finalize().unwrap();
-    out.into_inner()
+    hostile::wav(&music(seed, 20.0, RATE), RATE)
 }
 
 /// The callers, in the order of each row's expectations.
