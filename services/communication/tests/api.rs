@@ -4,112 +4,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
 
+mod common;
+
 use std::time::Duration;
 
-use hendu_communication::{Config, SERVICE, bootstrap_admin, install};
+use common::{IMEI, spawn};
 use hendu_fingerprint::Peak;
 use hendu_fingerprint::wire::{MEDIA_TYPE, SampleFingerprint};
-use hendu_service::{Application, Auth};
-use hendu_storage::model::{Role, Secret};
+use hendu_storage::Queue;
+use hendu_storage::model::Role;
 use hendu_storage::queue::SampleQueued;
 use hendu_storage::testing::user_with_token;
-use hendu_storage::{Queue, QueueConfig, Storage};
 use serde_json::{Value, json};
-
-const IMEI: &str = "356938035643809";
-
-struct TestApp {
-    base: String,
-    storage: Storage,
-    http: reqwest::Client,
-    admin: String,
-    _dir: tempfile::TempDir,
-}
-
-async fn spawn() -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = Storage::embedded(&dir.path().join("hendu.db"), QueueConfig::default())
-        .await
-        .unwrap();
-    let config = Config {
-        max_sample_bytes: 100_000,
-        max_sample_s: 60.0,
-        admin: Some(("root@hendu.test".into(), Secret::new("root password 1"))),
-    };
-    // Twice: a restart finds the administrator already there.
-    bootstrap_admin(&storage, &config).await.unwrap();
-    bootstrap_admin(&storage, &config).await.unwrap();
-    let (_, admin) = user_with_token(&storage, "root@hendu.test", Role::Admin).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let auth = Auth::load(&storage).await.unwrap();
-    let mut app = Application::new(
-        SERVICE,
-        listener,
-        storage.clone(),
-        auth,
-        Duration::from_secs(5),
-    );
-    install(&mut app, &config);
-    let base = format!("http://{}", app.local_addr());
-    tokio::spawn(app.run_until_stopped(std::future::pending()));
-    TestApp {
-        base,
-        storage,
-        http: reqwest::Client::new(),
-        admin,
-        _dir: dir,
-    }
-}
-
-impl TestApp {
-    async fn call(
-        &self,
-        token: &str,
-        method: reqwest::Method,
-        path: &str,
-        body: Value,
-    ) -> (u16, Value) {
-        let r = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn admin(&self, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
-        self.call(&self.admin, method, path, body).await
-    }
-
-    async fn sample(&self, secret: &str, body: Vec<u8>, media: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .post(format!("{}/v1/devices/{IMEI}/samples", self.base))
-            .header("x-hendu-device-secret", secret)
-            .header("content-type", media)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-    }
-
-    /// Registers the test device; returns its secret.
-    async fn register(&self) -> String {
-        let (status, v) = self
-            .admin(
-                reqwest::Method::POST,
-                "/v1/devices",
-                json!({ "imei": IMEI, "name": "Stage left", "location": "Luque" }),
-            )
-            .await;
-        assert_eq!(status, 201, "{v}");
-        v["secret"].as_str().unwrap().to_owned()
-    }
-}
 
 fn fingerprint(at_ms: i64) -> Vec<u8> {
     SampleFingerprint {

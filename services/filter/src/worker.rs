@@ -851,4 +851,202 @@ mod tests {
             "{metrics}"
         );
     }
+
+    /// A filter on a fresh embedded store, deciding quiet sources at once.
+    async fn quick_filter(scratch: &Scratch) -> (Storage, Ops, Filter) {
+        let storage = Storage::embedded(&scratch.0.join("hendu.db"), QueueConfig::default())
+            .await
+            .unwrap();
+        let ops = Ops::new("filter");
+        let filter = Filter::with(
+            &storage,
+            &ops,
+            Config {
+                thresholds: Thresholds::default(),
+                flush_after: Duration::ZERO,
+                lease: Duration::from_secs(10),
+                sweep_every: Duration::from_secs(60),
+                replica: "test".into(),
+            },
+        );
+        (storage, ops, filter)
+    }
+
+    async fn radio(storage: &Storage) -> Source {
+        let radio = storage
+            .relational
+            .add_radio(&NewRadio::new("Radio Test", "http://radio.example/live", None).unwrap())
+            .await
+            .unwrap()
+            .record;
+        Source::Radio(radio.id)
+    }
+
+    /// Stores the raw results of consecutive 30 s samples `k` (from `t0`),
+    /// each matching the given music at the given offset, or nothing.
+    async fn heard(
+        storage: &Storage,
+        source: Source,
+        t0: OffsetDateTime,
+        samples: &[(i64, Option<(MusicId, f64)>)],
+    ) {
+        for &(k, matched) in samples {
+            let captured_at = t0 + time::Duration::seconds(30 * k);
+            let r = RawResult {
+                sample_id: format!("{source}-{}", captured_at.unix_timestamp()),
+                source,
+                captured_at,
+                duration_ms: 30_000,
+                location: None,
+                stored_at: None,
+                matched: matched.map(|(music_id, offset_s)| RawMatch {
+                    music_id,
+                    block: 0,
+                    offset_s,
+                    score: 50.0,
+                    confidence: 0.99,
+                }),
+            };
+            storage.documents.put_raw_result(&r).await.unwrap();
+        }
+    }
+
+    async fn plays(storage: &Storage, source: Source, t0: OffsetDateTime) -> Vec<Play> {
+        storage
+            .relational
+            .plays_of_source(
+                source,
+                t0 - time::Duration::hours(1),
+                t0 + time::Duration::hours(1),
+            )
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_filter_whose_lease_was_taken_over_records_no_play_and_keeps_the_results() {
+        let scratch = Scratch::new();
+        let (storage, _ops, filter) = quick_filter(&scratch).await;
+        let track = music(&storage, "Track", 150_000).await;
+        let source = radio(&storage).await;
+        let t0 = OffsetDateTime::from_unix_timestamp(1_790_000_000).unwrap();
+        let mut samples: Vec<_> = (0..5)
+            .map(|k| (k, Some((track, -10.0 + 30.0 * k as f64))))
+            .collect();
+        samples.extend((5..8).map(|k| (k, None)));
+        heard(&storage, source, t0, &samples).await;
+
+        // This replica held the source, then paused past its lease; another
+        // took the source over (and, in the second round, let it go again).
+        let name = Filter::lease_name(source);
+        let leases = &storage.leases;
+        let stale = leases
+            .acquire_fenced(&name, "test", Duration::from_millis(50))
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        let other = leases
+            .acquire_fenced(&name, "other", Duration::from_secs(10))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(other.token > stale.token);
+        for round in ["held by the other", "released by the other"] {
+            let refused = filter.process_leased(source, true, &stale).await;
+            assert!(
+                matches!(refused, Err(SourceError::Leased(_))),
+                "{round}: {refused:?}"
+            );
+            assert_eq!(plays(&storage, source, t0).await, [], "{round}");
+            let left = storage
+                .documents
+                .raw_results(source, OffsetDateTime::UNIX_EPOCH, 100)
+                .await
+                .unwrap();
+            assert_eq!(left.len(), samples.len(), "{round}: no result deleted");
+            leases.release(&name, "other").await.unwrap();
+        }
+
+        // With a lease of its own, the same filter records the play.
+        assert_eq!(filter.process(source, true).await.unwrap(), Handled::Done);
+        let recorded = plays(&storage, source, t0).await;
+        assert_eq!(recorded.len(), 1, "{recorded:?}");
+        assert_eq!(recorded[0].music_id, track);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn late_results_that_touch_a_recorded_play_widen_it_and_a_replay_stays_a_second_play() {
+        let scratch = Scratch::new();
+        let (storage, ops, filter) = quick_filter(&scratch).await;
+        let track = music(&storage, "Track", 150_000).await;
+        let other = music(&storage, "Other", 100_000).await;
+        let source = radio(&storage).await;
+        let t0 = OffsetDateTime::from_unix_timestamp(1_790_000_000).unwrap();
+        let at = |k: i64| (k, Some((track, -10.0 + 30.0 * k as f64)));
+
+        // The quiet-source sweep closes the play on the first three samples;
+        // the last two were in the hands of a recogniser that died.
+        heard(&storage, source, t0, &[at(0), at(1), at(2)]).await;
+        filter.process(source, true).await.unwrap();
+        let first = plays(&storage, source, t0).await;
+        assert_eq!(first.len(), 1, "{first:?}");
+        let (started, ended) = (first[0].started_at, first[0].ended_at);
+
+        // They come back, touching the play: it is widened, not doubled.
+        heard(&storage, source, t0, &[at(3), at(4), (5, None), (6, None)]).await;
+        filter.process(source, true).await.unwrap();
+        let widened = plays(&storage, source, t0).await;
+        assert_eq!(widened.len(), 1, "{widened:?}");
+        assert_eq!(widened[0].id, first[0].id);
+        assert_eq!(widened[0].started_at, started);
+        assert!(
+            widened[0].ended_at >= ended + time::Duration::seconds(55),
+            "{ended} -> {}",
+            widened[0].ended_at
+        );
+        let metrics = ops.metrics.encode();
+        assert!(
+            metrics.contains(r#"hendu_plays_total{service="filter",outcome="merged"} 1"#),
+            "{metrics}"
+        );
+
+        // Later, the track is played twice in a row, and the second play's
+        // results come after the first was recorded: they touch it, but
+        // together they span twice the track, so it is a play of its own.
+        let t1 = t0 + time::Duration::minutes(20);
+        let twice: Vec<_> = (0..10)
+            .map(|k| (k, Some((track, -10.0 + 30.0 * (k % 5) as f64))))
+            .collect();
+        heard(&storage, source, t1, &twice[..5]).await;
+        filter.process(source, true).await.unwrap();
+        heard(&storage, source, t1, &twice[5..]).await;
+        heard(
+            &storage,
+            source,
+            t1,
+            &[
+                (10, Some((other, -10.0))),
+                (11, Some((other, 20.0))),
+                (12, None),
+            ],
+        )
+        .await;
+        filter.process(source, true).await.unwrap();
+        let all = plays(&storage, source, t0).await;
+        let later: Vec<_> = all
+            .iter()
+            .filter(|p| p.started_at >= t1)
+            .map(|p| (p.music_id, p.started_at - t1))
+            .collect();
+        assert_eq!(
+            later,
+            [
+                (track, time::Duration::seconds(10)),
+                (track, time::Duration::seconds(160)),
+                (other, time::Duration::seconds(310)),
+            ],
+            "{all:?}"
+        );
+    }
 }

@@ -11,6 +11,7 @@ use hendu_fingerprint::{
     Clip, IndexBuilder, PeakProfile, SearchOptions, Searcher, fingerprint_clip,
 };
 use hendu_hash_generator::{Config, SERVICE, install};
+use hendu_service::limits::CpuQueue;
 use hendu_service::{Application, Auth};
 use hendu_storage::model::Role;
 use hendu_storage::testing::user_with_token;
@@ -69,6 +70,11 @@ async fn spawn(max_upload: usize) -> TestApp {
 }
 
 async fn spawn_with(max_upload: usize, max_track_s: f64) -> TestApp {
+    spawn_with_cpu(max_upload, max_track_s, CpuQueue::per_core()).await
+}
+
+/// The service with its own limits and its own queue for CPU-heavy work.
+async fn spawn_with_cpu(max_upload: usize, max_track_s: f64, cpu: CpuQueue) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let storage = Storage::embedded(&dir.path().join("hendu.db"), QueueConfig::default())
         .await
@@ -92,6 +98,7 @@ async fn spawn_with(max_upload: usize, max_track_s: f64) -> TestApp {
         Duration::from_secs(5),
     )
     .with_shutdown_delay(Duration::from_millis(600));
+    app.cpu = cpu;
     let spool = dir.path().join("spool");
     std::fs::create_dir_all(&spool).unwrap();
     install(
@@ -548,6 +555,54 @@ async fn what_a_killed_upload_left_is_cleaned_up() {
     );
     assert!(!old.exists() && other.exists());
     stop(app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decoding_stops_when_the_client_goes_away_and_when_the_service_stops() {
+    // One decode at a time: a decode that went on would hold the only turn.
+    let app = spawn_with_cpu(50_000_000, 300.0 * 3600.0, CpuQueue::new(1, 4)).await;
+    // 200 hours of silence in about 7 MB: minutes of decoding if nothing stops it.
+    let long = hostile::silent_flac(200.0 * 3600.0, 44_100);
+    let gave_up = app
+        .ana
+        .post(format!("{}/v1/musics", app.base))
+        .multipart(form(long.clone(), "long.flac", None))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the client gave up: {gave_up:?}");
+    // The next upload gets the turn as soon as the abandoned decode stops.
+    let started = std::time::Instant::now();
+    let next = app
+        .ana
+        .post(format!("{}/v1/musics", app.base))
+        .multipart(form(wav(&music(21, 20.0, RATE)), "next.wav", Some("Next")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(next.status(), 201, "{:?}", next.text().await);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the abandoned decode held the turn for {:?}",
+        started.elapsed()
+    );
+
+    // At shutdown a decode in progress is cancelled and answered as retryable.
+    let pending = {
+        let (http, base) = (app.ana.clone(), app.base.clone());
+        tokio::spawn(async move {
+            http.post(format!("{base}/v1/musics"))
+                .multipart(form(long, "long.flac", None))
+                .send()
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop(app).await;
+    let answer = pending.await.unwrap().unwrap();
+    assert_eq!(answer.status(), 503);
+    let v: Value = answer.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "cancelled", "{v}");
 }
 
 async fn catalogue_size(app: &TestApp) -> usize {

@@ -1,8 +1,8 @@
 //! Reconciliation: the stored samples are the truth, the queue is a cache of
 //! work. Every `HENDU_RECONCILE_S` this worker looks for samples that are
-//! stored, were never recognised, and are neither in the samples queue nor
-//! in its dead letters (Redis restarted without persistence and lost them),
-//! and queues them again ([`hendu_storage::queue::requeue_lost_samples`]).
+//! stored, have no raw result, were never decided by the filter, and are
+//! neither in the samples queue nor in its dead letters (Redis restarted
+//! without persistence and lost them), and queues them again ([`hendu_storage::queue::requeue_lost_samples`]).
 //! Only samples captured longer ago than the claim timeout plus
 //! [`MARGIN`] are considered, and at most [`LIMIT`] per pass; every replica
 //! runs it, and a sample two replicas queue at once is recognised twice to

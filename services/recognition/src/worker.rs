@@ -426,14 +426,10 @@ impl Consumer {
         )
     }
 
-    /// Stores the raw result, marks the sample recognised (reconciliation
-    /// leaves it alone) and queues the result for the filter.
+    /// Stores the raw result (reconciliation leaves a sample that has one
+    /// alone) and queues it for the filter.
     async fn forward(&self, result: &RawResult) -> Result<(), StorageError> {
         self.storage.documents.put_raw_result(result).await?;
-        self.storage
-            .documents
-            .mark_recognised(&result.sample_id)
-            .await?;
         let entry = RawResultQueued {
             sample_id: result.sample_id.clone(),
             source: result.source,
@@ -570,7 +566,7 @@ mod tests {
             "{reasons:?}"
         );
         assert_eq!(dead[2].payload, entry(&damaged.id));
-        // The good one went on to the filter, marked recognised.
+        // The good one went on to the filter.
         let forwarded = q.entries(Queue::RawResults, None, 10).await.unwrap();
         assert_eq!(forwarded.len(), 1);
         let r: RawResultQueued = serde_json::from_slice(&forwarded[0].1).unwrap();
@@ -582,15 +578,22 @@ mod tests {
             .unwrap();
         assert_eq!(results.len(), 1);
         assert_eq!(results[0].matched, None);
-        // Nothing is left for reconciliation: one recognised, one set aside.
+        // Nothing is left for reconciliation: one recognised (its result
+        // waits for the filter), one set aside.
         let later = captured_at + Duration::from_secs(3600);
+        let unsettled = storage
+            .documents
+            .unsettled_samples(later, 10)
+            .await
+            .unwrap();
+        assert_eq!(unsettled, [(good.id.clone(), source)]);
         assert!(
             storage
                 .documents
-                .unrecognised_samples(later, 10)
+                .samples_with_raw_results(std::slice::from_ref(&good.id))
                 .await
                 .unwrap()
-                .is_empty()
+                .contains(&good.id)
         );
         let metrics = ops.metrics.encode();
         assert!(

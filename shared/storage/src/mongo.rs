@@ -36,10 +36,11 @@ use crate::model::{
 use crate::repo::{DocumentStore, Reader};
 
 const FINGERPRINTS: &str = "music_fingerprints";
-const SAMPLES: &str = "sample_fingerprints";
-const RAW_RESULTS: &str = "raw_results";
+pub(crate) const SAMPLES: &str = "sample_fingerprints";
+pub(crate) const RAW_RESULTS: &str = "raw_results";
 const BINARIES: &str = "music_binaries";
-/// Set on a sample document when its raw result is stored.
+/// Set on a sample document when the filter decided its raw result (the
+/// name is older than that rule; it once meant the raw result was stored).
 const RECOGNISED_AT: &str = "recognised_at";
 /// Set on a sample document when it went to the dead letters.
 const SET_ASIDE_AT: &str = "set_aside_at";
@@ -339,16 +340,6 @@ impl DocumentStore for MongoStore {
         }))
     }
 
-    async fn mark_recognised(&self, sample_id: &str) -> Result<()> {
-        self.samples
-            .update_one(
-                doc! { "_id": sample_id },
-                doc! { "$set": { RECOGNISED_AT: DateTime::now() } },
-            )
-            .await?;
-        Ok(())
-    }
-
     async fn set_sample_aside(&self, sample_id: &str) -> Result<()> {
         self.samples
             .update_one(
@@ -359,7 +350,7 @@ impl DocumentStore for MongoStore {
         Ok(())
     }
 
-    async fn unrecognised_samples(
+    async fn unsettled_samples(
         &self,
         older_than: OffsetDateTime,
         limit: u32,
@@ -466,7 +457,30 @@ impl DocumentStore for MongoStore {
         Ok(out)
     }
 
+    async fn samples_with_raw_results(
+        &self,
+        sample_ids: &[String],
+    ) -> Result<std::collections::HashSet<String>> {
+        let docs: Vec<mongodb::bson::Document> = self
+            .raw_results
+            .clone_with_type::<mongodb::bson::Document>()
+            .find(doc! { "_id": { "$in": sample_ids } })
+            .projection(doc! { "_id": 1 })
+            .await?
+            .try_collect()
+            .await?;
+        docs.iter()
+            .map(|d| Ok(d.get_str("_id").map_err(StorageError::corrupt)?.to_owned()))
+            .collect()
+    }
+
     async fn delete_raw_results(&self, sample_ids: &[String]) -> Result<()> {
+        self.samples
+            .update_many(
+                doc! { "_id": { "$in": sample_ids } },
+                doc! { "$set": { RECOGNISED_AT: DateTime::now() } },
+            )
+            .await?;
         self.raw_results
             .delete_many(doc! { "_id": { "$in": sample_ids } })
             .await?;

@@ -299,19 +299,25 @@ pub struct Reconciled {
 pub const RECONCILE_SCAN: u64 = 100_000;
 const SCAN_PAGE: usize = 1000;
 
+/// How many of the oldest unsettled samples one pass looks at: those that
+/// have a raw result (the filter has not decided them yet, or is down) are
+/// passed over, and the lost ones behind them still found.
+const RECONCILE_CANDIDATES: u32 = 1000;
+
 /// One reconciliation pass. The stored samples are the truth and the queue a
 /// cache of work: a sample stored, captured at least `age` ago (choose it
-/// beyond the claim timeout, so that samples in flight are left alone), never
-/// recognised (no raw result was ever stored for it) and not in the samples
-/// queue was lost by the queue (Redis restarted without persistence) and is
-/// queued again, at most `limit` of them per pass. A sample in the dead
-/// letters is marked set aside instead, so that a poison sample is not fed
-/// back again and again.
+/// beyond the claim timeout, so that samples in flight are left alone), not
+/// settled (its result not decided by the filter), with no raw result
+/// waiting for the filter, and not in the samples queue was lost by the
+/// queue (Redis restarted without persistence) and is queued again, at most
+/// `limit` of them per pass. A sample in the dead letters is marked set
+/// aside instead, so that a poison sample is not fed back again and again.
 ///
-/// Samples are looked up again after the queue was read, so that one
-/// recognised meanwhile is not queued twice; two replicas reconciling at the
-/// same time may both queue a sample, which recognition absorbs (a raw result
-/// is keyed by its sample).
+/// Samples are looked up again after the queue was read, raw results first
+/// and then marks (the filter marks a sample before it deletes its raw
+/// result), so that one recognised or decided meanwhile is not queued
+/// twice; two replicas reconciling at the same time may both queue a
+/// sample, which recognition absorbs (a raw result is keyed by its sample).
 ///
 /// # Errors
 /// [`crate::StorageError`] from the stores.
@@ -322,10 +328,17 @@ pub async fn requeue_lost_samples(
 ) -> Result<Reconciled> {
     let older_than = OffsetDateTime::now_utc() - age;
     let mut done = Reconciled::default();
-    let candidates = storage
-        .documents
-        .unrecognised_samples(older_than, limit)
+    let docs = &storage.documents;
+    let unsettled = docs
+        .unsettled_samples(older_than, RECONCILE_CANDIDATES)
         .await?;
+    let ids: Vec<String> = unsettled.iter().map(|(id, _)| id.clone()).collect();
+    let recognised = docs.samples_with_raw_results(&ids).await?;
+    let candidates: Vec<(String, Source)> = unsettled
+        .into_iter()
+        .filter(|(id, _)| !recognised.contains(id))
+        .take(limit as usize)
+        .collect();
     if candidates.is_empty() {
         return Ok(done);
     }
@@ -338,19 +351,23 @@ pub async fn requeue_lost_samples(
     // other meanwhile is seen in one of them.
     let queued = queued_samples(storage, false).await?;
     let dead = queued_samples(storage, true).await?;
-    let still: std::collections::HashSet<String> = storage
-        .documents
-        .unrecognised_samples(older_than, limit)
+    let ids: Vec<String> = candidates.iter().map(|(id, _)| id.clone()).collect();
+    let recognised = docs.samples_with_raw_results(&ids).await?;
+    let still: std::collections::HashSet<String> = docs
+        .unsettled_samples(older_than, RECONCILE_CANDIDATES)
         .await?
         .into_iter()
         .map(|(id, _)| id)
         .collect();
     for (sample_id, source) in candidates {
-        if !still.contains(&sample_id) || queued.contains(&sample_id) {
+        if recognised.contains(&sample_id)
+            || !still.contains(&sample_id)
+            || queued.contains(&sample_id)
+        {
             continue;
         }
         if dead.contains(&sample_id) {
-            storage.documents.set_sample_aside(&sample_id).await?;
+            docs.set_sample_aside(&sample_id).await?;
             done.set_aside += 1;
             continue;
         }

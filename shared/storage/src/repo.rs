@@ -151,16 +151,14 @@ pub trait DocumentStore: Send + Sync + std::fmt::Debug {
     /// Stores a sample's fingerprint; the same id again keeps the first.
     async fn put_sample(&self, sample: &NewSample) -> Result<bool>;
     async fn sample(&self, id: &str) -> Result<Option<NewSample>>;
-    /// Records that a sample's raw result is stored (reconciliation leaves
-    /// it alone from then on). Harmless for an unknown id.
-    async fn mark_recognised(&self, sample_id: &str) -> Result<()>;
     /// Records that a sample went to the dead letters: reconciliation leaves
     /// it to an administrator. Harmless for an unknown id.
     async fn set_sample_aside(&self, sample_id: &str) -> Result<()>;
-    /// Samples neither recognised nor set aside, captured before
-    /// `older_than`, oldest first, at most `limit` (for reconciliation: the
-    /// queue may have lost them).
-    async fn unrecognised_samples(
+    /// Samples not settled (their result not decided by the filter, see
+    /// [`DocumentStore::delete_raw_results`], nor set aside), captured before
+    /// `older_than`, oldest first, at most `limit`. For reconciliation: those
+    /// of them without a raw result may have been lost by the queue.
+    async fn unsettled_samples(
         &self,
         older_than: OffsetDateTime,
         limit: u32,
@@ -178,7 +176,17 @@ pub trait DocumentStore: Send + Sync + std::fmt::Debug {
     /// The sources that have raw results waiting, each with the instant its
     /// latest raw result was stored (for the filter's sweep of quiet sources).
     async fn raw_result_sources(&self) -> Result<Vec<(Source, OffsetDateTime)>>;
-    /// Removes raw results the filter has consumed.
+    /// Which of these samples have a raw result stored (recognised, waiting
+    /// for the filter).
+    async fn samples_with_raw_results(
+        &self,
+        sample_ids: &[String],
+    ) -> Result<std::collections::HashSet<String>>;
+    /// Removes raw results the filter has decided, and marks their samples
+    /// settled first (reconciliation leaves them alone from then on): a
+    /// sample is never without both its raw result and its mark. Marking
+    /// here rather than when the result is stored keeps recognition at one
+    /// write per sample; the filter marks a whole decision at once.
     async fn delete_raw_results(&self, sample_ids: &[String]) -> Result<()>;
 
     /// Streams a music's audio into the binary store, replacing any earlier

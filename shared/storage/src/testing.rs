@@ -126,6 +126,24 @@ impl Place {
     }
 }
 
+impl Place {
+    /// Deletes every stored sample and raw result (a benchmark's rounds start
+    /// from the same store). MongoDB only; nothing for the embedded store.
+    pub async fn forget_samples(&self) {
+        let Some(c) = &self.cleanup else {
+            return;
+        };
+        let client = mongodb::Client::with_uri_str(&c.mongo).await.unwrap();
+        let db = client.database(&c.name);
+        for name in [crate::mongo::SAMPLES, crate::mongo::RAW_RESULTS] {
+            db.collection::<mongodb::bson::Document>(name)
+                .delete_many(mongodb::bson::doc! {})
+                .await
+                .unwrap();
+        }
+    }
+}
+
 impl Drop for Place {
     fn drop(&mut self) {
         let Some(c) = self.cleanup.take() else {

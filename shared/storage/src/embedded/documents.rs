@@ -124,15 +124,6 @@ impl DocumentStore for SqliteStore {
         .transpose()
     }
 
-    async fn mark_recognised(&self, sample_id: &str) -> Result<()> {
-        sqlx::query("UPDATE sample_fingerprints SET recognised_ms = ? WHERE id = ?")
-            .bind(unix_ms(OffsetDateTime::now_utc()))
-            .bind(sample_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
     async fn set_sample_aside(&self, sample_id: &str) -> Result<()> {
         sqlx::query("UPDATE sample_fingerprints SET set_aside_ms = ? WHERE id = ?")
             .bind(unix_ms(OffsetDateTime::now_utc()))
@@ -142,7 +133,7 @@ impl DocumentStore for SqliteStore {
         Ok(())
     }
 
-    async fn unrecognised_samples(
+    async fn unsettled_samples(
         &self,
         older_than: OffsetDateTime,
         limit: u32,
@@ -230,9 +221,30 @@ impl DocumentStore for SqliteStore {
             .collect()
     }
 
+    async fn samples_with_raw_results(
+        &self,
+        sample_ids: &[String],
+    ) -> Result<std::collections::HashSet<String>> {
+        // The ids as one JSON array: one statement, whatever their number.
+        let ids = serde_json::to_string(sample_ids).map_err(StorageError::corrupt)?;
+        let found: Vec<String> = sqlx::query_scalar(
+            "SELECT sample_id FROM raw_results WHERE sample_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(found.into_iter().collect())
+    }
+
     async fn delete_raw_results(&self, sample_ids: &[String]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
+        let now = unix_ms(OffsetDateTime::now_utc());
         for id in sample_ids {
+            sqlx::query("UPDATE sample_fingerprints SET recognised_ms = ? WHERE id = ?")
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
             sqlx::query("DELETE FROM raw_results WHERE sample_id = ?")
                 .bind(id)
                 .execute(&mut *tx)

@@ -570,6 +570,19 @@ fn sample(source: Source, captured_at: OffsetDateTime) -> NewSample {
     NewSample::new(source, None, captured_at, 30_000, vec![2, 1, 5, 0, 40]).unwrap()
 }
 
+/// The raw result of a sample that matched nothing.
+fn no_match(s: &NewSample) -> hendu_storage::model::RawResult {
+    hendu_storage::model::RawResult {
+        sample_id: s.id.clone(),
+        source: s.source,
+        captured_at: s.captured_at,
+        duration_ms: s.duration_ms,
+        location: None,
+        matched: None,
+        stored_at: None,
+    }
+}
+
 fn queued_ids(entries: &[(String, Vec<u8>)]) -> Vec<String> {
     entries
         .iter()
@@ -595,7 +608,8 @@ pub async fn lost_samples_are_queued_again_by_reconciliation(kind: Kind) {
         })
         .unwrap()
     };
-    // `queued` waits in the queue; `recognised` was recognised; `poison`
+    // `queued` waits in the queue; `recognised` was recognised (its raw
+    // result waits for the filter); `poison`
     // went to the dead letters; `lost` was stored and its entry lost (Redis
     // restarted); `recent` may still be in flight.
     q.push(Queue::Samples, &entry(&poison)).await.unwrap();
@@ -605,9 +619,9 @@ pub async fn lost_samples_are_queued_again_by_reconciliation(kind: Kind) {
         .await
         .unwrap();
     q.push(Queue::Samples, &entry(&queued)).await.unwrap();
-    docs.mark_recognised(&recognised.id).await.unwrap();
+    docs.put_raw_result(&no_match(&recognised)).await.unwrap();
     let unsettled = docs
-        .unrecognised_samples(OffsetDateTime::now_utc() - time::Duration::minutes(5), 10)
+        .unsettled_samples(OffsetDateTime::now_utc() - time::Duration::minutes(5), 10)
         .await
         .unwrap();
     assert_eq!(
@@ -615,7 +629,7 @@ pub async fn lost_samples_are_queued_again_by_reconciliation(kind: Kind) {
             .iter()
             .map(|(id, _)| id.clone())
             .collect::<Vec<_>>(),
-        [&lost.id, &queued.id, &poison.id].map(|s| s.clone())
+        [&lost.id, &queued.id, &recognised.id, &poison.id].map(|s| s.clone())
     );
     assert!(unsettled.iter().all(|(_, s)| *s == source));
 
@@ -646,14 +660,19 @@ pub async fn lost_samples_are_queued_again_by_reconciliation(kind: Kind) {
     assert_eq!((again.requeued, again.set_aside), (0, 0));
     assert_eq!(q.entries(Queue::Samples, None, 100).await.unwrap().len(), 2);
 
-    // Recognised, they are settled: nothing to do, whatever the queue holds.
+    // Recognised and decided by the filter, they are settled: nothing to
+    // do, whatever the queue holds.
+    let mut decided = vec![recognised.id.clone()];
     for d in q.read(Queue::Samples, "c", 10, WAIT).await.unwrap() {
         let s: SampleQueued = serde_json::from_slice(&d.payload).unwrap();
-        docs.mark_recognised(&s.sample_id).await.unwrap();
+        let stored = docs.sample(&s.sample_id).await.unwrap().unwrap();
+        docs.put_raw_result(&no_match(&stored)).await.unwrap();
         q.ack(Queue::Samples, &d.id).await.unwrap();
+        decided.push(s.sample_id);
     }
+    docs.delete_raw_results(&decided).await.unwrap();
     assert!(
-        docs.unrecognised_samples(OffsetDateTime::now_utc() - age, 10)
+        docs.unsettled_samples(OffsetDateTime::now_utc() - age, 10)
             .await
             .unwrap()
             .is_empty()
@@ -765,7 +784,7 @@ async fn samples_stored_before_reconciliation_existed_count_as_recognised() {
     let cutoff = OffsetDateTime::now_utc();
     assert!(
         upgraded
-            .unrecognised_samples(cutoff, 10)
+            .unsettled_samples(cutoff, 10)
             .await
             .unwrap()
             .is_empty()
@@ -775,7 +794,7 @@ async fn samples_stored_before_reconciliation_existed_count_as_recognised() {
     upgraded.put_sample(&new).await.unwrap();
     let again = MongoStore::connect(s.mongo_url.expose(), 2).await.unwrap();
     assert_eq!(
-        again.unrecognised_samples(cutoff, 10).await.unwrap(),
+        again.unsettled_samples(cutoff, 10).await.unwrap(),
         [(new.id.clone(), Source::Device(3))]
     );
 }

@@ -528,11 +528,30 @@ pub async fn samples_and_raw_results_are_idempotent_by_sample(kind: Kind) {
         );
     }
 
-    h.storage
-        .documents
-        .delete_raw_results(&[sample(0).id, sample(1).id])
+    let docs = &h.storage.documents;
+    let far = OffsetDateTime::now_utc() + Duration::days(365);
+    let ids = [sample(0).id, sample(1).id, sample(2).id];
+    assert_eq!(
+        docs.samples_with_raw_results(&ids).await.unwrap(),
+        ids.iter().cloned().collect()
+    );
+    assert_eq!(
+        docs.unsettled_samples(far, 10).await.unwrap(),
+        [(sample(0).id, source)],
+        "recognised is not settled: the filter has not decided it"
+    );
+    docs.delete_raw_results(&[sample(0).id, sample(1).id])
         .await
         .unwrap();
+    assert_eq!(
+        docs.samples_with_raw_results(&ids).await.unwrap(),
+        [sample(2).id].into_iter().collect()
+    );
+    assert_eq!(
+        docs.unsettled_samples(far, 10).await.unwrap(),
+        [],
+        "decided, its sample is settled"
+    );
     assert_eq!(
         h.storage
             .documents
