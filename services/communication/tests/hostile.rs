@@ -11,19 +11,15 @@ mod common;
 
 use common::spawn_with;
 use hendu_fingerprint::hostile::{
-    dense_sample_fingerprint, huge_packet_caf, lying_wav, random_bytes, silent_flac, wav,
+    dense_sample_fingerprint, huge_packet_caf, lying_wav, own_status_kb, random_bytes, silent_flac,
+    wav,
 };
 use hendu_fingerprint::synth::music;
 use hendu_fingerprint::wire::MEDIA_TYPE;
 
 /// A field of `/proc/self/status`, in kB.
 fn status_kb(key: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
+    own_status_kb(key).unwrap()
 }
 
 /// Peak memory growth allowed over all the samples below, service and

@@ -111,7 +111,7 @@ fn run_child(name: &str, mode: &str, timeout: Duration, max_kb: u64) -> String {
         // The child's peak so far, in case it has to be stopped.
         hwm = std::fs::read_to_string(&status_path)
             .ok()
-            .and_then(|s| kb_field(&s, "VmHWM:"))
+            .and_then(|s| hendu_fingerprint::hostile::status_kb(&s, "VmHWM:"))
             .unwrap_or(hwm);
         if started.elapsed() > timeout || hwm > max_kb {
             child.kill().unwrap();
@@ -174,19 +174,8 @@ fn run_child(name: &str, mode: &str, timeout: Duration, max_kb: u64) -> String {
     )
 }
 
-fn kb_field(status: &str, key: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
 fn own_status(key: &str) -> u64 {
-    kb_field(
-        &std::fs::read_to_string("/proc/self/status").unwrap_or_default(),
-        key,
-    )
-    .unwrap_or(0)
+    hendu_fingerprint::hostile::own_status_kb(key).unwrap_or(0)
 }
 
 /// A small catalogue for the fingerprint inputs to be matched against.

@@ -22,6 +22,20 @@ use crate::peaks::Peak;
 use crate::synth::{Rng, music};
 use crate::wire::SampleFingerprint;
 
+/// A `kB` field of a `/proc/<pid>/status` text (`VmRSS:`, `VmHWM:`), for
+/// the memory bounds the tests and benchmarks of these inputs check.
+pub fn status_kb(status: &str, key: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// [`status_kb`] of this process (`None` where there is no `/proc`).
+pub fn own_status_kb(key: &str) -> Option<u64> {
+    status_kb(&std::fs::read_to_string("/proc/self/status").ok()?, key)
+}
+
 /// Samples per FLAC block in [`silent_flac`]: the largest a FLAC block can be.
 pub const FLAC_BLOCK: u32 = 65_535;
 

@@ -9,7 +9,7 @@ use std::io::Cursor;
 use std::time::{Duration, Instant};
 
 use hendu_fingerprint::hostile::{
-    dense_sample_fingerprint, huge_packet_caf, lying_wav, random_bytes, silent_flac,
+    dense_sample_fingerprint, huge_packet_caf, lying_wav, own_status_kb, random_bytes, silent_flac,
     silent_flac_sized,
 };
 use hendu_fingerprint::synth::music;
@@ -23,12 +23,7 @@ use hendu_fingerprint::{
 
 /// A field of `/proc/self/status`, in kB.
 fn status_kb(key: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
+    own_status_kb(key).unwrap()
 }
 
 fn decode(bytes: Vec<u8>, limits: DecodeLimits) -> Result<Fingerprint, DecodeError> {

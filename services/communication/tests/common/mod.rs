@@ -86,30 +86,31 @@ impl TestApp {
     }
 
     pub async fn sample(&self, secret: &str, body: Vec<u8>, media: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .post(format!("{}/v1/devices/{IMEI}/samples", self.base))
-            .header("x-hendu-device-secret", secret)
-            .header("content-type", media)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+        self.send_sample(secret, body, media, None).await
     }
 
     /// An audio sample captured at `at` (RFC 3339).
     pub async fn audio_sample(&self, secret: &str, body: Vec<u8>, at: &str) -> (u16, Value) {
-        let r = self
+        self.send_sample(secret, body, "application/octet-stream", Some(at))
+            .await
+    }
+
+    async fn send_sample(
+        &self,
+        secret: &str,
+        body: Vec<u8>,
+        media: &str,
+        captured_at: Option<&str>,
+    ) -> (u16, Value) {
+        let mut request = self
             .http
             .post(format!("{}/v1/devices/{IMEI}/samples", self.base))
             .header("x-hendu-device-secret", secret)
-            .header("x-hendu-captured-at", at)
-            .header("content-type", "application/octet-stream")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+            .header("content-type", media);
+        if let Some(at) = captured_at {
+            request = request.header("x-hendu-captured-at", at);
+        }
+        let r = request.body(body).send().await.unwrap();
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
