@@ -21,9 +21,8 @@ use hendu_fingerprint::{AudioReader, DecodeLimits, PeakProfile, fingerprint_read
 use hendu_service::ApiError;
 use hendu_service::audio::{self, CancelOnDrop};
 use hendu_service::auth::{client_addr, unauthorized};
-use hendu_storage::Queue;
+use hendu_service::samples;
 use hendu_storage::model::{Device, Imei, NewSample, Source};
-use hendu_storage::queue::SampleQueued;
 use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -32,16 +31,6 @@ use crate::AppState;
 
 pub const SECRET_HEADER: &str = "x-hendu-device-secret";
 pub const CAPTURED_AT_HEADER: &str = "x-hendu-captured-at";
-/// Capture instants further ahead of the server's clock are refused.
-const MAX_CLOCK_AHEAD: time::Duration = time::Duration::minutes(10);
-/// Capture instants before 2000-01-01 are refused (a device without a
-/// clock counts from 1970 or year 0; such a time can never be a play's time).
-const EARLIEST_CAPTURE_S: i64 = 946_684_800;
-/// The most packed peaks stored for one sample. The format's own limits
-/// (peaks per second, one hour) keep a real sample under 3 MB; this keeps
-/// any document well inside what MongoDB holds (16 MB).
-const MAX_STORED_PEAKS: usize = 8 << 20;
-
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/devices/{imei}/samples", post(upload))
@@ -110,26 +99,6 @@ async fn accept(
     let bytes =
         audio::read_limited(raw, state.max_sample_bytes, crate::vars::MAX_SAMPLE_BYTES).await?;
     let (captured_at, duration_ms, peaks) = fingerprint(state, &parts.headers, bytes).await?;
-    if captured_at > OffsetDateTime::now_utc() + MAX_CLOCK_AHEAD {
-        return Err(ApiError::unprocessable(
-            "capture_time_in_future",
-            format!(
-                "the capture instant {captured_at} is ahead of the server's clock; check the device's clock"
-            ),
-        ));
-    }
-    if captured_at.unix_timestamp() < EARLIEST_CAPTURE_S {
-        return Err(ApiError::unprocessable(
-            "capture_time_too_early",
-            format!("the capture instant {captured_at} is before 2000; check the device's clock"),
-        ));
-    }
-    if peaks.len() > MAX_STORED_PEAKS {
-        return Err(ApiError::unprocessable(
-            "fingerprint_too_large",
-            "the sample's fingerprint is larger than a sample can be",
-        ));
-    }
     let sample = NewSample::new(
         Source::Device(device.id),
         device.location.as_deref(),
@@ -137,16 +106,7 @@ async fn accept(
         duration_ms,
         peaks,
     )?;
-    let stored = state.storage.documents.put_sample(&sample).await?;
-    // Queued even when stored before: the first attempt may have died
-    // before queueing it; recognition is idempotent per sample.
-    let entry = SampleQueued {
-        sample_id: sample.id.clone(),
-        source: sample.source,
-    };
-    let payload = serde_json::to_vec(&entry).map_err(|e| ApiError::internal(&e))?;
-    state.storage.queue.push(Queue::Samples, &payload).await?;
-    tracing::info!(sample = %sample.id, duration_ms, new = stored, "sample queued");
+    let stored = samples::submit(&state.storage, &sample).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "sample_id": sample.id, "duplicate": !stored })),

@@ -25,7 +25,7 @@ pub mod worker;
 use std::time::Duration;
 
 use hendu_service::Application;
-use hendu_service::settings::{default_replica, var_or};
+use hendu_service::settings::{default_replica, seconds_or, var_or};
 
 pub use plays::Thresholds;
 
@@ -113,18 +113,11 @@ impl Config {
                 vars::GAP_WAIT_S
             );
         }
-        let seconds = |var, default: f64| -> anyhow::Result<Duration> {
-            let s: f64 = var_or(var, default, "a number of seconds")?;
-            Duration::try_from_secs_f64(s)
-                .ok()
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| anyhow::anyhow!("{var} must be a positive number of seconds"))
-        };
         Ok(Self {
             thresholds,
-            flush_after: seconds(vars::FLUSH_S, 60.0)?,
-            lease: seconds(vars::LEASE_S, 10.0)?,
-            sweep_every: seconds(vars::SWEEP_S, 5.0)?,
+            flush_after: seconds_or(vars::FLUSH_S, 60.0)?,
+            lease: seconds_or(vars::LEASE_S, 10.0)?,
+            sweep_every: seconds_or(vars::SWEEP_S, 5.0)?,
             replica: var_or(vars::REPLICA, default_replica(), "a name")?,
         })
     }

@@ -158,7 +158,10 @@ impl LiveCatalogue {
                 Event::MusicRemoved { music_id } => {
                     changed |= self.held().remove(&music_id).is_some();
                 }
-                Event::PlayRecognised { .. } => {}
+                Event::PlayRecognised { .. }
+                | Event::StationDown { .. }
+                | Event::StationSilent { .. }
+                | Event::StationBack { .. } => {}
             }
         }
         if changed {

@@ -196,6 +196,8 @@ pub struct AudioReader {
     /// rather than decode on.
     too_long: bool,
     cancel: Option<Arc<AtomicBool>>,
+    /// Corrupt packets skipped so far.
+    skipped: u64,
 }
 
 impl std::fmt::Debug for AudioReader {
@@ -321,6 +323,7 @@ impl AudioReader {
             max_frames: 0,
             too_long: false,
             cancel: None,
+            skipped: 0,
         })
     }
 
@@ -345,6 +348,12 @@ impl AudioReader {
     /// Frames (samples per channel) returned so far.
     pub fn frames_read(&self) -> u64 {
         self.frames_read
+    }
+
+    /// Corrupt packets skipped so far (garbage in a stream costs these,
+    /// not the stream).
+    pub fn skipped_packets(&self) -> u64 {
+        self.skipped
     }
 
     /// The next chunk of mono samples, or `None` at the end of the stream.
@@ -381,6 +390,7 @@ impl AudioReader {
                 }
                 Err(SymphoniaError::ResetRequired) => return Ok(None),
                 Err(SymphoniaError::DecodeError(msg)) => {
+                    self.skipped += 1;
                     skip_bad_packet(&mut bad_packets, msg)?;
                     continue;
                 }
@@ -392,6 +402,7 @@ impl AudioReader {
             let buf = match guard(|| self.decoder.decode(&packet))? {
                 Ok(buf) => buf,
                 Err(SymphoniaError::DecodeError(msg)) => {
+                    self.skipped += 1;
                     skip_bad_packet(&mut bad_packets, msg)?;
                     continue;
                 }

@@ -21,6 +21,7 @@
 //! - [`auth`]: API tokens, passwords and device secrets; limits on failed attempts.
 //! - [`dead_letters`]: the administrators' view of a queue's dead letters.
 //! - [`limits`]: failed-attempt counting, and the bounded queue for CPU-heavy work.
+//! - [`samples`]: the sample path's entry (checked, stored, queued), for sensors and radios.
 //! - [`settings`]: typed settings from the environment, one list of variable names.
 //! - [`telemetry`]: JSON logs (human-readable in a terminal), request ids.
 //! - [`health`]: liveness that notices a stuck worker loop, readiness that names what is missing.
@@ -39,6 +40,7 @@ pub mod health;
 pub mod http;
 pub mod limits;
 pub mod metrics;
+pub mod samples;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;

@@ -207,6 +207,22 @@ pub fn var_or<T: std::str::FromStr>(
     }
 }
 
+/// A positive duration in seconds from a service's own variable, `default`
+/// when unset or blank.
+///
+/// # Errors
+/// [`ConfigError::Malformed`] for anything but a positive number of seconds.
+pub fn seconds_or(var: &'static str, default: f64) -> Result<std::time::Duration, ConfigError> {
+    let s: f64 = var_or(var, default, "a number of seconds")?;
+    std::time::Duration::try_from_secs_f64(s)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| ConfigError::Malformed {
+            var,
+            reason: format!("{s} is not a positive number of seconds"),
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

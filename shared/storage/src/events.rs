@@ -7,7 +7,7 @@ use futures_util::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::model::{MusicId, PlayId, Source};
+use crate::model::{MusicId, PlayId, RadioId, Source};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -22,6 +22,16 @@ pub enum Event {
         music_id: MusicId,
         source: Source,
     },
+    /// A station's stream has failed to connect for the down time.
+    StationDown {
+        radio_id: RadioId,
+        /// Why, in words.
+        reason: String,
+    },
+    /// A station's audio has been below the silence level for the silence time.
+    StationSilent { radio_id: RadioId, silent_s: f64 },
+    /// A station that was down or silent streams audio again.
+    StationBack { radio_id: RadioId },
 }
 
 #[async_trait]

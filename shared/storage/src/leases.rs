@@ -38,6 +38,9 @@ pub trait Leases: Send + Sync + std::fmt::Debug {
         holder: &str,
         ttl: Duration,
     ) -> Result<Option<Fence>>;
+    /// The leases held now whose names start with `prefix`, each with its
+    /// holder, by name (which replicas are alive, who listens to what).
+    async fn held(&self, prefix: &str) -> Result<Vec<(String, String)>>;
 }
 
 /// A lease's fencing token, carried by the writes made under the lease.

@@ -387,10 +387,17 @@ pub struct NewRadio {
     pub name: String,
     pub stream_url: String,
     pub location: Option<String>,
+    /// ISO 3166-1 alpha-2 code, upper case.
+    pub country: Option<String>,
+    /// The operator the station belongs to.
+    pub owner: Option<UserId>,
     pub enabled: bool,
 }
 
 impl NewRadio {
+    /// An enabled station without a country or operator (see
+    /// [`NewRadio::in_country`], [`NewRadio::owned_by`]).
+    ///
     /// # Errors
     /// [`ValidationError`] for a bad name or location, or a stream URL that is
     /// not an absolute `http`/`https` URL with a host.
@@ -399,24 +406,64 @@ impl NewRadio {
         stream_url: &str,
         location: Option<&str>,
     ) -> Result<Self, ValidationError> {
-        let url_text = text("stream URL", stream_url, MAX_URL)?;
-        let bad = |reason: &str| ValidationError::Url {
-            url: url_text.clone(),
-            reason: reason.to_owned(),
-        };
-        let url = url::Url::parse(&url_text).map_err(|e| bad(&e.to_string()))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(bad("only http and https streams are supported"));
-        }
-        if url.host_str().is_none_or(str::is_empty) {
-            return Err(bad("no host"));
-        }
         Ok(Self {
             name: text("name", name, MAX_NAME)?,
-            stream_url: url.to_string(),
+            stream_url: stream_url_text(stream_url)?,
             location: optional_text("location", location, MAX_NAME)?,
+            country: None,
+            owner: None,
             enabled: true,
         })
+    }
+
+    /// # Errors
+    /// [`ValidationError::Range`] unless `country` is two ASCII letters.
+    pub fn in_country(mut self, country: Option<&str>) -> Result<Self, ValidationError> {
+        self.country = country_code(country)?;
+        Ok(self)
+    }
+
+    #[must_use]
+    pub fn owned_by(mut self, owner: Option<UserId>) -> Self {
+        self.owner = owner;
+        self
+    }
+
+    #[must_use]
+    pub fn enabled(mut self, enabled: bool) -> Self {
+        self.enabled = enabled;
+        self
+    }
+}
+
+/// An absolute `http`/`https` URL with a host, normalised.
+fn stream_url_text(stream_url: &str) -> Result<String, ValidationError> {
+    let url_text = text("stream URL", stream_url, MAX_URL)?;
+    let bad = |reason: &str| ValidationError::Url {
+        url: url_text.clone(),
+        reason: reason.to_owned(),
+    };
+    let url = url::Url::parse(&url_text).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("only http and https streams are supported"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("no host"));
+    }
+    Ok(url.to_string())
+}
+
+/// An ISO 3166-1 alpha-2 code, upper-cased (`None` for nothing or blank).
+fn country_code(country: Option<&str>) -> Result<Option<String>, ValidationError> {
+    match country.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(c) if c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphabetic()) => {
+            Ok(Some(c.to_ascii_uppercase()))
+        }
+        Some(c) => Err(ValidationError::Range {
+            field: "country",
+            reason: format!("{c:?} is not a two-letter ISO 3166-1 code such as \"PY\""),
+        }),
     }
 }
 
@@ -426,7 +473,126 @@ pub struct Radio {
     pub name: String,
     pub stream_url: String,
     pub location: Option<String>,
+    pub country: Option<String>,
+    pub owner: Option<UserId>,
     pub enabled: bool,
+}
+
+impl Radio {
+    /// This station's fields, to change and store again
+    /// ([`crate::RelationalStore::update_radio`]).
+    pub fn to_new(&self) -> NewRadio {
+        NewRadio {
+            name: self.name.clone(),
+            stream_url: self.stream_url.clone(),
+            location: self.location.clone(),
+            country: self.country.clone(),
+            owner: self.owner,
+            enabled: self.enabled,
+        }
+    }
+}
+
+/// What a station is doing, as the replica listening to it last reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StationState {
+    /// Opening the stream (resolving a playlist, waiting for the first audio).
+    Connecting,
+    /// Audio flows and samples are cut.
+    Streaming,
+    /// Audio flows but has been below the silence level for the silence time.
+    Silent,
+    /// Waiting to reconnect after a drop, a stall or an error.
+    Backoff,
+    /// Failed to connect for longer than the down time.
+    Down,
+    /// The stream's codec is one this build cannot decode.
+    UnsupportedCodec,
+    /// Switched off by an operator.
+    Disabled,
+}
+
+impl StationState {
+    pub const ALL: [StationState; 7] = [
+        Self::Connecting,
+        Self::Streaming,
+        Self::Silent,
+        Self::Backoff,
+        Self::Down,
+        Self::UnsupportedCodec,
+        Self::Disabled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connecting => "connecting",
+            Self::Streaming => "streaming",
+            Self::Silent => "silent",
+            Self::Backoff => "backoff",
+            Self::Down => "down",
+            Self::UnsupportedCodec => "unsupported_codec",
+            Self::Disabled => "disabled",
+        }
+    }
+
+    /// # Errors
+    /// [`StorageError::Corrupt`] for a name that is not a state.
+    pub fn parse(s: &str) -> Result<Self, StorageError> {
+        Self::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| StorageError::corrupt(format!("unknown station state {s:?}")))
+    }
+}
+
+impl fmt::Display for StationState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A station's health, written by the replica listening to it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RadioStatus {
+    pub radio_id: RadioId,
+    pub state: StationState,
+    /// Why, in words (the error, the codec that is not supported).
+    pub detail: Option<String>,
+    /// Since when the station is in `state`.
+    #[serde(with = "time::serde::rfc3339")]
+    pub since: OffsetDateTime,
+    /// The replica listening to it.
+    pub holder: Option<String>,
+    pub codec: Option<String>,
+    /// The stream's current title (ICY `StreamTitle`), a hint only.
+    pub title: Option<String>,
+    /// Stream bytes per second over the last sample.
+    pub bytes_per_s: f64,
+    /// Reconnections since the replica took the station.
+    pub reconnects: u64,
+    /// Samples stored since the replica took the station.
+    pub samples: u64,
+    /// Seconds of the current silence (0 when not silent).
+    pub silence_s: f64,
+    /// Where the station's stored samples end: the next sample starts there
+    /// or later (a gap), never earlier.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_sample_end: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// A stretch of a station's programme that no sample covers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RadioGap {
+    pub radio_id: RadioId,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub ended_at: OffsetDateTime,
+    /// Why (`disconnected`, `stalled`, `taken_over`, ...).
+    pub reason: String,
 }
 
 /// A sensor device to register. Its secret is made by the server
@@ -838,6 +1004,9 @@ pub struct NewSample {
     pub duration_ms: u32,
     /// Peaks packed by [`hendu_fingerprint::packed`], frames from the sample's start.
     pub peaks: Vec<u8>,
+    /// What the source said was playing (a radio's stream title): a hint
+    /// for people reading the sample, never used to decide a match.
+    pub title: Option<String>,
 }
 
 impl NewSample {
@@ -864,7 +1033,45 @@ impl NewSample {
             captured_at,
             duration_ms,
             peaks,
+            title: None,
         })
+    }
+
+    /// The stream title heard with the sample (cut to [`MAX_NAME`]
+    /// characters, control characters dropped: it comes from the stream).
+    #[must_use]
+    pub fn with_title(mut self, title: Option<&str>) -> Self {
+        self.title = title.map(clean_hint).filter(|t| !t.is_empty());
+        self
+    }
+}
+
+/// Untrusted free text shown as a hint: controls and spoofing characters
+/// dropped, whitespace trimmed, at most [`MAX_NAME`] characters.
+pub fn clean_hint(value: &str) -> String {
+    value
+        .chars()
+        .filter(|c| !c.is_control() && !invisible(*c))
+        .take(MAX_NAME)
+        .collect::<String>()
+        .trim()
+        .to_owned()
+}
+
+/// Where a stored sample lies in its source's time line.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SampleSpan {
+    pub id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub captured_at: OffsetDateTime,
+    pub duration_ms: u32,
+    pub title: Option<String>,
+}
+
+impl SampleSpan {
+    /// The instant the sample's audio ends.
+    pub fn end(&self) -> OffsetDateTime {
+        self.captured_at + time::Duration::milliseconds(i64::from(self.duration_ms))
     }
 }
 

@@ -31,7 +31,7 @@ use tokio_util::compat::{FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
 
 use crate::error::{Result, StorageError};
 use crate::model::{
-    FingerprintBlock, MusicId, NewSample, RawMatch, RawResult, Source, from_unix_ms, unix_ms,
+    FingerprintBlock, MusicId, NewSample, RawMatch, RawResult, SampleSpan, Source, from_unix_ms, unix_ms,
 };
 use crate::repo::{DocumentStore, Reader};
 
@@ -79,6 +79,29 @@ struct SampleDoc {
     captured_at: DateTime,
     duration_ms: i64,
     peaks: Binary,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    title: Option<String>,
+}
+
+/// The fields of a sample that place it in time ([`SampleSpan`]).
+static SPAN_FIELDS: std::sync::LazyLock<mongodb::bson::Document> = std::sync::LazyLock::new(
+    || doc! { "_id": 1, "captured_at": 1, "duration_ms": 1, "title": 1 },
+);
+
+fn span(d: &mongodb::bson::Document) -> Result<SampleSpan> {
+    Ok(SampleSpan {
+        id: d.get_str("_id").map_err(StorageError::corrupt)?.to_owned(),
+        captured_at: from_unix_ms(
+            d.get_datetime("captured_at")
+                .map_err(StorageError::corrupt)?
+                .timestamp_millis(),
+        ),
+        duration_ms: number(
+            "duration",
+            d.get_i64("duration_ms").map_err(StorageError::corrupt)?,
+        )?,
+        title: d.get_str("title").ok().map(str::to_owned),
+    })
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -318,6 +341,7 @@ impl DocumentStore for MongoStore {
             captured_at: date(s.captured_at),
             duration_ms: i64::from(s.duration_ms),
             peaks: binary(&s.peaks),
+            title: s.title.clone(),
         };
         match self.samples.insert_one(doc).await {
             Ok(_) => Ok(true),
@@ -337,7 +361,43 @@ impl DocumentStore for MongoStore {
             captured_at: from_unix_ms(d.captured_at.timestamp_millis()),
             duration_ms: number("duration", d.duration_ms)?,
             peaks: d.peaks.bytes,
+            title: d.title,
         }))
+    }
+
+    async fn sample_spans(
+        &self,
+        source: Source,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<SampleSpan>> {
+        let docs: Vec<mongodb::bson::Document> = self
+            .samples
+            .clone_with_type::<mongodb::bson::Document>()
+            .find(doc! {
+                "source_kind": source.kind(),
+                "source_id": source.id(),
+                "captured_at": { "$gte": date(from), "$lt": date(to) },
+            })
+            .sort(doc! { "captured_at": 1 })
+            .projection(SPAN_FIELDS.clone())
+            .limit(i64::from(limit))
+            .await?
+            .try_collect()
+            .await?;
+        docs.iter().map(span).collect()
+    }
+
+    async fn last_sample(&self, source: Source) -> Result<Option<SampleSpan>> {
+        let found = self
+            .samples
+            .clone_with_type::<mongodb::bson::Document>()
+            .find_one(doc! { "source_kind": source.kind(), "source_id": source.id() })
+            .sort(doc! { "captured_at": -1 })
+            .projection(SPAN_FIELDS.clone())
+            .await?;
+        found.as_ref().map(span).transpose()
     }
 
     async fn set_sample_aside(&self, sample_id: &str) -> Result<()> {

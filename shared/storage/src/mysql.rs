@@ -16,11 +16,13 @@ use crate::error::{Result, StorageError};
 use crate::leases::Fence;
 use crate::model::{
     ApiToken, Claim, ClaimState, ContentHash, Device, Imei, Music, MusicId, MusicState, NewDevice,
-    NewMusic, NewPlay, NewRadio, NewToken, NewUser, Play, PlayId, Radio, Source, User, UserId,
+    NewMusic, NewPlay, NewRadio, NewToken, NewUser, Play, PlayId, Radio, RadioGap, RadioId,
+    RadioStatus, Source, User, UserId,
 };
 use crate::relational::{
-    self, PLAYS_OF_MUSIC_SQL, SqlRow, claim, device, inserted, is_unique_violation, music, play,
-    plays_of_source_sql, radio, source_columns, token, user,
+    self, PLAYS_OF_MUSIC_SQL, RADIO_STATUS_COLUMNS, SqlRow, claim, device, inserted,
+    is_foreign_key_violation, is_unique_violation, music, play, plays_of_source_sql, radio,
+    radio_gap, radio_status, source_columns, token, user,
 };
 use crate::repo::{Inserted, RelationalStore};
 
@@ -252,11 +254,14 @@ impl RelationalStore for MySqlStore {
 
     async fn add_radio(&self, new: &NewRadio) -> Result<Inserted<Radio>> {
         let inserted_row = sqlx::query(
-            "INSERT INTO radios (name, stream_url, location, enabled) VALUES (?, ?, ?, ?)",
+            "INSERT INTO radios (name, stream_url, location, country, owner_id, enabled) \
+             VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(&new.name)
         .bind(&new.stream_url)
         .bind(&new.location)
+        .bind(&new.country)
+        .bind(new.owner)
         .bind(new.enabled)
         .execute(&self.pool)
         .await;
@@ -273,6 +278,133 @@ impl RelationalStore for MySqlStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(radio).collect()
+    }
+
+    async fn radio(&self, id: RadioId) -> Result<Option<Radio>> {
+        let row = sqlx::query("SELECT * FROM radios WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(radio).transpose()
+    }
+
+    async fn update_radio(&self, id: RadioId, new: &NewRadio) -> Result<Option<Radio>> {
+        let done = sqlx::query(
+            "UPDATE radios SET name = ?, stream_url = ?, location = ?, country = ?, owner_id = ?, \
+             enabled = ?, updated_at = CURRENT_TIMESTAMP(3) WHERE id = ?",
+        )
+        .bind(&new.name)
+        .bind(&new.stream_url)
+        .bind(&new.location)
+        .bind(&new.country)
+        .bind(new.owner)
+        .bind(new.enabled)
+        .bind(id)
+        .execute(&self.pool)
+        .await;
+        match done {
+            Err(e) if is_unique_violation(&e) => Err(relational::radio_name_taken(&new.name)),
+            Err(e) => Err(e.into()),
+            Ok(_) => self.radio(id).await,
+        }
+    }
+
+    async fn delete_radio(&self, id: RadioId) -> Result<bool> {
+        let played = sqlx::query("SELECT 1 FROM results WHERE radio_id = ? LIMIT 1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        if played.is_some() {
+            return Err(relational::radio_has_plays(id));
+        }
+        match sqlx::query("DELETE FROM radios WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+        {
+            Ok(done) => Ok(done.rows_affected() == 1),
+            // A play recorded since the check.
+            Err(e) if is_foreign_key_violation(&e) => Err(relational::radio_has_plays(id)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn put_radio_status(&self, s: &RadioStatus) -> Result<()> {
+        let sql = format!(
+            "INSERT INTO radio_status ({RADIO_STATUS_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON DUPLICATE KEY UPDATE state = VALUES(state), detail = VALUES(detail), since = VALUES(since), \
+             holder = VALUES(holder), codec = VALUES(codec), title = VALUES(title), \
+             bytes_per_s = VALUES(bytes_per_s), reconnects = VALUES(reconnects), samples = VALUES(samples), \
+             silence_s = VALUES(silence_s), last_sample_end = VALUES(last_sample_end), \
+             updated_at = VALUES(updated_at)"
+        );
+        let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(s.radio_id)
+            .bind(s.state.as_str())
+            .bind(&s.detail)
+            .bind(to_db(s.since))
+            .bind(&s.holder)
+            .bind(&s.codec)
+            .bind(&s.title)
+            .bind(s.bytes_per_s)
+            .bind(i64::try_from(s.reconnects).unwrap_or(i64::MAX))
+            .bind(i64::try_from(s.samples).unwrap_or(i64::MAX))
+            .bind(s.silence_s)
+            .bind(s.last_sample_end.map(to_db))
+            .bind(to_db(s.updated_at))
+            .execute(&self.pool)
+            .await;
+        match done {
+            Ok(_) => Ok(()),
+            // The radio was deleted while it was being listened to.
+            Err(e) if is_foreign_key_violation(&e) => {
+                Err(StorageError::not_found("radio", s.radio_id))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn radio_statuses(&self) -> Result<Vec<RadioStatus>> {
+        let rows = sqlx::query("SELECT * FROM radio_status ORDER BY radio_id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(radio_status).collect()
+    }
+
+    async fn add_radio_gap(&self, gap: &RadioGap) -> Result<()> {
+        let done = sqlx::query(
+            "INSERT INTO radio_gaps (radio_id, started_at, ended_at, reason) VALUES (?, ?, ?, ?)",
+        )
+        .bind(gap.radio_id)
+        .bind(to_db(gap.started_at))
+        .bind(to_db(gap.ended_at))
+        .bind(&gap.reason)
+        .execute(&self.pool)
+        .await;
+        match done {
+            Err(e) if is_foreign_key_violation(&e) => {
+                Err(StorageError::not_found("radio", gap.radio_id))
+            }
+            other => inserted(other).map(|_| ()),
+        }
+    }
+
+    async fn radio_gaps(
+        &self,
+        radio: RadioId,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<RadioGap>> {
+        let rows = sqlx::query(
+            "SELECT * FROM radio_gaps WHERE radio_id = ? AND started_at >= ? AND started_at < ? \
+             ORDER BY started_at",
+        )
+        .bind(radio)
+        .bind(to_db(from))
+        .bind(to_db(to))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(radio_gap).collect()
     }
 
     async fn add_device(&self, new: &NewDevice) -> Result<Device> {

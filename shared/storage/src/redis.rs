@@ -593,6 +593,18 @@ impl EventBus for RedisStore {
 }
 
 /// Take the lease if free, renew it if ours.
+/// `s` with Redis glob characters escaped, for `SCAN MATCH`.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 const ACQUIRE: &str = r"
 local holder = redis.call('GET', KEYS[1])
 if holder == false then
@@ -672,5 +684,31 @@ impl Leases for RedisStore {
             name: name.to_owned(),
             token: token as u64,
         }))
+    }
+
+    async fn held(&self, prefix: &str) -> Result<Vec<(String, String)>> {
+        let mut con = self.commands.clone();
+        let key_prefix = format!("{}lease:", self.prefix);
+        let mut keys: Vec<String> = Vec::new();
+        {
+            let pattern = format!("{}*", glob_escape(&format!("{key_prefix}{prefix}")));
+            let mut iter = con.scan_match::<_, String>(pattern).await?;
+            while let Some(k) = iter.next_item().await {
+                keys.push(k?);
+            }
+        }
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        keys.sort();
+        // A lease that expired between the scan and the read reads as nil.
+        let holders: Vec<Option<String>> = con.mget(&keys).await?;
+        Ok(keys
+            .into_iter()
+            .zip(holders)
+            .filter_map(|(key, holder)| {
+                Some((key.strip_prefix(&key_prefix)?.to_owned(), holder?))
+            })
+            .collect())
     }
 }

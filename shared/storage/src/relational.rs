@@ -7,7 +7,7 @@ use crate::credentials::CredentialDigest;
 use crate::error::{Result, StorageError};
 use crate::model::{
     ApiToken, Claim, ClaimState, ContentHash, Device, Imei, Music, MusicState, NewRadio, NewUser,
-    Play, Radio, Role, SecretHash, Source, User,
+    Play, Radio, RadioGap, RadioStatus, Role, SecretHash, Source, StationState, User,
 };
 use crate::repo::Inserted;
 
@@ -76,8 +76,57 @@ pub(crate) fn radio(row: &impl SqlRow) -> Result<Radio> {
         name: row.text("name")?,
         stream_url: row.text("stream_url")?,
         location: row.opt_text("location")?,
+        country: row.opt_text("country")?,
+        owner: row.opt_int("owner_id")?,
         enabled: row.flag("enabled")?,
     })
+}
+
+pub(crate) fn radio_status(row: &impl SqlRow) -> Result<RadioStatus> {
+    let count = |column| -> Result<u64> {
+        u64::try_from(row.int(column)?).map_err(StorageError::corrupt)
+    };
+    Ok(RadioStatus {
+        radio_id: row.int("radio_id")?,
+        state: StationState::parse(&row.text("state")?)?,
+        detail: row.opt_text("detail")?,
+        since: row.time("since")?,
+        holder: row.opt_text("holder")?,
+        codec: row.opt_text("codec")?,
+        title: row.opt_text("title")?,
+        bytes_per_s: row.real("bytes_per_s")?,
+        reconnects: count("reconnects")?,
+        samples: count("samples")?,
+        silence_s: row.real("silence_s")?,
+        last_sample_end: row.opt_time("last_sample_end")?,
+        updated_at: row.time("updated_at")?,
+    })
+}
+
+pub(crate) fn radio_gap(row: &impl SqlRow) -> Result<RadioGap> {
+    Ok(RadioGap {
+        radio_id: row.int("radio_id")?,
+        started_at: row.time("started_at")?,
+        ended_at: row.time("ended_at")?,
+        reason: row.text("reason")?,
+    })
+}
+
+/// Upserts a station's status (both databases spell the upsert differently:
+/// the statement's tail is theirs).
+pub(crate) const RADIO_STATUS_COLUMNS: &str = "radio_id, state, detail, since, holder, codec, title, \
+     bytes_per_s, reconnects, samples, silence_s, last_sample_end, updated_at";
+
+/// A station that still has plays cannot be deleted: they are what
+/// royalties are paid on.
+pub(crate) fn radio_has_plays(id: i64) -> StorageError {
+    StorageError::Conflict(format!(
+        "radio {id} has recorded plays; disable it instead (its plays stay in the reports)"
+    ))
+}
+
+pub(crate) fn radio_name_taken(name: &str) -> StorageError {
+    StorageError::Conflict(format!("a radio named {name:?} already exists"))
 }
 
 pub(crate) fn device(row: &impl SqlRow) -> Result<Device> {
@@ -169,6 +218,11 @@ pub(crate) fn plays_of_source_sql(source: Source) -> &'static str {
     }
 }
 
+pub(crate) fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.is_foreign_key_violation())
+}
+
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     e.as_database_error()
         .is_some_and(|d| d.is_unique_violation())
@@ -190,7 +244,11 @@ pub(crate) const PLAYS_OF_MUSIC_SQL: &str = "SELECT * FROM results WHERE music_i
 
 /// A radio whose name was taken: the same radio again (a retry) or a clash.
 pub(crate) fn same_radio(found: Radio, new: &NewRadio, created: bool) -> Result<Inserted<Radio>> {
-    if created || (found.stream_url == new.stream_url && found.location == new.location) {
+    if created
+        || (found.stream_url == new.stream_url
+            && found.location == new.location
+            && found.country == new.country)
+    {
         Ok(Inserted {
             record: found,
             created,

@@ -13,7 +13,7 @@ use crate::leases::Fence;
 use crate::model::{
     ApiToken, Claim, ClaimState, ContentHash, Device, FingerprintBlock, Imei, Music, MusicId,
     MusicState, NewDevice, NewMusic, NewPlay, NewRadio, NewSample, NewToken, NewUser, Play, PlayId,
-    Radio, RawResult, Source, User, UserId,
+    Radio, RadioGap, RadioId, RadioStatus, RawResult, SampleSpan, Source, User, UserId,
 };
 
 /// Audio bytes for the binary store.
@@ -45,7 +45,28 @@ pub trait RelationalStore: Send + Sync + std::fmt::Debug {
 
     /// Adds a radio; the same name with the same data again returns it.
     async fn add_radio(&self, radio: &NewRadio) -> Result<Inserted<Radio>>;
+    /// Every radio, by name.
     async fn radios(&self) -> Result<Vec<Radio>>;
+    async fn radio(&self, id: RadioId) -> Result<Option<Radio>>;
+    /// Replaces a radio's fields; `None` if there is no such radio,
+    /// [`crate::StorageError::Conflict`] if another radio has the name.
+    async fn update_radio(&self, id: RadioId, radio: &NewRadio) -> Result<Option<Radio>>;
+    /// Deletes a radio with its status and gaps; false if there is none.
+    /// [`crate::StorageError::Conflict`] if plays were recorded from it.
+    async fn delete_radio(&self, id: RadioId) -> Result<bool>;
+    /// Stores what the replica listening to a station reports.
+    async fn put_radio_status(&self, status: &RadioStatus) -> Result<()>;
+    /// Every reported station status, by radio id.
+    async fn radio_statuses(&self) -> Result<Vec<RadioStatus>>;
+    /// Records a gap in a station's samples; the same start again is a retry.
+    async fn add_radio_gap(&self, gap: &RadioGap) -> Result<()>;
+    /// A station's gaps that started in `[from, to)`, by start.
+    async fn radio_gaps(
+        &self,
+        radio: RadioId,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<RadioGap>>;
 
     /// A music owner's musics in `state`, by id, after `after`, at most `limit`.
     async fn musics_owned(
@@ -151,6 +172,18 @@ pub trait DocumentStore: Send + Sync + std::fmt::Debug {
     /// Stores a sample's fingerprint; the same id again keeps the first.
     async fn put_sample(&self, sample: &NewSample) -> Result<bool>;
     async fn sample(&self, id: &str) -> Result<Option<NewSample>>;
+    /// A source's samples captured in `[from, to)`, in capture order, at
+    /// most `limit`, without their peaks.
+    async fn sample_spans(
+        &self,
+        source: Source,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<SampleSpan>>;
+    /// A source's latest sample, without its peaks (where a radio's next
+    /// sample may start).
+    async fn last_sample(&self, source: Source) -> Result<Option<SampleSpan>>;
     /// Records that a sample went to the dead letters: reconciliation leaves
     /// it to an administrator. Harmless for an unknown id.
     async fn set_sample_aside(&self, sample_id: &str) -> Result<()>;

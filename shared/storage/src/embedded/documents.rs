@@ -13,7 +13,7 @@ use tokio_util::io::StreamReader;
 use super::SqliteStore;
 use crate::error::{Result, StorageError};
 use crate::model::{
-    FingerprintBlock, MusicId, NewSample, RawResult, Source, from_unix_ms, unix_ms,
+    FingerprintBlock, MusicId, NewSample, RawResult, SampleSpan, Source, from_unix_ms, unix_ms,
 };
 use crate::repo::{DocumentStore, Reader, RelationalStore};
 
@@ -28,6 +28,15 @@ fn block(row: &SqliteRow) -> Result<FingerprintBlock> {
         end_frame: row.try_get("end_frame")?,
         track_frames: row.try_get("track_frames")?,
         peaks: row.try_get("peaks")?,
+    })
+}
+
+fn span(row: &SqliteRow) -> Result<SampleSpan> {
+    Ok(SampleSpan {
+        id: row.try_get("id")?,
+        captured_at: from_unix_ms(row.try_get("captured_ms")?),
+        duration_ms: row.try_get("duration_ms")?,
+        title: row.try_get("title")?,
     })
 }
 
@@ -92,7 +101,8 @@ impl DocumentStore for SqliteStore {
     async fn put_sample(&self, s: &NewSample) -> Result<bool> {
         let done = sqlx::query(
             "INSERT OR IGNORE INTO sample_fingerprints \
-             (id, source_kind, source_id, location, captured_ms, duration_ms, peaks) VALUES (?, ?, ?, ?, ?, ?, ?)",
+             (id, source_kind, source_id, location, captured_ms, duration_ms, peaks, title) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&s.id)
         .bind(s.source.kind())
@@ -101,6 +111,7 @@ impl DocumentStore for SqliteStore {
         .bind(unix_ms(s.captured_at))
         .bind(s.duration_ms)
         .bind(&s.peaks)
+        .bind(&s.title)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -119,9 +130,44 @@ impl DocumentStore for SqliteStore {
                 captured_at: from_unix_ms(row.try_get("captured_ms")?),
                 duration_ms: row.try_get("duration_ms")?,
                 peaks: row.try_get("peaks")?,
+                title: row.try_get("title")?,
             })
         })
         .transpose()
+    }
+
+    async fn sample_spans(
+        &self,
+        source: Source,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<SampleSpan>> {
+        let rows = sqlx::query(
+            "SELECT id, captured_ms, duration_ms, title FROM sample_fingerprints \
+             WHERE source_kind = ? AND source_id = ? AND captured_ms >= ? AND captured_ms < ? \
+             ORDER BY captured_ms LIMIT ?",
+        )
+        .bind(source.kind())
+        .bind(source.id())
+        .bind(unix_ms(from))
+        .bind(unix_ms(to))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(span).collect()
+    }
+
+    async fn last_sample(&self, source: Source) -> Result<Option<SampleSpan>> {
+        let row = sqlx::query(
+            "SELECT id, captured_ms, duration_ms, title FROM sample_fingerprints \
+             WHERE source_kind = ? AND source_id = ? ORDER BY captured_ms DESC LIMIT 1",
+        )
+        .bind(source.kind())
+        .bind(source.id())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(span).transpose()
     }
 
     async fn set_sample_aside(&self, sample_id: &str) -> Result<()> {

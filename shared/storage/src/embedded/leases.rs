@@ -71,4 +71,21 @@ impl Leases for SqliteStore {
             token: t as u64,
         }))
     }
+
+    async fn held(&self, prefix: &str) -> Result<Vec<(String, String)>> {
+        let now = unix_ms(OffsetDateTime::now_utc());
+        // A range on the primary key rather than LIKE, whose wildcards the
+        // prefix could contain.
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT name, holder FROM leases WHERE name >= ? AND substr(name, 1, ?) = ? \
+             AND expires_ms > ? ORDER BY name",
+        )
+        .bind(prefix)
+        .bind(prefix.chars().count() as i64)
+        .bind(prefix)
+        .bind(now)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows)
+    }
 }

@@ -1,0 +1,305 @@
+//! The stations API: administrators register, change and remove stations;
+//! operators see the stations that belong to them and how they are doing.
+//!
+//! - `POST /v1/radios`, `GET /v1/radios`, `GET/PATCH/DELETE /v1/radios/{id}`
+//! - `GET /v1/radios/{id}/health`, `GET /v1/radios/health`: each station's
+//!   state as the replica listening to it last reported it.
+
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use hendu_service::accounts::json_body;
+use hendu_service::{ApiError, Principal};
+use hendu_storage::Storage;
+use hendu_storage::model::{NewRadio, Radio, RadioId, RadioStatus, Role, StationState, UserId};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+#[derive(Debug, Clone)]
+pub struct StationsState {
+    pub storage: Storage,
+    pub auth: hendu_service::Auth,
+    /// A status not written for this long means no replica listens.
+    pub stale_after: std::time::Duration,
+}
+
+impl axum::extract::FromRef<StationsState> for hendu_service::Auth {
+    fn from_ref(state: &StationsState) -> Self {
+        state.auth.clone()
+    }
+}
+
+pub fn router(state: StationsState) -> Router {
+    Router::new()
+        .route("/v1/radios", get(list).post(add))
+        .route("/v1/radios/health", get(health_all))
+        .route("/v1/radios/{id}", get(one).patch(change).delete(remove))
+        .route("/v1/radios/{id}/health", get(health_one))
+        .with_state(state)
+}
+
+const WHAT: &str = "manage radio stations";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Registration {
+    name: String,
+    stream_url: String,
+    location: Option<String>,
+    country: Option<String>,
+    /// The operator the station belongs to.
+    owner_id: Option<UserId>,
+    #[serde(default = "yes")]
+    enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A field of a PATCH: absent (keep), `null` (clear) or a value.
+#[derive(Debug, Default)]
+enum Field<T> {
+    #[default]
+    Keep,
+    Clear,
+    Set(T),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Field<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match Option::<T>::deserialize(d)? {
+            None => Field::Clear,
+            Some(v) => Field::Set(v),
+        })
+    }
+}
+
+impl<T: Clone> Field<T> {
+    fn apply(&self, current: Option<T>) -> Option<T> {
+        match self {
+            Field::Keep => current,
+            Field::Clear => None,
+            Field::Set(v) => Some(v.clone()),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Change {
+    name: Option<String>,
+    stream_url: Option<String>,
+    #[serde(default)]
+    location: Field<String>,
+    #[serde(default)]
+    country: Field<String>,
+    #[serde(default)]
+    owner_id: Field<UserId>,
+    enabled: Option<bool>,
+}
+
+async fn check_owner(storage: &Storage, owner: Option<UserId>) -> Result<(), ApiError> {
+    let Some(id) = owner else {
+        return Ok(());
+    };
+    match storage.relational.user(id).await? {
+        Some(u) if u.role == Role::Operator || u.role == Role::Admin => Ok(()),
+        Some(_) => Err(ApiError::unprocessable(
+            "invalid_owner",
+            format!("user {id} is not an operator; a station belongs to an operator"),
+        )),
+        None => Err(ApiError::unprocessable(
+            "invalid_owner",
+            format!("there is no user {id}"),
+        )),
+    }
+}
+
+async fn add(
+    State(state): State<StationsState>,
+    principal: Principal,
+    body: bytes::Bytes,
+) -> Result<Response, ApiError> {
+    principal.require_admin(WHAT)?;
+    let r: Registration = json_body(&body)?;
+    let new = NewRadio::new(&r.name, &r.stream_url, r.location.as_deref())?
+        .in_country(r.country.as_deref())?
+        .owned_by(r.owner_id)
+        .enabled(r.enabled);
+    check_owner(&state.storage, new.owner).await?;
+    let added = state.storage.relational.add_radio(&new).await?;
+    let radio = added.record;
+    tracing::info!(radio = radio.id, name = %radio.name, by = principal.user.id, created = added.created, "station registered");
+    let status = if added.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        [(header::LOCATION, format!("/v1/radios/{}", radio.id))],
+        Json(radio),
+    )
+        .into_response())
+}
+
+/// The stations `principal` may see: all for an administrator, its own for
+/// an operator.
+fn may_see(principal: &Principal, radio: &Radio) -> bool {
+    principal.is_admin() || radio.owner == Some(principal.user.id)
+}
+
+async fn list(
+    State(state): State<StationsState>,
+    principal: Principal,
+) -> Result<Json<Vec<Radio>>, ApiError> {
+    principal.require(&[Role::Admin, Role::Operator], "list radio stations")?;
+    let radios = state.storage.relational.radios().await?;
+    Ok(Json(
+        radios
+            .into_iter()
+            .filter(|r| may_see(&principal, r))
+            .collect(),
+    ))
+}
+
+async fn found(state: &StationsState, principal: &Principal, id: RadioId) -> Result<Radio, ApiError> {
+    match state.storage.relational.radio(id).await? {
+        // Someone else's station is as unknown as a missing one.
+        Some(r) if may_see(principal, &r) => Ok(r),
+        _ => Err(ApiError::not_found(format!("no radio station has id {id}"))),
+    }
+}
+
+async fn one(
+    State(state): State<StationsState>,
+    principal: Principal,
+    Path(id): Path<RadioId>,
+) -> Result<Json<Radio>, ApiError> {
+    principal.require(&[Role::Admin, Role::Operator], "see radio stations")?;
+    Ok(Json(found(&state, &principal, id).await?))
+}
+
+async fn change(
+    State(state): State<StationsState>,
+    principal: Principal,
+    Path(id): Path<RadioId>,
+    body: bytes::Bytes,
+) -> Result<Json<Radio>, ApiError> {
+    principal.require_admin(WHAT)?;
+    let change: Change = json_body(&body)?;
+    let current = found(&state, &principal, id).await?;
+    let name = change.name.unwrap_or(current.name.clone());
+    let url = change.stream_url.unwrap_or(current.stream_url.clone());
+    let location = change.location.apply(current.location.clone());
+    let country = change.country.apply(current.country.clone());
+    let new = NewRadio::new(&name, &url, location.as_deref())?
+        .in_country(country.as_deref())?
+        .owned_by(change.owner_id.apply(current.owner))
+        .enabled(change.enabled.unwrap_or(current.enabled));
+    check_owner(&state.storage, new.owner).await?;
+    let updated = state
+        .storage
+        .relational
+        .update_radio(id, &new)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no radio station has id {id}")))?;
+    tracing::info!(radio = id, by = principal.user.id, enabled = updated.enabled, "station changed");
+    Ok(Json(updated))
+}
+
+async fn remove(
+    State(state): State<StationsState>,
+    principal: Principal,
+    Path(id): Path<RadioId>,
+) -> Result<StatusCode, ApiError> {
+    principal.require_admin(WHAT)?;
+    if state.storage.relational.delete_radio(id).await? {
+        tracing::info!(radio = id, by = principal.user.id, "station deleted");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("no radio station has id {id}")))
+    }
+}
+
+/// A station's health as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct Health {
+    pub radio_id: RadioId,
+    pub name: String,
+    pub enabled: bool,
+    /// `disabled` for a disabled station; `null` before any replica reported.
+    pub state: Option<StationState>,
+    /// True when no replica has reported for longer than the lease: nobody
+    /// listens (all replicas down, or all full).
+    pub stale: bool,
+    /// What the listening replica last wrote.
+    pub status: Option<RadioStatus>,
+}
+
+fn health_of(radio: Radio, status: Option<RadioStatus>, stale_after: std::time::Duration) -> Health {
+    let now = OffsetDateTime::now_utc();
+    let stale = radio.enabled
+        && status
+            .as_ref()
+            .is_none_or(|s| (now - s.updated_at).unsigned_abs() > stale_after);
+    let state = if radio.enabled {
+        status.as_ref().map(|s| s.state)
+    } else {
+        Some(StationState::Disabled)
+    };
+    Health {
+        radio_id: radio.id,
+        name: radio.name,
+        enabled: radio.enabled,
+        state,
+        stale,
+        status,
+    }
+}
+
+async fn health_all(
+    State(state): State<StationsState>,
+    principal: Principal,
+) -> Result<Json<Vec<Health>>, ApiError> {
+    principal.require(&[Role::Admin, Role::Operator], "see radio stations")?;
+    let radios = state.storage.relational.radios().await?;
+    let mut statuses: std::collections::HashMap<RadioId, RadioStatus> = state
+        .storage
+        .relational
+        .radio_statuses()
+        .await?
+        .into_iter()
+        .map(|s| (s.radio_id, s))
+        .collect();
+    Ok(Json(
+        radios
+            .into_iter()
+            .filter(|r| may_see(&principal, r))
+            .map(|r| {
+                let status = statuses.remove(&r.id);
+                health_of(r, status, state.stale_after)
+            })
+            .collect(),
+    ))
+}
+
+async fn health_one(
+    State(state): State<StationsState>,
+    principal: Principal,
+    Path(id): Path<RadioId>,
+) -> Result<Json<Health>, ApiError> {
+    principal.require(&[Role::Admin, Role::Operator], "see radio stations")?;
+    let radio = found(&state, &principal, id).await?;
+    let status = state
+        .storage
+        .relational
+        .radio_statuses()
+        .await?
+        .into_iter()
+        .find(|s| s.radio_id == id);
+    Ok(Json(health_of(radio, status, state.stale_after)))
+}

@@ -1,0 +1,273 @@
+//! Which replica listens to which station.
+//!
+//! Every replica holds a presence lease (`radio-monitor/replica/{name}`)
+//! while it runs, and a lease per station it listens to
+//! (`radio-monitor/station/{id}`), renewed every scan. At each scan a
+//! replica lists the enabled stations and the live replicas, and takes the
+//! free stations that rendezvous hashing gives to it (the replica with the
+//! highest hash of station and replica name): replicas starting together
+//! split the stations evenly without talking to each other. A free station
+//! whose chosen replica has not taken it within two scans (it is full, or
+//! dying) goes to whichever replica gets its lease first. A replica whose
+//! renewal fails stops listening at once; one that shuts down releases its
+//! leases, so others take its stations at their next scan rather than
+//! after the lease time.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use hendu_service::Heartbeat;
+use hendu_storage::model::{Radio, RadioId};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::Context;
+use crate::listener;
+
+pub const REPLICA_LEASES: &str = "radio-monitor/replica/";
+pub const STATION_LEASES: &str = "radio-monitor/station/";
+
+pub fn station_lease(id: RadioId) -> String {
+    format!("{STATION_LEASES}{id}")
+}
+
+/// A station this replica listens to.
+#[derive(Debug)]
+struct Running {
+    radio: Radio,
+    held: Arc<AtomicBool>,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+    /// The last successful renewal: past the lease time without one, another
+    /// replica may hold the station, so this one stops.
+    renewed: std::time::Instant,
+}
+
+/// FNV-1a: the same on every replica and every build (the standard
+/// library's hasher may change between Rust versions).
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for &b in *part {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// The replica rendezvous hashing gives `station` to.
+pub fn chosen<'a>(station: RadioId, replicas: &'a [String]) -> Option<&'a str> {
+    replicas
+        .iter()
+        .max_by_key(|r| fnv1a(&[&station.to_le_bytes(), r.as_bytes()]))
+        .map(String::as_str)
+}
+
+#[derive(Debug)]
+pub struct Supervisor {
+    ctx: Arc<Context>,
+    running: HashMap<RadioId, Running>,
+    /// Free stations seen at the last scan, and for how many scans in a row.
+    unclaimed: HashMap<RadioId, u32>,
+}
+
+impl Supervisor {
+    pub fn new(ctx: Arc<Context>) -> Self {
+        Self {
+            ctx,
+            running: HashMap::new(),
+            unclaimed: HashMap::new(),
+        }
+    }
+
+    /// Scans until `stop`; then stops every listener and releases its lease.
+    pub async fn run(mut self, beat: Heartbeat, stop: CancellationToken) {
+        let every = self.ctx.config.scan_every;
+        let me = self.ctx.config.replica.clone();
+        let presence = format!("{REPLICA_LEASES}{me}");
+        // Be seen before taking anything, so that replicas starting
+        // together hash over each other.
+        if let Err(e) = self
+            .ctx
+            .storage
+            .leases
+            .acquire(&presence, &me, self.ctx.config.lease)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot register this replica");
+        }
+        let mut ticker = tokio::time::interval(every);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = ticker.tick() => {}
+            }
+            beat.beat();
+            if let Err(e) = self.scan(&presence).await {
+                tracing::warn!(error = %e, "station scan failed");
+            }
+            self.ctx.meters.held.set(self.running.len() as i64);
+        }
+        self.stop_all().await;
+        let _ = self.ctx.storage.leases.release(&presence, &me).await;
+    }
+
+    async fn scan(&mut self, presence: &str) -> hendu_storage::Result<()> {
+        let ctx = self.ctx.clone();
+        let (leases, me, ttl) = (&ctx.storage.leases, &ctx.config.replica, ctx.config.lease);
+        leases.acquire(presence, me, ttl).await?;
+        // Renew first: a station whose lease went elsewhere stops now.
+        let mut lost = Vec::new();
+        for (&id, running) in &mut self.running {
+            match leases.acquire(&station_lease(id), me, ttl).await {
+                Ok(true) => running.renewed = std::time::Instant::now(),
+                Ok(false) => lost.push(id),
+                Err(e) => {
+                    tracing::warn!(radio = id, error = %e, "cannot renew a station's lease");
+                    if running.renewed.elapsed() >= ttl {
+                        lost.push(id);
+                    }
+                }
+            }
+            if running.task.is_finished() {
+                lost.push(id);
+            }
+        }
+        for id in lost {
+            tracing::warn!(radio = id, "the station's lease is held elsewhere now; stopping");
+            self.stop_one(id, false).await;
+        }
+        let radios = ctx.storage.relational.radios().await?;
+        let wanted: HashMap<RadioId, Radio> = radios
+            .into_iter()
+            .filter(|r| r.enabled)
+            .map(|r| (r.id, r))
+            .collect();
+        // Disabled, deleted or changed stations stop (a changed one starts again below).
+        let gone: Vec<RadioId> = self
+            .running
+            .iter()
+            .filter(|(id, r)| wanted.get(id) != Some(&r.radio))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in gone {
+            tracing::info!(radio = id, "station disabled, deleted or changed; stopping");
+            self.stop_one(id, true).await;
+        }
+        let replicas: Vec<String> = leases
+            .held(REPLICA_LEASES)
+            .await?
+            .into_iter()
+            .filter_map(|(name, _)| name.strip_prefix(REPLICA_LEASES).map(str::to_owned))
+            .collect();
+        let holders: HashSet<RadioId> = leases
+            .held(STATION_LEASES)
+            .await?
+            .into_iter()
+            .filter_map(|(name, _)| name.strip_prefix(STATION_LEASES)?.parse().ok())
+            .collect();
+        let mut ids: Vec<&RadioId> = wanted.keys().collect();
+        ids.sort();
+        let mut unclaimed = HashMap::new();
+        for &id in ids {
+            if self.running.contains_key(&id) || holders.contains(&id) {
+                continue;
+            }
+            let scans = self.unclaimed.get(&id).copied().unwrap_or(0) + 1;
+            unclaimed.insert(id, scans);
+            let mine = chosen(id, &replicas).is_none_or(|r| r == me.as_str());
+            if !(mine || scans > 2) || self.running.len() >= ctx.config.max_stations {
+                continue;
+            }
+            if leases.acquire(&station_lease(id), me, ttl).await? {
+                unclaimed.remove(&id);
+                self.start(wanted[&id].clone());
+            }
+        }
+        self.unclaimed = unclaimed;
+        Ok(())
+    }
+
+    fn start(&mut self, radio: Radio) {
+        let id = radio.id;
+        tracing::info!(radio = id, name = %radio.name, url = %radio.stream_url, "listening to a station");
+        let held = Arc::new(AtomicBool::new(true));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(listener::listen(
+            self.ctx.clone(),
+            radio.clone(),
+            held.clone(),
+            stop.clone(),
+        ));
+        self.running.insert(
+            id,
+            Running {
+                radio,
+                held,
+                stop,
+                task,
+                renewed: std::time::Instant::now(),
+            },
+        );
+    }
+
+    /// Stops a listener; `release` gives its lease back (not when it was lost).
+    async fn stop_one(&mut self, id: RadioId, release: bool) {
+        let Some(running) = self.running.remove(&id) else {
+            return;
+        };
+        running.held.store(false, Ordering::Release);
+        running.stop.cancel();
+        let _ = running.task.await;
+        if release {
+            let _ = self
+                .ctx
+                .storage
+                .leases
+                .release(&station_lease(id), &self.ctx.config.replica)
+                .await;
+        }
+        self.ctx.meters.forget(id);
+    }
+
+    async fn stop_all(&mut self) {
+        for running in self.running.values() {
+            running.held.store(false, Ordering::Release);
+            running.stop.cancel();
+        }
+        let ids: Vec<RadioId> = self.running.keys().copied().collect();
+        for id in ids {
+            self.stop_one(id, true).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendezvous_hashing_spreads_stations_and_moves_few_when_a_replica_goes() {
+        let replicas: Vec<String> = (0..3).map(|i| format!("monitor-{i}")).collect();
+        let mut counts = HashMap::new();
+        for id in 0..300 {
+            *counts.entry(chosen(id, &replicas).unwrap()).or_insert(0) += 1;
+        }
+        assert_eq!(counts.len(), 3);
+        assert!(counts.values().all(|&n| (70..=130).contains(&n)), "{counts:?}");
+        // Without monitor-2 only its stations move.
+        let two = &replicas[..2];
+        for id in 0..300 {
+            let before = chosen(id, &replicas).unwrap();
+            if before != "monitor-2" {
+                assert_eq!(chosen(id, two), Some(before));
+            }
+        }
+        assert_eq!(chosen(1, &[]), None);
+    }
+}
