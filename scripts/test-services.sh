@@ -4,6 +4,7 @@
 #
 # - MariaDB (as MySQL) and Redis: the machine's own on their standard ports;
 #   started (and installed from Debian's packages, as root) when not running.
+# - Icecast and ffmpeg (the radio monitor's stations): Debian's packages.
 # - MongoDB protocol: secantusdb from PyPI, in the project's .venv, on a free
 #   port with in-memory storage; stopped when the tests end.
 
@@ -63,7 +64,19 @@ ensure_secantus() {
   wait_port "$SECANTUS_PORT" secantusdb
 }
 
+# Tools the radio monitor's tests run: an Icecast server and encoders.
+ensure_tools() {
+  local missing=()
+  command -v icecast2 >/dev/null || missing+=(icecast2)
+  command -v ffmpeg >/dev/null || missing+=(ffmpeg)
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "   installing ${missing[*]}"
+    apt_install "${missing[@]}" || { apt-get update -q >/dev/null && apt_install "${missing[@]}"; }
+  fi
+}
+
 echo "== services"
+ensure_tools
 ensure_mariadb
 ensure_redis
 ensure_secantus

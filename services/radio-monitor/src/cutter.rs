@@ -5,19 +5,23 @@
 //! A sample is stamped with the wall-clock instant its first frame was on
 //! air. Servers send a burst of buffered audio on connect (seconds of it,
 //! older than now), then audio at the rate it is played. So the instant of
-//! stream position `p` is estimated as the least `arrival - p` seen, over
-//! every decoded chunk: the burst's chunks arrive early for their position
-//! and do not lower it, delays on the network only raise it. The estimate
-//! settles once the burst has been decoded; it is frozen when the first
-//! sample starts ([`CutterConfig::settle`] after the first audio), and every
-//! later sample of the connection is exactly one sample length after the
-//! one before. A sample never starts before `not_before` (the end of the
-//! station's last stored sample): audio before it is skipped, so samples
-//! never overlap, whoever cut the earlier ones.
+//! stream position `p` is estimated as the least `arrival - p` seen over the
+//! decoded chunks: the burst's chunks arrive early for their position and do
+//! not lower it, delays on the network only raise it. The estimate is frozen
+//! when the connection's first sample is complete (the burst is long
+//! decoded by then), and every later sample of the connection starts exactly
+//! one sample length after the one before.
+//!
+//! A sample never starts before `not_before` (the end of the station's last
+//! stored sample, whoever cut it): a sample that would is trimmed at the
+//! front, by whole fingerprint frames, or dropped if nothing is left. So a
+//! station's samples never overlap, and the burst's audio is used where it
+//! is new.
 
 use std::time::Duration;
 
 use hendu_fingerprint::packed::{BinPrecision, pack};
+use hendu_fingerprint::params::FRAME_SECONDS;
 use hendu_fingerprint::{Fingerprinter, Peak, PeakProfile};
 use time::OffsetDateTime;
 
@@ -27,8 +31,6 @@ pub struct CutterConfig {
     pub sample: Duration,
     /// Below this level (dBFS, RMS over a second) a second counts as silent.
     pub silence_dbfs: f64,
-    /// How long after the first audio the timing is trusted and cutting starts.
-    pub settle: Duration,
 }
 
 /// A finished sample.
@@ -48,7 +50,9 @@ pub enum Output {
     Sample(Cut),
     /// Once a second of audio: how long the audio has been silent (0 when
     /// the last second was not).
-    Level { silent_s: f64 },
+    Level {
+        silent_s: f64,
+    },
 }
 
 #[derive(Debug)]
@@ -57,7 +61,8 @@ struct Current {
     peaks: Vec<Peak>,
     /// Frames still to take into this sample.
     left: u64,
-    captured_at: OffsetDateTime,
+    /// The sample's number in this connection.
+    index: u64,
 }
 
 /// One connection's cutter (a new connection is a new time line).
@@ -68,13 +73,14 @@ pub struct Cutter {
     rate: u32,
     /// Frames seen since the connection opened.
     pos: u64,
-    first_audio: Option<OffsetDateTime>,
     /// Least `arrival - position` seen, in nanoseconds since the epoch.
     anchor_ns: Option<i128>,
-    /// Set when cutting starts: the frame where the next sample starts, and its instant.
-    next: Option<(u64, OffsetDateTime)>,
+    /// The first sample's instant, once its timing is frozen.
+    base: Option<OffsetDateTime>,
     current: Option<Current>,
-    cut_any: bool,
+    samples: u64,
+    /// Whether a sample came out of this connection yet.
+    emitted: bool,
     level_sum: f64,
     level_frames: u64,
     silent_s: f64,
@@ -87,11 +93,11 @@ impl Cutter {
             not_before,
             rate: 0,
             pos: 0,
-            first_audio: None,
             anchor_ns: None,
-            next: None,
+            base: None,
             current: None,
-            cut_any: false,
+            samples: 0,
+            emitted: false,
             level_sum: 0.0,
             level_frames: 0,
             silent_s: 0.0,
@@ -102,112 +108,96 @@ impl Cutter {
         (self.config.sample.as_secs_f64() * f64::from(self.rate)).round() as u64
     }
 
-    fn instant_of(&self, anchor_ns: i128, frame: u64) -> OffsetDateTime {
-        let ns = anchor_ns + i128::from(frame) * 1_000_000_000 / i128::from(self.rate);
-        OffsetDateTime::from_unix_timestamp_nanos(ns).unwrap_or(OffsetDateTime::UNIX_EPOCH)
-    }
-
     /// Takes a chunk of mono audio at `rate` Hz that was decoded at `now`.
     ///
     /// # Panics
     /// If the rate is zero or changes (a new rate is a new connection).
-    pub fn push(
-        &mut self,
-        samples: &[f32],
-        rate: u32,
-        now: OffsetDateTime,
-        out: &mut Vec<Output>,
-    ) {
-        assert!(rate > 0 && (self.rate == 0 || self.rate == rate), "the rate is fixed");
+    pub fn push(&mut self, samples: &[f32], rate: u32, now: OffsetDateTime, out: &mut Vec<Output>) {
+        assert!(
+            rate > 0 && (self.rate == 0 || self.rate == rate),
+            "the rate is fixed"
+        );
         self.rate = rate;
         let end = self.pos + samples.len() as u64;
-        if self.next.is_none() {
-            let estimate = now.unix_timestamp_nanos()
-                - i128::from(end) * 1_000_000_000 / i128::from(rate);
+        if self.base.is_none() {
+            let estimate =
+                now.unix_timestamp_nanos() - i128::from(end) * 1_000_000_000 / i128::from(rate);
             self.anchor_ns = Some(self.anchor_ns.map_or(estimate, |a| a.min(estimate)));
-            let first = *self.first_audio.get_or_insert(now);
-            if now - first >= self.config.settle {
-                self.start_cutting();
-            }
         }
         self.level(samples, out);
-        let mut at = self.pos;
         let mut rest = samples;
         while !rest.is_empty() {
-            if self.current.is_none() {
-                let Some((start, captured_at)) = self.next else {
-                    break;
-                };
-                if start >= at + rest.len() as u64 {
-                    break;
-                }
-                // Skip to the sample's first frame.
-                let skip = start.saturating_sub(at) as usize;
-                rest = &rest[skip..];
-                at += skip as u64;
-                self.current = Some(Current {
-                    fingerprinter: Fingerprinter::new(rate, PeakProfile::QUERY),
-                    peaks: Vec::new(),
-                    left: self.sample_frames(),
-                    captured_at,
-                });
-            }
-            let Some(current) = self.current.as_mut() else {
-                break;
-            };
+            let frames = self.sample_frames();
+            let current = self.current.get_or_insert_with(|| Current {
+                fingerprinter: Fingerprinter::new(rate, PeakProfile::QUERY),
+                peaks: Vec::new(),
+                left: frames,
+                index: self.samples,
+            });
             let n = (current.left as usize).min(rest.len());
             current.fingerprinter.push(&rest[..n], &mut current.peaks);
             current.left -= n as u64;
             rest = &rest[n..];
-            at += n as u64;
             if current.left == 0 {
                 let done = self.current.take().expect("a sample is being cut");
-                out.push(Output::Sample(self.finish(done)));
+                self.samples += 1;
+                if let Some(cut) = self.finish(done) {
+                    out.push(Output::Sample(cut));
+                }
             }
         }
         self.pos = end;
     }
 
-    /// Freezes the timing and places the first sample: here, or where the
-    /// station's stored samples end if that is later.
-    fn start_cutting(&mut self) {
-        let Some(anchor) = self.anchor_ns else {
-            return;
-        };
-        let mut start = self.pos;
-        if let Some(not_before) = self.not_before {
-            let wait_ns = not_before.unix_timestamp_nanos() - anchor;
-            if wait_ns > 0 {
-                // The first frame at or after `not_before`.
-                let frames = ceil_div(wait_ns * i128::from(self.rate), 1_000_000_000);
-                start = start.max(u64::try_from(frames).unwrap_or(u64::MAX));
-            }
+    /// The connection's first instant, frozen at the first sample's end.
+    fn base(&mut self) -> OffsetDateTime {
+        if let Some(base) = self.base {
+            return base;
         }
-        // Whole milliseconds (what the store keeps), rounded up so that
-        // the sample still starts at or after `not_before`.
-        let instant = self.instant_of(anchor, start);
-        let ms = ceil_div(instant.unix_timestamp_nanos(), 1_000_000);
-        let captured_at = OffsetDateTime::from_unix_timestamp_nanos(ms * 1_000_000)
+        let anchor = self.anchor_ns.unwrap_or_default();
+        // Whole milliseconds (what the store keeps), rounded up.
+        let ms = ceil_div(anchor, 1_000_000);
+        let base = OffsetDateTime::from_unix_timestamp_nanos(ms * 1_000_000)
             .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-        self.next = Some((start, captured_at));
+        self.base = Some(base);
+        base
     }
 
-    fn finish(&mut self, mut done: Current) -> Cut {
+    fn finish(&mut self, mut done: Current) -> Option<Cut> {
         done.fingerprinter.finish(&mut done.peaks);
-        let duration_ms = self.config.sample.as_millis() as u32;
-        let frames = self.sample_frames();
-        if let Some((start, captured_at)) = self.next.as_mut() {
-            *start += frames;
-            *captured_at += time::Duration::milliseconds(i64::from(duration_ms));
+        let length_ms = self.config.sample.as_millis() as i64;
+        let mut captured_at =
+            self.base() + time::Duration::milliseconds(length_ms * done.index as i64);
+        let mut duration_ms = length_ms;
+        let mut peaks = done.peaks;
+        if let Some(not_before) = self.not_before
+            && captured_at < not_before
+        {
+            // Trim the front by whole frames.
+            let overlap_ns = (not_before - captured_at).whole_nanoseconds();
+            let frame_ns = (FRAME_SECONDS * 1e9).round() as i128;
+            let frames = ceil_div(overlap_ns, frame_ns);
+            let trimmed_ms = (frames * frame_ns / 1_000_000) as i64;
+            if trimmed_ms >= length_ms {
+                return None;
+            }
+            let cut_at = u32::try_from(frames).unwrap_or(u32::MAX);
+            peaks.retain(|p| p.frame >= cut_at);
+            for p in &mut peaks {
+                p.frame -= cut_at;
+            }
+            captured_at += time::Duration::milliseconds(trimmed_ms);
+            duration_ms -= trimmed_ms;
         }
-        let first = !self.cut_any;
-        self.cut_any = true;
-        Cut {
-            captured_at: done.captured_at,
-            duration_ms,
-            peaks: pack(&done.peaks, BinPrecision::Fine),
+        let first = !self.emitted;
+        self.emitted = true;
+        self.not_before = None;
+        Some(Cut {
+            captured_at,
+            duration_ms: duration_ms as u32,
+            peaks: pack(&peaks, BinPrecision::Fine),
             first,
-        }
+        })
     }
 
     /// Sums the level per second of audio; reports each second.
@@ -216,7 +206,10 @@ impl Cutter {
         let mut rest = samples;
         while !rest.is_empty() {
             let n = ((second - self.level_frames) as usize).min(rest.len());
-            self.level_sum += rest[..n].iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>();
+            self.level_sum += rest[..n]
+                .iter()
+                .map(|&s| f64::from(s) * f64::from(s))
+                .sum::<f64>();
             self.level_frames += n as u64;
             rest = &rest[n..];
             if self.level_frames == second {
@@ -252,13 +245,11 @@ mod tests {
         CutterConfig {
             sample: Duration::from_secs(30),
             silence_dbfs: -50.0,
-            settle: Duration::from_secs(2),
         }
     }
 
     fn at(s: f64) -> OffsetDateTime {
-        OffsetDateTime::from_unix_timestamp(1_780_000_000).unwrap()
-            + time::Duration::seconds_f64(s)
+        OffsetDateTime::from_unix_timestamp(1_780_000_000).unwrap() + time::Duration::seconds_f64(s)
     }
 
     fn tone(seconds: f64, amplitude: f32) -> Vec<f32> {
@@ -275,8 +266,12 @@ mod tests {
         let chunk = RATE as usize / 10;
         for (i, part) in audio.chunks(chunk).enumerate() {
             let end_s = ((i + 1) * chunk) as f64 / f64::from(RATE);
-            let now = if end_s <= burst_s { t0 } else { t0 + end_s - burst_s };
-            cutter.push(part, RATE, now, &mut out);
+            let now = if end_s <= burst_s {
+                t0
+            } else {
+                t0 + end_s - burst_s
+            };
+            cutter.push(part, RATE, at(now), &mut out);
         }
         out
     }
@@ -297,36 +292,56 @@ mod tests {
         let out = stream(&mut cutter, &tone(100.0, 0.3), 100.0, 4.0);
         let cuts = cuts(&out);
         assert_eq!(cuts.len(), 3);
-        let first_on_air = at(96.0);
-        // Cutting starts 2 s (settle) after the first audio arrived: about
-        // 6 s into the stream. Within one chunk of the truth.
-        let offset = (cuts[0].captured_at - first_on_air).as_seconds_f64();
-        assert!((5.9..=6.2).contains(&offset), "{offset}");
+        let error = (cuts[0].captured_at - at(96.0)).as_seconds_f64();
+        assert!(error.abs() < 0.01, "{error}");
         for w in cuts.windows(2) {
-            assert_eq!(w[1].captured_at - w[0].captured_at, time::Duration::seconds(30));
+            assert_eq!(
+                w[1].captured_at - w[0].captured_at,
+                time::Duration::seconds(30)
+            );
         }
         assert!(cuts[0].first && !cuts[1].first);
-        assert!(cuts.iter().all(|c| c.duration_ms == 30_000 && !c.peaks.is_empty()));
+        assert!(
+            cuts.iter()
+                .all(|c| c.duration_ms == 30_000 && !c.peaks.is_empty())
+        );
+    }
+
+    fn end(c: &Cut) -> OffsetDateTime {
+        c.captured_at + time::Duration::milliseconds(i64::from(c.duration_ms))
     }
 
     #[test]
     fn a_sample_never_starts_before_the_stored_ones_end() {
-        // The last stored sample ends 1 s before the burst's newest audio.
+        // The last stored sample ends 3 s into this connection's audio.
         let not_before = at(99.0);
         let mut cutter = Cutter::new(config(), Some(not_before));
-        let out = stream(&mut cutter, &tone(40.0, 0.3), 100.0, 4.0);
-        let cuts = cuts(&out);
-        assert_eq!(cuts.len(), 1);
-        assert!(cuts[0].captured_at >= not_before);
-        assert!(cuts[0].captured_at - not_before < time::Duration::milliseconds(10));
-        // Well before: cutting starts once settled, leaving a gap.
+        let out = stream(&mut cutter, &tone(70.0, 0.3), 100.0, 4.0);
+        let cut = cuts(&out);
+        assert_eq!(cut.len(), 2);
+        // Trimmed by whole 16 ms frames: starts within a frame after.
+        assert!(cut[0].captured_at >= not_before);
+        assert!(cut[0].captured_at - not_before < time::Duration::milliseconds(16));
+        assert!(cut[0].duration_ms < 27_000 && cut[0].first);
+        // The next sample starts where the trimmed one ends.
+        assert_eq!(end(cut[0]), cut[1].captured_at);
+        assert_eq!(cut[1].duration_ms, 30_000);
+
+        // Stored samples reaching past the first sample: it is dropped,
+        // the second is trimmed.
+        let mut cutter = Cutter::new(config(), Some(at(96.0 + 45.0)));
+        let out = stream(&mut cutter, &tone(100.0, 0.3), 100.0, 4.0);
+        let cut = cuts(&out);
+        assert_eq!(cut.len(), 2);
+        assert!(cut[0].first && cut[0].captured_at >= at(141.0));
+        assert_eq!(end(cut[0]), cut[1].captured_at);
+
+        // Stored samples ending long before: a gap, nothing trimmed.
         let mut cutter = Cutter::new(config(), Some(at(10.0)));
         let out = stream(&mut cutter, &tone(40.0, 0.3), 100.0, 4.0);
-        assert!(cuts_start_after(&out, at(101.5)));
-    }
-
-    fn cuts_start_after(out: &[Output], t: OffsetDateTime) -> bool {
-        cuts(out).first().is_some_and(|c| c.captured_at > t)
+        let cut = cuts(&out);
+        assert_eq!(cut[0].duration_ms, 30_000);
+        assert!((cut[0].captured_at - at(96.0)).as_seconds_f64().abs() < 0.01);
     }
 
     #[test]

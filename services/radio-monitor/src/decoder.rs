@@ -93,16 +93,13 @@ pub fn decode(
     };
     let source = Box::new(ReadOnlySource::new(reader));
     // A live stream has no length: only the rate and channel limits apply.
-    let mut audio = match AudioReader::from_source_with(
-        source,
-        hint,
-        DecodeLimits::new(f64::INFINITY),
-    ) {
-        Ok(a) => a,
-        Err(DecodeError::Unsupported(what)) => return Ended::Unsupported(what),
-        Err(DecodeError::Io(_)) => return Ended::EndOfStream,
-        Err(e) => return Ended::Failed(e.to_string()),
-    };
+    let mut audio =
+        match AudioReader::from_source_with(source, hint, DecodeLimits::new(f64::INFINITY)) {
+            Ok(a) => a,
+            Err(DecodeError::Unsupported(what)) => return Ended::Unsupported(what),
+            Err(DecodeError::Io(_)) => return Ended::EndOfStream,
+            Err(e) => return Ended::Failed(e.to_string()),
+        };
     audio.cancel_when(cancel);
     let mut outputs = Vec::new();
     loop {

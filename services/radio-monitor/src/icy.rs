@@ -150,7 +150,11 @@ mod tests {
                 d.push(part, &mut out);
             }
             assert_eq!(out.audio, audio, "chunks of {chunk}");
-            assert_eq!(out.titles, ["Artist - Song", "It''s me"], "chunks of {chunk}");
+            assert_eq!(
+                out.titles,
+                ["Artist - Song", "It''s me"],
+                "chunks of {chunk}"
+            );
         }
     }
 
@@ -165,6 +169,9 @@ mod tests {
             Some("Café")
         );
         assert_eq!(stream_title(b"StreamUrl='x';"), None);
-        assert_eq!(stream_title(b"StreamTitle='unterminated").as_deref(), Some("unterminated"));
+        assert_eq!(
+            stream_title(b"StreamTitle='unterminated").as_deref(),
+            Some("unterminated")
+        );
     }
 }

@@ -43,9 +43,6 @@ pub const DEFAULT_PORT: u16 = 8084;
 
 /// Length of a radio sample.
 pub const SAMPLE: Duration = Duration::from_secs(30);
-/// How long after a connection's first audio its timing is trusted and the
-/// first sample starts (the connect burst is decoded by then).
-pub const SETTLE: Duration = Duration::from_secs(2);
 
 pub mod vars {
     pub const LEASE_S: &str = "HENDU_RADIO_LEASE_S";
@@ -59,7 +56,8 @@ pub mod vars {
     pub const REPLICA: &str = "HENDU_REPLICA";
 }
 
-const HELP: &str = "  HENDU_RADIO_LEASE_S        how long a replica holds a station without renewing: a
+const HELP: &str =
+    "  HENDU_RADIO_LEASE_S        how long a replica holds a station without renewing: a
                              dead replica's stations move after this (default 15)
   HENDU_RADIO_SCAN_S         how often the stations and the replicas are looked at:
                              a new or enabled station starts within this (default 2)

@@ -21,9 +21,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use hendu_service::samples;
 use hendu_storage::Event;
-use hendu_storage::model::{
-    NewSample, Radio, RadioGap, RadioStatus, Source, StationState,
-};
+use hendu_storage::model::{NewSample, Radio, RadioGap, RadioStatus, Source, StationState};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -107,7 +105,10 @@ pub async fn listen(
         streamed: false,
         announced_down: false,
     };
-    station.ctx.meters.set_state(station.radio.id, StationState::Connecting);
+    station
+        .ctx
+        .meters
+        .set_state(station.radio.id, StationState::Connecting);
     // Where the samples stored by whoever listened before end.
     let mut wait = BACKOFF_BASE;
     loop {
@@ -167,7 +168,10 @@ impl Station {
                 Outcome::Stopped | Outcome::LostLease => return,
                 Outcome::Dropped(why) => {
                     let cap = self.ctx.config.backoff_max;
-                    (BACKOFF_BASE.saturating_mul(1 << failures.min(16)).min(cap), why)
+                    (
+                        BACKOFF_BASE.saturating_mul(1 << failures.min(16)).min(cap),
+                        why,
+                    )
                 }
                 Outcome::Refused(code) => (
                     REFUSED_BASE
@@ -243,7 +247,6 @@ impl Station {
             CutterConfig {
                 sample: crate::SAMPLE,
                 silence_dbfs: config.silence_dbfs,
-                settle: crate::SETTLE,
             },
             self.resume_after,
         );
@@ -368,7 +371,11 @@ impl Station {
         match heard.output {
             Output::Level { silent_s } => {
                 self.status.silence_s = silent_s;
-                self.ctx.meters.silence.get_or_create(&labels(id)).set(silent_s);
+                self.ctx
+                    .meters
+                    .silence
+                    .get_or_create(&labels(id))
+                    .set(silent_s);
                 if !self.streamed {
                     self.streamed = true;
                     let was = self.status.state;
@@ -380,8 +387,19 @@ impl Station {
                 }
                 let silence = self.ctx.config.silence.as_secs_f64();
                 if silent_s >= silence && self.status.state == StationState::Streaming {
-                    self.enter(StationState::Silent, Some(format!("below {} dBFS for {silent_s} s", self.ctx.config.silence_dbfs))).await;
-                    self.publish(Event::StationSilent { radio_id: id, silent_s }).await;
+                    self.enter(
+                        StationState::Silent,
+                        Some(format!(
+                            "below {} dBFS for {silent_s} s",
+                            self.ctx.config.silence_dbfs
+                        )),
+                    )
+                    .await;
+                    self.publish(Event::StationSilent {
+                        radio_id: id,
+                        silent_s,
+                    })
+                    .await;
                 } else if silent_s == 0.0 && self.status.state == StationState::Silent {
                     self.enter(StationState::Streaming, None).await;
                     self.publish(Event::StationBack { radio_id: id }).await;
@@ -392,7 +410,12 @@ impl Station {
         }
     }
 
-    async fn store(&mut self, cut: Cut, title: Option<String>, stop: &CancellationToken) -> Result<(), Outcome> {
+    async fn store(
+        &mut self,
+        cut: Cut,
+        title: Option<String>,
+        stop: &CancellationToken,
+    ) -> Result<(), Outcome> {
         let id = self.radio.id;
         if !self.held.load(Ordering::Acquire) {
             return Err(Outcome::LostLease);
@@ -476,7 +499,13 @@ impl Station {
 
     async fn report(&mut self) {
         self.status.updated_at = OffsetDateTime::now_utc();
-        if let Err(e) = self.ctx.storage.relational.put_radio_status(&self.status).await {
+        if let Err(e) = self
+            .ctx
+            .storage
+            .relational
+            .put_radio_status(&self.status)
+            .await
+        {
             tracing::warn!(radio = self.radio.id, error = %e, "cannot write the station's status");
         }
     }

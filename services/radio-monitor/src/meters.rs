@@ -53,7 +53,11 @@ impl Meters {
             "Connections a station needed after its first",
             m.reconnects.clone(),
         );
-        metrics.register("radio_samples", "Samples stored and queued", m.samples.clone());
+        metrics.register(
+            "radio_samples",
+            "Samples stored and queued",
+            m.samples.clone(),
+        );
         metrics.register(
             "radio_skipped_packets",
             "Corrupt packets the decoder skipped",

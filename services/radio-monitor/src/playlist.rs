@@ -27,10 +27,13 @@ pub fn classify(content_type: Option<&str>, url: &Url) -> Body {
         .trim()
         .to_ascii_lowercase();
     match media.as_str() {
-        "audio/x-scpls" | "audio/scpls" | "audio/x-mpegurl" | "audio/mpegurl"
-        | "application/vnd.apple.mpegurl" | "application/x-mpegurl" | "application/pls+xml" => {
-            Body::Playlist
-        }
+        "audio/x-scpls"
+        | "audio/scpls"
+        | "audio/x-mpegurl"
+        | "audio/mpegurl"
+        | "application/vnd.apple.mpegurl"
+        | "application/x-mpegurl"
+        | "application/pls+xml" => Body::Playlist,
         m if m.starts_with("audio/") || m == "application/ogg" => Body::Audio,
         _ => {
             let path = url.path().to_ascii_lowercase();
@@ -110,10 +113,21 @@ mod tests {
     #[test]
     fn pls_and_m3u_entries_resolve_against_the_playlist() {
         let pls = "[playlist]\nNumberOfEntries=2\nFile1=http://a.example:8000/live\nTitle1=A\nFile2=/b.mp3\nLength1=-1\nVersion=2\n";
-        let urls: Vec<String> = entries(pls, &base()).unwrap().iter().map(Url::to_string).collect();
-        assert_eq!(urls, ["http://a.example:8000/live", "http://radio.example/b.mp3"]);
+        let urls: Vec<String> = entries(pls, &base())
+            .unwrap()
+            .iter()
+            .map(Url::to_string)
+            .collect();
+        assert_eq!(
+            urls,
+            ["http://a.example:8000/live", "http://radio.example/b.mp3"]
+        );
         let m3u = "#EXTM3U\n#EXTINF:-1,Station\nhttps://c.example/stream\n\nrtsp://no.example/x\n";
-        let urls: Vec<String> = entries(m3u, &base()).unwrap().iter().map(Url::to_string).collect();
+        let urls: Vec<String> = entries(m3u, &base())
+            .unwrap()
+            .iter()
+            .map(Url::to_string)
+            .collect();
         assert_eq!(urls, ["https://c.example/stream"]);
     }
 
@@ -122,16 +136,31 @@ mod tests {
         let hls = "#EXTM3U\n#EXT-X-TARGETDURATION:6\n#EXTINF:6,\nseg1.ts\n";
         assert_eq!(entries(hls, &base()), Err(PlaylistError::Hls));
         assert_eq!(entries("#EXTM3U\n", &base()), Err(PlaylistError::Empty));
-        assert_eq!(entries("[playlist]\nNumberOfEntries=0\n", &base()), Err(PlaylistError::Empty));
+        assert_eq!(
+            entries("[playlist]\nNumberOfEntries=0\n", &base()),
+            Err(PlaylistError::Empty)
+        );
     }
 
     #[test]
     fn media_type_first_then_extension() {
         let u = |s: &str| Url::parse(s).unwrap();
-        assert_eq!(classify(Some("audio/mpeg"), &u("http://x/a.pls")), Body::Audio);
-        assert_eq!(classify(Some("audio/x-scpls"), &u("http://x/a")), Body::Playlist);
-        assert_eq!(classify(Some("text/plain"), &u("http://x/a.M3U")), Body::Playlist);
+        assert_eq!(
+            classify(Some("audio/mpeg"), &u("http://x/a.pls")),
+            Body::Audio
+        );
+        assert_eq!(
+            classify(Some("audio/x-scpls"), &u("http://x/a")),
+            Body::Playlist
+        );
+        assert_eq!(
+            classify(Some("text/plain"), &u("http://x/a.M3U")),
+            Body::Playlist
+        );
         assert_eq!(classify(None, &u("http://x/live")), Body::Audio);
-        assert_eq!(classify(Some("application/ogg"), &u("http://x/a.m3u")), Body::Audio);
+        assert_eq!(
+            classify(Some("application/ogg"), &u("http://x/a.m3u")),
+            Body::Audio
+        );
     }
 }

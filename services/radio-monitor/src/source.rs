@@ -64,7 +64,11 @@ pub fn client(connect_timeout: Duration) -> reqwest::Result<reqwest::Client> {
 
 /// Opens `url`, following playlists, with ICY metadata asked for. The
 /// answer's head must arrive within `timeout`.
-pub async fn open(client: &reqwest::Client, url: &Url, timeout: Duration) -> Result<Opened, OpenError> {
+pub async fn open(
+    client: &reqwest::Client,
+    url: &Url,
+    timeout: Duration,
+) -> Result<Opened, OpenError> {
     let mut url = url.clone();
     for _ in 0..=MAX_PLAYLIST_DEPTH {
         let response = tokio::time::timeout(
@@ -124,7 +128,10 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 /// A playlist's text, at most [`playlist::MAX_PLAYLIST`] bytes.
-async fn read_playlist(response: reqwest::Response, timeout: Duration) -> Result<String, OpenError> {
+async fn read_playlist(
+    response: reqwest::Response,
+    timeout: Duration,
+) -> Result<String, OpenError> {
     let mut body = Vec::new();
     let mut stream = response.bytes_stream();
     let read = tokio::time::timeout(timeout, async {
@@ -144,7 +151,9 @@ async fn read_playlist(response: reqwest::Response, timeout: Duration) -> Result
     match read {
         Ok(Ok(())) => Ok(String::from_utf8_lossy(&body).into_owned()),
         Ok(Err(e)) => Err(e),
-        Err(_) => Err(OpenError::Failed("the playlist did not arrive in time".into())),
+        Err(_) => Err(OpenError::Failed(
+            "the playlist did not arrive in time".into(),
+        )),
     }
 }
 

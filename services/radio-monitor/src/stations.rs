@@ -166,7 +166,11 @@ async fn list(
     ))
 }
 
-async fn found(state: &StationsState, principal: &Principal, id: RadioId) -> Result<Radio, ApiError> {
+async fn found(
+    state: &StationsState,
+    principal: &Principal,
+    id: RadioId,
+) -> Result<Radio, ApiError> {
     match state.storage.relational.radio(id).await? {
         // Someone else's station is as unknown as a missing one.
         Some(r) if may_see(principal, &r) => Ok(r),
@@ -207,7 +211,12 @@ async fn change(
         .update_radio(id, &new)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no radio station has id {id}")))?;
-    tracing::info!(radio = id, by = principal.user.id, enabled = updated.enabled, "station changed");
+    tracing::info!(
+        radio = id,
+        by = principal.user.id,
+        enabled = updated.enabled,
+        "station changed"
+    );
     Ok(Json(updated))
 }
 
@@ -240,7 +249,11 @@ pub struct Health {
     pub status: Option<RadioStatus>,
 }
 
-fn health_of(radio: Radio, status: Option<RadioStatus>, stale_after: std::time::Duration) -> Health {
+fn health_of(
+    radio: Radio,
+    status: Option<RadioStatus>,
+    stale_after: std::time::Duration,
+) -> Health {
     let now = OffsetDateTime::now_utc();
     let stale = radio.enabled
         && status

@@ -46,6 +46,8 @@ struct Running {
 
 /// FNV-1a: the same on every replica and every build (the standard
 /// library's hasher may change between Rust versions).
+/// Its output mixed (MurmurHash3's finaliser), since FNV alone spreads
+/// inputs that differ in a byte poorly.
 fn fnv1a(parts: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for part in parts {
@@ -56,7 +58,11 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
         h ^= 0xff;
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    h
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
 }
 
 /// The replica rendezvous hashing gives `station` to.
@@ -139,7 +145,10 @@ impl Supervisor {
             }
         }
         for id in lost {
-            tracing::warn!(radio = id, "the station's lease is held elsewhere now; stopping");
+            tracing::warn!(
+                radio = id,
+                "the station's lease is held elsewhere now; stopping"
+            );
             self.stop_one(id, false).await;
         }
         let radios = ctx.storage.relational.radios().await?;
@@ -259,7 +268,10 @@ mod tests {
             *counts.entry(chosen(id, &replicas).unwrap()).or_insert(0) += 1;
         }
         assert_eq!(counts.len(), 3);
-        assert!(counts.values().all(|&n| (70..=130).contains(&n)), "{counts:?}");
+        assert!(
+            counts.values().all(|&n| (70..=130).contains(&n)),
+            "{counts:?}"
+        );
         // Without monitor-2 only its stations move.
         let two = &replicas[..2];
         for id in 0..300 {

@@ -562,7 +562,10 @@ mod tests {
         let reasons: Vec<&str> = dead.iter().map(|d| d.reason.as_str()).collect();
         assert_eq!(reasons.len(), 3, "{reasons:?}");
         let dead_for = |prefix: &str| {
-            let found: Vec<_> = dead.iter().filter(|d| d.reason.starts_with(prefix)).collect();
+            let found: Vec<_> = dead
+                .iter()
+                .filter(|d| d.reason.starts_with(prefix))
+                .collect();
             assert_eq!(found.len(), 1, "{prefix}: {reasons:?}");
             found[0]
         };

@@ -31,7 +31,8 @@ use tokio_util::compat::{FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
 
 use crate::error::{Result, StorageError};
 use crate::model::{
-    FingerprintBlock, MusicId, NewSample, RawMatch, RawResult, SampleSpan, Source, from_unix_ms, unix_ms,
+    FingerprintBlock, MusicId, NewSample, RawMatch, RawResult, SampleSpan, Source, from_unix_ms,
+    unix_ms,
 };
 use crate::repo::{DocumentStore, Reader};
 
@@ -84,9 +85,8 @@ struct SampleDoc {
 }
 
 /// The fields of a sample that place it in time ([`SampleSpan`]).
-static SPAN_FIELDS: std::sync::LazyLock<mongodb::bson::Document> = std::sync::LazyLock::new(
-    || doc! { "_id": 1, "captured_at": 1, "duration_ms": 1, "title": 1 },
-);
+static SPAN_FIELDS: std::sync::LazyLock<mongodb::bson::Document> =
+    std::sync::LazyLock::new(|| doc! { "_id": 1, "captured_at": 1, "duration_ms": 1, "title": 1 });
 
 fn span(d: &mongodb::bson::Document) -> Result<SampleSpan> {
     Ok(SampleSpan {

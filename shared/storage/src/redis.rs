@@ -706,9 +706,7 @@ impl Leases for RedisStore {
         Ok(keys
             .into_iter()
             .zip(holders)
-            .filter_map(|(key, holder)| {
-                Some((key.strip_prefix(&key_prefix)?.to_owned(), holder?))
-            })
+            .filter_map(|(key, holder)| Some((key.strip_prefix(&key_prefix)?.to_owned(), holder?)))
             .collect())
     }
 }

@@ -83,9 +83,8 @@ pub(crate) fn radio(row: &impl SqlRow) -> Result<Radio> {
 }
 
 pub(crate) fn radio_status(row: &impl SqlRow) -> Result<RadioStatus> {
-    let count = |column| -> Result<u64> {
-        u64::try_from(row.int(column)?).map_err(StorageError::corrupt)
-    };
+    let count =
+        |column| -> Result<u64> { u64::try_from(row.int(column)?).map_err(StorageError::corrupt) };
     Ok(RadioStatus {
         radio_id: row.int("radio_id")?,
         state: StationState::parse(&row.text("state")?)?,

@@ -65,6 +65,8 @@ pub enum Content {
         seed: u64,
     },
     Noise,
+    /// Digital silence (dead air), only in [`render_radio`].
+    Silence,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -109,10 +111,15 @@ pub fn programme() -> Vec<Stretch> {
         ),
         (Content::Noise, 60.0),
     ];
+    sequence(&parts)
+}
+
+/// Stretches of the given contents and lengths (s), back to back from 0.
+pub fn sequence(parts: &[(Content, f32)]) -> Vec<Stretch> {
     let mut start = 0.0;
     parts
-        .into_iter()
-        .map(|(content, seconds)| {
+        .iter()
+        .map(|&(content, seconds)| {
             let s = Stretch {
                 content,
                 start_s: start,
@@ -167,11 +174,26 @@ pub fn render(programme: &[Stretch]) -> Vec<f32> {
                 .into_iter()
                 .map(|x| x * 0.1)
                 .collect(),
+            Content::Silence => vec![0.0; n],
         };
         out.extend(part);
     }
     let floor = white_noise(5, out.len());
     mix_at_snr(&out, &floor, 20.0)
+}
+
+/// The programme as a station airs it: [`render`], with its silent
+/// stretches truly silent (no noise floor: dead air).
+pub fn render_radio(programme: &[Stretch]) -> Vec<f32> {
+    let mut audio = render(programme);
+    for s in programme {
+        if matches!(s.content, Content::Silence) {
+            let from = (s.start_s * RATE as f32) as usize;
+            let to = (((s.start_s + s.seconds) * RATE as f32) as usize).min(audio.len());
+            audio[from..to].fill(0.0);
+        }
+    }
+    audio
 }
 
 /// 16-bit mono WAV.

@@ -1,4 +1,4 @@
-//! `hendu serve`: the four services in one process, over one store.
+//! `hendu serve`: the five services in one process, over one store.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -12,7 +12,8 @@ use crate::storage::StoreArgs;
 pub struct ServeArgs {
     #[command(flatten)]
     pub store: StoreArgs,
-    /// Where the HTTP API listens (catalogue uploads, device samples, health).
+    /// Where the HTTP API listens (catalogue uploads, device samples, radio
+    /// stations, health).
     #[arg(
         long,
         value_name = "ADDR",
@@ -34,6 +35,7 @@ pub fn run(args: &ServeArgs) -> Result<i32> {
     let recognition = hendu_recognition::Config::from_env()?;
     let filter = hendu_filter::Config::from_env()?;
     let communication = hendu_communication::Config::from_env()?;
+    let radio_monitor = hendu_radio_monitor::Config::from_env()?;
     let log = std::env::var(hendu_service::settings::vars::LOG).unwrap_or_else(|_| "info".into());
     let http = hendu_service::settings::HttpLimits::from_env()?;
     let opened = args.store.open(true)?;
@@ -58,6 +60,7 @@ pub fn run(args: &ServeArgs) -> Result<i32> {
         hendu_communication::install(&mut app, &communication);
         hendu_recognition::install(&mut app, &recognition);
         hendu_filter::install(&mut app, &filter);
+        hendu_radio_monitor::install(&mut app, &radio_monitor);
         app.run().await?;
         Ok::<_, anyhow::Error>(())
     })?;
