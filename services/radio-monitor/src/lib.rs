@@ -103,7 +103,7 @@ impl Config {
     /// A malformed variable, named.
     pub fn from_env() -> anyhow::Result<Self> {
         let silence_dbfs: f64 = var_or(vars::SILENCE_DBFS, -50.0, "a level in dBFS")?;
-        if !(silence_dbfs < 0.0 && silence_dbfs >= -120.0) {
+        if !(-120.0..0.0).contains(&silence_dbfs) {
             anyhow::bail!("{} must be within [-120, 0)", vars::SILENCE_DBFS);
         }
         let config = Self {

@@ -274,15 +274,15 @@ impl Station {
         let mut window = (Instant::now(), 0u64);
         let mut skipped_seen = 0u64;
         let stall = config.stall;
-        let outcome = loop {
+        loop {
             tokio::select! {
                 biased;
-                () = stop.cancelled() => break Outcome::Stopped,
+                () = stop.cancelled() => return Outcome::Stopped,
                 heard = out_rx.recv() => {
                     if let Some(heard) = heard
                         && let Err(outcome) = self.heard(heard, stop).await
                     {
-                        break outcome;
+                        return outcome;
                     }
                 }
                 ended = &mut done_rx => {
@@ -292,7 +292,7 @@ impl Station {
                             return outcome;
                         }
                     }
-                    break match ended {
+                    return match ended {
                         Ok(Ended::EndOfStream) => Outcome::Dropped(
                             network_end.take().unwrap_or_else(|| "end of stream".into()),
                         ),
@@ -361,8 +361,7 @@ impl Station {
                     self.report().await;
                 }
             }
-        };
-        outcome
+        }
     }
 
     /// Acts on what the decoder heard.

@@ -66,7 +66,7 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
 }
 
 /// The replica rendezvous hashing gives `station` to.
-pub fn chosen<'a>(station: RadioId, replicas: &'a [String]) -> Option<&'a str> {
+pub fn chosen(station: RadioId, replicas: &[String]) -> Option<&str> {
     replicas
         .iter()
         .max_by_key(|r| fnv1a(&[&station.to_le_bytes(), r.as_bytes()]))

@@ -4,7 +4,7 @@ use hendu_storage::StorageError;
 use hendu_storage::credentials::{AuthKey, Purpose, issue_token, new_device_secret, split_token};
 use hendu_storage::model::{
     ClaimState, ContentHash, Imei, MusicState, NewDevice, NewMusic, NewPlay, NewRadio, NewSample,
-    NewToken, NewUser, RawMatch, RawResult, Role, Secret, Source,
+    NewToken, NewUser, RadioGap, RawMatch, RawResult, Role, Secret, Source, StationState,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -20,6 +20,9 @@ crate::contract!(records:
     a_lease_has_one_holder_until_it_is_released_or_expires,
     a_holder_whose_lease_was_taken_over_cannot_record_plays,
     every_backend_answers_a_health_check,
+    a_station_is_changed_reports_its_state_and_gaps_and_goes_only_without_plays,
+    a_sources_samples_are_listed_in_time_with_their_title,
+    live_leases_are_listed_by_prefix_with_their_holders,
 );
 
 fn t0() -> OffsetDateTime {
@@ -758,4 +761,248 @@ pub async fn a_lease_has_one_holder_until_it_is_released_or_expires(kind: Kind) 
             .unwrap(),
         "an expired holder cannot take it back"
     );
+}
+
+pub async fn a_station_is_changed_reports_its_state_and_gaps_and_goes_only_without_plays(
+    kind: Kind,
+) {
+    let h = Harness::new(kind).await;
+    let db = &h.storage.relational;
+    let operator = db
+        .add_user(
+            &NewUser::new(
+                "ops@radio.example",
+                "Operator",
+                Role::Operator,
+                Secret::new("twelve chars!"),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let new = NewRadio::new("FM Itá", "http://ita.example.org/live", Some("Itá"))
+        .unwrap()
+        .in_country(Some("py"))
+        .unwrap()
+        .owned_by(Some(operator.id));
+    assert!(
+        NewRadio::new("x", "http://x.example/", None)
+            .unwrap()
+            .in_country(Some("Paraguay"))
+            .is_err()
+    );
+    let radio = db.add_radio(&new).await.unwrap().record;
+    assert_eq!(radio.country.as_deref(), Some("PY"));
+    assert_eq!(radio.owner, Some(operator.id));
+    assert_eq!(db.radio(radio.id).await.unwrap(), Some(radio.clone()));
+
+    // Changed: every field; a name another station has is a conflict.
+    let mut changed = radio.to_new();
+    changed.stream_url = "https://ita.example.org/hq".into();
+    changed.enabled = false;
+    changed.country = None;
+    let updated = db.update_radio(radio.id, &changed).await.unwrap().unwrap();
+    assert_eq!(updated.stream_url, "https://ita.example.org/hq");
+    assert!(!updated.enabled && updated.country.is_none());
+    let other = db
+        .add_radio(&NewRadio::new("FM Other", "http://other.example/", None).unwrap())
+        .await
+        .unwrap()
+        .record;
+    let mut clash = other.to_new();
+    clash.name = "FM Itá".into();
+    assert!(matches!(
+        db.update_radio(other.id, &clash).await,
+        Err(StorageError::Conflict(_))
+    ));
+    assert_eq!(db.update_radio(9999, &changed).await.unwrap(), None);
+
+    // Its status is replaced by each report.
+    let mut status = hendu_storage::model::RadioStatus {
+        radio_id: radio.id,
+        state: StationState::Connecting,
+        detail: None,
+        since: t0(),
+        holder: Some("monitor-a".into()),
+        codec: Some("audio/mpeg".into()),
+        title: None,
+        bytes_per_s: 0.0,
+        reconnects: 0,
+        samples: 0,
+        silence_s: 0.0,
+        last_sample_end: None,
+        updated_at: t0(),
+    };
+    db.put_radio_status(&status).await.unwrap();
+    status.state = StationState::Streaming;
+    status.title = Some("Artista - Canción".into());
+    status.samples = 3;
+    status.bytes_per_s = 16_000.5;
+    status.last_sample_end = Some(t0() + Duration::seconds(90));
+    status.updated_at = t0() + Duration::seconds(90);
+    db.put_radio_status(&status).await.unwrap();
+    assert_eq!(db.radio_statuses().await.unwrap(), vec![status.clone()]);
+    status.radio_id = 9999;
+    assert!(matches!(
+        db.put_radio_status(&status).await,
+        Err(StorageError::NotFound { .. })
+    ));
+
+    // Gaps: recorded once per start, listed by start.
+    let gap = |from: i64, to: i64| RadioGap {
+        radio_id: radio.id,
+        started_at: t0() + Duration::seconds(from),
+        ended_at: t0() + Duration::seconds(to),
+        reason: "stalled".into(),
+    };
+    db.add_radio_gap(&gap(200, 212)).await.unwrap();
+    db.add_radio_gap(&gap(100, 104)).await.unwrap();
+    db.add_radio_gap(&gap(100, 104)).await.unwrap();
+    let gaps = db
+        .radio_gaps(radio.id, t0(), t0() + Duration::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(gaps, vec![gap(100, 104), gap(200, 212)]);
+
+    // A station with plays stays; one without goes, with its status and gaps.
+    let m = music(&h, 9).await;
+    let play = NewPlay::new(
+        m,
+        Source::Radio(other.id),
+        None,
+        t0(),
+        t0() + Duration::seconds(60),
+        0.9,
+        "radio-play",
+    )
+    .unwrap();
+    db.record_play(&play).await.unwrap();
+    assert!(matches!(
+        db.delete_radio(other.id).await,
+        Err(StorageError::Conflict(_))
+    ));
+    assert!(db.delete_radio(radio.id).await.unwrap());
+    assert!(!db.delete_radio(radio.id).await.unwrap());
+    assert_eq!(db.radio(radio.id).await.unwrap(), None);
+    assert!(db.radio_statuses().await.unwrap().is_empty());
+    assert!(
+        db.radio_gaps(radio.id, t0(), t0() + Duration::hours(1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn a_sources_samples_are_listed_in_time_with_their_title(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let docs = &h.storage.documents;
+    let source = Source::Radio(3);
+    assert_eq!(docs.last_sample(source).await.unwrap(), None);
+    for k in [2, 0, 1] {
+        let s = NewSample::new(
+            source,
+            None,
+            t0() + Duration::seconds(30 * k),
+            30_000,
+            vec![1, 2, 3],
+        )
+        .unwrap()
+        .with_title(Some(&format!("Song {k}\u{7}")));
+        docs.put_sample(&s).await.unwrap();
+    }
+    let other = NewSample::new(
+        Source::Radio(4),
+        None,
+        t0() + Duration::hours(1),
+        30_000,
+        vec![],
+    )
+    .unwrap();
+    docs.put_sample(&other).await.unwrap();
+    let spans = docs
+        .sample_spans(source, t0(), t0() + Duration::seconds(90), 10)
+        .await
+        .unwrap();
+    let starts: Vec<i64> = spans
+        .iter()
+        .map(|s| (s.captured_at - t0()).whole_seconds())
+        .collect();
+    assert_eq!(starts, [0, 30, 60]);
+    assert_eq!(
+        spans[1].title.as_deref(),
+        Some("Song 1"),
+        "controls dropped"
+    );
+    assert_eq!(spans[0].end(), spans[1].captured_at);
+    let last = docs.last_sample(source).await.unwrap().unwrap();
+    assert_eq!(last, spans[2]);
+    assert_eq!(
+        docs.sample(&last.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .title
+            .as_deref(),
+        Some("Song 2")
+    );
+    assert_eq!(
+        docs.sample_spans(source, t0(), t0() + Duration::seconds(90), 2)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+pub async fn live_leases_are_listed_by_prefix_with_their_holders(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let leases = &h.storage.leases;
+    let long = std::time::Duration::from_secs(30);
+    let short = std::time::Duration::from_millis(200);
+    assert!(
+        leases
+            .acquire("radio-monitor/station/2", "b", long)
+            .await
+            .unwrap()
+    );
+    assert!(
+        leases
+            .acquire("radio-monitor/station/1", "a", long)
+            .await
+            .unwrap()
+    );
+    assert!(
+        leases
+            .acquire("radio-monitor/station/3", "a", short)
+            .await
+            .unwrap()
+    );
+    assert!(
+        leases
+            .acquire("radio-monitor/replica/a", "a", long)
+            .await
+            .unwrap()
+    );
+    // Glob and LIKE characters in a name are only characters.
+    assert!(
+        leases
+            .acquire("radio-monitor/station%*", "c", long)
+            .await
+            .unwrap()
+    );
+    leases
+        .release("radio-monitor/station/2", "b")
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let held = leases.held("radio-monitor/station/").await.unwrap();
+    assert_eq!(
+        held,
+        vec![("radio-monitor/station/1".to_owned(), "a".to_owned())]
+    );
+    assert_eq!(
+        leases.held("radio-monitor/replica/").await.unwrap().len(),
+        1
+    );
+    assert!(leases.held("nothing/").await.unwrap().is_empty());
 }
