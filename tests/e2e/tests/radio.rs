@@ -281,3 +281,81 @@ async fn icecast_stations_in_three_codecs_become_the_right_plays_and_dead_air_is
     }
     drop(feeders);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hendu_serve_monitors_a_station_on_the_embedded_store() {
+    let place = Place::new(Kind::Embedded).await;
+    let hendu_storage::StorageConfig::Embedded { path, .. } = &place.config else {
+        unreachable!()
+    };
+    let dir = path.parent().unwrap().to_str().unwrap().to_owned();
+    let serve = Service::start_with_args(
+        "hendu",
+        &["serve", "--store", &dir],
+        "hendu-serve",
+        &hendu_storage::StorageConfig::Embedded {
+            path: "unused".into(),
+            queue: hendu_storage::QueueConfig::default(),
+        },
+        &env(),
+    )
+    .await
+    .unwrap();
+    let client = Client::new(&serve.base, &serve.base);
+    let mut ids = Vec::new();
+    for t in &CATALOGUE {
+        ids.push(client.upload(t).await.unwrap());
+    }
+    let programme = broadcast::sequence(&[
+        (Content::Noise, 5.0),
+        (
+            Content::Catalogue {
+                index: 0,
+                from_s: 0.0,
+            },
+            90.0,
+        ),
+        (Content::Noise, 25.0),
+    ]);
+    let wav_dir = tempfile::tempdir().unwrap();
+    let wav = wav_dir.path().join("programme.wav");
+    std::fs::write(&wav, broadcast::wav(&broadcast::render_radio(&programme))).unwrap();
+    let icecast = Icecast::start().await.unwrap();
+    let _feeder = icecast
+        .feed(Codec::Mp3.mount(), Codec::Mp3, &wav, SPEED)
+        .await
+        .unwrap();
+    let (status, radio): (u16, Value) = {
+        let r = reqwest::Client::new()
+            .post(format!("{}/v1/radios", serve.base))
+            .bearer_auth(client.token().await.unwrap())
+            .json(&json!({"name": "Radio Serve", "stream_url": icecast.url(Codec::Mp3.mount())}))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    };
+    assert_eq!(status, 201, "{radio}");
+    let id = radio["id"].as_i64().unwrap();
+    // The store is the service's file: read it once the service has recorded.
+    let storage = Storage::connect(&place.config).await.unwrap();
+    let plays = eventually(Duration::from_secs(120), || async {
+        let plays = radio_plays(&storage, id).await;
+        (!plays.is_empty()
+            && storage
+                .documents
+                .raw_result_sources()
+                .await
+                .ok()?
+                .is_empty())
+        .then_some(plays)
+    })
+    .await
+    .expect("hendu serve recorded the station's play");
+    assert_plays_follow(&plays, &ids, &programme, "hendu serve");
+    let mut serve = serve;
+    assert!(
+        serve.stop().await.unwrap().success(),
+        "a clean exit on SIGTERM"
+    );
+}
