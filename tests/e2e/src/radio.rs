@@ -158,6 +158,18 @@ impl Icecast {
     /// Streams `wav` to `mount` with ffmpeg, `speed` times faster than it
     /// plays (1.0: in real time); returns once the mount is on air.
     pub async fn feed(&self, mount: &str, codec: Codec, wav: &Path, speed: f64) -> Result<Feeder> {
+        self.feed_with(mount, codec, wav, speed, false).await
+    }
+
+    /// [`Icecast::feed`], the file played again and again when `looped`.
+    pub async fn feed_with(
+        &self,
+        mount: &str,
+        codec: Codec,
+        wav: &Path,
+        speed: f64,
+        looped: bool,
+    ) -> Result<Feeder> {
         need("ffmpeg", "ffmpeg")?;
         let target = format!(
             "icecast://source:{SOURCE_PASSWORD}@127.0.0.1:{}{mount}",
@@ -174,8 +186,13 @@ impl Icecast {
                 "error",
                 "-readrate",
                 &speed.to_string(),
-                "-i",
             ])
+            .args(if looped {
+                &["-stream_loop", "-1"][..]
+            } else {
+                &[][..]
+            })
+            .arg("-i")
             .arg(wav)
             .args(["-ar", "44100", "-ac", "2"])
             .args(codec.ffmpeg_args())
