@@ -274,15 +274,22 @@ impl Station {
         let mut window = (Instant::now(), 0u64);
         let mut skipped_seen = 0u64;
         let stall = config.stall;
+        // Bytes must come by this instant (whatever else wakes the loop).
+        let mut bytes_by = tokio::time::Instant::now() + stall;
+        // Once the decoder has dropped its sender, only `done_rx` is left to hear.
+        let mut decoder_open = true;
         loop {
             tokio::select! {
                 biased;
                 () = stop.cancelled() => return Outcome::Stopped,
-                heard = out_rx.recv() => {
-                    if let Some(heard) = heard
-                        && let Err(outcome) = self.heard(heard, stop).await
-                    {
-                        return outcome;
+                heard = out_rx.recv(), if decoder_open => {
+                    match heard {
+                        Some(heard) => {
+                            if let Err(outcome) = self.heard(heard, stop).await {
+                                return outcome;
+                            }
+                        }
+                        None => decoder_open = false,
                     }
                 }
                 ended = &mut done_rx => {
@@ -292,10 +299,12 @@ impl Station {
                             return outcome;
                         }
                     }
+                    // A stream that broke explains what the decoder made of its end.
+                    if let Some(why) = network_end.take() {
+                        return Outcome::Dropped(why);
+                    }
                     return match ended {
-                        Ok(Ended::EndOfStream) => Outcome::Dropped(
-                            network_end.take().unwrap_or_else(|| "end of stream".into()),
-                        ),
+                        Ok(Ended::EndOfStream) => Outcome::Dropped("end of stream".into()),
                         Ok(Ended::Unsupported(what)) => Outcome::Unsupported(
                             opened.content_type.as_deref().map_or(what.clone(), |t| format!("{t}: {what}")),
                         ),
@@ -303,7 +312,7 @@ impl Station {
                         Err(_) => Outcome::Dropped("the decoder failed".into()),
                     };
                 }
-                chunk = tokio::time::timeout(stall, body.next()), if feed.is_some() => {
+                chunk = tokio::time::timeout_at(bytes_by, body.next()), if feed.is_some() => {
                     let bytes = match chunk {
                         Err(_) => {
                             network_end = Some(format!("stalled: no data for {} s", stall.as_secs()));
@@ -322,6 +331,7 @@ impl Station {
                         }
                         Ok(Some(Ok(bytes))) => bytes,
                     };
+                    bytes_by = tokio::time::Instant::now() + stall;
                     self.ctx.meters.bytes.get_or_create(&labels(self.radio.id)).inc_by(bytes.len() as u64);
                     window.1 += bytes.len() as u64;
                     let sender = feed.as_ref().expect("the feed is open in this branch");

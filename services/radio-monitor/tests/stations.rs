@@ -364,3 +364,44 @@ async fn an_unreachable_station_backs_off_and_a_disabled_one_is_let_go() {
             .is_empty()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_stops_sending_is_a_stall_and_is_reconnected() {
+    let app = spawn().await;
+    let (_, admin) = user_with_token(&app.storage, "root@hendu.test", Role::Admin).await;
+    // A server that answers the head of a stream, then sends nothing.
+    let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = server.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut held = Vec::new();
+        loop {
+            let (mut socket, _) = server.accept().await.unwrap();
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut head = [0u8; 1024];
+            let _ = socket.read(&mut head).await;
+            let _ = socket
+                .write_all(b"HTTP/1.0 200 OK\r\nContent-Type: audio/mpeg\r\n\r\n")
+                .await;
+            held.push(socket);
+        }
+    });
+    let (status, radio) = app
+        .call(&admin, Method::POST, "/v1/radios", Some(json!({"name": "Radio Quieta", "stream_url": format!("http://127.0.0.1:{port}/live")})))
+        .await;
+    assert_eq!(status, 201);
+    let path = format!("/v1/radios/{}/health", radio["id"].as_i64().unwrap());
+    until("the stall is noticed", async || {
+        let (_, h) = app.call(&admin, Method::GET, &path, None).await;
+        h["status"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("stalled"))
+    })
+    .await;
+    until("it reconnects", async || {
+        accepted.load(std::sync::atomic::Ordering::SeqCst) >= 2
+    })
+    .await;
+}

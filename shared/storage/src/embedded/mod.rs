@@ -59,12 +59,10 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
         // Processes opening a new file at the same instant would each apply
-        // the migrations (sqlx does not lock SQLite): serialise them on a lock file.
+        // the migrations (sqlx does not lock SQLite), and a connection's first
+        // statements (switching a new file to WAL) can meet another's
+        // migration and fail as locked: serialise opening on a lock file.
         let lock_path = path.with_extension("migrate-lock");
         let lock = tokio::task::spawn_blocking(move || {
             let file = std::fs::File::create(&lock_path)?;
@@ -73,6 +71,10 @@ impl SqliteStore {
         })
         .await
         .map_err(std::io::Error::other)??;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
         let migrated = MIGRATOR.run(&pool).await;
         drop(lock);
         migrated?;
