@@ -21,7 +21,7 @@ use clap::{Parser, Subcommand};
 ///   hendu index --store ./catalogue ~/Music
 ///   hendu match --store ./catalogue clip.mp3
 ///   hendu scan  --store ./catalogue radio-recording.ogg
-///   hendu serve --store ./catalogue        (the services, for sensors and uploads)
+///   hendu serve --store ./catalogue        (the services: uploads, sensors, radio stations)
 ///   hendu token create --store ./catalogue admin@example.org   (an API token)
 ///
 /// Formats: MP3, AAC (ADTS, MP4/M4A), FLAC, Ogg Vorbis, WAV/PCM, AIFF, ALAC, CAF, MKV/WebM audio.
