@@ -31,7 +31,7 @@ use crate::Context;
 use crate::cutter::{Cut, Cutter, CutterConfig, Output};
 use crate::decoder::{self, Ended, Feed, Heard, Progress};
 use crate::icy::{Demuxed, IcyDemuxer};
-use crate::meters::labels;
+use crate::meters::StationMeters;
 use crate::source::{self, OpenError};
 
 /// Stream chunks in flight between the network and the decoder (a chunk is
@@ -59,6 +59,7 @@ enum Outcome {
 
 struct Station {
     ctx: Arc<Context>,
+    meters: StationMeters,
     radio: Radio,
     held: Arc<AtomicBool>,
     status: RadioStatus,
@@ -96,6 +97,7 @@ pub async fn listen(
         updated_at: now,
     };
     let mut station = Station {
+        meters: ctx.meters.station(radio.id),
         ctx,
         radio,
         held,
@@ -159,7 +161,7 @@ impl Station {
         loop {
             if connections > 0 {
                 self.status.reconnects += 1;
-                self.ctx.meters.reconnects.get_or_create(&labels(id)).inc();
+                self.meters.reconnects.inc();
             }
             connections += 1;
             self.streamed = false;
@@ -332,7 +334,7 @@ impl Station {
                         Ok(Some(Ok(bytes))) => bytes,
                     };
                     bytes_by = tokio::time::Instant::now() + stall;
-                    self.ctx.meters.bytes.get_or_create(&labels(self.radio.id)).inc_by(bytes.len() as u64);
+                    self.meters.bytes.inc_by(bytes.len() as u64);
                     window.1 += bytes.len() as u64;
                     let sender = feed.as_ref().expect("the feed is open in this branch");
                     let sent = match demux.as_mut() {
@@ -364,7 +366,7 @@ impl Station {
                     window = (Instant::now(), 0);
                     let skipped = progress.skipped.load(Ordering::Relaxed);
                     if skipped > skipped_seen {
-                        self.ctx.meters.skipped.get_or_create(&labels(self.radio.id)).inc_by(skipped - skipped_seen);
+                        self.meters.skipped.inc_by(skipped - skipped_seen);
                         tracing::debug!(radio = self.radio.id, skipped = skipped - skipped_seen, "corrupt packets skipped");
                         skipped_seen = skipped;
                     }
@@ -380,11 +382,7 @@ impl Station {
         match heard.output {
             Output::Level { silent_s } => {
                 self.status.silence_s = silent_s;
-                self.ctx
-                    .meters
-                    .silence
-                    .get_or_create(&labels(id))
-                    .set(silent_s);
+                self.meters.silence.set(silent_s);
                 if !self.streamed {
                     self.streamed = true;
                     let was = self.status.state;
@@ -480,12 +478,9 @@ impl Station {
         self.resume_after = Some(end);
         self.status.last_sample_end = Some(end);
         self.status.samples += 1;
-        let l = labels(id);
-        self.ctx.meters.samples.get_or_create(&l).inc();
-        self.ctx
-            .meters
+        self.meters.samples.inc();
+        self.meters
             .last_sample
-            .get_or_create(&l)
             .set(cut.captured_at.unix_timestamp() as f64);
         self.report().await;
         Ok(())

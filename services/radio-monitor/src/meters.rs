@@ -24,13 +24,25 @@ pub struct StateLabels {
 #[derive(Clone, Debug, Default)]
 pub struct Meters {
     state: Family<StateLabels, Gauge>,
-    pub bytes: Family<StationLabels, Counter>,
-    pub reconnects: Family<StationLabels, Counter>,
-    pub samples: Family<StationLabels, Counter>,
-    pub skipped: Family<StationLabels, Counter>,
-    pub last_sample: Family<StationLabels, Gauge<f64, AtomicU64>>,
-    pub silence: Family<StationLabels, Gauge<f64, AtomicU64>>,
+    bytes: Family<StationLabels, Counter>,
+    reconnects: Family<StationLabels, Counter>,
+    samples: Family<StationLabels, Counter>,
+    skipped: Family<StationLabels, Counter>,
+    last_sample: Family<StationLabels, Gauge<f64, AtomicU64>>,
+    silence: Family<StationLabels, Gauge<f64, AtomicU64>>,
     pub held: Gauge,
+}
+
+/// One station's series, looked up once (a stream's chunks count bytes
+/// many times a second).
+#[derive(Clone, Debug)]
+pub struct StationMeters {
+    pub bytes: Counter,
+    pub reconnects: Counter,
+    pub samples: Counter,
+    pub skipped: Counter,
+    pub last_sample: Gauge<f64, AtomicU64>,
+    pub silence: Gauge<f64, AtomicU64>,
 }
 
 pub fn labels(radio: RadioId) -> StationLabels {
@@ -79,6 +91,19 @@ impl Meters {
             m.held.clone(),
         );
         m
+    }
+
+    /// A station's series (created now if they do not exist).
+    pub fn station(&self, radio: RadioId) -> StationMeters {
+        let l = labels(radio);
+        StationMeters {
+            bytes: self.bytes.get_or_create(&l).clone(),
+            reconnects: self.reconnects.get_or_create(&l).clone(),
+            samples: self.samples.get_or_create(&l).clone(),
+            skipped: self.skipped.get_or_create(&l).clone(),
+            last_sample: self.last_sample.get_or_create(&l).clone(),
+            silence: self.silence.get_or_create(&l).clone(),
+        }
     }
 
     pub fn set_state(&self, radio: RadioId, state: StationState) {

@@ -61,6 +61,21 @@ async fn spawn() -> TestApp {
 }
 
 impl TestApp {
+    async fn patch(&self, token: &str, id: i64, body: Value) -> (u16, Value) {
+        self.call(
+            token,
+            Method::PATCH,
+            &format!("/v1/radios/{id}"),
+            Some(body),
+        )
+        .await
+    }
+
+    /// The station leases held now.
+    async fn held(&self) -> Vec<(String, String)> {
+        self.storage.leases.held(STATION_LEASES).await.unwrap()
+    }
+
     async fn call(
         &self,
         token: &str,
@@ -174,14 +189,7 @@ async fn administrators_manage_stations_and_operators_see_only_theirs() {
         403
     );
     assert_eq!(
-        app.call(
-            &op_token,
-            Method::PATCH,
-            &format!("/v1/radios/{id}"),
-            Some(json!({"enabled": true}))
-        )
-        .await
-        .0,
+        app.patch(&op_token, id, json!({"enabled": true})).await.0,
         403
     );
     let (_, list) = app.call(&admin, Method::GET, "/v1/radios", None).await;
@@ -189,39 +197,19 @@ async fn administrators_manage_stations_and_operators_see_only_theirs() {
 
     // PATCH: absent keeps, null clears.
     let (status, changed) = app
-        .call(
-            &admin,
-            Method::PATCH,
-            &format!("/v1/radios/{id}"),
-            Some(json!({"country": null, "location": "Luque"})),
-        )
+        .patch(&admin, id, json!({"country": null, "location": "Luque"}))
         .await;
     assert_eq!(status, 200, "{changed}");
     assert_eq!(changed["country"], Value::Null);
     assert_eq!(changed["location"], "Luque");
     assert_eq!(changed["owner"].as_i64(), Some(operator.id));
     assert_eq!(
-        app.call(
-            &admin,
-            Method::PATCH,
-            &format!("/v1/radios/{id}"),
-            Some(json!({"name": "Radio Ajena"}))
-        )
-        .await
-        .0,
+        app.patch(&admin, id, json!({"name": "Radio Ajena"}))
+            .await
+            .0,
         409
     );
-    assert_eq!(
-        app.call(
-            &admin,
-            Method::PATCH,
-            &format!("/v1/radios/{id}"),
-            Some(json!({"colour": "red"}))
-        )
-        .await
-        .0,
-        400
-    );
+    assert_eq!(app.patch(&admin, id, json!({"colour": "red"})).await.0, 400);
     let (_, health) = app
         .call(
             &admin,
@@ -288,7 +276,7 @@ async fn an_unreachable_station_backs_off_and_a_disabled_one_is_let_go() {
         h["status"]["detail"].as_str().unwrap().contains("error"),
         "{h}"
     );
-    let held = app.storage.leases.held(STATION_LEASES).await.unwrap();
+    let held = app.held().await;
     assert_eq!(
         held,
         vec![(format!("{STATION_LEASES}{id}"), "monitor-test".to_owned())]
@@ -301,45 +289,19 @@ async fn an_unreachable_station_backs_off_and_a_disabled_one_is_let_go() {
     .await;
 
     // Disabled: the replica lets it go at its next scan.
-    let (status, _) = app
-        .call(
-            &admin,
-            Method::PATCH,
-            &format!("/v1/radios/{id}"),
-            Some(json!({"enabled": false})),
-        )
-        .await;
-    assert_eq!(status, 200);
+    assert_eq!(
+        app.patch(&admin, id, json!({"enabled": false})).await.0,
+        200
+    );
     until("the lease is released", async || {
-        app.storage
-            .leases
-            .held(STATION_LEASES)
-            .await
-            .unwrap()
-            .is_empty()
+        app.held().await.is_empty()
     })
     .await;
     let (_, h) = app.call(&admin, Method::GET, &path, None).await;
     assert_eq!(h["state"], "disabled");
     // Deleted while held: the listener stops and the row goes with its status.
-    let (status, _) = app
-        .call(
-            &admin,
-            Method::PATCH,
-            &format!("/v1/radios/{id}"),
-            Some(json!({"enabled": true})),
-        )
-        .await;
-    assert_eq!(status, 200);
-    until("taken again", async || {
-        !app.storage
-            .leases
-            .held(STATION_LEASES)
-            .await
-            .unwrap()
-            .is_empty()
-    })
-    .await;
+    assert_eq!(app.patch(&admin, id, json!({"enabled": true})).await.0, 200);
+    until("taken again", async || !app.held().await.is_empty()).await;
     assert_eq!(
         app.call(&admin, Method::DELETE, &format!("/v1/radios/{id}"), None)
             .await
@@ -347,12 +309,7 @@ async fn an_unreachable_station_backs_off_and_a_disabled_one_is_let_go() {
         204
     );
     until("let go after the deletion", async || {
-        app.storage
-            .leases
-            .held(STATION_LEASES)
-            .await
-            .unwrap()
-            .is_empty()
+        app.held().await.is_empty()
     })
     .await;
     assert!(

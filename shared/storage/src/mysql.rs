@@ -354,14 +354,7 @@ impl RelationalStore for MySqlStore {
             .bind(to_db(s.updated_at))
             .execute(&self.pool)
             .await;
-        match done {
-            Ok(_) => Ok(()),
-            // The radio was deleted while it was being listened to.
-            Err(e) if is_foreign_key_violation(&e) => {
-                Err(StorageError::not_found("radio", s.radio_id))
-            }
-            Err(e) => Err(e.into()),
-        }
+        relational::radio_write(done, s.radio_id)
     }
 
     async fn radio_statuses(&self) -> Result<Vec<RadioStatus>> {
@@ -382,10 +375,8 @@ impl RelationalStore for MySqlStore {
         .execute(&self.pool)
         .await;
         match done {
-            Err(e) if is_foreign_key_violation(&e) => {
-                Err(StorageError::not_found("radio", gap.radio_id))
-            }
-            other => inserted(other).map(|_| ()),
+            Err(e) if is_unique_violation(&e) => Ok(()),
+            other => relational::radio_write(other, gap.radio_id),
         }
     }
 

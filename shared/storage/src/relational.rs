@@ -124,6 +124,16 @@ pub(crate) fn radio_has_plays(id: i64) -> StorageError {
     ))
 }
 
+/// The outcome of a write that names a radio: a foreign-key refusal means
+/// the radio was deleted meanwhile (while it was being listened to).
+pub(crate) fn radio_write<T>(done: std::result::Result<T, sqlx::Error>, radio: i64) -> Result<()> {
+    match done {
+        Ok(_) => Ok(()),
+        Err(e) if is_foreign_key_violation(&e) => Err(StorageError::not_found("radio", radio)),
+        Err(e) => Err(e.into()),
+    }
+}
+
 pub(crate) fn radio_name_taken(name: &str) -> StorageError {
     StorageError::Conflict(format!("a radio named {name:?} already exists"))
 }

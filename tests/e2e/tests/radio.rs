@@ -74,6 +74,29 @@ fn env() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The programme as a station airs it, in a WAV file (in the folder returned).
+fn programme_wav(programme: &[Stretch]) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("programme.wav");
+    std::fs::write(&wav, broadcast::wav(&broadcast::render_radio(programme))).unwrap();
+    (dir, wav)
+}
+
+/// Registers a station as the administrator; its record (201 asserted).
+async fn register(base: &str, token: &str, station: Value) -> Value {
+    let answer = reqwest::Client::new()
+        .post(format!("{base}/v1/radios"))
+        .bearer_auth(token)
+        .json(&station)
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status().as_u16();
+    let radio: Value = answer.json().await.unwrap();
+    assert_eq!(status, 201, "{radio}");
+    radio
+}
+
 async fn radio_plays(storage: &Storage, radio: i64) -> Vec<Play> {
     let now = OffsetDateTime::now_utc();
     storage
@@ -158,9 +181,7 @@ async fn icecast_stations_in_three_codecs_become_the_right_plays_and_dead_air_is
     assert!(indexed.is_some(), "the recogniser indexed the catalogue");
 
     let programme = programme();
-    let wav_dir = tempfile::tempdir().unwrap();
-    let wav = wav_dir.path().join("programme.wav");
-    std::fs::write(&wav, broadcast::wav(&broadcast::render_radio(&programme))).unwrap();
+    let (_wav_dir, wav) = programme_wav(&programme);
     let icecast = Icecast::start().await.unwrap();
     let mut events = storage.events.subscribe().await.unwrap();
     let http = reqwest::Client::new();
@@ -174,20 +195,17 @@ async fn icecast_stations_in_three_codecs_become_the_right_plays_and_dead_air_is
                 .await
                 .unwrap_or_else(|e| panic!("{e}\n{}", icecast.error_log())),
         );
-        let answer = http
-            .post(format!("{}/v1/radios", monitor.base))
-            .bearer_auth(&token)
-            .json(&json!({
+        let radio = register(
+            &monitor.base,
+            &token,
+            json!({
                 "name": format!("Radio {codec:?}"),
                 "stream_url": icecast.url(codec.mount()),
                 "location": "Asunción",
                 "country": "py",
-            }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.status(), 201);
-        let radio: Value = answer.json().await.unwrap();
+            }),
+        )
+        .await;
         assert_eq!(radio["country"], "PY");
         radios.push((codec, radio["id"].as_i64().unwrap()));
     }
@@ -317,25 +335,18 @@ async fn hendu_serve_monitors_a_station_on_the_embedded_store() {
         ),
         (Content::Noise, 25.0),
     ]);
-    let wav_dir = tempfile::tempdir().unwrap();
-    let wav = wav_dir.path().join("programme.wav");
-    std::fs::write(&wav, broadcast::wav(&broadcast::render_radio(&programme))).unwrap();
+    let (_wav_dir, wav) = programme_wav(&programme);
     let icecast = Icecast::start().await.unwrap();
     let _feeder = icecast
         .feed(Codec::Mp3.mount(), Codec::Mp3, &wav, SPEED)
         .await
         .unwrap();
-    let (status, radio): (u16, Value) = {
-        let r = reqwest::Client::new()
-            .post(format!("{}/v1/radios", serve.base))
-            .bearer_auth(client.token().await.unwrap())
-            .json(&json!({"name": "Radio Serve", "stream_url": icecast.url(Codec::Mp3.mount())}))
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json().await.unwrap())
-    };
-    assert_eq!(status, 201, "{radio}");
+    let radio = register(
+        &serve.base,
+        client.token().await.unwrap(),
+        json!({"name": "Radio Serve", "stream_url": icecast.url(Codec::Mp3.mount())}),
+    )
+    .await;
     let id = radio["id"].as_i64().unwrap();
     // The store is the service's file: read it once the service has recorded.
     let storage = Storage::connect(&place.config).await.unwrap();

@@ -298,14 +298,7 @@ impl RelationalStore for SqliteStore {
             .bind(unix_ms(s.updated_at))
             .execute(&self.pool)
             .await;
-        match done {
-            Ok(_) => Ok(()),
-            // The radio was deleted while it was being listened to.
-            Err(e) if relational::is_foreign_key_violation(&e) => {
-                Err(StorageError::not_found("radio", s.radio_id))
-            }
-            Err(e) => Err(e.into()),
-        }
+        relational::radio_write(done, s.radio_id)
     }
 
     async fn radio_statuses(&self) -> Result<Vec<RadioStatus>> {
@@ -325,13 +318,7 @@ impl RelationalStore for SqliteStore {
         .bind(&gap.reason)
         .execute(&self.pool)
         .await;
-        match done {
-            Ok(_) => Ok(()),
-            Err(e) if relational::is_foreign_key_violation(&e) => {
-                Err(StorageError::not_found("radio", gap.radio_id))
-            }
-            Err(e) => Err(e.into()),
-        }
+        relational::radio_write(done, gap.radio_id)
     }
 
     async fn radio_gaps(
