@@ -25,6 +25,9 @@ use hendu_fingerprint::params::FRAME_SECONDS;
 use hendu_fingerprint::{Fingerprinter, Peak, PeakProfile};
 use time::OffsetDateTime;
 
+/// The shortest end of a connection kept as a sample.
+pub const MIN_TAIL: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Clone, Copy)]
 pub struct CutterConfig {
     /// Length of a sample.
@@ -141,7 +144,7 @@ impl Cutter {
             if current.left == 0 {
                 let done = self.current.take().expect("a sample is being cut");
                 self.samples += 1;
-                if let Some(cut) = self.finish(done) {
+                if let Some(cut) = self.finish(done, frames) {
                     out.push(Output::Sample(cut));
                 }
             }
@@ -163,11 +166,30 @@ impl Cutter {
         base
     }
 
-    fn finish(&mut self, mut done: Current) -> Option<Cut> {
+    /// The stream ended: the sample being cut is kept if it holds at least
+    /// [`MIN_TAIL`] of audio (a station that drops every 20 s still gives
+    /// samples), shorter than the others.
+    pub fn end(&mut self, out: &mut Vec<Output>) {
+        let Some(done) = self.current.take() else {
+            return;
+        };
+        let taken = self.sample_frames() - done.left;
+        if (taken as f64) < MIN_TAIL.as_secs_f64() * f64::from(self.rate) {
+            return;
+        }
+        self.samples += 1;
+        if let Some(cut) = self.finish(done, taken) {
+            out.push(Output::Sample(cut));
+        }
+    }
+
+    /// `done`, holding `frames` of audio, as a sample.
+    fn finish(&mut self, mut done: Current, frames: u64) -> Option<Cut> {
         done.fingerprinter.finish(&mut done.peaks);
-        let length_ms = self.config.sample.as_millis() as i64;
+        let step_ms = self.config.sample.as_millis() as i64;
+        let length_ms = (i128::from(frames) * 1000 / i128::from(self.rate)) as i64;
         let mut captured_at =
-            self.base() + time::Duration::milliseconds(length_ms * done.index as i64);
+            self.base() + time::Duration::milliseconds(step_ms * done.index as i64);
         let mut duration_ms = length_ms;
         let mut peaks = done.peaks;
         if let Some(not_before) = self.not_before
@@ -342,6 +364,31 @@ mod tests {
         let cut = cuts(&out);
         assert_eq!(cut[0].duration_ms, 30_000);
         assert!((cut[0].captured_at - at(96.0)).as_seconds_f64().abs() < 0.01);
+    }
+
+    #[test]
+    fn a_connection_that_ends_keeps_a_tail_of_ten_seconds_or_more() {
+        // 30 s, then 12.5 s: the tail is a shorter sample right after.
+        let mut cutter = Cutter::new(config(), None);
+        let mut out = stream(&mut cutter, &tone(42.5, 0.3), 100.0, 0.0);
+        cutter.end(&mut out);
+        let cut = cuts(&out);
+        assert_eq!(cut.len(), 2);
+        assert_eq!(end(cut[0]), cut[1].captured_at);
+        assert_eq!(cut[1].duration_ms, 12_500);
+        assert!(!cut[1].peaks.is_empty());
+        // A tail under ten seconds is let go.
+        let mut cutter = Cutter::new(config(), None);
+        let mut out = stream(&mut cutter, &tone(39.0, 0.3), 100.0, 0.0);
+        cutter.end(&mut out);
+        assert_eq!(cuts(&out).len(), 1);
+        // A connection shorter than a sample still gives one.
+        let mut cutter = Cutter::new(config(), None);
+        let mut out = stream(&mut cutter, &tone(20.0, 0.3), 100.0, 0.0);
+        cutter.end(&mut out);
+        let cut = cuts(&out);
+        assert_eq!(cut.len(), 1);
+        assert!(cut[0].first && cut[0].duration_ms == 20_000);
     }
 
     #[test]

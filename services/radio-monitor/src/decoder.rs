@@ -105,7 +105,12 @@ pub fn decode(
     loop {
         let chunk = match audio.next_chunk() {
             Ok(Some(c)) => c,
-            Ok(None) | Err(DecodeError::Cancelled | DecodeError::Io(_)) => {
+            Err(DecodeError::Cancelled) => return Ended::EndOfStream,
+            Ok(None) | Err(DecodeError::Io(_)) => {
+                // The bytes ended: what was heard since the last sample may
+                // still be one.
+                cutter.end(&mut outputs);
+                send(&mut outputs, &title, out);
                 return Ended::EndOfStream;
             }
             Err(DecodeError::Unsupported(what)) => return Ended::Unsupported(what),
@@ -120,12 +125,24 @@ pub fn decode(
         progress
             .skipped
             .store(audio.skipped_packets(), Ordering::Relaxed);
-        for output in outputs.drain(..) {
-            let title = title.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            if out.send(Heard { output, title }).is_err() {
-                // Nobody listens for samples any more.
-                return Ended::EndOfStream;
-            }
+        if !send(&mut outputs, &title, out) {
+            // Nobody listens for samples any more.
+            return Ended::EndOfStream;
         }
     }
+}
+
+/// Sends `outputs` with the current title; false if nobody listens.
+fn send(
+    outputs: &mut Vec<Output>,
+    title: &Mutex<Option<String>>,
+    out: &mpsc::UnboundedSender<Heard>,
+) -> bool {
+    for output in outputs.drain(..) {
+        let title = title.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if out.send(Heard { output, title }).is_err() {
+            return false;
+        }
+    }
+    true
 }

@@ -3,7 +3,7 @@
 //! Each enabled station is listened to by exactly one replica (leases, see
 //! [`supervisor`]). The replica reads the stream (HTTP or HTTPS, through
 //! playlist files and redirects, with ICY metadata taken out), decodes it
-//! (MP3, AAC in ADTS, Ogg Vorbis, and whatever else the engine's decoder
+//! (MP3, AAC in ADTS, Ogg Vorbis, HLS with AAC or MP3 segments, and whatever else the engine's decoder
 //! reads), cuts the audio into contiguous 30 s samples on its own sample
 //! clock, fingerprints them and hands them to recognition exactly as a
 //! sensor's samples are (stored, queued; the same ids and idempotency), so
@@ -17,12 +17,14 @@
 //! - [`supervisor`]: which replica listens to which station.
 //! - [`listener`]: one station's connections and state.
 //! - [`source`], [`playlist`], [`icy`]: opening a stream.
+//! - [`hls`]: HTTP Live Streaming (MPEG-TS, fMP4 and packed audio segments).
 //! - [`decoder`]: the decoding thread of a connection.
 //! - [`cutter`]: samples on the audio's clock, capture instants, dead air.
 //! - [`meters`]: metrics per station.
 
 pub mod cutter;
 pub mod decoder;
+pub mod hls;
 pub mod icy;
 pub mod listener;
 pub mod meters;

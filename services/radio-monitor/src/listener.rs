@@ -37,19 +37,35 @@ use crate::source::{self, OpenError};
 /// Stream chunks in flight between the network and the decoder (a chunk is
 /// at most a few tens of KB): the per-station buffer.
 const FEED_CHUNKS: usize = 8;
-/// How often a streaming station's status is written between samples.
+/// How often a streaming station's status is written between samples, at
+/// most: more often with a short lease (a status older than the lease reads
+/// as nobody listening).
 const STATUS_EVERY: Duration = Duration::from_secs(15);
 /// First reconnection delay; doubled per failure up to the configured cap.
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
-/// Refusals (4xx) are retried from this delay, up to ten times it.
+/// The first refusal (4xx) after streaming is retried within this.
+const REFUSED_FIRST: Duration = Duration::from_secs(5);
+/// Later refusals are retried from this delay, up to ten times it.
 const REFUSED_BASE: Duration = Duration::from_secs(30);
 /// A codec this build cannot decode is tried again after this.
 const UNSUPPORTED_RETRY: Duration = Duration::from_secs(600);
+
+/// What the supervisor tells a running listener.
+#[derive(Debug, Clone)]
+pub struct Flags {
+    /// Cleared when the lease is lost: nothing more is stored.
+    pub held: Arc<AtomicBool>,
+    /// Set to stop after the next stored sample (the station goes to
+    /// another replica).
+    pub handover: Arc<AtomicBool>,
+}
 
 /// How a connection ended.
 #[derive(Debug)]
 enum Outcome {
     Stopped,
+    /// Stopped after a sample, for another replica to take over.
+    HandedOver,
     /// Another replica holds the station now.
     LostLease,
     Dropped(String),
@@ -61,7 +77,7 @@ struct Station {
     ctx: Arc<Context>,
     meters: StationMeters,
     radio: Radio,
-    held: Arc<AtomicBool>,
+    flags: Flags,
     status: RadioStatus,
     /// Where the station's stored samples end: no sample starts before it.
     resume_after: Option<OffsetDateTime>,
@@ -72,14 +88,9 @@ struct Station {
     announced_down: bool,
 }
 
-/// Listens to `radio` until `stop` is cancelled or the lease is lost
-/// (`held` turns false).
-pub async fn listen(
-    ctx: Arc<Context>,
-    radio: Radio,
-    held: Arc<AtomicBool>,
-    stop: CancellationToken,
-) {
+/// Listens to `radio` until `stop` is cancelled, the lease is lost
+/// (`held` turns false) or a handover is asked for and a sample stored.
+pub async fn listen(ctx: Arc<Context>, radio: Radio, flags: Flags, stop: CancellationToken) {
     let now = OffsetDateTime::now_utc();
     let status = RadioStatus {
         radio_id: radio.id,
@@ -100,7 +111,7 @@ pub async fn listen(
         meters: ctx.meters.station(radio.id),
         ctx,
         radio,
-        held,
+        flags,
         status,
         resume_after: None,
         gap_reason: "not monitored".into(),
@@ -167,7 +178,7 @@ impl Station {
             self.streamed = false;
             let outcome = self.session(stop).await;
             let (ceiling, reason) = match outcome {
-                Outcome::Stopped | Outcome::LostLease => return,
+                Outcome::Stopped | Outcome::LostLease | Outcome::HandedOver => return,
                 Outcome::Dropped(why) => {
                     let cap = self.ctx.config.backoff_max;
                     (
@@ -175,10 +186,16 @@ impl Station {
                         why,
                     )
                 }
+                // A mount missing for a moment is common (its source
+                // reconnecting): the first refusal is retried soon.
                 Outcome::Refused(code) => (
-                    REFUSED_BASE
-                        .saturating_mul(1 << failures.min(16))
-                        .min(REFUSED_BASE * 10),
+                    if failures == 0 {
+                        REFUSED_FIRST
+                    } else {
+                        REFUSED_BASE
+                            .saturating_mul(1 << (failures - 1).min(16))
+                            .min(REFUSED_BASE * 10)
+                    },
                     format!("the server refused the stream ({code})"),
                 ),
                 Outcome::Unsupported(what) => {
@@ -212,7 +229,10 @@ impl Station {
             } else if !(self.status.state == StationState::Down) {
                 self.enter(StationState::Backoff, Some(reason)).await;
             }
-            if sleep_or_stop(jitter(ceiling), stop).await {
+            // Not streaming: nothing to finish before handing over.
+            if self.flags.handover.load(Ordering::Acquire)
+                || sleep_or_stop(jitter(ceiling), stop).await
+            {
                 return;
             }
         }
@@ -239,7 +259,7 @@ impl Station {
             Err(OpenError::Failed(why)) => return Outcome::Dropped(why),
             Err(OpenError::Unsupported(what)) => return Outcome::Unsupported(what),
         };
-        self.status.codec = opened.content_type.clone();
+        self.status.codec = opened.codec.clone();
         let (feed_tx, feed_rx) = mpsc::channel(FEED_CHUNKS);
         let (out_tx, mut out_rx) = mpsc::unbounded_channel();
         let (done_tx, mut done_rx) = oneshot::channel();
@@ -252,7 +272,7 @@ impl Station {
             },
             self.resume_after,
         );
-        let hint = opened.hint();
+        let hint = opened.hint;
         {
             let (progress, cancel) = (progress.clone(), cancel.clone());
             let spawned = std::thread::Builder::new()
@@ -267,15 +287,16 @@ impl Station {
         }
         // The decoder stops at the end of its feed, or at once on this flag.
         let _stop_decoder = scopeguard(cancel);
-        let mut body = opened.response.bytes_stream();
+        let mut body = opened.body;
         let mut demux = opened.metaint.map(IcyDemuxer::new);
         let mut feed = Some(feed_tx);
         let mut network_end: Option<String> = None;
-        let mut ticker = tokio::time::interval(STATUS_EVERY);
+        let mut closed_cleanly = false;
+        let mut ticker = tokio::time::interval(STATUS_EVERY.min(config.lease / 2));
         ticker.tick().await;
         let mut window = (Instant::now(), 0u64);
         let mut skipped_seen = 0u64;
-        let stall = config.stall;
+        let stall = opened.patience.unwrap_or(config.stall);
         // Bytes must come by this instant (whatever else wakes the loop).
         let mut bytes_by = tokio::time::Instant::now() + stall;
         // Once the decoder has dropped its sender, only `done_rx` is left to hear.
@@ -301,14 +322,19 @@ impl Station {
                             return outcome;
                         }
                     }
-                    // A stream that broke explains what the decoder made of its end.
-                    if let Some(why) = network_end.take() {
+                    // A stream that broke or stalled explains what the
+                    // decoder made of its end; one that was whole and
+                    // closed cleanly was not audio if the decoder says so.
+                    let whole = closed_cleanly && network_end.is_some();
+                    if let Some(why) = network_end.take()
+                        && !(whole && matches!(ended, Ok(Ended::Unsupported(_))))
+                    {
                         return Outcome::Dropped(why);
                     }
                     return match ended {
                         Ok(Ended::EndOfStream) => Outcome::Dropped("end of stream".into()),
                         Ok(Ended::Unsupported(what)) => Outcome::Unsupported(
-                            opened.content_type.as_deref().map_or(what.clone(), |t| format!("{t}: {what}")),
+                            self.status.codec.as_deref().map_or(what.clone(), |t| format!("{t}: {what}")),
                         ),
                         Ok(Ended::Failed(why)) => Outcome::Dropped(why),
                         Err(_) => Outcome::Dropped("the decoder failed".into()),
@@ -323,11 +349,12 @@ impl Station {
                         }
                         Ok(None) => {
                             network_end = Some("the server closed the stream".into());
+                            closed_cleanly = true;
                             feed = None;
                             continue;
                         }
-                        Ok(Some(Err(e))) => {
-                            network_end = Some(format!("the stream broke: {}", source::describe(&e)));
+                        Ok(Some(Err(why))) => {
+                            network_end = Some(why);
                             feed = None;
                             continue;
                         }
@@ -424,7 +451,7 @@ impl Station {
         stop: &CancellationToken,
     ) -> Result<(), Outcome> {
         let id = self.radio.id;
-        if !self.held.load(Ordering::Acquire) {
+        if !self.flags.held.load(Ordering::Acquire) {
             return Err(Outcome::LostLease);
         }
         let sample = match NewSample::new(
@@ -457,13 +484,16 @@ impl Station {
                     wait = (wait * 2).min(Duration::from_secs(10));
                 }
             }
-            if !self.held.load(Ordering::Acquire) {
+            if !self.flags.held.load(Ordering::Acquire) {
                 return Err(Outcome::LostLease);
             }
         }
+        // A start within a fingerprint frame of the last end is the front
+        // trimmed to whole frames, not a gap.
+        let frame = time::Duration::seconds_f64(hendu_fingerprint::params::FRAME_SECONDS);
         if cut.first
             && let Some(from) = self.resume_after
-            && cut.captured_at > from
+            && cut.captured_at - from > frame
         {
             let gap = RadioGap {
                 radio_id: id,
@@ -483,6 +513,9 @@ impl Station {
             .last_sample
             .set(cut.captured_at.unix_timestamp() as f64);
         self.report().await;
+        if self.flags.handover.load(Ordering::Acquire) {
+            return Err(Outcome::HandedOver);
+        }
         Ok(())
     }
 

@@ -31,6 +31,7 @@ pub struct Meters {
     last_sample: Family<StationLabels, Gauge<f64, AtomicU64>>,
     silence: Family<StationLabels, Gauge<f64, AtomicU64>>,
     pub held: Gauge,
+    pub handovers: Counter,
 }
 
 /// One station's series, looked up once (a stream's chunks count bytes
@@ -89,6 +90,11 @@ impl Meters {
             "radio_stations_held",
             "Stations this replica listens to",
             m.held.clone(),
+        );
+        metrics.register(
+            "radio_handovers",
+            "Stations this replica handed to a replica that joined",
+            m.handovers.clone(),
         );
         m
     }

@@ -1,12 +1,15 @@
 //! Opening a station: the HTTP request, redirects, playlist files that point
 //! at the stream, and what the answer says about the audio.
 
+use std::pin::Pin;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use url::Url;
 
+use crate::hls;
 use crate::playlist::{self, Body, PlaylistError};
 
 /// Most playlists followed to reach the stream (a playlist of playlists).
@@ -25,29 +28,70 @@ pub enum OpenError {
     Unsupported(String),
 }
 
+/// A station's bytes as they arrive; an error ends it with the reason.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
+
 /// An open stream.
-#[derive(Debug)]
 pub struct Opened {
-    pub response: reqwest::Response,
+    pub body: ByteStream,
     /// The stream's URL after playlists and redirects.
     pub url: Url,
-    pub content_type: Option<String>,
+    /// What the station's status shows as its codec: the media type, or
+    /// what an HLS stream carries.
+    pub codec: Option<String>,
+    /// A file extension for the prober.
+    pub hint: Option<&'static str>,
     /// Audio bytes between ICY metadata blocks, when the server sends them.
     pub metaint: Option<usize>,
+    /// How long the stream may send nothing before it counts as stalled,
+    /// when not the configured time (HLS sends a segment at a time).
+    pub patience: Option<Duration>,
 }
 
-impl Opened {
-    /// A file extension for the prober, from the media type.
-    pub fn hint(&self) -> Option<&'static str> {
-        let media = self.content_type.as_deref()?.split(';').next()?.trim();
-        Some(match media.to_ascii_lowercase().as_str() {
-            "audio/mpeg" | "audio/mp3" | "audio/mpeg3" => "mp3",
-            "audio/aac" | "audio/aacp" | "audio/x-aac" => "aac",
-            "audio/ogg" | "application/ogg" | "audio/vorbis" | "audio/opus" => "ogg",
-            "audio/flac" | "audio/x-flac" => "flac",
-            _ => return None,
-        })
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened")
+            .field("url", &self.url.as_str())
+            .field("codec", &self.codec)
+            .field("metaint", &self.metaint)
+            .finish_non_exhaustive()
     }
+}
+
+/// A file extension for the prober, from a media type.
+fn hint(content_type: Option<&str>) -> Option<&'static str> {
+    let media = content_type?.split(';').next()?.trim();
+    Some(match media.to_ascii_lowercase().as_str() {
+        "audio/mpeg" | "audio/mp3" | "audio/mpeg3" => "mp3",
+        "audio/aac" | "audio/aacp" | "audio/x-aac" => "aac",
+        "audio/ogg" | "application/ogg" | "audio/vorbis" | "audio/opus" => "ogg",
+        "audio/flac" | "audio/x-flac" => "flac",
+        _ => return None,
+    })
+}
+
+/// GETs `url` (ICY metadata asked for); 4xx and 5xx answers are errors.
+/// The answer's head must arrive within `timeout`.
+pub(crate) async fn fetch(
+    client: &reqwest::Client,
+    url: &Url,
+    timeout: Duration,
+) -> Result<reqwest::Response, OpenError> {
+    let response = tokio::time::timeout(
+        timeout,
+        client.get(url.clone()).header("Icy-MetaData", "1").send(),
+    )
+    .await
+    .map_err(|_| OpenError::Failed(format!("no answer within {} s", timeout.as_secs())))?
+    .map_err(|e| OpenError::Failed(describe(&e)))?;
+    let status = response.status();
+    if status.is_client_error() {
+        return Err(OpenError::Refused(status.as_u16()));
+    }
+    if !status.is_success() {
+        return Err(OpenError::Failed(format!("the server answered {status}")));
+    }
+    Ok(response)
 }
 
 /// The HTTP client every station shares.
@@ -71,20 +115,7 @@ pub async fn open(
 ) -> Result<Opened, OpenError> {
     let mut url = url.clone();
     for _ in 0..=MAX_PLAYLIST_DEPTH {
-        let response = tokio::time::timeout(
-            timeout,
-            client.get(url.clone()).header("Icy-MetaData", "1").send(),
-        )
-        .await
-        .map_err(|_| OpenError::Failed(format!("no answer within {} s", timeout.as_secs())))?
-        .map_err(|e| OpenError::Failed(describe(&e)))?;
-        let status = response.status();
-        if status.is_client_error() {
-            return Err(OpenError::Refused(status.as_u16()));
-        }
-        if !status.is_success() {
-            return Err(OpenError::Failed(format!("the server answered {status}")));
-        }
+        let response = fetch(client, &url, timeout).await?;
         let final_url = response.url().clone();
         let content_type = header(response.headers(), CONTENT_TYPE.as_str());
         match playlist::classify(content_type.as_deref(), &final_url) {
@@ -92,19 +123,34 @@ pub async fn open(
                 let metaint = header(response.headers(), "icy-metaint")
                     .and_then(|v| v.trim().parse::<usize>().ok())
                     .filter(|&n| n > 0);
+                let body = response
+                    .bytes_stream()
+                    .map(|chunk| chunk.map_err(|e| format!("the stream broke: {}", describe(&e))));
                 return Ok(Opened {
-                    response,
+                    body: Box::pin(body),
                     url: final_url,
-                    content_type,
+                    hint: hint(content_type.as_deref()),
+                    codec: content_type,
                     metaint,
+                    patience: None,
                 });
             }
             Body::Playlist => {
-                let body = read_playlist(response, timeout).await?;
+                let body = read_limited(response, playlist::MAX_PLAYLIST, timeout).await?;
+                let body = String::from_utf8_lossy(&body).into_owned();
                 url = match playlist::entries(&body, &final_url) {
                     Ok(entries) => entries[0].clone(),
                     Err(PlaylistError::Hls) => {
-                        return Err(OpenError::Unsupported("HLS (m3u8)".into()));
+                        let hls =
+                            hls::open(client, final_url.clone(), body, timeout, timeout).await?;
+                        return Ok(Opened {
+                            body: hls.body,
+                            url: final_url,
+                            codec: Some(hls.codec),
+                            hint: Some(hls.hint),
+                            metaint: None,
+                            patience: Some(hls.patience),
+                        });
                     }
                     Err(PlaylistError::Empty) => {
                         return Err(OpenError::Failed(
@@ -127,21 +173,22 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// A playlist's text, at most [`playlist::MAX_PLAYLIST`] bytes.
-async fn read_playlist(
+/// A whole (short) body: a playlist, an HLS segment; at most `limit`
+/// bytes, within `timeout`.
+pub(crate) async fn read_limited(
     response: reqwest::Response,
+    limit: usize,
     timeout: Duration,
-) -> Result<String, OpenError> {
+) -> Result<Vec<u8>, OpenError> {
     let mut body = Vec::new();
     let mut stream = response.bytes_stream();
     let read = tokio::time::timeout(timeout, async {
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| OpenError::Failed(describe(&e)))?;
             body.extend_from_slice(&chunk);
-            if body.len() > playlist::MAX_PLAYLIST {
+            if body.len() > limit {
                 return Err(OpenError::Failed(format!(
-                    "the playlist is larger than {} bytes",
-                    playlist::MAX_PLAYLIST
+                    "the body is larger than {limit} bytes"
                 )));
             }
         }
@@ -149,11 +196,12 @@ async fn read_playlist(
     })
     .await;
     match read {
-        Ok(Ok(())) => Ok(String::from_utf8_lossy(&body).into_owned()),
+        Ok(Ok(())) => Ok(body),
         Ok(Err(e)) => Err(e),
-        Err(_) => Err(OpenError::Failed(
-            "the playlist did not arrive in time".into(),
-        )),
+        Err(_) => Err(OpenError::Failed(format!(
+            "the body did not arrive within {} s",
+            timeout.as_secs()
+        ))),
     }
 }
 

@@ -12,6 +12,17 @@
 //! renewal fails stops listening at once; one that shuts down releases its
 //! leases, so others take its stations at their next scan rather than
 //! after the lease time.
+//!
+//! A replica that joins later finds every station held. So every replica
+//! hands over, a few per scan, the stations that hashing over the live
+//! replicas now gives to another replica seen for two scans (and not full):
+//! each listener stops after its next stored sample (no audio cut off
+//! mid-sample) and releases its lease, and the chosen replica takes it at
+//! its next scan. Stations converge on the hashing's assignment, so a
+//! replica that joins gets about its share and only those stations move;
+//! a station at its chosen replica is never moved. A station handed over
+//! is not handed over again for [`HANDOVER_QUIET`], and the replica that
+//! handed it takes it back only if nobody else has for four scans.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -28,6 +39,13 @@ use crate::listener;
 pub const REPLICA_LEASES: &str = "radio-monitor/replica/";
 pub const STATION_LEASES: &str = "radio-monitor/station/";
 
+/// Most stations one replica starts handing over per scan.
+const HANDOVER_PER_SCAN: usize = 4;
+/// A listener asked to hand over is stopped after this even without a sample.
+const HANDOVER_LIMIT: std::time::Duration = std::time::Duration::from_secs(75);
+/// A station handed over stays where it went this long.
+const HANDOVER_QUIET: std::time::Duration = std::time::Duration::from_secs(600);
+
 pub fn station_lease(id: RadioId) -> String {
     format!("{STATION_LEASES}{id}")
 }
@@ -37,6 +55,10 @@ pub fn station_lease(id: RadioId) -> String {
 struct Running {
     radio: Radio,
     held: Arc<AtomicBool>,
+    /// Set to ask the listener to stop after its next sample.
+    handover: Arc<AtomicBool>,
+    /// When the handover was asked for.
+    handover_since: Option<std::time::Instant>,
     stop: CancellationToken,
     task: JoinHandle<()>,
     /// The last successful renewal: past the lease time without one, another
@@ -79,6 +101,10 @@ pub struct Supervisor {
     running: HashMap<RadioId, Running>,
     /// Free stations seen at the last scan, and for how many scans in a row.
     unclaimed: HashMap<RadioId, u32>,
+    /// Live replicas, and for how many scans in a row they were seen.
+    seen: HashMap<String, u32>,
+    /// Stations handed over, and when.
+    handed: HashMap<RadioId, std::time::Instant>,
 }
 
 impl Supervisor {
@@ -87,6 +113,8 @@ impl Supervisor {
             ctx,
             running: HashMap::new(),
             unclaimed: HashMap::new(),
+            seen: HashMap::new(),
+            handed: HashMap::new(),
         }
     }
 
@@ -129,7 +157,14 @@ impl Supervisor {
         leases.acquire(presence, me, ttl).await?;
         // Renew first: a station whose lease went elsewhere stops now.
         let mut lost = Vec::new();
+        let mut handed = Vec::new();
         for (&id, running) in &mut self.running {
+            if running.handover_since.is_some_and(|since| {
+                running.task.is_finished() || since.elapsed() >= HANDOVER_LIMIT
+            }) {
+                handed.push(id);
+                continue;
+            }
             match leases.acquire(&station_lease(id), me, ttl).await {
                 Ok(true) => running.renewed = std::time::Instant::now(),
                 Ok(false) => lost.push(id),
@@ -150,6 +185,12 @@ impl Supervisor {
                 "the station's lease is held elsewhere now; stopping"
             );
             self.stop_one(id, false).await;
+        }
+        for id in handed {
+            tracing::info!(radio = id, "station handed over");
+            self.handed.insert(id, std::time::Instant::now());
+            self.stop_one(id, true).await;
+            ctx.meters.handovers.inc();
         }
         let radios = ctx.storage.relational.radios().await?;
         let wanted: HashMap<RadioId, Radio> = radios
@@ -174,12 +215,22 @@ impl Supervisor {
             .into_iter()
             .filter_map(|(name, _)| name.strip_prefix(REPLICA_LEASES).map(str::to_owned))
             .collect();
-        let holders: HashSet<RadioId> = leases
-            .held(STATION_LEASES)
-            .await?
-            .into_iter()
-            .filter_map(|(name, _)| name.strip_prefix(STATION_LEASES)?.parse().ok())
+        self.seen = replicas
+            .iter()
+            .map(|r| (r.clone(), self.seen.get(r).copied().unwrap_or(0) + 1))
             .collect();
+        let station_leases = leases.held(STATION_LEASES).await?;
+        let mut holders: HashSet<RadioId> = HashSet::new();
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for (name, holder) in station_leases {
+            if let Some(id) = name
+                .strip_prefix(STATION_LEASES)
+                .and_then(|i| i.parse().ok())
+            {
+                holders.insert(id);
+                *counts.entry(holder).or_insert(0) += 1;
+            }
+        }
         let mut ids: Vec<&RadioId> = wanted.keys().collect();
         ids.sort();
         let mut unclaimed = HashMap::new();
@@ -190,7 +241,14 @@ impl Supervisor {
             let scans = self.unclaimed.get(&id).copied().unwrap_or(0) + 1;
             unclaimed.insert(id, scans);
             let mine = chosen(id, &replicas).is_none_or(|r| r == me.as_str());
-            if !(mine || scans > 2) || self.running.len() >= ctx.config.max_stations {
+            // Its chosen replica first; after two scans anyone; one this
+            // replica handed over, only after four.
+            let take = if self.handed.contains_key(&id) {
+                scans > 4
+            } else {
+                mine || scans > 2
+            };
+            if !take || self.running.len() >= ctx.config.max_stations {
                 continue;
             }
             if leases.acquire(&station_lease(id), me, ttl).await? {
@@ -199,18 +257,68 @@ impl Supervisor {
             }
         }
         self.unclaimed = unclaimed;
+        self.rebalance(&replicas, &counts);
         Ok(())
+    }
+
+    /// Asks listeners of stations that hashing gives to another settled,
+    /// not full, replica to hand over after their next sample.
+    fn rebalance(&mut self, replicas: &[String], counts: &HashMap<String, usize>) {
+        let me = self.ctx.config.replica.as_str();
+        let max = self.ctx.config.max_stations;
+        self.handed
+            .retain(|_, when| when.elapsed() < HANDOVER_QUIET);
+        let leaving = self
+            .running
+            .values()
+            .filter(|r| r.handover_since.is_some())
+            .count();
+        let mut ids: Vec<RadioId> = self
+            .running
+            .iter()
+            .filter(|(id, r)| r.handover_since.is_none() && !self.handed.contains_key(id))
+            .map(|(&id, _)| id)
+            .collect();
+        ids.sort_unstable();
+        let mut asked = leaving;
+        for id in ids {
+            if asked >= HANDOVER_PER_SCAN {
+                break;
+            }
+            let Some(to) = chosen(id, replicas) else {
+                continue;
+            };
+            if to == me
+                || self.seen.get(to).copied().unwrap_or(0) < 2
+                || counts.get(to).copied().unwrap_or(0) >= max
+            {
+                continue;
+            }
+            let running = self.running.get_mut(&id).expect("listed above");
+            tracing::info!(
+                radio = id,
+                to,
+                "handing the station over after its next sample"
+            );
+            running.handover.store(true, Ordering::Release);
+            running.handover_since = Some(std::time::Instant::now());
+            asked += 1;
+        }
     }
 
     fn start(&mut self, radio: Radio) {
         let id = radio.id;
         tracing::info!(radio = id, name = %radio.name, url = %radio.stream_url, "listening to a station");
         let held = Arc::new(AtomicBool::new(true));
+        let handover = Arc::new(AtomicBool::new(false));
         let stop = CancellationToken::new();
         let task = tokio::spawn(listener::listen(
             self.ctx.clone(),
             radio.clone(),
-            held.clone(),
+            listener::Flags {
+                held: held.clone(),
+                handover: handover.clone(),
+            },
             stop.clone(),
         ));
         self.running.insert(
@@ -218,6 +326,8 @@ impl Supervisor {
             Running {
                 radio,
                 held,
+                handover,
+                handover_since: None,
                 stop,
                 task,
                 renewed: std::time::Instant::now(),

@@ -8,6 +8,7 @@
 #![allow(clippy::missing_panics_doc, clippy::missing_errors_doc)]
 
 pub mod broadcast;
+pub mod faults;
 pub mod radio;
 
 use std::path::PathBuf;

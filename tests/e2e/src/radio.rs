@@ -138,7 +138,7 @@ impl Icecast {
             .spawn()
             .context("cannot start icecast2")?;
         let server = Self { port, child, dir };
-        let up = eventually(Duration::from_secs(10), || async {
+        let up = eventually(Duration::from_secs(30), || async {
             tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
                 .ok()
@@ -170,6 +170,26 @@ impl Icecast {
         speed: f64,
         looped: bool,
     ) -> Result<Feeder> {
+        let mut args = vec!["-ar", "44100", "-ac", "2"];
+        args.extend_from_slice(codec.ffmpeg_args());
+        self.ffmpeg(mount, wav, speed, looped, &args).await
+    }
+
+    /// Relays an MP3 file to `mount` as it is (no encoding: cheap enough
+    /// for many stations at once).
+    pub async fn relay(&self, mount: &str, mp3: &Path, speed: f64) -> Result<Feeder> {
+        let args = ["-c:a", "copy", "-content_type", "audio/mpeg", "-f", "mp3"];
+        self.ffmpeg(mount, mp3, speed, false, &args).await
+    }
+
+    async fn ffmpeg(
+        &self,
+        mount: &str,
+        input: &Path,
+        speed: f64,
+        looped: bool,
+        output: &[&str],
+    ) -> Result<Feeder> {
         need("ffmpeg", "ffmpeg")?;
         let target = format!(
             "icecast://source:{SOURCE_PASSWORD}@127.0.0.1:{}{mount}",
@@ -193,9 +213,8 @@ impl Icecast {
                 &[][..]
             })
             .arg("-i")
-            .arg(wav)
-            .args(["-ar", "44100", "-ac", "2"])
-            .args(codec.ffmpeg_args())
+            .arg(input)
+            .args(output)
             .arg(&target)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
@@ -204,7 +223,7 @@ impl Icecast {
             .context("cannot start ffmpeg")?;
         let url = self.url(mount);
         let client = reqwest::Client::new();
-        let on_air = eventually(Duration::from_secs(10), || async {
+        let on_air = eventually(Duration::from_secs(30), || async {
             let r = client.get(&url).send().await.ok()?;
             r.status().is_success().then_some(())
         })
@@ -228,6 +247,29 @@ impl Drop for Icecast {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
     }
+}
+
+/// Listeners per mount of the Icecast server on `port`, from its statistics.
+pub async fn listeners(port: u16) -> Result<Vec<(String, u32)>> {
+    let xml = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/admin/stats"))
+        .basic_auth("admin", Some("hendu-admin"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let mut out = Vec::new();
+    for source in xml.split("<source mount=\"").skip(1) {
+        let mount = source.split('"').next().unwrap_or_default().to_owned();
+        let listeners = source
+            .split("<listeners>")
+            .nth(1)
+            .and_then(|l| l.split('<').next())
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
+        out.push((mount, listeners));
+    }
+    Ok(out)
 }
 
 /// An ffmpeg encoder feeding a mount, killed when dropped.
