@@ -327,8 +327,9 @@ async fn replicas_share_stations_take_over_a_killed_one_and_hand_a_share_to_a_ne
         median(again),
         median(sample)
     );
-    assert!(slowest <= LEASE_S + 3.0, "{listening_again:?}");
-    assert!(slowest_sample <= LEASE_S + 30.0 + 3.0, "{new_sample:?}");
+    // Within the lease, plus scans and connecting on a loaded machine.
+    assert!(slowest <= LEASE_S + 5.0, "{listening_again:?}");
+    assert!(slowest_sample <= LEASE_S + 30.0 + 6.0, "{new_sample:?}");
 
     // A replica joins: it is handed its share.
     let joined = Service::start(
