@@ -23,7 +23,7 @@ use hendu_service::samples;
 use hendu_storage::Event;
 use hendu_storage::model::{NewSample, Radio, RadioGap, RadioStatus, Source, StationState};
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
@@ -53,8 +53,11 @@ const UNSUPPORTED_RETRY: Duration = Duration::from_secs(600);
 /// What the supervisor tells a running listener.
 #[derive(Debug, Clone)]
 pub struct Flags {
-    /// Cleared when the lease is lost: nothing more is stored.
-    pub held: Arc<AtomicBool>,
+    /// Until when the station's lease is surely this replica's (moved on at
+    /// each renewal). Past it the listener closes its connection and stores
+    /// nothing more, whatever the supervisor is busy with: another replica
+    /// may take the station once the lease runs out.
+    pub lease: watch::Receiver<tokio::time::Instant>,
     /// Set to stop after the next stored sample (the station goes to
     /// another replica).
     pub handover: Arc<AtomicBool>,
@@ -88,8 +91,8 @@ struct Station {
     announced_down: bool,
 }
 
-/// Listens to `radio` until `stop` is cancelled, the lease is lost
-/// (`held` turns false) or a handover is asked for and a sample stored.
+/// Listens to `radio` until `stop` is cancelled, the lease runs out (its
+/// deadline passes unrenewed) or a handover is asked for and a sample stored.
 pub async fn listen(ctx: Arc<Context>, radio: Radio, flags: Flags, stop: CancellationToken) {
     let now = OffsetDateTime::now_utc();
     let status = RadioStatus {
@@ -157,6 +160,25 @@ async fn sleep_or_stop(d: Duration, stop: &CancellationToken) -> bool {
     }
 }
 
+/// Returns once the lease's deadline has passed without a renewal (or the
+/// supervisor is gone).
+async fn lease_runs_out(lease: &mut watch::Receiver<tokio::time::Instant>) {
+    loop {
+        let deadline = *lease.borrow_and_update();
+        if deadline <= tokio::time::Instant::now() {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => {}
+            changed = lease.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// A uniformly random delay in `[0, ceiling)` ("full jitter").
 fn jitter(ceiling: Duration) -> Duration {
     let r = RandomState::new().hash_one(Instant::now());
@@ -176,7 +198,14 @@ impl Station {
             }
             connections += 1;
             self.streamed = false;
-            let outcome = self.session(stop).await;
+            let mut lease = self.flags.lease.clone();
+            let outcome = tokio::select! {
+                outcome = self.session(stop) => outcome,
+                () = lease_runs_out(&mut lease) => {
+                    tracing::warn!(radio = id, "the station's lease ran out unrenewed; stopping");
+                    Outcome::LostLease
+                }
+            };
             let (ceiling, reason) = match outcome {
                 Outcome::Stopped | Outcome::LostLease | Outcome::HandedOver => return,
                 Outcome::Dropped(why) => {
@@ -451,7 +480,7 @@ impl Station {
         stop: &CancellationToken,
     ) -> Result<(), Outcome> {
         let id = self.radio.id;
-        if !self.flags.held.load(Ordering::Acquire) {
+        if !self.holds_lease() {
             return Err(Outcome::LostLease);
         }
         let sample = match NewSample::new(
@@ -484,7 +513,7 @@ impl Station {
                     wait = (wait * 2).min(Duration::from_secs(10));
                 }
             }
-            if !self.flags.held.load(Ordering::Acquire) {
+            if !self.holds_lease() {
                 return Err(Outcome::LostLease);
             }
         }
@@ -517,6 +546,10 @@ impl Station {
             return Err(Outcome::HandedOver);
         }
         Ok(())
+    }
+
+    fn holds_lease(&self) -> bool {
+        *self.flags.lease.borrow() > tokio::time::Instant::now()
     }
 
     /// Moves to `state` (writing the status when it changes).
@@ -563,4 +596,39 @@ fn scopeguard(flag: Arc<AtomicBool>) -> impl Drop {
         }
     }
     Guard(flag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_runs_out_at_its_deadline_unless_renewed_first() {
+        let start = tokio::time::Instant::now();
+        let (lease, mut rx) = watch::channel(start + Duration::from_secs(2));
+        let renew = tokio::spawn(async move {
+            // Renewed twice, then left to run out.
+            for at in [1, 2] {
+                tokio::time::sleep_until(start + Duration::from_secs(at)).await;
+                lease.send_replace(start + Duration::from_secs(at + 2));
+            }
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            drop(lease);
+        });
+        lease_runs_out(&mut rx).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(4));
+        renew.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_ends_with_its_supervisor_or_when_already_past() {
+        let start = tokio::time::Instant::now();
+        let (lease, mut rx) = watch::channel(start + Duration::from_secs(30));
+        drop(lease);
+        lease_runs_out(&mut rx).await;
+        assert!(start.elapsed() < Duration::from_secs(1));
+        let (_lease, mut rx) = watch::channel(start);
+        lease_runs_out(&mut rx).await;
+        assert!(start.elapsed() < Duration::from_secs(1));
+    }
 }

@@ -8,9 +8,10 @@
 //! highest hash of station and replica name): replicas starting together
 //! split the stations evenly without talking to each other. A free station
 //! whose chosen replica has not taken it within two scans (it is full, or
-//! dying) goes to whichever replica gets its lease first. A replica whose
-//! renewal fails stops listening at once; one that shuts down releases its
-//! leases, so others take its stations at their next scan rather than
+//! dying) goes to whichever replica gets its lease first. A listener
+//! whose lease is not renewed in time stops by itself, a fifth of a lease
+//! before the store lets anyone else take the station (however busy its
+//! supervisor is); a replica that shuts down releases its leases, so others take its stations at their next scan rather than
 //! after the lease time.
 //!
 //! A replica that joins later finds every station held. So every replica
@@ -30,6 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use hendu_service::Heartbeat;
 use hendu_storage::model::{Radio, RadioId};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -54,16 +56,22 @@ pub fn station_lease(id: RadioId) -> String {
 #[derive(Debug)]
 struct Running {
     radio: Radio,
-    held: Arc<AtomicBool>,
+    /// The listener's lease deadline (see [`listener::Flags::lease`]).
+    lease: watch::Sender<tokio::time::Instant>,
     /// Set to ask the listener to stop after its next sample.
     handover: Arc<AtomicBool>,
     /// When the handover was asked for.
     handover_since: Option<std::time::Instant>,
     stop: CancellationToken,
     task: JoinHandle<()>,
-    /// The last successful renewal: past the lease time without one, another
-    /// replica may hold the station, so this one stops.
-    renewed: std::time::Instant,
+}
+
+/// How long after a renewal was sent the listener may count on its lease.
+/// The store starts the lease when it gets the renewal, later than it was
+/// sent, so a listener stops a fifth of a lease before anyone else can take
+/// the station: room for a slow clock and for closing the connection.
+fn lease_deadline(sent: tokio::time::Instant, ttl: std::time::Duration) -> tokio::time::Instant {
+    sent + ttl.mul_f64(0.8)
 }
 
 /// FNV-1a: the same on every replica and every build (the standard
@@ -165,15 +173,14 @@ impl Supervisor {
                 handed.push(id);
                 continue;
             }
+            // Unrenewed, the listener stops itself at its deadline.
+            let sent = tokio::time::Instant::now();
             match leases.acquire(&station_lease(id), me, ttl).await {
-                Ok(true) => running.renewed = std::time::Instant::now(),
-                Ok(false) => lost.push(id),
-                Err(e) => {
-                    tracing::warn!(radio = id, error = %e, "cannot renew a station's lease");
-                    if running.renewed.elapsed() >= ttl {
-                        lost.push(id);
-                    }
+                Ok(true) => {
+                    running.lease.send_replace(lease_deadline(sent, ttl));
                 }
+                Ok(false) => lost.push(id),
+                Err(e) => tracing::warn!(radio = id, error = %e, "cannot renew a station's lease"),
             }
             if running.task.is_finished() {
                 lost.push(id);
@@ -251,9 +258,10 @@ impl Supervisor {
             if !take || self.running.len() >= ctx.config.max_stations {
                 continue;
             }
+            let sent = tokio::time::Instant::now();
             if leases.acquire(&station_lease(id), me, ttl).await? {
                 unclaimed.remove(&id);
-                self.start(wanted[&id].clone());
+                self.start(wanted[&id].clone(), lease_deadline(sent, ttl));
             }
         }
         self.unclaimed = unclaimed;
@@ -306,17 +314,17 @@ impl Supervisor {
         }
     }
 
-    fn start(&mut self, radio: Radio) {
+    fn start(&mut self, radio: Radio, deadline: tokio::time::Instant) {
         let id = radio.id;
         tracing::info!(radio = id, name = %radio.name, url = %radio.stream_url, "listening to a station");
-        let held = Arc::new(AtomicBool::new(true));
+        let (lease, lease_rx) = watch::channel(deadline);
         let handover = Arc::new(AtomicBool::new(false));
         let stop = CancellationToken::new();
         let task = tokio::spawn(listener::listen(
             self.ctx.clone(),
             radio.clone(),
             listener::Flags {
-                held: held.clone(),
+                lease: lease_rx,
                 handover: handover.clone(),
             },
             stop.clone(),
@@ -325,12 +333,11 @@ impl Supervisor {
             id,
             Running {
                 radio,
-                held,
+                lease,
                 handover,
                 handover_since: None,
                 stop,
                 task,
-                renewed: std::time::Instant::now(),
             },
         );
     }
@@ -340,7 +347,7 @@ impl Supervisor {
         let Some(running) = self.running.remove(&id) else {
             return;
         };
-        running.held.store(false, Ordering::Release);
+        running.lease.send_replace(tokio::time::Instant::now());
         running.stop.cancel();
         let _ = running.task.await;
         if release {
@@ -356,7 +363,7 @@ impl Supervisor {
 
     async fn stop_all(&mut self) {
         for running in self.running.values() {
-            running.held.store(false, Ordering::Release);
+            running.lease.send_replace(tokio::time::Instant::now());
             running.stop.cancel();
         }
         let ids: Vec<RadioId> = self.running.keys().copied().collect();
