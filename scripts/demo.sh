@@ -23,6 +23,9 @@ need() {
 }
 need ffmpeg ffmpeg
 need apt-get apt
+# shellcheck source=scripts/build-deps.sh
+source scripts/build-deps.sh
+ensure_build_deps
 
 echo "== building hendu"
 cargo build --release --locked -p hendu

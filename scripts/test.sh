@@ -12,6 +12,9 @@ fi
 # The toolchain pinned in rust-toolchain.toml, with rustfmt and clippy.
 rustup show active-toolchain >/dev/null
 
+# shellcheck source=scripts/build-deps.sh
+source scripts/build-deps.sh
+ensure_build_deps
 # shellcheck source=scripts/test-services.sh
 source scripts/test-services.sh
 

@@ -8,6 +8,9 @@
 #                                       binaries built before the limits
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=scripts/build-deps.sh
+source scripts/build-deps.sh
+ensure_build_deps
 # shellcheck source=scripts/test-services.sh
 source scripts/test-services.sh
 cargo build --release --locked --bins -p hendu-hash-generator -p hendu-communication -p hendu-e2e

@@ -7,6 +7,9 @@
 # Usage: bench/pipeline/run.sh (HENDU_BIN_DIR: other binaries of the services, to compare)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=scripts/build-deps.sh
+source scripts/build-deps.sh
+ensure_build_deps
 # shellcheck source=scripts/test-services.sh
 source scripts/test-services.sh
 cargo build --release --locked --bins -p hendu-hash-generator -p hendu-communication \

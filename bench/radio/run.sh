@@ -6,6 +6,9 @@
 # Usage: bench/radio/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=scripts/build-deps.sh
+source scripts/build-deps.sh
+ensure_build_deps
 # shellcheck source=scripts/test-services.sh
 source scripts/test-services.sh
 cargo build --release --locked --bins -p hendu-radio-monitor -p hendu-e2e

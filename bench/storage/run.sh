@@ -11,6 +11,9 @@
 # Usage: bench/storage/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=scripts/build-deps.sh
+source scripts/build-deps.sh
+ensure_build_deps
 
 DATA="${HENDU_BENCH_DIR:-.bench-data}"
 [ -f "$DATA/corpus.json" ] || { echo "error: no corpus; run: python3 bench/recognition/bench.py corpus" >&2; exit 1; }

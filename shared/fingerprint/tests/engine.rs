@@ -19,13 +19,14 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-const FORMATS: [&str; 6] = [
+const FORMATS: [&str; 7] = [
     "tones.wav",
     "tones.mp3",
     "tones.aac",
     "tones.m4a",
     "tones.flac",
     "tones-ogg-without-extension",
+    "tones.opus",
 ];
 
 #[test]

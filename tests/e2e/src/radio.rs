@@ -25,16 +25,18 @@ pub struct Icecast {
 pub enum Codec {
     Mp3,
     Vorbis,
+    Opus,
     AacAdts,
 }
 
 impl Codec {
-    pub const ALL: [Codec; 3] = [Codec::Mp3, Codec::Vorbis, Codec::AacAdts];
+    pub const ALL: [Codec; 4] = [Codec::Mp3, Codec::Vorbis, Codec::Opus, Codec::AacAdts];
 
     pub fn mount(self) -> &'static str {
         match self {
             Codec::Mp3 => "/live.mp3",
             Codec::Vorbis => "/live.ogg",
+            Codec::Opus => "/live.opus",
             Codec::AacAdts => "/live.aac",
         }
     }
@@ -58,6 +60,18 @@ impl Codec {
                 "128k",
                 "-content_type",
                 "application/ogg",
+                "-f",
+                "ogg",
+            ],
+            Codec::Opus => &[
+                "-ar",
+                "48000",
+                "-c:a",
+                "libopus",
+                "-b:a",
+                "64k",
+                "-content_type",
+                "audio/ogg",
                 "-f",
                 "ogg",
             ],
