@@ -89,6 +89,8 @@ struct Station {
     /// Whether the current connection produced audio.
     streamed: bool,
     announced_down: bool,
+    /// Where the last connection to an HLS window stopped.
+    hls_resume: crate::hls::Resume,
 }
 
 /// Listens to `radio` until `stop` is cancelled, the lease runs out (its
@@ -120,6 +122,7 @@ pub async fn listen(ctx: Arc<Context>, radio: Radio, flags: Flags, stop: Cancell
         gap_reason: "not monitored".into(),
         streamed: false,
         announced_down: false,
+        hls_resume: crate::hls::Resume::default(),
     };
     station
         .ctx
@@ -280,7 +283,7 @@ impl Station {
         };
         let opened = tokio::select! {
             () = stop.cancelled() => return Outcome::Stopped,
-            opened = source::open(&self.ctx.client, &url, config.stall) => opened,
+            opened = source::open(&self.ctx.client, &url, config.stall, &self.hls_resume) => opened,
         };
         let opened = match opened {
             Ok(o) => o,

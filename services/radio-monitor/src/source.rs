@@ -107,11 +107,13 @@ pub fn client(connect_timeout: Duration) -> reqwest::Result<reqwest::Client> {
 }
 
 /// Opens `url`, following playlists, with ICY metadata asked for. The
-/// answer's head must arrive within `timeout`.
+/// answer's head must arrive within `timeout`. An HLS window goes on from
+/// `resume` (see [`hls::Resume`]).
 pub async fn open(
     client: &reqwest::Client,
     url: &Url,
     timeout: Duration,
+    resume: &hls::Resume,
 ) -> Result<Opened, OpenError> {
     let mut url = url.clone();
     for _ in 0..=MAX_PLAYLIST_DEPTH {
@@ -142,7 +144,7 @@ pub async fn open(
                     Ok(entries) => entries[0].clone(),
                     Err(PlaylistError::Hls) => {
                         let hls =
-                            hls::open(client, final_url.clone(), body, timeout, timeout).await?;
+                            hls::open(client, final_url.clone(), body, timeout, resume).await?;
                         return Ok(Opened {
                             body: hls.body,
                             url: final_url,

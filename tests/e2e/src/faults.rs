@@ -33,6 +33,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use crate::radio::{encode_mp3, ffmpeg};
+
 /// Audio before `/drop.mp3` and `/eof.mp3` end a connection.
 pub const DROP_AFTER_S: f64 = 20.0;
 /// Audio before `/stall.mp3` stops sending.
@@ -76,18 +78,6 @@ impl Drop for FaultServer {
     }
 }
 
-fn ffmpeg(args: &[&str]) -> Result<()> {
-    let out = std::process::Command::new("ffmpeg")
-        .args(["-nostdin", "-loglevel", "error", "-y"])
-        .args(args)
-        .output()
-        .context("ffmpeg is not installed (Debian: apt-get install ffmpeg)")?;
-    if !out.status.success() {
-        bail!("ffmpeg failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
-}
-
 /// Segments of an HLS playlist ffmpeg wrote (a whole-file one).
 fn read_hls(dir: &Path) -> Result<Hls> {
     let text = std::fs::read_to_string(dir.join("index.m3u8"))?;
@@ -122,24 +112,11 @@ impl FaultServer {
         let dir = tempfile::tempdir()?;
         let wav = wav.to_str().context("a UTF-8 path")?;
         let mp3 = dir.path().join("programme.mp3");
-        let mp3_path = mp3.to_str().context("a UTF-8 path")?;
-        ffmpeg(&[
-            "-i",
-            wav,
-            "-ar",
-            "44100",
-            "-ac",
-            "2",
-            "-c:a",
-            "libmp3lame",
-            "-b:a",
-            "128k",
-            "-id3v2_version",
-            "0",
-            "-write_xing",
-            "0",
-            mp3_path,
-        ])?;
+        encode_mp3(
+            Path::new(wav),
+            &mp3,
+            &["-id3v2_version", "0", "-write_xing", "0"],
+        )?;
         let mut hls = Vec::new();
         for (kind, extra) in [
             ("ts", &["-hls_segment_type", "mpegts"][..]),

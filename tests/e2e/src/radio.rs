@@ -6,6 +6,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use hendu_storage::Storage;
+use hendu_storage::model::{Play, SampleSpan, Source};
+use serde_json::Value;
+use time::OffsetDateTime;
 use tokio::process::{Child, Command};
 
 use crate::{eventually, free_port};
@@ -261,6 +265,123 @@ impl Drop for Icecast {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
     }
+}
+
+/// Runs ffmpeg, quiet and overwriting, with `args`.
+pub fn ffmpeg(args: &[&str]) -> Result<()> {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-nostdin", "-loglevel", "error", "-y"])
+        .args(args)
+        .output()
+        .context("ffmpeg is not installed (Debian: apt-get install ffmpeg)")?;
+    if !out.status.success() {
+        bail!("ffmpeg failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// Encodes `wav` into `mp3` as a station sends it (128 kbit/s, 44.1 kHz
+/// stereo), with `extra` output options.
+pub fn encode_mp3(wav: &Path, mp3: &Path, extra: &[&str]) -> Result<()> {
+    let wav = wav.to_str().context("a UTF-8 path")?;
+    let mp3 = mp3.to_str().context("a UTF-8 path")?;
+    let mut args = vec![
+        "-i",
+        wav,
+        "-ar",
+        "44100",
+        "-ac",
+        "2",
+        "-c:a",
+        "libmp3lame",
+        "-b:a",
+        "128k",
+    ];
+    args.extend_from_slice(extra);
+    args.push(mp3);
+    ffmpeg(&args)
+}
+
+/// A station's stored samples (from two hours ago to two hours ahead).
+pub async fn station_samples(storage: &Storage, radio: i64) -> Vec<SampleSpan> {
+    let now = OffsetDateTime::now_utc();
+    storage
+        .documents
+        .sample_spans(
+            Source::Radio(radio),
+            now - time::Duration::hours(2),
+            now + time::Duration::hours(2),
+            1000,
+        )
+        .await
+        .unwrap_or_default()
+}
+
+/// A station's plays in `results` (from two hours ago to two hours ahead).
+pub async fn station_plays(storage: &Storage, radio: i64) -> Vec<Play> {
+    let now = OffsetDateTime::now_utc();
+    storage
+        .relational
+        .plays_of_source(
+            Source::Radio(radio),
+            now - time::Duration::hours(2),
+            now + time::Duration::hours(2),
+        )
+        .await
+        .unwrap_or_default()
+}
+
+/// Waits up to `within` for at least `at_least` plays of every station in
+/// `radios` with no raw result left undecided; the plays, or what each
+/// station had when the time ran out.
+pub async fn plays_of_every_station(
+    storage: &Storage,
+    radios: &[i64],
+    at_least: usize,
+    within: Duration,
+) -> std::result::Result<Vec<Vec<Play>>, Vec<Vec<Play>>> {
+    let all = eventually(within, || async {
+        let mut all = Vec::new();
+        for &id in radios {
+            let plays = station_plays(storage, id).await;
+            if plays.len() < at_least {
+                return None;
+            }
+            all.push(plays);
+        }
+        storage
+            .documents
+            .raw_result_sources()
+            .await
+            .ok()?
+            .is_empty()
+            .then_some(all)
+    })
+    .await;
+    match all {
+        Some(all) => Ok(all),
+        None => {
+            let mut seen = Vec::new();
+            for &id in radios {
+                seen.push(station_plays(storage, id).await);
+            }
+            Err(seen)
+        }
+    }
+}
+
+/// Every station's health from the monitor at `base` (`GET
+/// /v1/radios/health`), as `token`.
+pub async fn health(http: &reqwest::Client, base: &str, token: &str) -> Vec<Value> {
+    http.get(format!("{base}/v1/radios/health"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .expect("the monitor answers the health list")
+        .json()
+        .await
+        .expect("the health list is JSON")
 }
 
 /// Listeners per mount of the Icecast server on `port`, from its statistics.

@@ -12,13 +12,14 @@ use futures_util::StreamExt;
 use hendu_e2e::broadcast::{
     self, ADMIN_EMAIL, ADMIN_PASSWORD, CATALOGUE, Client, Content, Stretch,
 };
-use hendu_e2e::radio::{Codec, Icecast};
+use hendu_e2e::radio::{
+    Codec, Icecast, health, plays_of_every_station, station_plays, station_samples,
+};
 use hendu_e2e::{Service, eventually};
-use hendu_storage::model::{Play, Source};
+use hendu_storage::model::Play;
 use hendu_storage::testing::{Kind, Place};
 use hendu_storage::{Event, Storage};
 use serde_json::{Value, json};
-use time::OffsetDateTime;
 
 /// The feeds run this many times faster than real time: the monitor stamps
 /// samples on the audio's own clock, so the plays' times are the
@@ -95,19 +96,6 @@ async fn register(base: &str, token: &str, station: Value) -> Value {
     let radio: Value = answer.json().await.unwrap();
     assert_eq!(status, 201, "{radio}");
     radio
-}
-
-async fn radio_plays(storage: &Storage, radio: i64) -> Vec<Play> {
-    let now = OffsetDateTime::now_utc();
-    storage
-        .relational
-        .plays_of_source(
-            Source::Radio(radio),
-            now - time::Duration::hours(2),
-            now + time::Duration::hours(2),
-        )
-        .await
-        .unwrap_or_default()
 }
 
 /// The plays are the programme's catalogue tracks in order, each within one
@@ -211,54 +199,18 @@ async fn icecast_stations_in_four_codecs_become_the_right_plays_and_dead_air_is_
     }
 
     // Three plays per station, and nothing left undecided.
-    let all = eventually(Duration::from_secs(240), || async {
-        let mut all = Vec::new();
-        for &(_, id) in &radios {
-            let plays = radio_plays(&storage, id).await;
-            if plays.len() < 3 {
-                return None;
-            }
-            all.push(plays);
+    let ids_of: Vec<i64> = radios.iter().map(|&(_, id)| id).collect();
+    let all = match plays_of_every_station(&storage, &ids_of, 3, Duration::from_secs(240)).await {
+        Ok(all) => all,
+        Err(seen) => {
+            let health = health(&http, &monitor.base, &token).await;
+            panic!("not every station's plays were recorded: {seen:?}\nhealth: {health:#?}");
         }
-        storage
-            .documents
-            .raw_result_sources()
-            .await
-            .ok()?
-            .is_empty()
-            .then_some(all)
-    })
-    .await;
-    let Some(all) = all else {
-        let mut seen = Vec::new();
-        for &(codec, id) in &radios {
-            seen.push((codec, radio_plays(&storage, id).await));
-        }
-        let health: Value = http
-            .get(format!("{}/v1/radios/health", monitor.base))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        panic!("not every station's plays were recorded: {seen:?}\nhealth: {health:#}");
     };
     for ((codec, id), plays) in radios.iter().zip(&all) {
         assert_plays_follow(plays, &ids, &programme, &format!("{codec:?}"));
         // The samples of a station never overlap, and lie 30 s apart.
-        let now = OffsetDateTime::now_utc();
-        let spans = storage
-            .documents
-            .sample_spans(
-                Source::Radio(*id),
-                now - time::Duration::hours(2),
-                now + time::Duration::hours(2),
-                1000,
-            )
-            .await
-            .unwrap();
+        let spans = station_samples(&storage, *id).await;
         assert!(spans.len() >= 9, "{codec:?}: {} samples", spans.len());
         for w in spans.windows(2) {
             assert!(
@@ -283,17 +235,9 @@ async fn icecast_stations_in_four_codecs_become_the_right_plays_and_dead_air_is_
         );
     }
     // Operators see every station's state.
-    let health: Vec<Value> = http
-        .get(format!("{}/v1/radios/health", monitor.base))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(health.len(), Codec::ALL.len());
-    for h in &health {
+    let list = health(&http, &monitor.base, &token).await;
+    assert_eq!(list.len(), Codec::ALL.len());
+    for h in &list {
         assert_eq!(h["status"]["holder"], "radio-monitor", "{h}");
         assert!(h["status"]["samples"].as_u64().unwrap() >= 9, "{h}");
     }
@@ -351,7 +295,7 @@ async fn hendu_serve_monitors_a_station_on_the_embedded_store() {
     // The store is the service's file: read it once the service has recorded.
     let storage = Storage::connect(&place.config).await.unwrap();
     let plays = eventually(Duration::from_secs(120), || async {
-        let plays = radio_plays(&storage, id).await;
+        let plays = station_plays(&storage, id).await;
         (!plays.is_empty()
             && storage
                 .documents

@@ -12,8 +12,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use hendu_e2e::broadcast::{self, Content};
 use hendu_e2e::faults::FaultServer;
+use hendu_e2e::radio::{health, station_samples};
 use hendu_e2e::{Service, eventually};
-use hendu_storage::model::{Role, SampleSpan, Source};
+use hendu_storage::model::Role;
 use hendu_storage::testing::{Kind, Place, user_with_token};
 use hendu_storage::{Event, Storage};
 use serde_json::{Value, json};
@@ -42,20 +43,6 @@ const PLAYING: [&str; 4] = [
     "/hls/ts/live.m3u8",
     "/hls/fmp4/live.m3u8",
 ];
-
-async fn spans(storage: &Storage, id: i64) -> Vec<SampleSpan> {
-    let now = OffsetDateTime::now_utc();
-    storage
-        .documents
-        .sample_spans(
-            Source::Radio(id),
-            now - time::Duration::hours(1),
-            now + time::Duration::hours(1),
-            1000,
-        )
-        .await
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misbehaving_stations_are_reconnected_their_gaps_recorded_and_nothing_breaks() {
@@ -114,15 +101,7 @@ async fn misbehaving_stations_are_reconnected_their_gaps_recorded_and_nothing_br
         ids.insert(path, radio["id"].as_i64().unwrap());
     }
     let health = || async {
-        let list: Vec<Value> = http
-            .get(format!("{}/v1/radios/health", monitor.base))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let list = health(&http, &monitor.base, &token).await;
         let by_id: HashMap<i64, Value> = list
             .into_iter()
             .map(|h| (h["radio_id"].as_i64().unwrap(), h["status"].clone()))
@@ -141,7 +120,7 @@ async fn misbehaving_stations_are_reconnected_their_gaps_recorded_and_nothing_br
     // dropping ones.
     let settled = eventually(Duration::from_secs(120), || async {
         for path in PLAYING.iter().chain(&["/garbage.mp3"]) {
-            if spans(&storage, ids[path]).await.len() < 2 {
+            if station_samples(&storage, ids[path]).await.len() < 2 {
                 return None;
             }
         }
@@ -158,7 +137,7 @@ async fn misbehaving_stations_are_reconnected_their_gaps_recorded_and_nothing_br
     assert!(settled.is_some(), "the stations did not settle: {h:#?}");
 
     for path in PLAYING {
-        let s = spans(&storage, ids[path]).await;
+        let s = station_samples(&storage, ids[path]).await;
         for w in s.windows(2) {
             assert_eq!(
                 w[1].captured_at,
@@ -198,7 +177,7 @@ async fn misbehaving_stations_are_reconnected_their_gaps_recorded_and_nothing_br
     // Garbage may break a connection (a false frame header that names
     // another rate); its samples never overlap either.
     for path in ["/garbage.mp3"] {
-        let s = spans(&storage, ids[path]).await;
+        let s = station_samples(&storage, ids[path]).await;
         for w in s.windows(2) {
             assert!(w[1].captured_at >= w[0].end(), "{path}: overlap {w:?}");
         }
@@ -206,7 +185,7 @@ async fn misbehaving_stations_are_reconnected_their_gaps_recorded_and_nothing_br
     // Dropped, ended and stalled connections: samples that never overlap,
     // the short end of each connection kept.
     for path in ["/drop.mp3", "/eof.mp3", "/stall.mp3"] {
-        let s = spans(&storage, ids[path]).await;
+        let s = station_samples(&storage, ids[path]).await;
         assert!(s.len() >= 2, "{path}: {s:?}");
         for w in s.windows(2) {
             assert!(w[1].captured_at >= w[0].end(), "{path}: overlap {w:?}");
@@ -265,12 +244,22 @@ async fn misbehaving_stations_are_reconnected_their_gaps_recorded_and_nothing_br
         h["/broken.mp3"]
     );
     for path in ["/page.html", "/missing.mp3", "/broken.mp3"] {
-        assert!(spans(&storage, ids[path]).await.is_empty(), "{path}");
+        assert!(
+            station_samples(&storage, ids[path]).await.is_empty(),
+            "{path}"
+        );
     }
-    // The stalled HLS window: noticed, and nothing stale is stored as new.
+    // The stalled HLS window: noticed, not played again on reconnecting
+    // (nothing stale is stored as new), and down once it has not moved for
+    // the down time.
     let stalled = &h["/hls/stalled/live.m3u8"];
     assert!(
         stalled["reconnects"].as_u64().unwrap_or(0) >= 1,
+        "{stalled}"
+    );
+    assert_eq!(state("/hls/stalled/live.m3u8"), "down", "{stalled}");
+    assert!(
+        detail("/hls/stalled/live.m3u8").contains("not moved"),
         "{stalled}"
     );
     let logged = std::fs::read_to_string(&monitor.log).unwrap();
@@ -278,7 +267,7 @@ async fn misbehaving_stations_are_reconnected_their_gaps_recorded_and_nothing_br
         logged.contains("stopped updating"),
         "the stalled playlist was noticed"
     );
-    let stale = spans(&storage, ids["/hls/stalled/live.m3u8"]).await;
+    let stale = station_samples(&storage, ids["/hls/stalled/live.m3u8"]).await;
     assert!(stale.len() <= 1, "{stale:?}");
 
     // Down was announced.
@@ -291,6 +280,7 @@ async fn misbehaving_stations_are_reconnected_their_gaps_recorded_and_nothing_br
         }
     }
     assert!(down.contains(&ids["/broken.mp3"]), "{down:?}");
+    assert!(down.contains(&ids["/hls/stalled/live.m3u8"]), "{down:?}");
 
     // Nothing panicked; memory did not grow with the faults.
     assert!(!logged.contains("panicked"), "a panic in the monitor's log");

@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 use hendu_e2e::broadcast::{
     self, ADMIN_EMAIL, ADMIN_PASSWORD, CATALOGUE, Client, Content, Stretch,
 };
-use hendu_e2e::radio::{Icecast, listeners};
+use hendu_e2e::radio::{
+    Icecast, encode_mp3, health, listeners, plays_of_every_station, station_plays, station_samples,
+};
 use hendu_e2e::{Service, eventually};
 use hendu_radio_monitor::supervisor::chosen;
 use hendu_storage::Storage;
-use hendu_storage::model::{Play, Source};
 use hendu_storage::testing::{Kind, Place};
 use serde_json::{Value, json};
-use time::OffsetDateTime;
 
 const STATIONS: usize = 20;
 const LEASE_S: f64 = 3.0;
@@ -64,46 +64,11 @@ fn env(replica: Option<&str>) -> Vec<(&'static str, String)> {
     env
 }
 
-async fn plays(storage: &Storage, radio: i64) -> Vec<Play> {
-    let now = OffsetDateTime::now_utc();
-    storage
-        .relational
-        .plays_of_source(
-            Source::Radio(radio),
-            now - time::Duration::hours(1),
-            now + time::Duration::hours(1),
-        )
-        .await
-        .unwrap_or_default()
-}
-
-async fn sample_count(storage: &Storage, radio: i64) -> usize {
-    let now = OffsetDateTime::now_utc();
-    storage
-        .documents
-        .sample_spans(
-            Source::Radio(radio),
-            now - time::Duration::hours(1),
-            now + time::Duration::hours(1),
-            1000,
-        )
-        .await
-        .unwrap()
-        .len()
-}
-
 /// Each station's listening replica, from the stored statuses.
 async fn holders(http: &reqwest::Client, base: &str, token: &str) -> HashMap<i64, String> {
-    let list: Vec<Value> = http
-        .get(format!("{base}/v1/radios/health"))
-        .bearer_auth(token)
-        .send()
+    health(http, base, token)
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    list.iter()
+        .iter()
         .filter(|h| h["state"] == "streaming" && !h["stale"].as_bool().unwrap_or(true))
         .filter_map(|h| {
             Some((
@@ -173,23 +138,7 @@ async fn replicas_share_stations_take_over_a_killed_one_and_hand_a_share_to_a_ne
     let wav = dir.path().join("programme.wav");
     std::fs::write(&wav, broadcast::wav(&broadcast::render_radio(&programme))).unwrap();
     let mp3 = dir.path().join("programme.mp3");
-    let encoded = std::process::Command::new("ffmpeg")
-        .args(["-nostdin", "-loglevel", "error", "-i"])
-        .arg(&wav)
-        .args([
-            "-ar",
-            "44100",
-            "-ac",
-            "2",
-            "-c:a",
-            "libmp3lame",
-            "-b:a",
-            "128k",
-        ])
-        .arg(&mp3)
-        .status()
-        .unwrap();
-    assert!(encoded.success());
+    encode_mp3(&wav, &mp3, &[]).unwrap();
     let icecast = Icecast::start().await.unwrap();
     let token = client.token().await.unwrap().to_owned();
     let http = reqwest::Client::new();
@@ -242,7 +191,7 @@ async fn replicas_share_stations_take_over_a_killed_one_and_hand_a_share_to_a_ne
             let mut seen: HashMap<(i64, i64), Instant> = HashMap::new();
             while seen.len() < radios.len() * 2 {
                 for &id in &radios {
-                    for p in plays(&storage, id).await {
+                    for p in station_plays(&storage, id).await {
                         seen.entry((id, p.music_id)).or_insert_with(Instant::now);
                     }
                 }
@@ -271,7 +220,7 @@ async fn replicas_share_stations_take_over_a_killed_one_and_hand_a_share_to_a_ne
     // A sample from each station, then SIGKILL the first replica.
     let sampled = eventually(Duration::from_secs(60), || async {
         for &id in &radios {
-            if sample_count(&storage, id).await == 0 {
+            if station_samples(&storage, id).await.is_empty() {
                 return None;
             }
         }
@@ -287,7 +236,7 @@ async fn replicas_share_stations_take_over_a_killed_one_and_hand_a_share_to_a_ne
     let before: HashMap<i64, usize> = {
         let mut m = HashMap::new();
         for &id in &killed {
-            m.insert(id, sample_count(&storage, id).await);
+            m.insert(id, station_samples(&storage, id).await.len());
         }
         m
     };
@@ -309,7 +258,9 @@ async fn replicas_share_stations_take_over_a_killed_one_and_hand_a_share_to_a_ne
             {
                 listening_again.insert(id, kill.elapsed().as_secs_f64());
             }
-            if !new_sample.contains_key(&id) && sample_count(&storage, id).await > before[&id] {
+            if !new_sample.contains_key(&id)
+                && station_samples(&storage, id).await.len() > before[&id]
+            {
                 new_sample.insert(id, kill.elapsed().as_secs_f64());
             }
         }
@@ -364,31 +315,9 @@ async fn replicas_share_stations_take_over_a_killed_one_and_hand_a_share_to_a_ne
     );
 
     // Every station's plays: the two tracks, each within a block of its place.
-    let all = eventually(Duration::from_secs(180), || async {
-        let mut all = Vec::new();
-        for &id in &radios {
-            let p = plays(&storage, id).await;
-            if p.len() < 2 {
-                return None;
-            }
-            all.push(p);
-        }
-        storage
-            .documents
-            .raw_result_sources()
-            .await
-            .ok()?
-            .is_empty()
-            .then_some(all)
-    })
-    .await;
-    let Some(all) = all else {
-        let mut seen = Vec::new();
-        for &id in &radios {
-            seen.push((id, plays(&storage, id).await));
-        }
-        panic!("not every station's plays were recorded: {seen:#?}");
-    };
+    let all = plays_of_every_station(&storage, &radios, 2, Duration::from_secs(180))
+        .await
+        .unwrap_or_else(|seen| panic!("not every station's plays were recorded: {seen:#?}"));
     for (&id, p) in radios.iter().zip(&all) {
         let got: Vec<i64> = p.iter().map(|p| p.music_id).collect();
         assert_eq!(got, ids, "station {id}: one play per track");
@@ -405,17 +334,7 @@ async fn replicas_share_stations_take_over_a_killed_one_and_hand_a_share_to_a_ne
             );
         }
         // One listener at a time: stored samples never overlap.
-        let now = OffsetDateTime::now_utc();
-        let spans = storage
-            .documents
-            .sample_spans(
-                Source::Radio(id),
-                now - time::Duration::hours(1),
-                now + time::Duration::hours(1),
-                1000,
-            )
-            .await
-            .unwrap();
+        let spans = station_samples(&storage, id).await;
         for w in spans.windows(2) {
             assert!(w[1].captured_at >= w[0].end(), "station {id}: {w:?}");
         }
@@ -424,15 +343,19 @@ async fn replicas_share_stations_take_over_a_killed_one_and_hand_a_share_to_a_ne
     let seen = seen_plays.await.unwrap();
     let mut from_start = Vec::new();
     let mut from_end = Vec::new();
+    // From the end of the first track (followed by the second) and of the
+    // second (followed by noise, then the end of the programme).
+    let mut from_end_by_track = [Vec::new(), Vec::new()];
     for (n, &id) in radios.iter().enumerate() {
         for (k, &music) in ids.iter().enumerate() {
             let start = on_air[n] + Duration::from_secs(5 + 60 * k as u64);
             let at = seen[&(id, music)];
             from_start.push(at.duration_since(start).as_secs_f64());
-            from_end.push(
-                at.saturating_duration_since(start + Duration::from_secs(60))
-                    .as_secs_f64(),
-            );
+            let after_end = at
+                .saturating_duration_since(start + Duration::from_secs(60))
+                .as_secs_f64();
+            from_end.push(after_end);
+            from_end_by_track[k].push(after_end);
         }
     }
     let pick = |v: &mut Vec<f64>, q: f64| {
@@ -448,6 +371,11 @@ async fn replicas_share_stations_take_over_a_killed_one_and_hand_a_share_to_a_ne
         pick(&mut from_end, 0.5),
         pick(&mut from_end, 0.9),
         pick(&mut from_end, 1.0),
+    );
+    println!(
+        "from a track's end to its play: median {:.1} s for the first track (the next one follows), {:.1} s for the second (noise, then the programme ends)",
+        pick(&mut from_end_by_track[0], 0.5),
+        pick(&mut from_end_by_track[1], 0.5),
     );
     drop(feeders);
     drop(icecast);

@@ -19,6 +19,7 @@ pub mod bits;
 pub mod fmp4;
 pub mod ts;
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -38,6 +39,24 @@ const MAX_DEPTH: usize = 3;
 const START_BACK: usize = 2;
 /// Segments fetched ahead of the decoder.
 const AHEAD: usize = 2;
+
+/// Where a station's last connection to an HLS window stopped: the media
+/// playlist and the sequence number of the next segment it had not played.
+/// A station keeps it across connections, so that a reconnection goes on
+/// from there instead of playing the window's last segments again, and a
+/// window that has not moved since is a failure, not audio.
+#[derive(Debug, Clone, Default)]
+pub struct Resume(Arc<Mutex<Option<(Url, u64)>>>);
+
+impl Resume {
+    fn get(&self) -> Option<(Url, u64)> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, playlist: &Url, next: u64) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((playlist.clone(), next));
+    }
+}
 
 /// One entry of a media playlist.
 #[derive(Debug, Clone, PartialEq)]
@@ -278,18 +297,21 @@ async fn fetch(
 }
 
 /// Follows `body` (the text at `url`) to a media playlist and starts
-/// listening at its live edge.
+/// listening at its live edge, or where `resume` says the last connection
+/// stopped if that is still in the window and later.
 ///
 /// # Errors
-/// As opening any stream: refusals, failures, and forms this build does
-/// not decode (encrypted segments, codecs other than AAC and MP3).
+/// As opening any stream: refusals, failures (a window with no segment
+/// after the last one played among them), and forms this build does not
+/// decode (encrypted segments, codecs other than AAC and MP3).
 pub async fn open(
     client: &reqwest::Client,
     mut url: Url,
     mut body: String,
-    timeout: Duration,
     stall: Duration,
+    resume: &Resume,
 ) -> Result<Opened, OpenError> {
+    let timeout = stall;
     let mut media = None;
     for _ in 0..=MAX_DEPTH {
         match parse(&body, &url).map_err(OpenError::Failed)? {
@@ -315,7 +337,19 @@ pub async fn open(
     let Some(last) = media.segments.len().checked_sub(1) else {
         return Err(OpenError::Failed("the HLS playlist has ended".into()));
     };
-    let first_index = last.saturating_sub(START_BACK - 1);
+    let mut first_index = last.saturating_sub(START_BACK - 1);
+    if let Some((played, next)) = resume.get()
+        && played == url
+        && next >= media.sequence
+    {
+        let index = usize::try_from(next - media.sequence).unwrap_or(usize::MAX);
+        if index > last {
+            return Err(OpenError::Failed(
+                "the HLS playlist has not moved since the last connection".into(),
+            ));
+        }
+        first_index = first_index.max(index);
+    }
     let first = &media.segments[first_index];
     let bytes = fetch(client, &first.url, MAX_SEGMENT, timeout).await?;
     let (mut unpack, codec) = if let Some(map) = &media.map {
@@ -364,6 +398,7 @@ pub async fn open(
     };
     let patience = stall.max(media.target * 2) + timeout;
     let next = media.sequence + first_index as u64 + 1;
+    resume.set(&url, next);
     let (tx, rx) = mpsc::channel(AHEAD);
     let _ = tx.try_send(Ok(Bytes::from(audio)));
     let follower = Follower {
@@ -374,6 +409,7 @@ pub async fn open(
         next,
         window: media,
         stall,
+        resume: resume.clone(),
     };
     tokio::spawn(follower.run(tx));
     let body: ByteStream = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
@@ -406,6 +442,8 @@ struct Follower {
     /// A playlist that adds no segment this long (or two target
     /// durations, if longer) has stopped.
     stall: Duration,
+    /// Moved on with `next` as segments are handed on.
+    resume: Resume,
 }
 
 impl Follower {
@@ -455,6 +493,7 @@ impl Follower {
                     return Ok(());
                 }
                 self.next += 1;
+                self.resume.set(&self.url, self.next);
             }
             if self.window.ended {
                 return Ok(());

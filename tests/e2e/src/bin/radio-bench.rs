@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hendu_e2e::broadcast::{RATE, wav};
-use hendu_e2e::radio::{Codec, Icecast};
+use hendu_e2e::radio::{Codec, Icecast, encode_mp3};
 use hendu_e2e::{Service, eventually};
 use hendu_fingerprint::synth::music;
 use hendu_fingerprint::{AudioReader, Fingerprinter, PeakProfile};
@@ -100,23 +100,7 @@ async fn main() {
     let wav_path = dir.path().join("programme.wav");
     std::fs::write(&wav_path, wav(&audio)).unwrap();
     let mp3 = dir.path().join("programme.mp3");
-    let encoded = std::process::Command::new("ffmpeg")
-        .args(["-nostdin", "-loglevel", "error", "-i"])
-        .arg(&wav_path)
-        .args([
-            "-ar",
-            "44100",
-            "-ac",
-            "2",
-            "-c:a",
-            "libmp3lame",
-            "-b:a",
-            "128k",
-        ])
-        .arg(&mp3)
-        .status()
-        .unwrap();
-    assert!(encoded.success());
+    encode_mp3(&wav_path, &mp3, &[]).unwrap();
     let (decode_x, full_x) = ceiling(&mp3);
     println!(
         "ceiling, one core: MP3 decoding {decode_x:.0}x real time, decoding + fingerprinting {full_x:.0}x"
