@@ -25,6 +25,7 @@
 pub mod cutter;
 pub mod decoder;
 pub mod hls;
+pub mod http;
 pub mod icy;
 pub mod listener;
 pub mod meters;
@@ -148,7 +149,7 @@ const ALLOWANCE: Duration = Duration::from_secs(120);
 /// # Panics
 /// If the TLS backend of the HTTP client cannot start.
 pub fn install(app: &mut Application, config: &Config) {
-    let client = source::client(config.stall).expect("the HTTP client starts");
+    let client = http::client(config.stall).expect("the HTTP client starts");
     let ctx = Arc::new(Context {
         storage: app.storage.clone(),
         config: config.clone(),

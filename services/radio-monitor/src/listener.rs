@@ -30,9 +30,10 @@ use url::Url;
 use crate::Context;
 use crate::cutter::{Cut, Cutter, CutterConfig, Output};
 use crate::decoder::{self, Ended, Feed, Heard, Progress};
+use crate::http::OpenError;
 use crate::icy::{Demuxed, IcyDemuxer};
 use crate::meters::StationMeters;
-use crate::source::{self, OpenError};
+use crate::source;
 
 /// Stream chunks in flight between the network and the decoder (a chunk is
 /// at most a few tens of KB): the per-station buffer.

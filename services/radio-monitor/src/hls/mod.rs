@@ -26,7 +26,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use url::Url;
 
-use crate::source::{self, ByteStream, OpenError};
+use crate::http::{self, ByteStream, OpenError};
 
 /// Largest segment read (six seconds of audio are about 100 KB; a video
 /// variant's segment a few MB).
@@ -292,8 +292,8 @@ async fn fetch(
     limit: usize,
     timeout: Duration,
 ) -> Result<Vec<u8>, OpenError> {
-    let response = source::fetch(client, url, timeout).await?;
-    source::read_limited(response, limit, timeout).await
+    let response = http::fetch(client, url, timeout).await?;
+    http::read_limited(response, limit, timeout).await
 }
 
 /// Follows `body` (the text at `url`) to a media playlist and starts
