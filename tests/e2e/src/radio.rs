@@ -239,11 +239,17 @@ impl Icecast {
             .kill_on_drop(true)
             .spawn()
             .context("cannot start ffmpeg")?;
-        let url = self.url(mount);
-        let client = reqwest::Client::new();
+        // On air once the server lists the mount with its source: from its
+        // statistics, not by listening (a listener of the test's own would
+        // count against the one-listener-per-station checks for a while
+        // after it has gone).
         let on_air = eventually(Duration::from_secs(30), || async {
-            let r = client.get(&url).send().await.ok()?;
-            r.status().is_success().then_some(())
+            listeners(self.port)
+                .await
+                .ok()?
+                .iter()
+                .any(|(m, _)| m == mount)
+                .then_some(())
         })
         .await;
         if on_air.is_none() {

@@ -337,19 +337,11 @@ pub async fn open(
     let Some(last) = media.segments.len().checked_sub(1) else {
         return Err(OpenError::Failed("the HLS playlist has ended".into()));
     };
-    let mut first_index = last.saturating_sub(START_BACK - 1);
-    if let Some((played, next)) = resume.get()
-        && played == url
-        && next >= media.sequence
-    {
-        let index = usize::try_from(next - media.sequence).unwrap_or(usize::MAX);
-        if index > last {
-            return Err(OpenError::Failed(
-                "the HLS playlist has not moved since the last connection".into(),
-            ));
-        }
-        first_index = first_index.max(index);
+    let first_index = match resume.get() {
+        Some((played, next)) if played == url => resume_index(&media, next)?,
+        _ => None,
     }
+    .unwrap_or(last.saturating_sub(START_BACK - 1));
     let first = &media.segments[first_index];
     let bytes = fetch(client, &first.url, MAX_SEGMENT, timeout).await?;
     let (mut unpack, codec) = if let Some(map) = &media.map {
@@ -421,6 +413,26 @@ pub async fn open(
         codec,
         patience,
     })
+}
+
+/// Where in `media` a connection that stopped before segment `next` goes
+/// on: that segment, or the usual start if it is earlier (the window moved
+/// past it: a gap) or `next` is not in this window's numbering (the
+/// playlist started again); an error if the window ends just before it
+/// (nothing new since the last connection).
+fn resume_index(media: &Media, next: u64) -> Result<Option<usize>, OpenError> {
+    let start = media.segments.len().saturating_sub(START_BACK);
+    let end = media.sequence + media.segments.len() as u64;
+    if next == end {
+        return Err(OpenError::Failed(
+            "the HLS playlist has not moved since the last connection".into(),
+        ));
+    }
+    if next < media.sequence || next > end {
+        return Ok(None);
+    }
+    let index = (next - media.sequence) as usize;
+    Ok(Some(index.max(start)))
 }
 
 fn describe_hint(hint: &str) -> &'static str {
@@ -563,6 +575,29 @@ mod tests {
         );
         assert_eq!(m.segments[1].duration, 3.5);
         assert!(!m.ended && m.key.is_none());
+    }
+
+    #[test]
+    fn a_reconnection_goes_on_after_the_last_segment_played() {
+        // Segments 100 to 104.
+        let text = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:100\n#EXTINF:2,\na.ts\n#EXTINF:2,\nb.ts\n#EXTINF:2,\nc.ts\n#EXTINF:2,\nd.ts\n#EXTINF:2,\ne.ts\n";
+        let Playlist::Media(m) = parse(text, &base()).unwrap() else {
+            panic!("a media playlist");
+        };
+        // Near the live edge: from the next segment; further back: from
+        // the usual start, two from the edge (the rest is a gap).
+        assert_eq!(resume_index(&m, 104).unwrap(), Some(4));
+        assert_eq!(resume_index(&m, 103).unwrap(), Some(3));
+        assert_eq!(resume_index(&m, 101).unwrap(), Some(3));
+        // Moved past the last one played: the usual start.
+        assert_eq!(resume_index(&m, 90).unwrap(), None);
+        // Nothing after the last one played: a failed connection.
+        let Err(OpenError::Failed(why)) = resume_index(&m, 105) else {
+            panic!("a window that has not moved is a failure");
+        };
+        assert!(why.contains("not moved"), "{why}");
+        // Numbered from afresh (the encoder restarted): the usual start.
+        assert_eq!(resume_index(&m, 5000).unwrap(), None);
     }
 
     #[test]
