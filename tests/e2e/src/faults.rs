@@ -33,7 +33,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::radio::{encode_mp3, ffmpeg};
+use crate::radio::{encode_mp3, ffmpeg, station_input};
 
 /// Audio before `/drop.mp3` and `/eof.mp3` end a connection.
 pub const DROP_AFTER_S: f64 = 20.0;
@@ -135,13 +135,8 @@ impl FaultServer {
             let ext = if kind == "ts" { "ts" } else { "m4s" };
             let pattern = out.join(format!("s%03d.{ext}"));
             let index = out.join("index.m3u8");
-            let mut args = vec![
-                "-i",
-                wav,
-                "-ar",
-                "44100",
-                "-ac",
-                "2",
+            let mut args = station_input(wav).to_vec();
+            args.extend_from_slice(&[
                 "-c:a",
                 "aac",
                 "-b:a",
@@ -152,7 +147,7 @@ impl FaultServer {
                 "2",
                 "-hls_list_size",
                 "0",
-            ];
+            ]);
             args.extend_from_slice(extra);
             args.extend_from_slice(&[
                 "-hls_segment_filename",

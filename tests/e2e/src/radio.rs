@@ -286,23 +286,19 @@ pub fn ffmpeg(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// ffmpeg's input options for `wav` played as a station plays it: 44.1 kHz
+/// stereo (the output's codec options follow).
+pub fn station_input(wav: &str) -> [&str; 6] {
+    ["-i", wav, "-ar", "44100", "-ac", "2"]
+}
+
 /// Encodes `wav` into `mp3` as a station sends it (128 kbit/s, 44.1 kHz
 /// stereo), with `extra` output options.
 pub fn encode_mp3(wav: &Path, mp3: &Path, extra: &[&str]) -> Result<()> {
     let wav = wav.to_str().context("a UTF-8 path")?;
     let mp3 = mp3.to_str().context("a UTF-8 path")?;
-    let mut args = vec![
-        "-i",
-        wav,
-        "-ar",
-        "44100",
-        "-ac",
-        "2",
-        "-c:a",
-        "libmp3lame",
-        "-b:a",
-        "128k",
-    ];
+    let mut args = station_input(wav).to_vec();
+    args.extend_from_slice(&["-c:a", "libmp3lame", "-b:a", "128k"]);
     args.extend_from_slice(extra);
     args.push(mp3);
     ffmpeg(&args)
