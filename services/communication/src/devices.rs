@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use hendu_service::accounts::json_body;
 use hendu_service::{ApiError, Principal};
 use hendu_storage::credentials::{Purpose, new_device_secret};
-use hendu_storage::model::{Device, Imei, NewDevice};
+use hendu_storage::model::{Device, Imei, LoginVerifier, NewDevice, Secret};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
@@ -31,6 +31,10 @@ pub struct DeviceView {
     /// False for a device registered before secrets were made by the
     /// server: it cannot sign in until its secret is rotated.
     pub has_secret: bool,
+    /// False for a device whose secret was made before the TCP protocol's
+    /// v2 login: it signs in over REST and v1, and over v2 once its secret
+    /// is rotated.
+    pub tcp_v2_login: bool,
 }
 
 impl From<Device> for DeviceView {
@@ -42,6 +46,7 @@ impl From<Device> for DeviceView {
             location: d.location,
             enabled: d.enabled,
             has_secret: d.secret_digest.is_some(),
+            tcp_v2_login: d.login_verifier.is_some(),
         }
     }
 }
@@ -63,6 +68,11 @@ struct Registration {
     location: Option<String>,
     /// Refused with a clear message: secrets are the server's to make.
     secret: Option<serde_json::Value>,
+}
+
+/// What the TCP protocol's v2 login is checked against, made from the secret.
+fn login_verifier(secret: &Secret) -> LoginVerifier {
+    LoginVerifier(hendu_sensor_protocol::login::stored_key(secret.expose()))
 }
 
 fn imei(s: &str) -> Result<Imei, ApiError> {
@@ -89,7 +99,8 @@ async fn register(
         .auth
         .key()
         .digest(Purpose::DeviceSecret, secret.expose());
-    let new = NewDevice::new(imei(&r.imei)?, &r.name, r.location.as_deref(), digest)?;
+    let new = NewDevice::new(imei(&r.imei)?, &r.name, r.location.as_deref(), digest)?
+        .with_login_verifier(login_verifier(&secret));
     let device = state.storage.relational.add_device(&new).await?;
     tracing::info!(imei = %device.imei.as_str(), device = device.id, by = principal.user.id, "device registered");
     let location = format!("/v1/devices/{}", device.imei.as_str());
@@ -158,7 +169,7 @@ async fn change(
         state
             .storage
             .relational
-            .set_device_secret(&imei, &digest)
+            .set_device_secret(&imei, &digest, &login_verifier(&secret))
             .await?;
         tracing::info!(imei = %imei.as_str(), "device secret rotated");
         Some(secret)

@@ -14,13 +14,20 @@
 //!   `GET /v1/devices/{imei}`, `PATCH /v1/devices/{imei}` (`{"enabled":
 //!   false}`, `{"rotate_secret": true}`).
 //! - The accounts API (`/v1/tokens`, `/v1/users`, from `hendu_service::accounts`).
+//! - Sensors over TCP ([`tcp`]): protocol v1 (the paper's control and data
+//!   ports) and v2 (one framed connection, challenge-response login),
+//!   specified in `docs/sensor-protocol.md`.
 //!
 //! # Layout
-//! - [`samples`]: the sample upload.
+//! - [`ingest`]: a device's sample, however it came, into the sample path.
+//! - [`samples`]: the REST upload.
+//! - [`tcp`]: the TCP protocols.
 //! - [`devices`]: the administrators' device API.
 
 pub mod devices;
+pub mod ingest;
 pub mod samples;
+pub mod tcp;
 
 use anyhow::Context;
 use hendu_service::accounts::{self, AccountsState};
@@ -43,6 +50,10 @@ pub mod vars {
 const DEFAULT_MAX_SAMPLE: usize = 16_000_000;
 const DEFAULT_MAX_SAMPLE_S: f64 = 3600.0;
 
+fn help() -> String {
+    HELP.replace("{}", tcp::HELP)
+}
+
 const HELP: &str =
     "  HENDU_MAX_SAMPLE_BYTES  largest sample upload in bytes (default 16000000: 30 s of
                           CD-quality WAV is 5.3 MB)
@@ -52,6 +63,8 @@ const HELP: &str =
                           at start, create this administrator if no user has the
                           e-mail (the password is never printed; at least 12 characters)
 
+{}
+
 Default port: 8080.";
 
 /// Receives samples from sensors; lets administrators register devices.
@@ -59,7 +72,7 @@ Default port: 8080.";
 #[command(
     name = "hendu-communication",
     version,
-    after_help = format!("{}\n{HELP}", hendu_service::settings::ENV_HELP)
+    after_help = format!("{}\n{}", hendu_service::settings::ENV_HELP, help())
 )]
 pub struct Cli {}
 
@@ -69,12 +82,23 @@ pub struct Config {
     pub max_sample_s: f64,
     /// The administrator to create at start, if any.
     pub admin: Option<(String, Secret)>,
+    /// The sensors' TCP protocols.
+    pub tcp: tcp::TcpConfig,
 }
 
 impl Config {
     /// # Errors
     /// A malformed variable, or only one of the administrator's two.
     pub fn from_env() -> anyhow::Result<Self> {
+        Self::from_env_on(std::net::IpAddr::from([0, 0, 0, 0]))
+    }
+
+    /// As [`Self::from_env`], with the TCP protocols on `host` unless their
+    /// variables say otherwise.
+    ///
+    /// # Errors
+    /// As [`Self::from_env`].
+    pub fn from_env_on(host: std::net::IpAddr) -> anyhow::Result<Self> {
         let max_sample_bytes = var_or(vars::MAX_SAMPLE_BYTES, DEFAULT_MAX_SAMPLE, "a byte count")?;
         let max_sample_s: f64 = var_or(vars::MAX_SAMPLE_S, DEFAULT_MAX_SAMPLE_S, "seconds")?;
         if !(max_sample_s > 0.0 && max_sample_s <= DEFAULT_MAX_SAMPLE_S) {
@@ -94,6 +118,7 @@ impl Config {
             max_sample_bytes,
             max_sample_s,
             admin,
+            tcp: tcp::TcpConfig::from_env(host)?,
         })
     }
 }
@@ -143,8 +168,25 @@ impl axum::extract::FromRef<AppState> for Auth {
     }
 }
 
-/// Adds the communication routes, and the accounts API, to `app`.
-pub fn install(app: &mut Application, config: &Config) {
+/// Adds the communication routes, the accounts API and the TCP protocols
+/// (listening where `config.tcp` says) to `app`.
+///
+/// # Errors
+/// A TCP address in use.
+pub fn install(app: &mut Application, config: &Config) -> anyhow::Result<()> {
+    let listeners = tcp::Listeners::bind(&config.tcp)?;
+    install_with(app, config, listeners)
+}
+
+/// As [`install`], on TCP sockets bound by the caller (tests bind port 0).
+///
+/// # Errors
+/// A listener that cannot be used.
+pub fn install_with(
+    app: &mut Application,
+    config: &Config,
+    listeners: tcp::Listeners,
+) -> anyhow::Result<()> {
     let state = AppState {
         storage: app.storage.clone(),
         auth: app.auth.clone(),
@@ -154,9 +196,10 @@ pub fn install(app: &mut Application, config: &Config) {
         max_sample_s: config.max_sample_s,
     };
     app.route(samples::router(state.clone()));
-    app.route(devices::router(state));
+    app.route(devices::router(state.clone()));
     app.route(accounts::router(AccountsState {
         storage: app.storage.clone(),
         auth: app.auth.clone(),
     }));
+    tcp::install(app, state, listeners, config.tcp.limits.clone())
 }

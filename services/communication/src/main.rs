@@ -8,7 +8,7 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     let mut app = Application::from_env(SERVICE, DEFAULT_PORT).await?;
     bootstrap_admin(&app.storage, &config).await?;
-    install(&mut app, &config);
+    install(&mut app, &config)?;
     app.run().await?;
     Ok(())
 }

@@ -5,8 +5,6 @@
 //! read, and audio is decoded behind the service's bounded CPU queue,
 //! stopping at the duration limit or when the client goes away.
 
-use std::io::Cursor;
-
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::request::Parts;
@@ -15,19 +13,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use bytes::Bytes;
-use hendu_fingerprint::packed::{BinPrecision, pack};
-use hendu_fingerprint::wire::{MEDIA_TYPE, SampleFingerprint};
-use hendu_fingerprint::{AudioReader, DecodeLimits, PeakProfile, fingerprint_reader};
+use hendu_fingerprint::wire::MEDIA_TYPE;
 use hendu_service::ApiError;
-use hendu_service::audio::{self, CancelOnDrop};
+use hendu_service::audio;
 use hendu_service::auth::{client_addr, unauthorized};
-use hendu_service::samples;
-use hendu_storage::model::{Device, Imei, NewSample, Source};
+use hendu_storage::model::{Device, Imei};
 use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::AppState;
+use crate::ingest::{SampleBody, ingest};
 
 pub const SECRET_HEADER: &str = "x-hendu-device-secret";
 pub const CAPTURED_AT_HEADER: &str = "x-hendu-captured-at";
@@ -98,18 +94,10 @@ async fn accept(
     };
     let bytes =
         audio::read_limited(raw, state.max_sample_bytes, crate::vars::MAX_SAMPLE_BYTES).await?;
-    let (captured_at, duration_ms, peaks) = fingerprint(state, &parts.headers, bytes).await?;
-    let sample = NewSample::new(
-        Source::Device(device.id),
-        device.location.as_deref(),
-        captured_at,
-        duration_ms,
-        peaks,
-    )?;
-    let stored = samples::submit(&state.storage, &sample).await?;
+    let accepted = ingest(state, &device, sample_body(&parts.headers, bytes)?).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "sample_id": sample.id, "duplicate": !stored })),
+        Json(json!({ "sample_id": accepted.sample_id, "duplicate": accepted.duplicate })),
     ))
 }
 
@@ -131,12 +119,9 @@ fn captured_at_header(headers: &HeaderMap) -> Result<OffsetDateTime, ApiError> {
     })
 }
 
-/// The sample's capture instant, duration and peaks, from either kind of body.
-async fn fingerprint(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Bytes,
-) -> Result<(OffsetDateTime, u32, Vec<u8>), ApiError> {
+/// The body as a sample: the device's fingerprint by its media type,
+/// otherwise audio captured at `X-Hendu-Captured-At`.
+fn sample_body(headers: &HeaderMap, body: Bytes) -> Result<SampleBody, ApiError> {
     let media = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -147,44 +132,10 @@ async fn fingerprint(
         .trim()
         .to_ascii_lowercase();
     if media == MEDIA_TYPE {
-        let sample = SampleFingerprint::decode(&body)
-            .map_err(|e| ApiError::unprocessable("invalid_fingerprint", e.to_string()))?;
-        let at = OffsetDateTime::from_unix_timestamp_nanos(
-            i128::from(sample.captured_at_ms) * 1_000_000,
-        )
-        .map_err(|_| {
-            ApiError::unprocessable(
-                "capture_time_too_early",
-                "the capture instant is not a date this service can hold",
-            )
-        })?;
-        return Ok((
-            at,
-            sample.duration_ms,
-            pack(&sample.peaks, BinPrecision::Fine),
-        ));
+        return Ok(SampleBody::Fingerprint(body));
     }
-    let at = captured_at_header(headers)?;
-    if body.is_empty() {
-        return Err(ApiError::bad_request(
-            "empty_body",
-            "the body holds no audio",
-        ));
-    }
-    let cancel = CancelOnDrop::new(&state.stopping);
-    let flag = cancel.flag();
-    let limits = DecodeLimits::new(state.max_sample_s);
-    let decoded = state
-        .cpu
-        .run(move || {
-            let mut reader =
-                AudioReader::from_source_with(Box::new(Cursor::new(body)), None, limits)?;
-            reader.cancel_when(flag);
-            fingerprint_reader(&mut reader, PeakProfile::QUERY)
-        })
-        .await?
-        .map_err(|e| audio::refused(e, crate::vars::MAX_SAMPLE_S))?;
-    drop(cancel);
-    let duration_ms = (decoded.duration_s * 1000.0).round() as u32;
-    Ok((at, duration_ms, pack(&decoded.peaks, BinPrecision::Fine)))
+    Ok(SampleBody::Audio {
+        captured_at: captured_at_header(headers)?,
+        audio: body,
+    })
 }

@@ -75,8 +75,10 @@ async fn every_route_answers_each_role_as_it_should_and_leaks_nothing() {
             max_sample_bytes: 1_000_000,
             max_sample_s: 60.0,
             admin: None,
+            tcp: hendu_communication::tcp::TcpConfig::off(),
         },
-    );
+    )
+    .unwrap();
     hendu_recognition::install(&mut app, &hendu_recognition::Config::from_env().unwrap());
     hendu_filter::install(&mut app, &hendu_filter::Config::from_env().unwrap());
     let base = format!("http://{}", app.local_addr());

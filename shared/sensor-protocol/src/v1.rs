@@ -271,7 +271,8 @@ impl Reply {
 /// replica can check it; used once (the service records its nonce).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ticket {
-    pub device_id: i64,
+    /// The device's IMEI, its 15 digits as a number.
+    pub imei: u64,
     pub port: u16,
     pub client: IpAddr,
     pub expires_ms: i64,
@@ -326,7 +327,7 @@ impl Ticket {
     pub fn seal(&self, key: &[u8; 32]) -> String {
         let mut body = Vec::with_capacity(TICKET_BODY + TAG_LEN);
         body.push(TICKET_VERSION);
-        body.extend_from_slice(&self.device_id.to_le_bytes());
+        body.extend_from_slice(&self.imei.to_le_bytes());
         body.extend_from_slice(&self.port.to_le_bytes());
         body.extend_from_slice(&v6(self.client).octets());
         body.extend_from_slice(&self.expires_ms.to_le_bytes());
@@ -361,7 +362,7 @@ impl Ticket {
         let mut nonce = [0u8; 16];
         nonce.copy_from_slice(at(35, 16));
         Ok(Self {
-            device_id: i64::from_le_bytes(at(1, 8).try_into().map_err(|_| TicketError::Invalid)?),
+            imei: u64::from_le_bytes(at(1, 8).try_into().map_err(|_| TicketError::Invalid)?),
             port: u16::from_le_bytes([body[9], body[10]]),
             client: ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4),
             expires_ms: i64::from_le_bytes(at(27, 8).try_into().map_err(|_| TicketError::Invalid)?),
@@ -458,7 +459,7 @@ mod tests {
     fn tickets_hold_only_for_their_port_address_and_time() {
         let key = [3u8; 32];
         let t = Ticket {
-            device_id: 42,
+            imei: 490_154_203_237_518,
             port: 7100,
             client: "192.0.2.7".parse().unwrap(),
             expires_ms: 1000,

@@ -299,14 +299,36 @@ impl Auth {
         secret: &str,
         client: IpAddr,
     ) -> Result<Device, ApiError> {
+        let key = &self.inner.key;
+        self.device_proven(imei, client, |device| {
+            let digest = device.and_then(|d| d.secret_digest.as_ref());
+            key.verify(Purpose::DeviceSecret, secret, digest)
+        })
+        .await
+    }
+
+    /// The device `imei`, if `proves` accepts what it presented (a proof
+    /// of the TCP protocol's login, checked against the device's stored
+    /// verifier). `proves` is called with `None` for an unknown device and
+    /// must then do the same work and answer false, so that a refusal takes
+    /// the same time whatever its reason. Failures count as
+    /// [`Self::device`]'s do.
+    ///
+    /// # Errors
+    /// As [`Self::device`].
+    pub async fn device_proven(
+        &self,
+        imei: &Imei,
+        client: IpAddr,
+        proves: impl FnOnce(Option<&Device>) -> bool,
+    ) -> Result<Device, ApiError> {
         let keys = [
             format!("device-addr:{client}"),
             format!("device:{}", imei.as_str()),
         ];
         self.limited(&keys)?;
         let device = self.inner.storage.relational.device_by_imei(imei).await?;
-        let digest = device.as_ref().and_then(|d| d.secret_digest.as_ref());
-        let ok = self.inner.key.verify(Purpose::DeviceSecret, secret, digest);
+        let ok = proves(device.as_ref());
         match device {
             Some(d) if ok => {
                 if d.enabled {
@@ -327,6 +349,18 @@ impl Auth {
                 ))
             }
         }
+    }
+
+    /// Counts a failed device sign-in that never named a device (a
+    /// malformed IMEI), against the address.
+    ///
+    /// # Errors
+    /// 429 when the address is over its limit.
+    pub fn device_address_failed(&self, client: IpAddr) -> Result<(), ApiError> {
+        let keys = [format!("device-addr:{client}")];
+        self.limited(&keys)?;
+        self.failed(&keys);
+        Ok(())
     }
 }
 

@@ -31,6 +31,13 @@ const KEY_NAME: &str = "credentials";
 const MIN_KEY_CHARS: usize = 32;
 const TOKEN_PREFIX: &str = "hnd_";
 
+/// `N` bytes from the operating system's random source (nonces, holders).
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    OsRng.fill_bytes(&mut bytes);
+    bytes
+}
+
 /// `n` bytes from the operating system's random source, as lowercase hex.
 fn random_hex(n: usize) -> String {
     let mut bytes = vec![0u8; n];
@@ -128,6 +135,15 @@ impl AuthKey {
             "hendu 2026-12 credential key",
             phrase.as_bytes(),
         )))
+    }
+
+    /// A key for another use (signing the TCP protocol's tickets), derived
+    /// from this one: the same on every replica, never the key itself.
+    pub fn derive(&self, context: &str) -> [u8; 32] {
+        let mut hasher = blake3::Hasher::new_keyed(&self.0);
+        hasher.update(b"hendu derived key\0");
+        hasher.update(context.as_bytes());
+        *hasher.finalize().as_bytes()
     }
 
     /// The keyed hash of `secret` for `purpose`.

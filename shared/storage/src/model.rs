@@ -603,6 +603,8 @@ pub struct NewDevice {
     pub name: String,
     pub location: Option<String>,
     pub secret_digest: CredentialDigest,
+    /// For the TCP protocol's login (v2), made from the same secret.
+    pub login_verifier: Option<LoginVerifier>,
     pub enabled: bool,
 }
 
@@ -620,8 +622,15 @@ impl NewDevice {
             name: text("name", name, MAX_NAME)?,
             location: optional_text("location", location, MAX_NAME)?,
             secret_digest,
+            login_verifier: None,
             enabled: true,
         })
+    }
+
+    #[must_use]
+    pub fn with_login_verifier(mut self, verifier: LoginVerifier) -> Self {
+        self.login_verifier = Some(verifier);
+        self
     }
 }
 
@@ -634,6 +643,10 @@ pub struct Device {
     /// `None` when what is stored is not a digest (a device registered
     /// before secrets were made by the server: rotate its secret).
     pub secret_digest: Option<CredentialDigest>,
+    /// `None` for a device whose secret was made before the TCP protocol's
+    /// login (v2) existed: it signs in over REST and v1, and over v2 once
+    /// its secret is rotated.
+    pub login_verifier: Option<LoginVerifier>,
     pub enabled: bool,
 }
 
@@ -776,6 +789,31 @@ impl CredentialDigest {
 
     pub fn to_hex(&self) -> String {
         self.0.to_hex().to_string()
+    }
+}
+
+/// What the server keeps to check a device's challenge-response login
+/// (the TCP protocol's v2): 32 bytes derived from the device secret, which
+/// cannot be turned back into it (64 hex digits when stored).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct LoginVerifier(pub [u8; 32]);
+
+impl fmt::Debug for LoginVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LoginVerifier(***)")
+    }
+}
+
+impl LoginVerifier {
+    /// A stored verifier; `None` for anything but 64 hex digits.
+    pub fn parse(stored: &str) -> Option<Self> {
+        blake3::Hash::from_hex(stored)
+            .ok()
+            .map(|h| Self(*h.as_bytes()))
+    }
+
+    pub fn to_hex(&self) -> String {
+        blake3::Hash::from_bytes(self.0).to_hex().to_string()
     }
 }
 

@@ -15,9 +15,9 @@ use crate::credentials::CredentialDigest;
 use crate::error::{Result, StorageError};
 use crate::leases::Fence;
 use crate::model::{
-    ApiToken, Claim, ClaimState, ContentHash, Device, Imei, Music, MusicId, MusicState, NewDevice,
-    NewMusic, NewPlay, NewRadio, NewToken, NewUser, Play, PlayId, Radio, RadioGap, RadioId,
-    RadioStatus, Source, User, UserId,
+    ApiToken, Claim, ClaimState, ContentHash, Device, Imei, LoginVerifier, Music, MusicId,
+    MusicState, NewDevice, NewMusic, NewPlay, NewRadio, NewToken, NewUser, Play, PlayId, Radio,
+    RadioGap, RadioId, RadioStatus, Source, User, UserId,
 };
 use crate::relational::{
     self, PLAYS_OF_MUSIC_SQL, RADIO_STATUS_COLUMNS, SqlRow, claim, device, inserted,
@@ -400,12 +400,14 @@ impl RelationalStore for MySqlStore {
 
     async fn add_device(&self, new: &NewDevice) -> Result<Device> {
         let inserted_row = sqlx::query(
-            "INSERT INTO devices (imei, name, location, secret_hash, enabled) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO devices (imei, name, location, secret_hash, login_verifier, enabled) \
+             VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(new.imei.as_str())
         .bind(&new.name)
         .bind(&new.location)
         .bind(new.secret_digest.to_hex())
+        .bind(new.login_verifier.map(|v| v.to_hex()))
         .bind(new.enabled)
         .execute(&self.pool)
         .await;
@@ -434,12 +436,19 @@ impl RelationalStore for MySqlStore {
         Ok(done.rows_affected() == 1 || self.device_by_imei(imei).await?.is_some())
     }
 
-    async fn set_device_secret(&self, imei: &Imei, digest: &CredentialDigest) -> Result<bool> {
-        let done = sqlx::query("UPDATE devices SET secret_hash = ? WHERE imei = ?")
-            .bind(digest.to_hex())
-            .bind(imei.as_str())
-            .execute(&self.pool)
-            .await?;
+    async fn set_device_secret(
+        &self,
+        imei: &Imei,
+        digest: &CredentialDigest,
+        verifier: &LoginVerifier,
+    ) -> Result<bool> {
+        let done =
+            sqlx::query("UPDATE devices SET secret_hash = ?, login_verifier = ? WHERE imei = ?")
+                .bind(digest.to_hex())
+                .bind(verifier.to_hex())
+                .bind(imei.as_str())
+                .execute(&self.pool)
+                .await?;
         Ok(done.rows_affected() == 1)
     }
 

@@ -6,8 +6,9 @@ use time::OffsetDateTime;
 use crate::credentials::CredentialDigest;
 use crate::error::{Result, StorageError};
 use crate::model::{
-    ApiToken, Claim, ClaimState, ContentHash, Device, Imei, Music, MusicState, NewRadio, NewUser,
-    Play, Radio, RadioGap, RadioStatus, Role, SecretHash, Source, StationState, User,
+    ApiToken, Claim, ClaimState, ContentHash, Device, Imei, LoginVerifier, Music, MusicState,
+    NewRadio, NewUser, Play, Radio, RadioGap, RadioStatus, Role, SecretHash, Source, StationState,
+    User,
 };
 use crate::repo::Inserted;
 
@@ -145,6 +146,10 @@ pub(crate) fn device(row: &impl SqlRow) -> Result<Device> {
         name: row.text("name")?,
         location: row.opt_text("location")?,
         secret_digest: CredentialDigest::parse(&row.text("secret_hash")?),
+        login_verifier: row
+            .opt_text("login_verifier")?
+            .as_deref()
+            .and_then(LoginVerifier::parse),
         enabled: row.flag("enabled")?,
     })
 }

@@ -11,9 +11,10 @@ use crate::credentials::CredentialDigest;
 use crate::error::Result;
 use crate::leases::Fence;
 use crate::model::{
-    ApiToken, Claim, ClaimState, ContentHash, Device, FingerprintBlock, Imei, Music, MusicId,
-    MusicState, NewDevice, NewMusic, NewPlay, NewRadio, NewSample, NewToken, NewUser, Play, PlayId,
-    Radio, RadioGap, RadioId, RadioStatus, RawResult, SampleSpan, Source, User, UserId,
+    ApiToken, Claim, ClaimState, ContentHash, Device, FingerprintBlock, Imei, LoginVerifier, Music,
+    MusicId, MusicState, NewDevice, NewMusic, NewPlay, NewRadio, NewSample, NewToken, NewUser,
+    Play, PlayId, Radio, RadioGap, RadioId, RadioStatus, RawResult, SampleSpan, Source, User,
+    UserId,
 };
 
 /// Audio bytes for the binary store.
@@ -90,8 +91,14 @@ pub trait RelationalStore: Send + Sync + std::fmt::Debug {
     async fn add_device(&self, device: &NewDevice) -> Result<Device>;
     async fn device_by_imei(&self, imei: &Imei) -> Result<Option<Device>>;
     async fn set_device_enabled(&self, imei: &Imei, enabled: bool) -> Result<bool>;
-    /// Replaces a device's secret; false if there is no such device.
-    async fn set_device_secret(&self, imei: &Imei, digest: &CredentialDigest) -> Result<bool>;
+    /// Replaces a device's secret (its digest, and its login verifier for
+    /// the TCP protocol); false if there is no such device.
+    async fn set_device_secret(
+        &self,
+        imei: &Imei,
+        digest: &CredentialDigest,
+        verifier: &LoginVerifier,
+    ) -> Result<bool>;
 
     /// Adds a user (argon2id-hashes the password); the same e-mail again is a conflict.
     async fn add_user(&self, user: &NewUser) -> Result<User>;

@@ -5,7 +5,10 @@
 
 use std::time::Duration;
 
-use hendu_communication::{Config, SERVICE, bootstrap_admin, install};
+use std::net::SocketAddr;
+
+use hendu_communication::tcp::{Listeners, TcpConfig, TcpLimits};
+use hendu_communication::{Config, SERVICE, bootstrap_admin, install_with};
 use hendu_service::{Application, Auth};
 use hendu_storage::model::{Role, Secret};
 use hendu_storage::testing::user_with_token;
@@ -19,6 +22,9 @@ pub struct TestApp {
     pub storage: Storage,
     pub http: reqwest::Client,
     pub admin: String,
+    /// The TCP protocols, when started: v1's control port, v2's address.
+    pub control: Option<SocketAddr>,
+    pub v2: Option<SocketAddr>,
     _dir: tempfile::TempDir,
 }
 
@@ -28,6 +34,20 @@ pub async fn spawn() -> TestApp {
 
 /// The service with its own limits on a sample's size and duration.
 pub async fn spawn_with(max_sample_bytes: usize, max_sample_s: f64) -> TestApp {
+    spawn_full(max_sample_bytes, max_sample_s, None).await
+}
+
+/// The service with the TCP protocols on 127.0.0.1: `data_ports` v1 data
+/// ports, and `limits`.
+pub async fn spawn_tcp(data_ports: usize, limits: TcpLimits) -> TestApp {
+    spawn_full(1_000_000, 60.0, Some((data_ports, limits))).await
+}
+
+async fn spawn_full(
+    max_sample_bytes: usize,
+    max_sample_s: f64,
+    tcp: Option<(usize, TcpLimits)>,
+) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let storage = Storage::embedded(&dir.path().join("hendu.db"), QueueConfig::default())
         .await
@@ -36,7 +56,25 @@ pub async fn spawn_with(max_sample_bytes: usize, max_sample_s: f64) -> TestApp {
         max_sample_bytes,
         max_sample_s,
         admin: Some(("root@hendu.test".into(), Secret::new("root password 1"))),
+        tcp: TcpConfig {
+            limits: tcp.as_ref().map(|(_, l)| l.clone()).unwrap_or_default(),
+            ..TcpConfig::off()
+        },
     };
+    let bind = || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        l
+    };
+    let listeners = match &tcp {
+        Some((ports, _)) => Listeners {
+            control: Some(bind()),
+            data: (0..*ports).map(|_| bind()).collect(),
+            v2: Some(bind()),
+        },
+        None => Listeners::default(),
+    };
+    let (control, v2) = (listeners.control_addr(), listeners.v2_addr());
     // Twice: a restart finds the administrator already there.
     bootstrap_admin(&storage, &config).await.unwrap();
     bootstrap_admin(&storage, &config).await.unwrap();
@@ -50,7 +88,7 @@ pub async fn spawn_with(max_sample_bytes: usize, max_sample_s: f64) -> TestApp {
         auth,
         Duration::from_secs(5),
     );
-    install(&mut app, &config);
+    install_with(&mut app, &config, listeners).unwrap();
     let base = format!("http://{}", app.local_addr());
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     TestApp {
@@ -58,6 +96,8 @@ pub async fn spawn_with(max_sample_bytes: usize, max_sample_s: f64) -> TestApp {
         storage,
         http: reqwest::Client::new(),
         admin,
+        control,
+        v2,
         _dir: dir,
     }
 }

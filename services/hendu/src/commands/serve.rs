@@ -34,7 +34,7 @@ pub fn run(args: &ServeArgs) -> Result<i32> {
     let hash_generator = hendu_hash_generator::Config::from_env()?;
     let recognition = hendu_recognition::Config::from_env()?;
     let filter = hendu_filter::Config::from_env()?;
-    let communication = hendu_communication::Config::from_env()?;
+    let communication = hendu_communication::Config::from_env_on(args.addr.ip())?;
     let radio_monitor = hendu_radio_monitor::Config::from_env()?;
     let log = std::env::var(hendu_service::settings::vars::LOG).unwrap_or_else(|_| "info".into());
     let http = hendu_service::settings::HttpLimits::from_env()?;
@@ -57,7 +57,7 @@ pub fn run(args: &ServeArgs) -> Result<i32> {
         .with_http_limits(http);
         hendu_communication::bootstrap_admin(&app.storage, &communication).await?;
         hendu_hash_generator::install(&mut app, &hash_generator);
-        hendu_communication::install(&mut app, &communication);
+        hendu_communication::install(&mut app, &communication)?;
         hendu_recognition::install(&mut app, &recognition);
         hendu_filter::install(&mut app, &filter);
         hendu_radio_monitor::install(&mut app, &radio_monitor);

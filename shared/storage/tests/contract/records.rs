@@ -3,8 +3,9 @@
 use hendu_storage::StorageError;
 use hendu_storage::credentials::{AuthKey, Purpose, issue_token, new_device_secret, split_token};
 use hendu_storage::model::{
-    ClaimState, ContentHash, Imei, MusicState, NewDevice, NewMusic, NewPlay, NewRadio, NewSample,
-    NewToken, NewUser, RadioGap, RawMatch, RawResult, Role, Secret, Source, StationState,
+    ClaimState, ContentHash, Imei, LoginVerifier, MusicState, NewDevice, NewMusic, NewPlay,
+    NewRadio, NewSample, NewToken, NewUser, RadioGap, RawMatch, RawResult, Role, Secret, Source,
+    StationState,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -134,9 +135,12 @@ pub async fn devices_are_unique_by_imei_and_authenticate_by_secret(kind: Kind) {
     let imei = Imei::parse("490154203237518").unwrap();
     let secret = new_device_secret();
     let digest = key.digest(Purpose::DeviceSecret, secret.expose());
-    let new = NewDevice::new(imei.clone(), "Stage left", Some("Encarnación"), digest).unwrap();
+    let new = NewDevice::new(imei.clone(), "Stage left", Some("Encarnación"), digest)
+        .unwrap()
+        .with_login_verifier(LoginVerifier([7; 32]));
     let device = h.storage.relational.add_device(&new).await.unwrap();
     assert!(device.enabled);
+    assert_eq!(device.login_verifier, Some(LoginVerifier([7; 32])));
     let stored = device.secret_digest.as_ref();
     assert!(key.verify(Purpose::DeviceSecret, secret.expose(), stored));
     assert!(!key.verify(Purpose::DeviceSecret, "another secret value", stored));
@@ -150,7 +154,11 @@ pub async fn devices_are_unique_by_imei_and_authenticate_by_secret(kind: Kind) {
     assert!(
         h.storage
             .relational
-            .set_device_secret(&imei, &key.digest(Purpose::DeviceSecret, rotated.expose()))
+            .set_device_secret(
+                &imei,
+                &key.digest(Purpose::DeviceSecret, rotated.expose()),
+                &LoginVerifier([8; 32])
+            )
             .await
             .unwrap()
     );
@@ -161,6 +169,7 @@ pub async fn devices_are_unique_by_imei_and_authenticate_by_secret(kind: Kind) {
         .await
         .unwrap()
         .unwrap();
+    assert_eq!(again.login_verifier, Some(LoginVerifier([8; 32])));
     assert!(key.verify(
         Purpose::DeviceSecret,
         rotated.expose(),

@@ -1,0 +1,484 @@
+//! Protocol v2: one framed session per connection (`docs/sensor-protocol.md`).
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use hendu_sensor_protocol::Code;
+use hendu_sensor_protocol::frame::{self, Frame};
+use hendu_sensor_protocol::login::{self, NONCE_LEN};
+use hendu_sensor_protocol::v2::{Client, Server};
+use hendu_service::ApiError;
+use hendu_service::health::Heartbeat;
+use hendu_storage::credentials::random_bytes;
+use hendu_storage::model::{Device, Imei};
+use tokio::net::TcpListener;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::Tcp;
+use super::conn::{Conn, Stop, accept_loop};
+use crate::ingest::{SampleBody, ingest, instant_ms};
+
+const PROTOCOL: &str = "v2";
+/// Answers to samples kept per session, for resends on the same connection.
+const ANSWERS_KEPT: usize = 64;
+/// Frames longer than this take their bytes from the payload budget.
+const BUDGETED: usize = 64 << 10;
+
+pub async fn serve(tcp: Tcp, listener: TcpListener, beat: Heartbeat, stop: CancellationToken) {
+    let stopping = stop.clone();
+    accept_loop(
+        tcp.clone(),
+        listener,
+        PROTOCOL,
+        beat,
+        stop,
+        refusal,
+        move |tcp, conn| session(tcp, conn, stopping.clone()),
+    )
+    .await;
+    tcp.tasks.close();
+    tcp.tasks.wait().await;
+}
+
+/// The error frame of a connection refused at the door (it is closed).
+fn refusal(code: Code, message: &str) -> Vec<u8> {
+    Server::Error {
+        code: hendu_sensor_protocol::v2::ErrorCode::Known(code),
+        retry_after_s: 1,
+        closing: true,
+        message: message.to_owned(),
+    }
+    .to_frame(0)
+    .encode()
+}
+
+/// The code a refusal of the sample path travels with.
+pub fn code_for(e: &ApiError) -> Code {
+    match e.code {
+        "unauthorized" | "device_disabled" | "missing_credentials" => Code::Refused,
+        "cancelled" => Code::ShuttingDown,
+        "storage_unavailable" => Code::Unavailable,
+        "invalid_input" | "invalid_capture_time" | "missing_capture_time" => Code::InvalidSample,
+        name => Code::from_name(name).unwrap_or(if e.status.is_server_error() {
+            Code::Internal
+        } else {
+            Code::InvalidSample
+        }),
+    }
+}
+
+/// Whole seconds to wait, for a refusal that says so.
+pub fn retry_s(e: &ApiError) -> u16 {
+    e.retry_after
+        .map_or(0, |d| d.as_secs_f64().ceil().clamp(1.0, 3600.0) as u16)
+}
+
+enum Stage {
+    Hello,
+    Login {
+        imei: String,
+        server_nonce: [u8; NONCE_LEN],
+    },
+    Ready {
+        device: Device,
+    },
+}
+
+/// A sample's answer, kept for a resend of the same frame.
+struct Answer {
+    seq: u32,
+    len: usize,
+    crc: u32,
+    reply: Server,
+}
+
+struct Session {
+    tcp: Tcp,
+    conn: Conn,
+    stage: Stage,
+    next_seq: u32,
+    answers: VecDeque<Answer>,
+}
+
+/// What to do after a frame.
+enum Next {
+    Continue,
+    Close,
+}
+
+async fn session(tcp: Tcp, conn: Conn, stop: CancellationToken) {
+    let login_deadline = Instant::now() + tcp.limits.login_timeout;
+    let mut s = Session {
+        tcp,
+        conn,
+        stage: Stage::Hello,
+        next_seq: 1,
+        answers: VecDeque::new(),
+    };
+    let mut last_heard = Instant::now();
+    let mut started: Option<Instant> = None;
+    let mut permit: Option<OwnedSemaphorePermit> = None;
+    loop {
+        match frame::decode(&s.conn.buf, s.tcp.max_frame) {
+            Err(e) => {
+                s.fail(e.code(), 0, &e.to_string()).await;
+                return;
+            }
+            Ok(Some((frame, used))) => {
+                s.conn.consume(used);
+                last_heard = Instant::now();
+                started = (!s.conn.buf.is_empty()).then(Instant::now);
+                let next = s.frame(frame).await;
+                permit = None;
+                if matches!(next, Next::Close) {
+                    return;
+                }
+                continue;
+            }
+            Ok(None) => {}
+        }
+        let total = frame_len(&s.conn.buf);
+        let logged_in = matches!(s.stage, Stage::Ready { .. });
+        let (deadline, timeout) = match (logged_in, started) {
+            (false, _) => (login_deadline, Code::LoginTimeout),
+            (true, None) => (last_heard + s.tcp.limits.idle_timeout, Code::IdleTimeout),
+            (true, Some(at)) => (at + s.tcp.allowance(total.unwrap_or(0)), Code::ReadTimeout),
+        };
+        // A large frame waits for room in the payload budget before its
+        // bytes are read: the sender is slowed, memory stays bounded.
+        if let Some(total) = total
+            && total > BUDGETED
+            && permit.is_none()
+        {
+            let wanted = u32::try_from(total).unwrap_or(u32::MAX);
+            let budget = s.tcp.budget.clone();
+            match tokio::time::timeout_at(deadline, budget.acquire_many_owned(wanted)).await {
+                Ok(Ok(p)) => permit = Some(p),
+                _ => {
+                    s.fail(
+                        Code::Busy,
+                        1,
+                        "the service is receiving too much at once; resend later",
+                    )
+                    .await;
+                    return;
+                }
+            }
+        }
+        let want = total.map_or(4096, |t| t.saturating_sub(s.conn.buf.len()));
+        let read = tokio::select! {
+            () = stop.cancelled() => {
+                s.fail(Code::ShuttingDown, 1, "the service is stopping; reconnect").await;
+                return;
+            }
+            read = s.conn.fill(want, deadline) => read,
+        };
+        match read {
+            Ok(_) => {
+                if started.is_none() {
+                    started = Some(Instant::now());
+                }
+            }
+            Err(Stop::Timeout) => {
+                let message = match timeout {
+                    Code::LoginTimeout => "the login did not complete in time",
+                    Code::IdleTimeout => "nothing arrived within the idle timeout; send PING",
+                    _ => "the frame stopped arriving",
+                };
+                s.fail(timeout, 0, message).await;
+                return;
+            }
+            Err(Stop::Closed) => return,
+        }
+    }
+}
+
+/// The frame's whole length, once its length field is in.
+fn frame_len(buf: &[u8]) -> Option<usize> {
+    let head = buf.get(..4)?;
+    Some(u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize + 4)
+}
+
+impl Session {
+    async fn send(&mut self, reply: &Server, seq: u32) -> Result<(), Stop> {
+        self.conn.send(&reply.to_frame(seq).encode()).await
+    }
+
+    /// Sends an error that closes the session.
+    async fn fail(&mut self, code: Code, retry_after_s: u16, message: &str) {
+        self.tcp.meters.refused(PROTOCOL, code);
+        let reply = Server::Error {
+            code: hendu_sensor_protocol::v2::ErrorCode::Known(code),
+            retry_after_s,
+            closing: true,
+            message: message.to_owned(),
+        };
+        let _ = self.send(&reply, 0).await;
+        tracing::debug!(peer = %self.conn.peer, code = code.name(), message, "v2 session closed");
+    }
+
+    async fn frame(&mut self, frame: Frame) -> Next {
+        let seq = frame.seq;
+        if seq != self.next_seq {
+            let crc = crc32fast::hash(&frame.payload);
+            let len = frame.payload.len();
+            let earlier = self
+                .answers
+                .iter()
+                .find(|a| a.seq == seq && a.len == len && a.crc == crc)
+                .map(|a| a.reply.clone());
+            if let Some(reply) = earlier {
+                return self.reply(&reply, seq).await;
+            }
+            let (code, message) = if seq < self.next_seq {
+                (
+                    Code::DuplicateSequence,
+                    format!("sequence number {seq} was used; expected {}", self.next_seq),
+                )
+            } else {
+                (
+                    Code::OutOfOrder,
+                    format!(
+                        "sequence number {seq} skips ahead; expected {}",
+                        self.next_seq
+                    ),
+                )
+            };
+            self.fail(code, 0, &message).await;
+            return Next::Close;
+        }
+        self.next_seq = self.next_seq.wrapping_add(1).max(1);
+        let message = match Client::parse(frame) {
+            Ok(m) => m,
+            Err(e) => {
+                self.fail(e.code(), 0, &e.to_string()).await;
+                return Next::Close;
+            }
+        };
+        match (&self.stage, message) {
+            (_, Client::Bye) => Next::Close,
+            (Stage::Hello, Client::Hello { imei, firmware }) => {
+                tracing::debug!(peer = %self.conn.peer, imei, firmware, "v2 hello");
+                let server_nonce = random_bytes::<NONCE_LEN>();
+                self.stage = Stage::Login { imei, server_nonce };
+                self.reply(&Server::Challenge { server_nonce }, seq).await
+            }
+            (
+                Stage::Login { imei, server_nonce },
+                Client::Login {
+                    client_nonce,
+                    proof,
+                },
+            ) => {
+                let (imei, server_nonce) = (imei.clone(), *server_nonce);
+                match self
+                    .login(&imei, &server_nonce, &client_nonce, &proof)
+                    .await
+                {
+                    Ok(device) => {
+                        tracing::info!(peer = %self.conn.peer, imei = %device.imei.as_str(), "v2 session open");
+                        self.stage = Stage::Ready { device };
+                        let welcome = Server::Welcome {
+                            server_time_ms: (time::OffsetDateTime::now_utc().unix_timestamp_nanos()
+                                / 1_000_000) as i64,
+                            heartbeat_s: (self.tcp.limits.idle_timeout.as_secs() / 3).max(1) as u16,
+                            idle_timeout_s: self
+                                .tcp
+                                .limits
+                                .idle_timeout
+                                .as_secs()
+                                .min(u64::from(u16::MAX))
+                                as u16,
+                            max_frame: self.tcp.max_frame,
+                        };
+                        self.reply(&welcome, seq).await
+                    }
+                    Err(e) => {
+                        let code = code_for(&e);
+                        let message = if code == Code::Refused {
+                            "unknown device, disabled device or wrong secret".to_owned()
+                        } else {
+                            e.message.clone()
+                        };
+                        self.fail(code, retry_s(&e), &message).await;
+                        Next::Close
+                    }
+                }
+            }
+            (Stage::Ready { .. }, Client::Ping(data)) => self.reply(&Server::Pong(data), seq).await,
+            (
+                Stage::Ready { device },
+                sample @ (Client::SampleAudio { .. } | Client::SampleFingerprint(_)),
+            ) => {
+                let device = device.clone();
+                self.sample(device, sample, seq).await
+            }
+            (_, other) => {
+                let what = match other {
+                    Client::Hello { .. } => "HELLO",
+                    Client::Login { .. } => "LOGIN",
+                    Client::Ping(_) => "PING",
+                    _ => "a sample",
+                };
+                let when = match self.stage {
+                    Stage::Hello => "before HELLO",
+                    Stage::Login { .. } => "before LOGIN",
+                    Stage::Ready { .. } => "after login",
+                };
+                self.fail(
+                    Code::UnexpectedFrame,
+                    0,
+                    &format!("{what} is not expected {when}"),
+                )
+                .await;
+                Next::Close
+            }
+        }
+    }
+
+    async fn reply(&mut self, reply: &Server, seq: u32) -> Next {
+        match self.send(reply, seq).await {
+            Ok(()) => Next::Continue,
+            Err(_) => Next::Close,
+        }
+    }
+
+    async fn login(
+        &self,
+        imei: &str,
+        server_nonce: &[u8; NONCE_LEN],
+        client_nonce: &[u8; NONCE_LEN],
+        proof: &[u8; 32],
+    ) -> Result<Device, ApiError> {
+        let client = self.conn.peer.ip();
+        let Ok(parsed) = Imei::parse(imei) else {
+            // The same work as for a device that exists.
+            let _ = login::verify(None, imei, server_nonce, client_nonce, proof);
+            self.tcp.state.auth.device_address_failed(client)?;
+            return Err(hendu_service::auth::unauthorized(
+                "unauthorized",
+                "unknown device",
+            ));
+        };
+        self.tcp
+            .state
+            .auth
+            .device_proven(&parsed, client, |device| {
+                let stored = device.and_then(|d| d.login_verifier.as_ref()).map(|v| &v.0);
+                login::verify(stored, imei, server_nonce, client_nonce, proof)
+            })
+            .await
+    }
+
+    async fn sample(&mut self, device: Device, sample: Client, seq: u32) -> Next {
+        // The device as it is now: disabled or given a new secret since the
+        // login, it is signed out.
+        let current = match self
+            .tcp
+            .state
+            .storage
+            .relational
+            .device_by_imei(&device.imei)
+            .await
+        {
+            Ok(d) => d,
+            Err(e) => {
+                let e = ApiError::from(e);
+                let reply = Server::error(code_for(&e), retry_s(&e), e.message.clone());
+                return self.reply(&reply, seq).await;
+            }
+        };
+        let Some(current) =
+            current.filter(|d| d.enabled && d.login_verifier == device.login_verifier)
+        else {
+            self.fail(
+                Code::Refused,
+                0,
+                "the device was disabled or given a new secret",
+            )
+            .await;
+            return Next::Close;
+        };
+        let (body, len, crc) = match sample {
+            Client::SampleAudio {
+                captured_at_ms,
+                audio,
+            } => {
+                let (len, crc) = (audio.len() + 8, crc_audio(captured_at_ms, &audio));
+                match instant_ms(captured_at_ms) {
+                    Ok(captured_at) => (
+                        Ok(SampleBody::Audio {
+                            captured_at,
+                            audio: Bytes::from(audio),
+                        }),
+                        len,
+                        crc,
+                    ),
+                    Err(e) => (Err(e), len, crc),
+                }
+            }
+            Client::SampleFingerprint(bytes) => {
+                let (len, crc) = (bytes.len(), crc32fast::hash(&bytes));
+                (Ok(SampleBody::Fingerprint(Bytes::from(bytes))), len, crc)
+            }
+            _ => return Next::Continue,
+        };
+        let result = match body {
+            Ok(body) => ingest(&self.tcp.state, &current, body).await,
+            Err(e) => Err(e),
+        };
+        let reply = match result {
+            Ok(accepted) => {
+                self.tcp
+                    .meters
+                    .samples
+                    .get_or_create(&super::ProtocolLabels { protocol: PROTOCOL })
+                    .inc();
+                Server::Ack {
+                    duplicate: accepted.duplicate,
+                    sample_id: accepted.sample_id,
+                }
+            }
+            Err(e) => {
+                let code = code_for(&e);
+                self.tcp.meters.refused(PROTOCOL, code);
+                let mut reply = Server::error(code, retry_s(&e), e.message.clone());
+                if let Server::Error { closing, .. } = &mut reply {
+                    // A refused sample never ends the session, unless the
+                    // service is stopping.
+                    *closing = code == Code::ShuttingDown;
+                }
+                reply
+            }
+        };
+        let closing = matches!(reply, Server::Error { closing: true, .. });
+        // Kept only when final: a busy or unavailable answer is not, and
+        // the resend should be tried again.
+        let retryable = matches!(&reply, Server::Error { code, .. } if code.number() >= 300);
+        if !retryable {
+            if self.answers.len() == ANSWERS_KEPT {
+                self.answers.pop_front();
+            }
+            self.answers.push_back(Answer {
+                seq,
+                len,
+                crc,
+                reply: reply.clone(),
+            });
+        }
+        match (self.reply(&reply, seq).await, closing) {
+            (Next::Continue, false) => Next::Continue,
+            _ => Next::Close,
+        }
+    }
+}
+
+/// The CRC of a SAMPLE_AUDIO payload as it came (capture instant, audio).
+fn crc_audio(captured_at_ms: i64, audio: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&captured_at_ms.to_le_bytes());
+    h.update(audio);
+    h.finalize()
+}
