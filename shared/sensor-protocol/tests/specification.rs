@@ -92,7 +92,9 @@ fn binary() -> BTreeMap<&'static str, Vec<u8>> {
         ("fingerprint", fingerprint()),
         (
             "sample-fingerprint",
-            Client::SampleFingerprint(fingerprint()).to_frame(3).encode(),
+            Client::SampleFingerprint(fingerprint())
+                .to_frame(3)
+                .encode(),
         ),
         (
             "ack",
@@ -125,17 +127,15 @@ fn binary() -> BTreeMap<&'static str, Vec<u8>> {
         ("pong", Server::Pong(Vec::new()).to_frame(5).encode()),
         (
             "error-sample",
-            Server::error(
-                Code::CaptureTimeInFuture,
-                0,
-                "check the device's clock",
-            )
-            .to_frame(6)
-            .encode(),
+            Server::error(Code::CaptureTimeInFuture, 0, "check the device's clock")
+                .to_frame(6)
+                .encode(),
         ),
         (
             "error-idle",
-            Server::error(Code::IdleTimeout, 0, "send PING").to_frame(0).encode(),
+            Server::error(Code::IdleTimeout, 0, "send PING")
+                .to_frame(0)
+                .encode(),
         ),
         ("bye", Client::Bye.to_frame(7).encode()),
         ("ticket", ticket_bytes(&ticket)),
@@ -306,10 +306,16 @@ fn the_documents_examples_are_what_the_code_sends() {
         assert_eq!(shown, lines, "example {name:?}");
     }
     for name in dumps.keys() {
-        assert!(binary.contains_key(name.as_str()), "hex example {name:?} is checked by nothing");
+        assert!(
+            binary.contains_key(name.as_str()),
+            "hex example {name:?} is checked by nothing"
+        );
     }
     for name in exchanges.keys() {
-        assert!(text.contains_key(name.as_str()), "v1 example {name:?} is checked by nothing");
+        assert!(
+            text.contains_key(name.as_str()),
+            "v1 example {name:?} is checked by nothing"
+        );
     }
     // Every code is in the document's table.
     for code in Code::all() {

@@ -9,6 +9,7 @@
 
 pub mod broadcast;
 pub mod faults;
+pub mod pipeline;
 pub mod radio;
 
 use std::path::PathBuf;
@@ -18,6 +19,19 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use hendu_storage::StorageConfig;
 use tokio::process::{Child, Command};
+
+/// `n` consecutive ports free now on 127.0.0.1 (for a v1 data-port range).
+pub fn free_ports(n: u16) -> std::ops::RangeInclusive<u16> {
+    loop {
+        let base = 20_000 + (free_port() % 30_000);
+        let held: Vec<_> = (base..base + n)
+            .map_while(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok())
+            .collect();
+        if held.len() == usize::from(n) {
+            return base..=base + n - 1;
+        }
+    }
+}
 
 /// Where the service binaries are.
 pub fn bin_dir() -> PathBuf {
@@ -92,6 +106,9 @@ impl Service {
             .env("HENDU_LOG", "info")
             .env("HENDU_REPLICA", name)
             .env("HENDU_SHUTDOWN_GRACE_S", "5")
+            // The sensors' TCP ports are fixed by default: off unless a test asks.
+            .env("HENDU_TCP_ADDR", "off")
+            .env("HENDU_TCP_V2_ADDR", "off")
             .envs(hendu_storage::testing::env_vars(store))
             .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
