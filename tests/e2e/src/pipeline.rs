@@ -2,6 +2,9 @@
 //! processes, the catalogue uploaded, a broadcast's samples, and the check
 //! that the plays are the programme's.
 
+// A test harness: a failure stops the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use hendu_storage::model::{Play, Source};
