@@ -59,6 +59,22 @@ async fn device(app: &TestApp) -> Credentials {
     }
 }
 
+/// Another device, registered by the administrator.
+async fn another(app: &TestApp, imei: &str) -> Credentials {
+    let (status, v) = app
+        .admin(
+            reqwest::Method::POST,
+            "/v1/devices",
+            serde_json::json!({ "imei": imei, "name": "Stage right" }),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    Credentials {
+        imei: imei.to_owned(),
+        secret: v["secret"].as_str().unwrap().to_owned(),
+    }
+}
+
 async fn stored(app: &TestApp) -> bool {
     let imei = Imei::parse(IMEI).unwrap();
     let Some(d) = app.storage.relational.device_by_imei(&imei).await.unwrap() else {
@@ -480,10 +496,21 @@ async fn v1_refuses_bad_logins_alike_and_says_when_the_ports_run_out() {
             Code::Refused.number()
         );
     }
-    // Two ports: a third device asking while both are held is told to wait.
+    // One ticket per device: asking again gives the earlier one's port back
+    // (and the earlier ticket no longer holds).
+    let (data, first) = client::v1_port(control, &device, &mut wire).await.unwrap();
     client::v1_port(control, &device, &mut wire).await.unwrap();
+    let sample = fingerprint_sample(now_ms() - 90_000);
+    assert_eq!(
+        refusal(client::v1_send(data, &first, &sample, &mut wire).await),
+        Code::TicketExpired.number()
+    );
+    // Two ports, two devices holding them: a third is told to wait.
+    let second = another(&app, "490154203237518").await;
+    let third = another(&app, "352099001761481").await;
     client::v1_port(control, &device, &mut wire).await.unwrap();
-    match client::v1_port(control, &device, &mut wire).await {
+    client::v1_port(control, &second, &mut wire).await.unwrap();
+    match client::v1_port(control, &third, &mut wire).await {
         Err(Failure::Refused(r)) => {
             assert_eq!(r.number, Code::PortsExhausted.number());
             assert!(r.retry_after_s >= 1);

@@ -187,8 +187,9 @@ impl Decoder {
     /// How many more bytes the frame in progress needs, when its length is in.
     pub fn wanted(&self) -> Option<usize> {
         let head = self.buf.get(..4)?;
-        let total = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize + 4;
-        Some(total.saturating_sub(self.buf.len()))
+        let total = u64::from(u32::from_le_bytes([head[0], head[1], head[2], head[3]])) + 4;
+        let wanted = total.saturating_sub(self.buf.len() as u64);
+        Some(usize::try_from(wanted).unwrap_or(usize::MAX))
     }
 }
 

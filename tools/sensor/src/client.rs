@@ -45,18 +45,42 @@ pub struct Ack {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{number} {name}: {message}")]
 pub struct Refusal {
+    /// The protocol's code number (over REST: the HTTP status).
     pub number: u16,
     pub name: String,
     pub retry_after_s: u16,
     pub message: String,
+    /// The server closed the connection after it (v2; v1 and REST always close).
+    pub closing: bool,
+}
+
+/// What a device does after a refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Then {
+    /// Stop: only an administrator can fix it (a refused login).
+    Stop,
+    /// Drop this sample: sending it again is refused again.
+    Drop,
+    /// Send it again later (a new port, a new connection, after a pause).
+    Retry,
 }
 
 impl Refusal {
-    /// Whether sending the same again later can succeed (3xx: the server
-    /// was busy or stopping; 1xx timeouts; over REST 429 and 503), rather than never (a refused
-    /// login, a sample that is not one).
-    pub fn retryable(&self) -> bool {
-        (300..400).contains(&self.number) || matches!(self.number, 102 | 103 | 111 | 429 | 503)
+    /// What the specification tells a device to do, for `protocol`.
+    pub fn then(&self, protocol: Protocol) -> Then {
+        let n = self.number;
+        match protocol {
+            Protocol::Rest => match n {
+                401 | 403 => Then::Stop,
+                408 | 429 | 503 => Then::Retry,
+                _ => Then::Drop,
+            },
+            Protocol::V1 | Protocol::V2 => match n {
+                100 => Then::Stop,
+                101..=103 | 111 | 300..=399 | 400..=499 => Then::Retry,
+                _ => Then::Drop,
+            },
+        }
     }
 }
 
@@ -124,8 +148,9 @@ fn refusal_of(server: Server) -> Failure {
             code,
             retry_after_s,
             message,
-            ..
+            closing,
         } => Failure::Refused(Refusal {
+            closing,
             number: code.number(),
             name: match code {
                 hendu_sensor_protocol::v2::ErrorCode::Known(c) => c.name().to_owned(),
@@ -284,8 +309,14 @@ impl V2 {
     /// Says goodbye and closes.
     pub async fn bye(mut self) -> Wire {
         self.seq = self.seq.wrapping_add(1).max(1);
-        let _ = self.send_frame(&Client::Bye.to_frame(self.seq)).await;
-        self.wire.round_trips -= 1;
+        if self
+            .send_frame(&Client::Bye.to_frame(self.seq))
+            .await
+            .is_ok()
+        {
+            // BYE has no answer: not a round trip.
+            self.wire.round_trips -= 1;
+        }
         let _ = self.stream.shutdown().await;
         self.wire
     }
@@ -341,6 +372,7 @@ fn v1_reply(line: &str) -> Result<Reply, Failure> {
             name,
             retry_after_s: retry_after_s.unwrap_or(0),
             message,
+            closing: true,
         })),
         Some(r) => Ok(r),
         None => Err(Failure::Protocol(format!("not a v1 reply: {line:?}"))),
@@ -522,5 +554,6 @@ pub async fn rest_upload(
             .as_str()
             .unwrap_or_default()
             .to_owned(),
+        closing: true,
     }))
 }

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::client::{self, Ack, Credentials, Failure, Protocol, V2, Wire};
+use crate::client::{self, Ack, Credentials, Failure, Protocol, Then, V2, Wire};
 use crate::programme::{Prepared, Sample};
 
 /// What to play, as whom, where.
@@ -134,7 +134,7 @@ async fn play(plan: &Plan, device: &Credentials, offset: Duration) -> DeviceRepo
         let duration = plan.programme.duration_of(k);
         recorded += Duration::from_millis(u64::from(duration));
         if plan.realtime {
-            wait_until(started + recorded, &mut session).await;
+            wait_until(started + recorded, &mut session, &mut report.wire).await;
         }
         let sample = plan.programme.sample(k, at_ms);
         at_ms += i64::from(duration);
@@ -158,40 +158,31 @@ async fn play(plan: &Plan, device: &Credentials, offset: Duration) -> DeviceRepo
                     break;
                 }
                 Err(failure) => {
-                    let (name, retry, wait, fatal) = match &failure {
-                        Failure::Refused(r) => (
-                            r.name.clone(),
-                            r.retryable(),
-                            Duration::from_secs(u64::from(r.retry_after_s.max(1))),
-                            // A refused login will not pass by retrying.
-                            r.number == 100
-                                || r.number == 101
-                                || r.number == 401
-                                || r.number == 403,
-                        ),
-                        other => (
-                            "connection".to_owned(),
-                            true,
-                            Duration::from_millis(250 << attempt.min(5)),
-                            matches!(other, Failure::Protocol(_)),
-                        ),
-                    };
                     if plan.verbose {
                         eprintln!(
                             "{} sample at {}: {failure}",
                             device.imei, sample.captured_at_ms
                         );
                     }
-                    if fatal || !retry || attempt >= plan.retries {
+                    let (name, then, at_least) = match &failure {
+                        Failure::Refused(r) => (
+                            r.name.clone(),
+                            r.then(plan.protocol),
+                            Duration::from_secs(u64::from(r.retry_after_s)),
+                        ),
+                        Failure::Protocol(_) => ("protocol".to_owned(), Then::Stop, Duration::ZERO),
+                        _ => ("connection".to_owned(), Then::Retry, Duration::ZERO),
+                    };
+                    if then != Then::Retry || attempt >= plan.retries {
                         *report.refused.entry(name).or_default() += 1;
-                        if fatal {
+                        if then == Then::Stop {
                             break 'samples;
                         }
                         break;
                     }
                     attempt += 1;
                     report.reconnects += 1;
-                    tokio::time::sleep(wait).await;
+                    tokio::time::sleep(backoff(attempt).max(at_least)).await;
                 }
             }
         }
@@ -202,8 +193,18 @@ async fn play(plan: &Plan, device: &Credentials, offset: Duration) -> DeviceRepo
     report
 }
 
+/// The pause before attempt `n` (1, 2, ...): 1 s, 2 s, 4 s, ... up to a
+/// minute, less up to a quarter at random, so that devices that lost the
+/// same replica do not all come back at the same instant.
+pub fn backoff(n: u32) -> Duration {
+    let base = Duration::from_secs(1u64 << n.saturating_sub(1).min(6)).min(Duration::from_secs(60));
+    let mut r = [0u8; 2];
+    let _ = getrandom::fill(&mut r);
+    base.mul_f64(1.0 - f64::from(u16::from_le_bytes(r)) / f64::from(u16::MAX) / 4.0)
+}
+
 /// Sleeps until `deadline`, keeping a v2 session alive with heartbeats.
-async fn wait_until(deadline: tokio::time::Instant, session: &mut Option<V2>) {
+async fn wait_until(deadline: tokio::time::Instant, session: &mut Option<V2>, wire: &mut Wire) {
     loop {
         let beat = session
             .as_ref()
@@ -219,6 +220,8 @@ async fn wait_until(deadline: tokio::time::Instant, session: &mut Option<V2>) {
         if let Some(s) = session.as_mut()
             && s.ping().await.is_err()
         {
+            // Its bytes are counted when the session is handed back.
+            *wire += s.wire;
             *session = None;
         }
     }
@@ -246,11 +249,11 @@ async fn upload(
                 .as_mut()
                 .ok_or_else(|| Failure::Protocol("no session".into()))?;
             let result = s.send(sample).await;
-            // A refused sample or a busy server leaves the session open;
+            // A refusal that does not close leaves the session open;
             // anything else ends it (its bytes are counted then).
             let open = match &result {
                 Ok(_) => true,
-                Err(Failure::Refused(r)) => (200..301).contains(&r.number),
+                Err(Failure::Refused(r)) => !r.closing,
                 Err(_) => false,
             };
             if !open && let Some(s) = session.take() {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use hendu_sensor_protocol::Code;
 use hendu_service::health::Heartbeat;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -84,6 +84,8 @@ pub enum Stop {
     Timeout,
     /// The peer closed, or the connection broke.
     Closed,
+    /// The service is stopping.
+    ShuttingDown,
 }
 
 /// A client's connection and what it sent that is not yet taken.
@@ -107,33 +109,68 @@ impl Conn {
     }
 
     /// Reads what has arrived (at least one byte, at most `want` or a
-    /// chunk), waiting until `deadline`. No buffer is held while waiting.
+    /// chunk), waiting until `deadline`, or until `stop`. No buffer is held
+    /// while waiting, and no more is read than asked for.
     ///
     /// # Errors
     /// [`Stop`].
-    pub async fn fill(&mut self, want: usize, deadline: Instant) -> Result<usize, Stop> {
+    pub async fn fill(
+        &mut self,
+        want: usize,
+        deadline: Instant,
+        stop: &CancellationToken,
+    ) -> Result<usize, Stop> {
+        let n = want.clamp(1, READ_CHUNK);
         loop {
-            match tokio::time::timeout_at(deadline, self.stream.readable()).await {
-                Err(_) => return Err(Stop::Timeout),
-                Ok(Err(_)) => return Err(Stop::Closed),
-                Ok(Ok(())) => {}
+            tokio::select! {
+                () = stop.cancelled() => return Err(Stop::ShuttingDown),
+                ready = tokio::time::timeout_at(deadline, self.stream.readable()) => match ready {
+                    Err(_) => return Err(Stop::Timeout),
+                    Ok(Err(_)) => return Err(Stop::Closed),
+                    Ok(Ok(())) => {}
+                },
             }
-            self.buf.reserve(want.clamp(1, READ_CHUNK));
-            match self.stream.try_read_buf(&mut self.buf) {
+            let len = self.buf.len();
+            self.buf.resize(len + n, 0);
+            let read = self.stream.try_read(&mut self.buf[len..]);
+            self.buf.truncate(len + *read.as_ref().unwrap_or(&0));
+            match read {
                 Ok(0) => return Err(Stop::Closed),
                 Ok(n) => return Ok(n),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.release_if_empty();
+                }
                 Err(_) => return Err(Stop::Closed),
             }
         }
     }
 
+    fn release_if_empty(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            self.buf = Vec::new();
+        }
+    }
+
     /// Takes `n` bytes from the front of the buffer; gives the buffer's
-    /// memory back when it is left empty and large.
+    /// memory back when it is left empty (an idle connection holds none).
     pub fn consume(&mut self, n: usize) {
         self.buf.drain(..n.min(self.buf.len()));
-        if self.buf.is_empty() && self.buf.capacity() > 4096 {
-            self.buf = Vec::new();
+        self.release_if_empty();
+    }
+
+    /// After a refusal: closes the sending side and reads what the client
+    /// is still sending (1 MiB and 1 s at most), so that closing does not
+    /// reset the connection before the client has read the refusal.
+    pub async fn linger(&mut self) {
+        let _ = self.stream.shutdown().await;
+        let mut left: usize = 1 << 20;
+        let mut sink = [0u8; 4096];
+        let until = Instant::now() + Duration::from_secs(1);
+        while left > 0 {
+            match tokio::time::timeout_at(until, self.stream.read(&mut sink)).await {
+                Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n),
+                _ => break,
+            }
         }
     }
 

@@ -286,7 +286,10 @@ impl Tcp {
         Self {
             max_frame,
             gate: Gate::new(limits.max_connections, limits.max_per_address),
-            budget: Arc::new(Semaphore::new(limits.payload_budget)),
+            // At least one frame of the largest size fits, or it would wait forever.
+            budget: Arc::new(Semaphore::new(
+                limits.payload_budget.max(max_frame as usize),
+            )),
             ticket_key: state.auth.key().derive("hendu v1 ticket"),
             data_ports: data_ports.into(),
             meters: Meters::default(),

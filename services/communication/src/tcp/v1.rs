@@ -5,6 +5,9 @@
 //! held by the ticket's nonce for the ticket's lifetime), and a data
 //! connection is served only with a ticket for that port, from the address
 //! the ticket was given to, before it expires, once (`v1-ticket:<nonce>`).
+//! A device holds one ticket at a time (`v1-device:<imei>`): asking for a
+//! port again gives the earlier ticket's port back, so one device cannot
+//! hold the whole range.
 
 use std::net::IpAddr;
 
@@ -67,12 +70,16 @@ fn refusal(code: Code, message: &str) -> Vec<u8> {
     Reply::error(code, Some(1), message).line().into_bytes()
 }
 
-/// Sends an `ERR` line; the caller closes.
+/// Sends an `ERR` line and lets the client read it; the caller closes.
 async fn fail(tcp: &Tcp, conn: &mut Conn, code: Code, retry_after_s: Option<u16>, message: &str) {
     tcp.meters.refused(PROTOCOL, code);
-    let _ = conn
+    if conn
         .send(Reply::error(code, retry_after_s, message).line().as_bytes())
-        .await;
+        .await
+        .is_ok()
+    {
+        conn.linger().await;
+    }
     tracing::debug!(peer = %conn.peer, code = code.name(), message, "v1 connection refused");
 }
 
@@ -85,6 +92,24 @@ async fn fail_api(tcp: &Tcp, conn: &mut Conn, e: &ApiError) {
     };
     let retry = (retry_s(e) > 0).then(|| retry_s(e));
     fail(tcp, conn, code, retry, message).await;
+}
+
+/// Sends what a read that stopped deserves (nothing when the peer left).
+async fn stopped(tcp: &Tcp, conn: &mut Conn, why: Stop, late: Code, message: &str) {
+    match why {
+        Stop::Timeout => fail(tcp, conn, late, None, message).await,
+        Stop::ShuttingDown => {
+            fail(
+                tcp,
+                conn,
+                Code::ShuttingDown,
+                Some(1),
+                "the service is stopping; retry",
+            )
+            .await;
+        }
+        Stop::Closed => {}
+    }
 }
 
 /// The next line, within `deadline`; on failure the error is sent.
@@ -112,13 +137,10 @@ async fn line(tcp: &Tcp, conn: &mut Conn, deadline: Instant, late: Code) -> Opti
                 return None;
             }
         }
-        match conn.fill(proto::MAX_LINE - conn.buf.len(), deadline).await {
-            Ok(_) => {}
-            Err(Stop::Timeout) => {
-                fail(tcp, conn, late, None, "the request did not arrive in time").await;
-                return None;
-            }
-            Err(Stop::Closed) => return None,
+        let want = proto::MAX_LINE - conn.buf.len();
+        if let Err(why) = conn.fill(want, deadline, &tcp.state.stopping).await {
+            stopped(tcp, conn, why, late, "the request did not arrive in time").await;
+            return None;
         }
     }
 }
@@ -194,15 +216,33 @@ fn port_lease(port: u16) -> String {
     format!("v1-port:{port}")
 }
 
-/// A data port free across the cluster, leased to a new ticket.
+fn device_lease(imei: &str) -> String {
+    format!("v1-device:{imei}")
+}
+
+/// A data port free across the cluster, leased to a new ticket (the
+/// device's earlier ticket, if any, is given up).
 async fn reserve(tcp: &Tcp, device: &Device, client: IpAddr) -> Result<(u16, String), ApiError> {
     let leases = &tcp.state.storage.leases;
-    let held: std::collections::HashSet<String> = leases
-        .held("v1-port:")
+    let mine = device_lease(device.imei.as_str());
+    let earlier: Vec<String> = leases
+        .held(&mine)
         .await?
         .into_iter()
-        .map(|(name, _)| name)
+        .filter(|(name, _)| *name == mine)
+        .map(|(_, holder)| holder)
         .collect();
+    let mut held = std::collections::HashSet::new();
+    for (name, holder) in leases.held("v1-port:").await? {
+        if earlier.contains(&holder) {
+            leases.release(&name, &holder).await?;
+        } else {
+            held.insert(name);
+        }
+    }
+    for holder in &earlier {
+        leases.release(&mine, holder).await?;
+    }
     let nonce = random_bytes::<16>();
     let ports = &tcp.data_ports;
     let start = usize::from(u16::from_le_bytes(random_bytes::<2>()));
@@ -219,10 +259,14 @@ async fn reserve(tcp: &Tcp, device: &Device, client: IpAddr) -> Result<(u16, Str
             expires_ms: now_ms() + tcp.limits.ticket_ttl.as_millis() as i64,
             nonce,
         };
+        let holder = ticket.nonce_hex();
         if leases
-            .acquire(&name, &ticket.nonce_hex(), tcp.limits.ticket_ttl)
+            .acquire(&name, &holder, tcp.limits.ticket_ttl)
             .await?
         {
+            leases
+                .acquire(&mine, &holder, tcp.limits.ticket_ttl)
+                .await?;
             return Ok((port, ticket.seal(&tcp.ticket_key)));
         }
     }
@@ -266,23 +310,50 @@ async fn upload(tcp: Tcp, mut conn: Conn, port: u16) {
             return;
         }
     };
-    let device = match claim(&tcp, &ticket).await {
-        Ok(d) => d,
-        Err(e) => {
-            fail_api(&tcp, &mut conn, &e).await;
+    let limit = tcp.state.max_sample_bytes;
+    let length = match usize::try_from(length) {
+        Ok(n) if n <= limit => n,
+        _ => {
+            let message = format!(
+                "the sample is larger than this service accepts ({limit} bytes, {})",
+                crate::vars::MAX_SAMPLE_BYTES
+            );
+            fail(&tcp, &mut conn, Code::PayloadTooLarge, None, &message).await;
             return;
         }
     };
-    let name = port_lease(port);
     let holder = ticket.nonce_hex();
-    upload_body(&tcp, &mut conn, &device, payload, length).await;
-    let _ = tcp.state.storage.leases.release(&name, &holder).await;
+    let leases = [
+        port_lease(port),
+        device_lease(&format!("{:015}", ticket.imei)),
+    ];
+    match claim(&tcp, &ticket, length).await {
+        Ok(device) => upload_body(&tcp, &mut conn, &device, payload, length).await,
+        Err(e) => fail_api(&tcp, &mut conn, &e).await,
+    }
+    // The port is free for another device, whatever happened.
+    for name in &leases {
+        let _ = tcp.state.storage.leases.release(name, &holder).await;
+    }
 }
 
-/// The ticket's device, marking the ticket used and renewing its port.
-async fn claim(tcp: &Tcp, ticket: &Ticket) -> Result<Device, ApiError> {
+/// The ticket's device, marking the ticket used and holding its port (and
+/// the device's one ticket) for the upload of `length` bytes.
+async fn claim(tcp: &Tcp, ticket: &Ticket, length: usize) -> Result<Device, ApiError> {
+    let imei = Imei::parse(&format!("{:015}", ticket.imei))
+        .map_err(|_| ApiError::bad_request("ticket_invalid", "the ticket names no device"))?;
+    let device = match tcp.state.storage.relational.device_by_imei(&imei).await? {
+        Some(d) if d.enabled => d,
+        _ => {
+            return Err(hendu_service::auth::unauthorized(
+                "unauthorized",
+                "the device is disabled",
+            ));
+        }
+    };
     let leases = &tcp.state.storage.leases;
-    let once = format!("v1-ticket:{}", ticket.nonce_hex());
+    let holder = ticket.nonce_hex();
+    let once = format!("v1-ticket:{holder}");
     let mine = hex(&random_bytes::<8>());
     if !leases
         .acquire(&once, &mine, tcp.limits.ticket_ttl * 2)
@@ -293,52 +364,27 @@ async fn claim(tcp: &Tcp, ticket: &Ticket) -> Result<Device, ApiError> {
             "this ticket was used; ask the control port for a new port",
         ));
     }
-    let port = port_lease(ticket.port);
-    // Held for the upload: reading the body takes at most the allowance
-    // of the largest sample.
-    let ttl = tcp.allowance(tcp.state.max_sample_bytes) + tcp.limits.write_timeout;
-    if !leases.acquire(&port, &ticket.nonce_hex(), ttl).await? {
+    let ttl = tcp.allowance(length) + tcp.limits.write_timeout;
+    let port = leases
+        .acquire(&port_lease(ticket.port), &holder, ttl)
+        .await?;
+    let current = leases
+        .acquire(&device_lease(imei.as_str()), &holder, ttl)
+        .await?;
+    if !(port && current) {
         return Err(ApiError::bad_request(
             "ticket_expired",
-            "the port was given to another device; ask for a new port",
+            "the port was given to another device, or the device asked for another port; ask again",
         ));
     }
-    let imei = Imei::parse(&format!("{:015}", ticket.imei))
-        .map_err(|_| ApiError::bad_request("ticket_invalid", "the ticket names no device"))?;
-    match tcp.state.storage.relational.device_by_imei(&imei).await? {
-        Some(d) if d.enabled => Ok(d),
-        _ => Err(hendu_service::auth::unauthorized(
-            "unauthorized",
-            "the device is disabled",
-        )),
-    }
+    Ok(device)
 }
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-async fn upload_body(tcp: &Tcp, conn: &mut Conn, device: &Device, payload: Payload, length: u64) {
-    let limit = tcp.state.max_sample_bytes;
-    let Ok(length) = usize::try_from(length) else {
-        fail(
-            tcp,
-            conn,
-            Code::PayloadTooLarge,
-            None,
-            "the sample is larger than this service accepts",
-        )
-        .await;
-        return;
-    };
-    if length > limit {
-        let message = format!(
-            "the sample is larger than this service accepts ({limit} bytes, {})",
-            crate::vars::MAX_SAMPLE_BYTES
-        );
-        fail(tcp, conn, Code::PayloadTooLarge, None, &message).await;
-        return;
-    }
+async fn upload_body(tcp: &Tcp, conn: &mut Conn, device: &Device, payload: Payload, length: usize) {
     if length == 0 {
         fail(
             tcp,
@@ -352,35 +398,46 @@ async fn upload_body(tcp: &Tcp, conn: &mut Conn, device: &Device, payload: Paylo
     }
     let deadline = Instant::now() + tcp.allowance(length);
     let wanted = u32::try_from(length).unwrap_or(u32::MAX);
-    let Ok(Ok(_permit)) =
-        tokio::time::timeout_at(deadline, tcp.budget.clone().acquire_many_owned(wanted)).await
-    else {
-        fail(
-            tcp,
-            conn,
-            Code::Busy,
-            Some(1),
-            "the service is receiving too much at once; retry later",
-        )
-        .await;
-        return;
+    let budget = tcp.budget.clone();
+    let waited = tokio::select! {
+        () = tcp.state.stopping.cancelled() => Err(Stop::ShuttingDown),
+        waited = tokio::time::timeout_at(deadline, budget.acquire_many_owned(wanted)) => match waited {
+            Ok(Ok(p)) => Ok(p),
+            _ => Err(Stop::Timeout),
+        },
+    };
+    let _permit = match waited {
+        Ok(p) => p,
+        Err(Stop::ShuttingDown) => {
+            stopped(tcp, conn, Stop::ShuttingDown, Code::Busy, "").await;
+            return;
+        }
+        Err(_) => {
+            fail(
+                tcp,
+                conn,
+                Code::Busy,
+                Some(1),
+                "the service is receiving too much at once; retry later",
+            )
+            .await;
+            return;
+        }
     };
     while conn.buf.len() < length {
         let want = length - conn.buf.len();
-        match conn.fill(want, deadline).await {
-            Ok(_) => {}
-            Err(Stop::Timeout) => {
-                fail(
-                    tcp,
-                    conn,
-                    Code::ReadTimeout,
-                    None,
-                    "the sample stopped arriving",
-                )
-                .await;
-                return;
-            }
-            Err(Stop::Closed) => return,
+        // The whole upload within its allowance, and some of it every read timeout.
+        let next = deadline.min(Instant::now() + tcp.limits.read_timeout);
+        if let Err(why) = conn.fill(want, next, &tcp.state.stopping).await {
+            stopped(
+                tcp,
+                conn,
+                why,
+                Code::ReadTimeout,
+                "the sample stopped arriving",
+            )
+            .await;
+            return;
         }
     }
     let bytes = Bytes::copy_from_slice(&conn.buf[..length]);

@@ -25,6 +25,8 @@ const PROTOCOL: &str = "v2";
 const ANSWERS_KEPT: usize = 64;
 /// Frames longer than this take their bytes from the payload budget.
 const BUDGETED: usize = 64 << 10;
+/// The largest frame before the login (HELLO is at most 112 bytes).
+const PRE_LOGIN_FRAME: u32 = 256;
 
 pub async fn serve(tcp: Tcp, listener: TcpListener, beat: Heartbeat, stop: CancellationToken) {
     let stopping = stop.clone();
@@ -89,9 +91,23 @@ enum Stage {
 /// A sample's answer, kept for a resend of the same frame.
 struct Answer {
     seq: u32,
-    len: usize,
-    crc: u32,
+    /// Of the frame's type and payload.
+    digest: [u8; 32],
     reply: Server,
+}
+
+fn digest(kind: u8, payload: &[u8]) -> [u8; 32] {
+    digest_parts(kind, &[payload])
+}
+
+fn digest_parts(kind: u8, parts: &[&[u8]]) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update([kind]);
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().into()
 }
 
 struct Session {
@@ -118,10 +134,19 @@ async fn session(tcp: Tcp, conn: Conn, stop: CancellationToken) {
         answers: VecDeque::new(),
     };
     let mut last_heard = Instant::now();
+    // When the frame being received began, and when its last bytes came.
     let mut started: Option<Instant> = None;
+    let mut progress = Instant::now();
     let mut permit: Option<OwnedSemaphorePermit> = None;
     loop {
-        match frame::decode(&s.conn.buf, s.tcp.max_frame) {
+        let logged_in = matches!(s.stage, Stage::Ready { .. });
+        // Before the login only HELLO and LOGIN can come: small frames.
+        let max_frame = if logged_in {
+            s.tcp.max_frame
+        } else {
+            s.tcp.max_frame.min(PRE_LOGIN_FRAME)
+        };
+        match frame::decode(&s.conn.buf, max_frame) {
             Err(e) => {
                 s.fail(e.code(), 0, &e.to_string()).await;
                 return;
@@ -140,11 +165,16 @@ async fn session(tcp: Tcp, conn: Conn, stop: CancellationToken) {
             Ok(None) => {}
         }
         let total = frame_len(&s.conn.buf);
-        let logged_in = matches!(s.stage, Stage::Ready { .. });
         let (deadline, timeout) = match (logged_in, started) {
             (false, _) => (login_deadline, Code::LoginTimeout),
             (true, None) => (last_heard + s.tcp.limits.idle_timeout, Code::IdleTimeout),
-            (true, Some(at)) => (at + s.tcp.allowance(total.unwrap_or(0)), Code::ReadTimeout),
+            // The whole frame within its allowance, and some of it every
+            // read timeout: a sender that stops is closed in that time.
+            (true, Some(at)) => (
+                (at + s.tcp.allowance(total.unwrap_or(0)))
+                    .min(progress + s.tcp.limits.read_timeout),
+                Code::ReadTimeout,
+            ),
         };
         // A large frame waits for room in the payload budget before its
         // bytes are read: the sender is slowed, memory stays bounded.
@@ -154,13 +184,20 @@ async fn session(tcp: Tcp, conn: Conn, stop: CancellationToken) {
         {
             let wanted = u32::try_from(total).unwrap_or(u32::MAX);
             let budget = s.tcp.budget.clone();
-            match tokio::time::timeout_at(deadline, budget.acquire_many_owned(wanted)).await {
+            let waited = tokio::select! {
+                () = stop.cancelled() => {
+                    s.fail(Code::ShuttingDown, 1, "the service is stopping; reconnect").await;
+                    return;
+                }
+                waited = tokio::time::timeout_at(deadline, budget.acquire_many_owned(wanted)) => waited,
+            };
+            match waited {
                 Ok(Ok(p)) => permit = Some(p),
                 _ => {
                     s.fail(
                         Code::Busy,
                         1,
-                        "the service is receiving too much at once; resend later",
+                        "the service is receiving too much at once; reconnect and resend later",
                     )
                     .await;
                     return;
@@ -168,17 +205,11 @@ async fn session(tcp: Tcp, conn: Conn, stop: CancellationToken) {
             }
         }
         let want = total.map_or(4096, |t| t.saturating_sub(s.conn.buf.len()));
-        let read = tokio::select! {
-            () = stop.cancelled() => {
-                s.fail(Code::ShuttingDown, 1, "the service is stopping; reconnect").await;
-                return;
-            }
-            read = s.conn.fill(want, deadline) => read,
-        };
-        match read {
+        match s.conn.fill(want, deadline, &stop).await {
             Ok(_) => {
+                progress = Instant::now();
                 if started.is_none() {
-                    started = Some(Instant::now());
+                    started = Some(progress);
                 }
             }
             Err(Stop::Timeout) => {
@@ -188,6 +219,11 @@ async fn session(tcp: Tcp, conn: Conn, stop: CancellationToken) {
                     _ => "the frame stopped arriving",
                 };
                 s.fail(timeout, 0, message).await;
+                return;
+            }
+            Err(Stop::ShuttingDown) => {
+                s.fail(Code::ShuttingDown, 1, "the service is stopping; reconnect")
+                    .await;
                 return;
             }
             Err(Stop::Closed) => return,
@@ -215,19 +251,20 @@ impl Session {
             closing: true,
             message: message.to_owned(),
         };
-        let _ = self.send(&reply, 0).await;
+        if self.send(&reply, 0).await.is_ok() {
+            self.conn.linger().await;
+        }
         tracing::debug!(peer = %self.conn.peer, code = code.name(), message, "v2 session closed");
     }
 
     async fn frame(&mut self, frame: Frame) -> Next {
         let seq = frame.seq;
         if seq != self.next_seq {
-            let crc = crc32fast::hash(&frame.payload);
-            let len = frame.payload.len();
+            let digest = digest(frame.kind, &frame.payload);
             let earlier = self
                 .answers
                 .iter()
-                .find(|a| a.seq == seq && a.len == len && a.crc == crc)
+                .find(|a| a.seq == seq && a.digest == digest)
                 .map(|a| a.reply.clone());
             if let Some(reply) = earlier {
                 return self.reply(&reply, seq).await;
@@ -401,27 +438,30 @@ impl Session {
             .await;
             return Next::Close;
         };
-        let (body, len, crc) = match sample {
+        let (body, digest) = match sample {
             Client::SampleAudio {
                 captured_at_ms,
                 audio,
             } => {
-                let (len, crc) = (audio.len() + 8, crc_audio(captured_at_ms, &audio));
+                // The frame's payload as it came: the instant, then the audio.
+                let d = digest_parts(
+                    hendu_sensor_protocol::v2::kind::SAMPLE_AUDIO,
+                    &[&captured_at_ms.to_le_bytes(), &audio],
+                );
                 match instant_ms(captured_at_ms) {
                     Ok(captured_at) => (
                         Ok(SampleBody::Audio {
                             captured_at,
                             audio: Bytes::from(audio),
                         }),
-                        len,
-                        crc,
+                        d,
                     ),
-                    Err(e) => (Err(e), len, crc),
+                    Err(e) => (Err(e), d),
                 }
             }
             Client::SampleFingerprint(bytes) => {
-                let (len, crc) = (bytes.len(), crc32fast::hash(&bytes));
-                (Ok(SampleBody::Fingerprint(Bytes::from(bytes))), len, crc)
+                let d = digest(hendu_sensor_protocol::v2::kind::SAMPLE_FINGERPRINT, &bytes);
+                (Ok(SampleBody::Fingerprint(Bytes::from(bytes))), d)
             }
             _ => return Next::Continue,
         };
@@ -463,8 +503,7 @@ impl Session {
             }
             self.answers.push_back(Answer {
                 seq,
-                len,
-                crc,
+                digest,
                 reply: reply.clone(),
             });
         }
@@ -473,12 +512,4 @@ impl Session {
             _ => Next::Close,
         }
     }
-}
-
-/// The CRC of a SAMPLE_AUDIO payload as it came (capture instant, audio).
-fn crc_audio(captured_at_ms: i64, audio: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(&captured_at_ms.to_le_bytes());
-    h.update(audio);
-    h.finalize()
 }

@@ -10,10 +10,26 @@ use crate::error::Result;
 use crate::leases::{Fence, Leases};
 use crate::model::unix_ms;
 
+/// Every this many acquisitions, expired leases that never handed out a
+/// fencing token are deleted (one-off names, such as the TCP protocol's
+/// used tickets, would otherwise stay forever). Fenced rows stay: their
+/// token must keep growing.
+const SWEEP_EVERY: u32 = 256;
+static ACQUIRED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 #[async_trait]
 impl Leases for SqliteStore {
     async fn acquire(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
         let now = unix_ms(OffsetDateTime::now_utc());
+        if ACQUIRED
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .is_multiple_of(SWEEP_EVERY)
+        {
+            sqlx::query("DELETE FROM leases WHERE expires_ms <= ? AND fence = 0")
+                .bind(now)
+                .execute(self.pool())
+                .await?;
+        }
         let expires = now + ttl.as_millis() as i64;
         // The update applies only if the row is ours or has expired.
         let done = sqlx::query(
