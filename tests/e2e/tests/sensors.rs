@@ -6,11 +6,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use hendu_e2e::broadcast::{Body, CATALOGUE, Sample};
+use std::time::Duration;
+
+use hendu_e2e::broadcast::{Body, CATALOGUE, Client, Sample};
 use hendu_e2e::pipeline::{
-    IMEI, Pipeline, assert_plays_match_the_programme, settled_plays, the_broadcast,
-    upload_catalogue, wait_for_catalogue,
+    IMEI, Pipeline, admin_env, assert_plays_match_the_programme, filter_env, settled_plays,
+    the_broadcast, upload_catalogue, wait_for_catalogue,
 };
+use hendu_e2e::{Service, eventually};
+use hendu_storage::testing::{Kind, Place};
+use hendu_storage::{Storage, StorageConfig};
 use hendu_sensor::client::{self, Credentials, V2, Wire};
 use hendu_sensor::programme;
 use hendu_storage::model::Source;
@@ -99,4 +104,62 @@ async fn a_broadcast_over_v2_and_over_v1_becomes_the_programmes_plays() {
     assert!(
         comm.metric("hendu_tcp_samples_total").await.unwrap_or(0.0) >= 2.0 * samples.len() as f64
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hendu_serve_takes_a_broadcast_over_v2_on_the_embedded_store() {
+    let place = Place::new(Kind::Embedded).await;
+    let StorageConfig::Embedded { path, .. } = &place.config else {
+        unreachable!()
+    };
+    let dir = path.parent().unwrap().to_str().unwrap().to_owned();
+    let v2 = hendu_e2e::free_port();
+    let mut env = admin_env();
+    env.extend(filter_env());
+    env.push(("HENDU_TCP_V2_ADDR", format!("127.0.0.1:{v2}")));
+    let serve = Service::start_with_args(
+        "hendu",
+        &["serve", "--store", &dir],
+        "hendu-serve",
+        &StorageConfig::Embedded {
+            path: "unused".into(),
+            queue: hendu_storage::QueueConfig::default(),
+        },
+        &env,
+    )
+    .await
+    .unwrap();
+    let client = Client::new(&serve.base, &serve.base);
+    let ids = upload_catalogue(&client).await;
+    wait_for_catalogue(std::slice::from_ref(&serve), CATALOGUE.len()).await;
+    let (device, secret) = client.register_device(IMEI).await.unwrap();
+    let (t0, samples) = the_broadcast();
+    let device_creds = Credentials {
+        imei: IMEI.into(),
+        secret,
+    };
+    let mut session = V2::connect(([127, 0, 0, 1], v2).into(), &device_creds)
+        .await
+        .unwrap();
+    for s in &samples {
+        session.send(&as_device_sends(s)).await.unwrap();
+    }
+    session.bye().await;
+    let storage = Storage::connect(&place.config).await.unwrap();
+    let plays = eventually(Duration::from_secs(60), || async {
+        let plays = storage
+            .relational
+            .plays_of_source(
+                Source::Device(device),
+                t0 - time::Duration::hours(1),
+                t0 + time::Duration::hours(2),
+            )
+            .await
+            .ok()?;
+        let undecided = storage.documents.raw_result_sources().await.ok()?;
+        (plays.len() >= 4 && undecided.is_empty()).then_some(plays)
+    })
+    .await
+    .expect("hendu serve recorded the plays");
+    assert_plays_match_the_programme(&plays, &ids, t0);
 }

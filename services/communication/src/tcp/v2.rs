@@ -155,7 +155,9 @@ async fn session(tcp: Tcp, conn: Conn, stop: CancellationToken) {
                 s.conn.consume(used);
                 last_heard = Instant::now();
                 started = (!s.conn.buf.is_empty()).then(Instant::now);
-                let next = s.frame(frame).await;
+                // Boxed: the idle session's future stays small (the sample
+                // path's futures are large, and live only while a frame is handled).
+                let next = Box::pin(s.frame(frame)).await;
                 permit = None;
                 if matches!(next, Next::Close) {
                     return;
