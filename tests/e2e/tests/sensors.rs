@@ -14,11 +14,11 @@ use hendu_e2e::pipeline::{
     the_broadcast, upload_catalogue, wait_for_catalogue,
 };
 use hendu_e2e::{Service, eventually};
-use hendu_storage::testing::{Kind, Place};
-use hendu_storage::{Storage, StorageConfig};
 use hendu_sensor::client::{self, Credentials, V2, Wire};
 use hendu_sensor::programme;
 use hendu_storage::model::Source;
+use hendu_storage::testing::{Kind, Place};
+use hendu_storage::{Storage, StorageConfig};
 
 const OTHER_IMEI: &str = "356938035643809";
 
