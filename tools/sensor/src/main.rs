@@ -37,19 +37,23 @@ struct Cli {
     /// Where to send: the v2 address, the v1 control port, or the HTTP API.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7001")]
     to: String,
+    /// v2: one framed session per device (the one to use); v1: the paper's
+    /// control port and a data port per sample; rest: POST /v1/devices/{imei}/samples.
     #[arg(long, value_enum, default_value = "v2")]
     protocol: Protocol,
     /// Send the audio, or its fingerprint computed here as a device would.
     #[arg(long, value_enum, default_value = "audio")]
     kind: Kind,
+    /// A device and its secret (repeat for more).
     #[arg(long = "device", value_name = "IMEI:SECRET")]
     device: Vec<String>,
+    /// A file of devices, one a line: IMEI SECRET (# starts a comment).
     #[arg(long = "devices", value_name = "FILE")]
     devices: Option<PathBuf>,
     /// Seconds of audio per sample.
     #[arg(long, default_value_t = 30.0)]
     sample_s: f64,
-    /// Samples per device (default: the programme once).
+    /// Samples per device, looping over the programme (default: the programme once).
     #[arg(long)]
     samples: Option<usize>,
     /// Send each sample when its audio has been "recorded" (a 30 s sample
