@@ -6,19 +6,17 @@
 //! sends it as 30 s samples, alternately as audio and as on-device
 //! fingerprints.
 
-use std::io::Cursor;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use hendu_fingerprint::synth::{mix_at_snr, music, white_noise};
-use hendu_fingerprint::wire::{MEDIA_TYPE, SampleFingerprint};
-use hendu_fingerprint::{Clip, PeakProfile, fingerprint_clip};
+use hendu_fingerprint::wire::MEDIA_TYPE;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-pub const RATE: u32 = 16_000;
+pub const RATE: u32 = hendu_sensor::programme::RATE;
 pub const SAMPLE_SECONDS: usize = 30;
 
 /// A catalogue track: its synthesis seed, title and length.
@@ -196,39 +194,16 @@ pub fn render_radio(programme: &[Stretch]) -> Vec<f32> {
     audio
 }
 
-/// 16-bit mono WAV.
-pub fn wav(samples: &[f32]) -> Vec<u8> {
-    let mut out = Cursor::new(Vec::new());
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: RATE,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    if let Ok(mut w) = hound::WavWriter::new(&mut out, spec) {
-        for s in samples {
-            let _ = w.write_sample((s.clamp(-1.0, 1.0) * 32767.0) as i16);
-        }
-        let _ = w.finalize();
-    }
-    out.into_inner()
-}
+/// 16-bit mono WAV at [`RATE`], as the simulated devices send it.
+pub use hendu_sensor::programme::wav;
 
-/// The on-device fingerprint of a stretch of audio.
+/// The on-device fingerprint of a stretch of audio at [`RATE`], as a
+/// simulated device computes it.
 pub fn fingerprint_body(samples: &[f32], captured_at: OffsetDateTime) -> Vec<u8> {
-    let peaks = fingerprint_clip(
-        &Clip {
-            sample_rate: RATE,
-            samples: samples.to_vec(),
-        },
-        PeakProfile::QUERY,
-    );
-    SampleFingerprint {
-        captured_at_ms: (captured_at.unix_timestamp_nanos() / 1_000_000) as i64,
-        duration_ms: (samples.len() as u64 * 1000 / u64::from(RATE)) as u32,
-        peaks,
-    }
-    .encode()
+    hendu_sensor::programme::fingerprint(
+        samples,
+        (captured_at.unix_timestamp_nanos() / 1_000_000) as i64,
+    )
 }
 
 /// How a sample travels.

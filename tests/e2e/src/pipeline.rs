@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hendu_storage::model::{Play, Source};
 use hendu_storage::testing::{Kind, Place};
-use hendu_storage::{Queue, Storage};
+use hendu_storage::{Queue, Storage, StorageConfig};
 use time::OffsetDateTime;
 
 use crate::broadcast::{self, ADMIN_EMAIL, ADMIN_PASSWORD, CATALOGUE, Client, Sample};
@@ -179,4 +179,48 @@ pub fn assert_plays_match_the_programme(plays: &[Play], ids: &[i64], t0: OffsetD
             e.end_s
         );
     }
+}
+
+/// `hendu serve` on the embedded store of `place`, with the administrator,
+/// the filter's test settings and `extra`.
+pub async fn start_serve(place: &Place, extra: &[(&'static str, String)]) -> Service {
+    let StorageConfig::Embedded { path, .. } = &place.config else {
+        panic!("hendu serve runs on an embedded store")
+    };
+    let dir = path.parent().unwrap().to_str().unwrap().to_owned();
+    let mut env = admin_env();
+    env.extend(filter_env());
+    env.extend_from_slice(extra);
+    Service::start_with_args(
+        "hendu",
+        &["serve", "--store", &dir],
+        "hendu-serve",
+        &StorageConfig::Embedded {
+            path: "unused".into(),
+            queue: hendu_storage::QueueConfig::default(),
+        },
+        &env,
+    )
+    .await
+    .unwrap()
+}
+
+/// The plays `hendu serve` recorded for `source`, once the filter decided
+/// every raw result (read from its store file while it runs).
+pub async fn recorded_plays(storage: &Storage, source: Source, t0: OffsetDateTime) -> Vec<Play> {
+    eventually(Duration::from_secs(60), || async {
+        let plays = storage
+            .relational
+            .plays_of_source(
+                source,
+                t0 - time::Duration::hours(1),
+                t0 + time::Duration::hours(2),
+            )
+            .await
+            .ok()?;
+        let undecided = storage.documents.raw_result_sources().await.ok()?;
+        (plays.len() >= 4 && undecided.is_empty()).then_some(plays)
+    })
+    .await
+    .expect("hendu serve recorded the plays")
 }

@@ -7,14 +7,14 @@
 use std::time::Duration;
 
 use hendu_e2e::broadcast::{CATALOGUE, Client};
+use hendu_e2e::eventually;
 use hendu_e2e::pipeline::{
-    IMEI, Pipeline, admin_env, assert_plays_match_the_programme, filter_env, settled_plays,
+    IMEI, Pipeline, assert_plays_match_the_programme, recorded_plays, settled_plays, start_serve,
     the_broadcast, upload_catalogue, wait_for_catalogue,
 };
-use hendu_e2e::{Service, eventually};
+use hendu_storage::Storage;
 use hendu_storage::model::Source;
 use hendu_storage::testing::{Kind, Place};
-use hendu_storage::{Storage, StorageConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broadcast_becomes_the_right_plays_in_the_right_order() {
@@ -86,24 +86,7 @@ async fn killing_a_recogniser_and_a_filter_mid_run_loses_and_duplicates_nothing(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hendu_serve_runs_the_whole_pipeline_on_the_embedded_store() {
     let place = Place::new(Kind::Embedded).await;
-    let StorageConfig::Embedded { path, .. } = &place.config else {
-        unreachable!()
-    };
-    let dir = path.parent().unwrap().to_str().unwrap().to_owned();
-    let mut env = admin_env();
-    env.extend(filter_env());
-    let serve = Service::start_with_args(
-        "hendu",
-        &["serve", "--store", &dir],
-        "hendu-serve",
-        &StorageConfig::Embedded {
-            path: "unused".into(),
-            queue: hendu_storage::QueueConfig::default(),
-        },
-        &env,
-    )
-    .await
-    .unwrap();
+    let serve = start_serve(&place, &[]).await;
     let client = Client::new(&serve.base, &serve.base);
     let ids = upload_catalogue(&client).await;
     wait_for_catalogue(std::slice::from_ref(&serve), CATALOGUE.len()).await;
@@ -114,21 +97,7 @@ async fn hendu_serve_runs_the_whole_pipeline_on_the_embedded_store() {
     }
     // The store is the service's file: read it only once the service is done.
     let storage = Storage::connect(&place.config).await.unwrap();
-    let plays = eventually(Duration::from_secs(60), || async {
-        let plays = storage
-            .relational
-            .plays_of_source(
-                Source::Device(device),
-                t0 - time::Duration::hours(1),
-                t0 + time::Duration::hours(2),
-            )
-            .await
-            .ok()?;
-        let undecided = storage.documents.raw_result_sources().await.ok()?;
-        (plays.len() >= 4 && undecided.is_empty()).then_some(plays)
-    })
-    .await
-    .expect("hendu serve recorded the plays");
+    let plays = recorded_plays(&storage, Source::Device(device), t0).await;
     assert_plays_match_the_programme(&plays, &ids, t0);
     let mut serve = serve;
     assert!(

@@ -6,19 +6,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
-
 use hendu_e2e::broadcast::{Body, CATALOGUE, Client, Sample};
 use hendu_e2e::pipeline::{
-    IMEI, Pipeline, admin_env, assert_plays_match_the_programme, filter_env, settled_plays,
+    IMEI, Pipeline, assert_plays_match_the_programme, recorded_plays, settled_plays, start_serve,
     the_broadcast, upload_catalogue, wait_for_catalogue,
 };
-use hendu_e2e::{Service, eventually};
 use hendu_sensor::client::{self, Credentials, V2, Wire};
 use hendu_sensor::programme;
+use hendu_storage::Storage;
 use hendu_storage::model::Source;
 use hendu_storage::testing::{Kind, Place};
-use hendu_storage::{Storage, StorageConfig};
 
 const OTHER_IMEI: &str = "356938035643809";
 
@@ -109,26 +106,8 @@ async fn a_broadcast_over_v2_and_over_v1_becomes_the_programmes_plays() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hendu_serve_takes_a_broadcast_over_v2_on_the_embedded_store() {
     let place = Place::new(Kind::Embedded).await;
-    let StorageConfig::Embedded { path, .. } = &place.config else {
-        unreachable!()
-    };
-    let dir = path.parent().unwrap().to_str().unwrap().to_owned();
     let v2 = hendu_e2e::free_port();
-    let mut env = admin_env();
-    env.extend(filter_env());
-    env.push(("HENDU_TCP_V2_ADDR", format!("127.0.0.1:{v2}")));
-    let serve = Service::start_with_args(
-        "hendu",
-        &["serve", "--store", &dir],
-        "hendu-serve",
-        &StorageConfig::Embedded {
-            path: "unused".into(),
-            queue: hendu_storage::QueueConfig::default(),
-        },
-        &env,
-    )
-    .await
-    .unwrap();
+    let serve = start_serve(&place, &[("HENDU_TCP_V2_ADDR", format!("127.0.0.1:{v2}"))]).await;
     let client = Client::new(&serve.base, &serve.base);
     let ids = upload_catalogue(&client).await;
     wait_for_catalogue(std::slice::from_ref(&serve), CATALOGUE.len()).await;
@@ -146,20 +125,6 @@ async fn hendu_serve_takes_a_broadcast_over_v2_on_the_embedded_store() {
     }
     session.bye().await;
     let storage = Storage::connect(&place.config).await.unwrap();
-    let plays = eventually(Duration::from_secs(60), || async {
-        let plays = storage
-            .relational
-            .plays_of_source(
-                Source::Device(device),
-                t0 - time::Duration::hours(1),
-                t0 + time::Duration::hours(2),
-            )
-            .await
-            .ok()?;
-        let undecided = storage.documents.raw_result_sources().await.ok()?;
-        (plays.len() >= 4 && undecided.is_empty()).then_some(plays)
-    })
-    .await
-    .expect("hendu serve recorded the plays");
+    let plays = recorded_plays(&storage, Source::Device(device), t0).await;
     assert_plays_match_the_programme(&plays, &ids, t0);
 }
