@@ -240,7 +240,6 @@ impl Auth {
     /// many failures for the address or the e-mail; 503 `busy` when too many
     /// password checks wait.
     pub async fn password(&self, headers: &HeaderMap, client: IpAddr) -> Result<User, ApiError> {
-        let wrong = || unauthorized("unauthorized", "wrong e-mail or password");
         let encoded = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -257,6 +256,21 @@ impl Auth {
             .and_then(|b| String::from_utf8(b).ok())
             .unwrap_or_default();
         let (email, password) = decoded.split_once(':').unwrap_or(("", ""));
+        self.sign_in(email, password, client).await
+    }
+
+    /// The user with this e-mail and password (the web service's sign-in
+    /// form, and [`Self::password`]).
+    ///
+    /// # Errors
+    /// As [`Self::password`].
+    pub async fn sign_in(
+        &self,
+        email: &str,
+        password: &str,
+        client: IpAddr,
+    ) -> Result<User, ApiError> {
+        let wrong = || unauthorized("unauthorized", "wrong e-mail or password");
         let email = email.trim().to_lowercase();
         let keys = [format!("login-addr:{client}"), format!("login:{email}")];
         self.limited(&keys)?;

@@ -173,7 +173,10 @@ pub async fn serve(
     use tower::ServiceExt;
 
     let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Every connection, upgraded ones (WebSockets) included until they are
+    // handed over, ends when `stopping` is cancelled, after its request.
+    let stopping = tokio_util::sync::CancellationToken::new();
+    let open = tokio_util::task::TaskTracker::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -208,19 +211,29 @@ pub async fn serve(
             let request = request.map(|b| Body::new(TimeoutBody::new(body_timeout, b)));
             router.clone().oneshot(request)
         });
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let stop = stopping.clone();
+        open.spawn(async move {
             let _permit = permit;
-            if let Err(e) = connection.await {
+            let mut connection = std::pin::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
         });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    stopping.cancel();
+    open.close();
+    if tokio::time::timeout(grace, open.wait()).await.is_err() {
         tracing::warn!(
             grace_s = grace.as_secs_f64(),
             "in-flight requests outlived the grace period; stopping anyway"
@@ -264,12 +277,13 @@ async fn json_errors(request: Request, next: Next) -> Response {
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
-    let is_json = response
+    // JSON errors of the APIs, and the web service's error pages, are theirs.
+    let shaped = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if is_json {
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    if shaped {
         return response;
     }
     let (parts, body) = response.into_parts();

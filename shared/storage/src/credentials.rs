@@ -71,11 +71,18 @@ pub fn new_device_secret() -> Secret {
     Secret::new(random_hex(32))
 }
 
+/// A new browser session's secret (or a form token): 256 random bits, 64 hex digits.
+pub fn new_web_secret() -> String {
+    random_hex(32)
+}
+
 /// What a credential is for; a digest made for one never matches another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
     ApiToken,
     DeviceSecret,
+    /// A browser session's cookie (and its forms' CSRF token).
+    WebSession,
 }
 
 impl Purpose {
@@ -83,6 +90,7 @@ impl Purpose {
         match self {
             Self::ApiToken => b"hendu api token v1\0",
             Self::DeviceSecret => b"hendu device secret v1\0",
+            Self::WebSession => b"hendu web session v1\0",
         }
     }
 }

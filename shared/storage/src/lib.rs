@@ -39,6 +39,7 @@ pub mod leases;
 pub mod model;
 pub mod mongo;
 pub mod mysql;
+pub mod queries;
 pub mod queue;
 pub mod redis;
 mod relational;

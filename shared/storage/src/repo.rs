@@ -13,8 +13,11 @@ use crate::leases::Fence;
 use crate::model::{
     ApiToken, Claim, ClaimState, ContentHash, Device, FingerprintBlock, Imei, LoginVerifier, Music,
     MusicId, MusicState, NewDevice, NewMusic, NewPlay, NewRadio, NewSample, NewToken, NewUser,
-    Play, PlayId, Radio, RadioGap, RadioId, RadioStatus, RawResult, SampleSpan, Source, User,
-    UserId,
+    Play, PlayId, Radio, RadioGap, RadioId, RadioStatus, RawResult, SampleSpan, SecretHash, Source,
+    User, UserId,
+};
+use crate::queries::{
+    Dispute, DisputeState, Grouping, PlayFilter, PlayPage, PlayRow, PlayTotal, WebSession,
 };
 
 /// Audio bytes for the binary store.
@@ -158,6 +161,48 @@ pub trait RelationalStore: Send + Sync + std::fmt::Debug {
         from: OffsetDateTime,
         to: OffsetDateTime,
     ) -> Result<Vec<Play>>;
+
+    /// One page of the plays `filter` selects, with their tracks and sources
+    /// by name (see [`crate::queries`]).
+    async fn play_rows(&self, filter: &PlayFilter, page: PlayPage) -> Result<Vec<PlayRow>>;
+    /// How many plays `filter` selects.
+    async fn count_plays(&self, filter: &PlayFilter) -> Result<u64>;
+    /// Totals of the plays `filter` selects, grouped (days in the time zone
+    /// `utc_offset_s` seconds east of UTC), at most `limit` groups.
+    async fn play_totals(
+        &self,
+        filter: &PlayFilter,
+        by: Grouping,
+        utc_offset_s: i32,
+        limit: u32,
+    ) -> Result<Vec<PlayTotal>>;
+
+    /// Records a musician's dispute of a play; the same user disputing the
+    /// same play again returns the first (`created: false`).
+    async fn add_dispute(
+        &self,
+        play: PlayId,
+        user: UserId,
+        reason: &str,
+    ) -> Result<Inserted<Dispute>>;
+    /// Disputes in `state`, by id, after `after`, at most `limit`.
+    async fn disputes(&self, state: DisputeState, after: i64, limit: u32) -> Result<Vec<Dispute>>;
+    /// Disputes of one play, by id.
+    async fn disputes_of(&self, play: PlayId) -> Result<Vec<Dispute>>;
+    /// Settles an open dispute; `None` when there is no open one with this id.
+    async fn resolve_dispute(&self, id: i64, upheld: bool) -> Result<Option<Dispute>>;
+
+    /// Stores a new browser session, and forgets expired ones.
+    async fn add_session(&self, session: &WebSession) -> Result<()>;
+    /// The session with this digest, if it has not expired.
+    async fn session(&self, digest: &str) -> Result<Option<WebSession>>;
+    /// Moves a session's expiry.
+    async fn extend_session(&self, digest: &str, expires_at: OffsetDateTime) -> Result<()>;
+    async fn delete_session(&self, digest: &str) -> Result<()>;
+    /// Signs a user out everywhere (a new password, a disabled account).
+    async fn delete_sessions_of(&self, user: UserId) -> Result<()>;
+    /// Replaces a user's password hash; false if there is no such user.
+    async fn set_user_password(&self, id: UserId, hash: &SecretHash) -> Result<bool>;
 }
 
 /// The document side (paper, Figure 3: music fingerprints, sample

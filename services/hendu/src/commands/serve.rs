@@ -1,4 +1,4 @@
-//! `hendu serve`: the five services in one process, over one store.
+//! `hendu serve`: the six services in one process, over one store, on one port.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -12,8 +12,8 @@ use crate::storage::StoreArgs;
 pub struct ServeArgs {
     #[command(flatten)]
     pub store: StoreArgs,
-    /// Where the HTTP API listens (catalogue uploads, device samples, radio
-    /// stations, health).
+    /// Where the web pages and the HTTP API listen (catalogue uploads,
+    /// device samples, radio stations, health).
     #[arg(
         long,
         value_name = "ADDR",
@@ -36,6 +36,7 @@ pub fn run(args: &ServeArgs) -> Result<i32> {
     let filter = hendu_filter::Config::from_env()?;
     let communication = hendu_communication::Config::from_env_on(args.addr.ip())?;
     let radio_monitor = hendu_radio_monitor::Config::from_env()?;
+    let web = hendu_web::Config::from_env_on(args.addr.ip())?;
     let log = std::env::var(hendu_service::settings::vars::LOG).unwrap_or_else(|_| "info".into());
     let http = hendu_service::settings::HttpLimits::from_env()?;
     let opened = args.store.open(true)?;
@@ -61,6 +62,11 @@ pub fn run(args: &ServeArgs) -> Result<i32> {
         hendu_recognition::install(&mut app, &recognition);
         hendu_filter::install(&mut app, &filter);
         hendu_radio_monitor::install(&mut app, &radio_monitor);
+        hendu_web::install(&mut app, &web);
+        eprintln!(
+            "HENDU is at http://{}/ (sign in with a user of `hendu user create`)",
+            args.addr
+        );
         app.run().await?;
         Ok::<_, anyhow::Error>(())
     })?;

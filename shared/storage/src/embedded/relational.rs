@@ -12,13 +12,32 @@ use crate::leases::Fence;
 use crate::model::{
     ApiToken, Claim, ClaimState, ContentHash, Device, Imei, LoginVerifier, Music, MusicId,
     MusicState, NewDevice, NewMusic, NewPlay, NewRadio, NewToken, NewUser, Play, PlayId, Radio,
-    RadioGap, RadioId, RadioStatus, Source, User, UserId, from_unix_ms, unix_ms,
+    RadioGap, RadioId, RadioStatus, SecretHash, Source, User, UserId, from_unix_ms, unix_ms,
+};
+use crate::queries::{
+    Arg, Dialect, Dispute, DisputeState, Grouping, PlayFilter, PlayPage, PlayRow, PlaySql,
+    PlayTotal, WebSession, dispute, play_row, play_total, web_session,
 };
 use crate::relational::{
-    self, PLAYS_OF_MUSIC_SQL, RADIO_STATUS_COLUMNS, SqlRow, claim, device, inserted, music, play,
-    plays_of_source_sql, radio, radio_gap, radio_status, source_columns, token, user,
+    self, PLAYS_OF_MUSIC_SQL, RADIO_STATUS_COLUMNS, SqlRow, claim, device, inserted,
+    is_foreign_key_violation, music, play, plays_of_source_sql, radio, radio_gap, radio_status,
+    source_columns, token, user,
 };
 use crate::repo::{Inserted, RelationalStore};
+
+/// `q`'s statement with its values bound.
+fn bound(
+    q: &PlaySql,
+) -> sqlx::query::Query<'_, sqlx::Sqlite, <sqlx::Sqlite as sqlx::Database>::Arguments> {
+    q.args.iter().fold(
+        sqlx::query(sqlx::AssertSqlSafe(q.sql.as_str())),
+        |query, arg| match arg {
+            Arg::Int(v) => query.bind(*v),
+            Arg::Text(v) => query.bind(v.as_str()),
+            Arg::Time(v) => query.bind(unix_ms(*v)),
+        },
+    )
+}
 
 fn now_ms() -> i64 {
     unix_ms(OffsetDateTime::now_utc())
@@ -684,5 +703,164 @@ impl RelationalStore for SqliteStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(play).collect()
+    }
+    async fn play_rows(&self, filter: &PlayFilter, page: PlayPage) -> Result<Vec<PlayRow>> {
+        let q = PlaySql::page(Dialect::Sqlite, filter, page);
+        let rows = bound(&q).fetch_all(&self.pool).await?;
+        rows.iter().map(play_row).collect()
+    }
+
+    async fn count_plays(&self, filter: &PlayFilter) -> Result<u64> {
+        let q = PlaySql::count(filter);
+        let row = bound(&q).fetch_one(&self.pool).await?;
+        Ok(u64::try_from(row.int("n")?).unwrap_or_default())
+    }
+
+    async fn play_totals(
+        &self,
+        filter: &PlayFilter,
+        by: Grouping,
+        utc_offset_s: i32,
+        limit: u32,
+    ) -> Result<Vec<PlayTotal>> {
+        let q = PlaySql::totals(Dialect::Sqlite, filter, by, utc_offset_s, limit);
+        let rows = bound(&q).fetch_all(&self.pool).await?;
+        rows.iter().map(|r| play_total(r, by)).collect()
+    }
+
+    async fn add_dispute(
+        &self,
+        play: PlayId,
+        user: UserId,
+        reason: &str,
+    ) -> Result<Inserted<Dispute>> {
+        let done = sqlx::query(
+            "INSERT INTO play_disputes (play_id, user_id, reason, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(play)
+        .bind(user)
+        .bind(reason)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await;
+        if done.as_ref().is_err_and(is_foreign_key_violation) {
+            return Err(StorageError::not_found("play", play));
+        }
+        let created = inserted(done)?;
+        let row = sqlx::query("SELECT * FROM play_disputes WHERE play_id = ? AND user_id = ?")
+            .bind(play)
+            .bind(user)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Inserted {
+            record: dispute(&row)?,
+            created,
+        })
+    }
+
+    async fn disputes(&self, state: DisputeState, after: i64, limit: u32) -> Result<Vec<Dispute>> {
+        let rows = sqlx::query(
+            "SELECT * FROM play_disputes WHERE state = ? AND id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(state.as_str())
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(dispute).collect()
+    }
+
+    async fn disputes_of(&self, play: PlayId) -> Result<Vec<Dispute>> {
+        let rows = sqlx::query("SELECT * FROM play_disputes WHERE play_id = ? ORDER BY id")
+            .bind(play)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(dispute).collect()
+    }
+
+    async fn resolve_dispute(&self, id: i64, upheld: bool) -> Result<Option<Dispute>> {
+        let state = if upheld {
+            DisputeState::Upheld
+        } else {
+            DisputeState::Rejected
+        };
+        let done = sqlx::query(
+            "UPDATE play_disputes SET state = ?, resolved_at = ? WHERE id = ? AND state = 'open'",
+        )
+        .bind(state.as_str())
+        .bind(unix_ms(OffsetDateTime::now_utc()))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let row = sqlx::query("SELECT * FROM play_disputes WHERE id = ?")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Some(dispute(&row)?))
+    }
+
+    async fn add_session(&self, session: &WebSession) -> Result<()> {
+        sqlx::query("DELETE FROM web_sessions WHERE expires_at < ?")
+            .bind(unix_ms(OffsetDateTime::now_utc()))
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(
+            "INSERT INTO web_sessions (digest, user_id, csrf, created_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&session.digest)
+        .bind(session.user_id)
+        .bind(&session.csrf)
+        .bind(unix_ms(session.created_at))
+        .bind(unix_ms(session.expires_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn session(&self, digest: &str) -> Result<Option<WebSession>> {
+        let row = sqlx::query("SELECT * FROM web_sessions WHERE digest = ? AND expires_at > ?")
+            .bind(digest)
+            .bind(unix_ms(OffsetDateTime::now_utc()))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(web_session).transpose()
+    }
+
+    async fn extend_session(&self, digest: &str, expires_at: OffsetDateTime) -> Result<()> {
+        sqlx::query("UPDATE web_sessions SET expires_at = ? WHERE digest = ?")
+            .bind(unix_ms(expires_at))
+            .bind(digest)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_session(&self, digest: &str) -> Result<()> {
+        sqlx::query("DELETE FROM web_sessions WHERE digest = ?")
+            .bind(digest)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_sessions_of(&self, user: UserId) -> Result<()> {
+        sqlx::query("DELETE FROM web_sessions WHERE user_id = ?")
+            .bind(user)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_user_password(&self, id: UserId, hash: &SecretHash) -> Result<bool> {
+        let done = sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
+            .bind(hash.as_str())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 }

@@ -7,6 +7,7 @@ mod catalogue;
 mod harness;
 mod queue;
 mod records;
+mod web;
 
 /// Runs each listed test body (an `async fn(Kind)`) once per backend.
 macro_rules! contract {

@@ -1,0 +1,84 @@
+// HENDU's one script. The pages work without it; it adds:
+// - the viewer's time zone, told to the server in a cookie (times are
+//   shown in UTC until then);
+// - live plays on the dashboard: a WebSocket to /live that sends every new
+//   play the viewer may see; it reconnects with backoff and asks for what
+//   it missed (after=<last play shown>), so nothing is lost while away.
+(function () {
+  "use strict";
+  var zone = String(-new Date().getTimezoneOffset());
+  if (document.cookie.split("; ").indexOf("hendu_tz=" + zone) < 0) {
+    document.cookie = "hendu_tz=" + zone + "; path=/; max-age=31536000; samesite=lax";
+    if (document.body && !sessionStorage.getItem("hendu_tz_reloaded")) {
+      sessionStorage.setItem("hendu_tz_reloaded", "1");
+      location.reload();
+      return;
+    }
+  }
+
+  function start() {
+    var table = document.getElementById("live-plays");
+    if (!table || !window.WebSocket) return;
+    var body = table.tBodies[0];
+    var after = Number(table.getAttribute("data-after")) || 0;
+    var wait = 1000;
+    var status = document.createElement("p");
+    status.className = "live-status";
+    status.setAttribute("role", "status");
+    table.parentNode.insertBefore(status, table);
+
+    function cell(row, text, href) {
+      var td = row.insertCell(-1);
+      if (href) {
+        var a = document.createElement("a");
+        a.href = href;
+        a.textContent = text;
+        td.appendChild(a);
+      } else {
+        td.textContent = text;
+      }
+      return td;
+    }
+
+    function show(play) {
+      if (play.id <= after) return;
+      after = play.id;
+      table.setAttribute("data-after", String(after));
+      var row = body.insertRow(0);
+      row.className = "new";
+      row.setAttribute("data-play", String(play.id));
+      cell(row, play.start, play.url);
+      cell(row, play.track);
+      cell(row, play.source);
+      cell(row, play.location);
+      cell(row, play.played).className = "num";
+      while (body.rows.length > 50) body.deleteRow(-1);
+    }
+
+    function connect() {
+      var scheme = location.protocol === "https:" ? "wss://" : "ws://";
+      var ws = new WebSocket(scheme + location.host + "/live?after=" + after);
+      ws.onopen = function () {
+        wait = 1000;
+        status.textContent = table.getAttribute("data-live") || "Live";
+        status.className = "live-status on";
+      };
+      ws.onmessage = function (e) {
+        try { show(JSON.parse(e.data)); } catch (err) { /* not a play */ }
+      };
+      ws.onclose = function () {
+        status.textContent = table.getAttribute("data-offline") || "Reconnecting…";
+        status.className = "live-status off";
+        setTimeout(connect, wait + Math.random() * wait);
+        wait = Math.min(wait * 2, 30000);
+      };
+    }
+    connect();
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", start);
+  } else {
+    start();
+  }
+})();

@@ -1,0 +1,133 @@
+//! `hendu-web`: the pages people use. Musicians see where and when their
+//! tracks were played, live; operators read the plays of their stations;
+//! everyone signs in with e-mail and password.
+//!
+//! Pages are rendered on the server and work without JavaScript; the one
+//! script adds live updates. Sessions live in the store (the process keeps
+//! none), so any replica serves any request. Live updates are part of this
+//! service rather than a seventh one: each replica reads a recognised play
+//! from the store once and hands it to all of its open pages, so an open
+//! page costs a WebSocket and no store work, and replicas scale on the
+//! same metric either way.
+//!
+//! # Layout
+//! - [`session`]: signing in and out, the session cookie, CSRF tokens.
+//! - [`pages`]: the dashboard, the plays table and its CSV, a play's page, the account.
+//! - [`live`]: new plays pushed to open pages, with catch-up after a reconnect.
+//! - [`view`]: the page shell, times in the viewer's zone, the two languages.
+//! - [`charts`]: bar charts as SVG, drawn on the server.
+
+pub mod charts;
+pub mod live;
+pub mod pages;
+pub mod session;
+pub mod view;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hendu_service::settings::{seconds_or, var_or};
+use hendu_service::{Application, Auth};
+use hendu_storage::Storage;
+
+pub const SERVICE: &str = "web";
+pub const DEFAULT_PORT: u16 = 8085;
+
+pub mod vars {
+    pub const SESSION_H: &str = "HENDU_WEB_SESSION_H";
+    pub const SECURE_COOKIES: &str = "HENDU_WEB_SECURE_COOKIES";
+    pub const MAX_SOCKETS: &str = "HENDU_WEB_MAX_SOCKETS";
+    pub const PING_S: &str = "HENDU_WEB_PING_S";
+}
+
+const HELP: &str =
+    "  HENDU_WEB_SESSION_H        a session ends after this many hours without a page
+                             (default 12)
+  HENDU_WEB_SECURE_COOKIES   send the session cookie over HTTPS only (default true;
+                             `hendu serve` on a loopback address: false)
+  HENDU_WEB_MAX_SOCKETS      most open live pages (WebSockets) per replica
+                             (default 10000)
+  HENDU_WEB_PING_S           how often an open page is pinged (default 25)
+See docs/services.md (the web service).
+
+Default port: 8085.";
+
+/// Serves the web pages and their live updates.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "hendu-web",
+    version,
+    after_help = format!("{}\n{HELP}", hendu_service::settings::ENV_HELP)
+)]
+pub struct Cli {}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// A session unused this long ends.
+    pub session_idle: Duration,
+    pub secure_cookies: bool,
+    pub max_sockets: usize,
+    pub ping_every: Duration,
+}
+
+impl Config {
+    /// # Errors
+    /// A malformed variable, named.
+    pub fn from_env() -> anyhow::Result<Self> {
+        Self::with_secure_default(true)
+    }
+
+    /// For `hendu serve` on `host`: on a loopback address (a browser on the
+    /// same machine, over plain HTTP) the cookie is not HTTPS-only unless
+    /// the variable says so.
+    ///
+    /// # Errors
+    /// A malformed variable, named.
+    pub fn from_env_on(host: std::net::IpAddr) -> anyhow::Result<Self> {
+        Self::with_secure_default(!host.is_loopback())
+    }
+
+    fn with_secure_default(secure: bool) -> anyhow::Result<Self> {
+        let hours: f64 = var_or(vars::SESSION_H, 12.0, "a number of hours")?;
+        if !(hours > 0.0 && hours <= 24.0 * 31.0) {
+            anyhow::bail!("{} must be within (0, 744] hours", vars::SESSION_H);
+        }
+        Ok(Self {
+            session_idle: Duration::from_secs_f64(hours * 3600.0),
+            secure_cookies: var_or(vars::SECURE_COOKIES, secure, "true or false")?,
+            max_sockets: var_or(vars::MAX_SOCKETS, 10_000, "a whole number")?,
+            ping_every: seconds_or(vars::PING_S, 25.0)?,
+        })
+    }
+}
+
+/// What every page handler shares.
+#[derive(Debug, Clone)]
+pub struct Web {
+    pub storage: Storage,
+    pub auth: Auth,
+    pub config: Arc<Config>,
+    pub live: live::Hub,
+}
+
+impl axum::extract::FromRef<Web> for Auth {
+    fn from_ref(web: &Web) -> Self {
+        web.auth.clone()
+    }
+}
+
+/// Adds the pages and the live updates to `app`.
+pub fn install(app: &mut Application, config: &Config) {
+    let live = live::Hub::new(config.max_sockets);
+    let web = Web {
+        storage: app.storage.clone(),
+        auth: app.auth.clone(),
+        config: Arc::new(config.clone()),
+        live: live.clone(),
+    };
+    app.route(pages::router(web));
+    let storage = app.storage.clone();
+    app.worker("live", live::ALLOWANCE, move |beat, stop| async move {
+        live.run(storage, beat, stop).await;
+    });
+}

@@ -1,0 +1,858 @@
+//! The web pages in process, on a real embedded store: who sees what,
+//! sign-in and its limits, CSRF, session expiry, password change, disputes,
+//! the CSV against the plays written, and live plays over the WebSocket.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use hendu_service::{Application, Auth};
+use hendu_storage::credentials::{AuthKey, Purpose};
+use hendu_storage::model::{
+    ContentHash, NewMusic, NewPlay, NewRadio, NewUser, Role, Secret, Source, User,
+};
+use hendu_storage::{Event, QueueConfig, Storage};
+use hendu_web::{Config, SERVICE, install};
+use reqwest::header;
+use time::OffsetDateTime;
+
+const PASSWORD: &str = "twelve chars!";
+
+struct Site {
+    base: String,
+    storage: Storage,
+    http: reqwest::Client,
+    users: Vec<(String, User)>,
+    /// (play id, title, source name, visible to: emails)
+    plays: Vec<Played>,
+    _dir: tempfile::TempDir,
+}
+
+#[derive(Debug, Clone)]
+struct Played {
+    id: i64,
+    title: &'static str,
+    source: &'static str,
+    seconds: i64,
+    seen_by: Vec<&'static str>,
+}
+
+fn config() -> Config {
+    Config {
+        session_idle: Duration::from_secs(3600),
+        secure_cookies: false,
+        max_sockets: 100,
+        ping_every: Duration::from_secs(5),
+    }
+}
+
+async fn music(storage: &Storage, title: &str, owner: i64, seed: u8) -> i64 {
+    let mut new = NewMusic::new(
+        title,
+        Some("Artista"),
+        240_000,
+        ContentHash::of(&[seed]),
+        "x.ogg",
+    )
+    .unwrap();
+    new.owner = Some(owner);
+    storage
+        .add_music(&new, &[], 3750, None)
+        .await
+        .unwrap()
+        .record
+        .id
+}
+
+fn t0() -> OffsetDateTime {
+    OffsetDateTime::now_utc() - time::Duration::days(2)
+}
+
+async fn record(storage: &Storage, music: i64, source: Source, start_s: i64, seconds: i64) -> i64 {
+    let new = NewPlay::new(
+        music,
+        source,
+        Some("Asunción"),
+        t0() + time::Duration::seconds(start_s),
+        t0() + time::Duration::seconds(start_s + seconds),
+        0.87,
+        &format!("{source}:{music}:{start_s}"),
+    )
+    .unwrap();
+    storage
+        .relational
+        .record_play(&new)
+        .await
+        .unwrap()
+        .record
+        .id
+}
+
+async fn site() -> Site {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::embedded(&dir.path().join("hendu.db"), QueueConfig::default())
+        .await
+        .unwrap();
+    let mut users = Vec::new();
+    for (email, role) in [
+        ("admin@example.org", Role::Admin),
+        ("ana@example.org", Role::Musician),
+        ("beto@example.org", Role::Musician),
+        ("xavier@example.org", Role::Operator),
+        ("yolanda@example.org", Role::Operator),
+    ] {
+        let new = NewUser::new(email, email, role, Secret::new(PASSWORD)).unwrap();
+        users.push((
+            email.to_owned(),
+            storage.relational.add_user(&new).await.unwrap(),
+        ));
+    }
+    let id = |i: usize| users[i].1.id;
+    let alpha = music(&storage, "Alpha", id(1), 1).await;
+    let gamma = music(&storage, "Gamma", id(2), 2).await;
+    let radio = |name: &str, owner| {
+        NewRadio::new(name, "http://radio.example.org/live", Some("Asunción"))
+            .unwrap()
+            .owned_by(Some(owner))
+    };
+    let x = storage
+        .relational
+        .add_radio(&radio("Radio X", id(3)))
+        .await
+        .unwrap()
+        .record;
+    let y = storage
+        .relational
+        .add_radio(&radio("Radio Y", id(4)))
+        .await
+        .unwrap()
+        .record;
+    let plays = vec![
+        Played {
+            id: record(&storage, alpha, Source::Radio(x.id), 0, 200).await,
+            title: "Alpha",
+            source: "Radio X",
+            seconds: 200,
+            seen_by: vec!["admin@example.org", "ana@example.org", "xavier@example.org"],
+        },
+        Played {
+            id: record(&storage, gamma, Source::Radio(y.id), 600, 150).await,
+            title: "Gamma",
+            source: "Radio Y",
+            seconds: 150,
+            seen_by: vec![
+                "admin@example.org",
+                "beto@example.org",
+                "yolanda@example.org",
+            ],
+        },
+        Played {
+            id: record(&storage, alpha, Source::Radio(y.id), 1200, 90).await,
+            title: "Alpha",
+            source: "Radio Y",
+            seconds: 90,
+            seen_by: vec![
+                "admin@example.org",
+                "ana@example.org",
+                "yolanda@example.org",
+            ],
+        },
+    ];
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let auth = Auth::load(&storage).await.unwrap();
+    let mut app = Application::new(
+        SERVICE,
+        listener,
+        storage.clone(),
+        auth,
+        Duration::from_secs(5),
+    );
+    install(&mut app, &config());
+    let base = format!("http://{}", app.local_addr());
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    Site {
+        base,
+        storage,
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        users,
+        plays,
+        _dir: dir,
+    }
+}
+
+/// `name=value` from a response's `Set-Cookie` headers.
+fn set_cookie(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            let pair = v.split(';').next()?;
+            let (k, value) = pair.split_once('=')?;
+            (k == name && !value.is_empty()).then(|| pair.to_owned())
+        })
+}
+
+/// The value of hidden field `name` in a page.
+fn hidden(page: &str, name: &str) -> String {
+    let at = page
+        .find(&format!(r#"name="{name}" value=""#))
+        .unwrap_or_else(|| panic!("no field {name} in {page}"));
+    let rest = &page[at + name.len() + 15..];
+    rest[..rest.find('"').unwrap()].to_owned()
+}
+
+/// A signed-in browser: its cookie and its forms' token.
+#[derive(Debug, Clone)]
+struct Browser {
+    cookie: String,
+    csrf: String,
+}
+
+impl Site {
+    async fn try_sign_in(&self, email: &str, password: &str) -> reqwest::Response {
+        let form = self
+            .http
+            .get(format!("{}/sign-in", self.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(form.status(), 200);
+        let form_cookie = set_cookie(&form, "hendu_form").expect("the form's cookie");
+        let page = form.text().await.unwrap();
+        let token = hidden(&page, "form_token");
+        self.http
+            .post(format!("{}/sign-in", self.base))
+            .header(header::COOKIE, form_cookie)
+            .form(&[
+                ("email", email),
+                ("password", password),
+                ("form_token", token.as_str()),
+                ("next", "/plays"),
+            ])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn sign_in(&self, email: &str) -> Browser {
+        let r = self.try_sign_in(email, PASSWORD).await;
+        assert_eq!(r.status(), 303, "{email} signs in");
+        assert_eq!(r.headers()[header::LOCATION], "/plays");
+        let set = r
+            .headers()
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect::<Vec<_>>();
+        assert!(
+            set.iter().any(|c| c.starts_with("hendu_session=")
+                && c.contains("HttpOnly")
+                && c.contains("SameSite=Lax")),
+            "{set:?}"
+        );
+        let cookie = set_cookie(&r, "hendu_session").unwrap();
+        let page = self.get(&cookie, "/account").await.text().await.unwrap();
+        Browser {
+            csrf: hidden(&page, "csrf"),
+            cookie,
+        }
+    }
+
+    async fn get(&self, cookie: &str, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .header(header::COOKIE, cookie)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn post(&self, cookie: &str, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .header(header::COOKIE, cookie)
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    fn user(&self, email: &str) -> &User {
+        &self.users.iter().find(|(e, _)| e == email).unwrap().1
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_visitors_are_sent_to_sign_in_and_see_nothing() {
+    let site = site().await;
+    for path in [
+        "/dashboard",
+        "/plays",
+        "/plays.csv",
+        "/account",
+        "/live",
+        &format!("/plays/{}", site.plays[0].id),
+    ] {
+        let r = site.get("", path).await;
+        assert_eq!(r.status(), 303, "{path}");
+        let to = r.headers()[header::LOCATION].to_str().unwrap().to_owned();
+        assert_eq!(
+            to,
+            format!("/sign-in?next={}", path.replace('?', "%3F")),
+            "{path}"
+        );
+        assert!(!r.text().await.unwrap().contains("Alpha"));
+    }
+    let r = site.get("", "/").await;
+    assert_eq!(r.headers()[header::LOCATION], "/sign-in");
+    let r = site.post("", "/sign-out", &[("csrf", "x")]).await;
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    // A forged session cookie is no session.
+    let r = site
+        .get(&format!("hendu_session={}", "a".repeat(64)), "/dashboard")
+        .await;
+    assert_eq!(r.status(), 303);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_viewer_sees_exactly_their_plays_on_every_page() {
+    let site = site().await;
+    for (email, _) in site.users.clone() {
+        let b = site.sign_in(&email).await;
+        let table = site.get(&b.cookie, "/plays").await;
+        assert_eq!(table.status(), 200, "{email}");
+        let table = table.text().await.unwrap();
+        let dashboard = site
+            .get(&b.cookie, "/dashboard")
+            .await
+            .text()
+            .await
+            .unwrap();
+        let csv = site.get(&b.cookie, "/plays.csv").await;
+        assert_eq!(
+            csv.headers()[header::CONTENT_TYPE],
+            "text/csv; charset=utf-8"
+        );
+        let csv = csv.text().await.unwrap();
+        let mut lines = csv.lines();
+        assert!(
+            lines
+                .next()
+                .unwrap()
+                .starts_with("play_id,started_at_utc,date")
+        );
+        let mut csv_ids: Vec<i64> = lines
+            .map(|l| l.split(',').next().unwrap().parse().unwrap())
+            .collect();
+        csv_ids.sort_unstable();
+        let seen: Vec<&Played> = site
+            .plays
+            .iter()
+            .filter(|p| p.seen_by.contains(&email.as_str()))
+            .collect();
+        assert_eq!(
+            csv_ids,
+            seen.iter().map(|p| p.id).collect::<Vec<_>>(),
+            "{email}'s CSV"
+        );
+        for p in &site.plays {
+            let link = format!("href=\"/plays/{}\"", p.id);
+            let visible = p.seen_by.contains(&email.as_str());
+            assert_eq!(
+                table.contains(&link),
+                visible,
+                "{email}, play {} in the table",
+                p.id
+            );
+            assert_eq!(
+                dashboard.contains(&link),
+                visible,
+                "{email}, play {} on the dashboard",
+                p.id
+            );
+            let page = site.get(&b.cookie, &format!("/plays/{}", p.id)).await;
+            assert_eq!(
+                page.status(),
+                if visible { 200 } else { 404 },
+                "{email}, play {}",
+                p.id
+            );
+            let page = page.text().await.unwrap();
+            assert_eq!(page.contains(p.title), visible, "{email}, play {}", p.id);
+        }
+        // Nothing of another viewer's sources or tracks, in the filters either.
+        for (title, source) in [("Gamma", "Radio Y"), ("Alpha", "Radio X")] {
+            let shown = seen.iter().any(|p| p.title == title);
+            assert_eq!(table.contains(title), shown, "{email}: {title}");
+            let heard = seen.iter().any(|p| p.source == source);
+            assert_eq!(table.contains(source), heard, "{email}: {source}");
+        }
+        // A filter for another owner's track finds nothing, and says so.
+        let gamma_id = site
+            .storage
+            .relational
+            .music_by_hash(&ContentHash::of(&[2]))
+            .await
+            .unwrap()
+            .unwrap()
+            .id;
+        let filtered = site
+            .get(&b.cookie, &format!("/plays?track={gamma_id}"))
+            .await
+            .text()
+            .await
+            .unwrap();
+        let gammas = seen.iter().filter(|p| p.title == "Gamma").count();
+        assert!(filtered.contains(&format!("{gammas} plays")), "{email}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_csv_has_a_row_per_play_with_its_fields() {
+    let site = site().await;
+    let b = site.sign_in("admin@example.org").await;
+    let csv = site
+        .get(&format!("{}; hendu_tz=-180", b.cookie), "/plays.csv")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let rows: Vec<Vec<&str>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert_eq!(rows.len(), site.plays.len());
+    for (row, p) in rows.iter().zip(&site.plays) {
+        let play = site
+            .storage
+            .relational
+            .plays_of_music(
+                site.storage
+                    .relational
+                    .music_by_hash(&ContentHash::of(&[if p.title == "Alpha" { 1 } else { 2 }]))
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .id,
+                t0() - time::Duration::days(1),
+                OffsetDateTime::now_utc(),
+            )
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|x| x.id == p.id)
+            .unwrap();
+        assert_eq!(row[0], p.id.to_string());
+        let local = play
+            .started_at
+            .to_offset(time::UtcOffset::from_hms(-3, 0, 0).unwrap());
+        assert_eq!(
+            row[2],
+            format!(
+                "{:04}-{:02}-{:02}",
+                local.year(),
+                u8::from(local.month()),
+                local.day()
+            )
+        );
+        assert_eq!(
+            row[3],
+            format!(
+                "{:02}:{:02}:{:02}",
+                local.hour(),
+                local.minute(),
+                local.second()
+            )
+        );
+        assert_eq!(row[5], "UTC-03:00");
+        assert_eq!(row[6], format!("{}.000", p.seconds));
+        assert_eq!(row[7], p.title);
+        assert_eq!(row[8], "Artista");
+        assert_eq!(row[9], "radio");
+        assert_eq!(row[10], p.source);
+        assert_eq!(row[11], "Asunción");
+        assert_eq!(row[12], "0.870");
+    }
+    // Filtered by period: the days are the viewer's.
+    let today = OffsetDateTime::now_utc().date();
+    let none = site
+        .get(&b.cookie, &format!("/plays.csv?from={today}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(none.lines().count(), 1, "only the header");
+    let bad = site.get(&b.cookie, "/plays.csv?from=yesterday").await;
+    assert_eq!(bad.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_refuses_wrong_passwords_then_limits_them_and_forms_need_their_token() {
+    let site = site().await;
+    let r = site
+        .try_sign_in("ana@example.org", "not the password")
+        .await;
+    assert_eq!(r.status(), 401);
+    assert!(set_cookie(&r, "hendu_session").is_none());
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("Wrong e-mail or password.")
+    );
+    let r = site.try_sign_in("nobody@example.org", PASSWORD).await;
+    assert_eq!(r.status(), 401, "an unknown e-mail gets the same answer");
+
+    // A sign-in form posted without its own cookie (from another site).
+    let r = site
+        .http
+        .post(format!("{}/sign-in", site.base))
+        .form(&[
+            ("email", "ana@example.org"),
+            ("password", PASSWORD),
+            ("form_token", "x"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    // Forms of a session need its token.
+    let b = site.sign_in("ana@example.org").await;
+    let r = site
+        .post(&b.cookie, "/sign-out", &[("csrf", &"0".repeat(64))])
+        .await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        site.get(&b.cookie, "/dashboard").await.status(),
+        200,
+        "still signed in"
+    );
+    let r = site
+        .post(
+            &b.cookie,
+            &format!("/plays/{}/dispute", site.plays[0].id),
+            &[("csrf", "nope"), ("reason", "x")],
+        )
+        .await;
+    assert_eq!(r.status(), 403);
+    let r = site
+        .post(&b.cookie, "/sign-out", &[("csrf", &b.csrf)])
+        .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        site.get(&b.cookie, "/dashboard").await.status(),
+        303,
+        "signed out"
+    );
+
+    // Repeated failures for one e-mail are limited.
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(
+            site.try_sign_in("beto@example.org", "wrong wrong wrong")
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let r = site.try_sign_in("beto@example.org", PASSWORD).await;
+    assert_eq!(r.status(), 429, "even the right password waits");
+    assert!(r.headers().contains_key(header::RETRY_AFTER));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_expires_and_a_new_password_signs_other_browsers_out() {
+    let site = site().await;
+    let first = site.sign_in("ana@example.org").await;
+    let second = site.sign_in("ana@example.org").await;
+
+    // Expire the first browser's session in the store.
+    let key = AuthKey::load(&site.storage).await.unwrap();
+    let secret = first.cookie.split_once('=').unwrap().1;
+    let digest = key.digest(Purpose::WebSession, secret).to_hex();
+    site.storage
+        .relational
+        .extend_session(
+            &digest,
+            OffsetDateTime::now_utc() - time::Duration::seconds(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        site.get(&first.cookie, "/dashboard").await.status(),
+        303,
+        "expired"
+    );
+    assert_eq!(site.get(&second.cookie, "/dashboard").await.status(), 200);
+
+    let third = site.sign_in("ana@example.org").await;
+    let wrong = site
+        .post(
+            &third.cookie,
+            "/account",
+            &[
+                ("csrf", &third.csrf),
+                ("current", "not it at all"),
+                ("new", "a new password"),
+                ("repeat", "a new password"),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.status(), 403);
+    let differ = site
+        .post(
+            &third.cookie,
+            "/account",
+            &[
+                ("csrf", &third.csrf),
+                ("current", PASSWORD),
+                ("new", "a new password"),
+                ("repeat", "another one!!"),
+            ],
+        )
+        .await;
+    assert_eq!(differ.status(), 422);
+    let changed = site
+        .post(
+            &third.cookie,
+            "/account",
+            &[
+                ("csrf", &third.csrf),
+                ("current", PASSWORD),
+                ("new", "a new password"),
+                ("repeat", "a new password"),
+            ],
+        )
+        .await;
+    assert_eq!(changed.status(), 303);
+    let renewed = set_cookie(&changed, "hendu_session").expect("this browser stays signed in");
+    assert_eq!(site.get(&renewed, "/account?changed=1").await.status(), 200);
+    assert_eq!(
+        site.get(&third.cookie, "/dashboard").await.status(),
+        303,
+        "its old session ended"
+    );
+    assert_eq!(
+        site.get(&second.cookie, "/dashboard").await.status(),
+        303,
+        "other browsers are signed out"
+    );
+    assert_eq!(
+        site.try_sign_in("ana@example.org", PASSWORD).await.status(),
+        401
+    );
+    assert_eq!(
+        site.try_sign_in("ana@example.org", "a new password")
+            .await
+            .status(),
+        303
+    );
+
+    // A disabled user's sessions stop working.
+    let b = site.sign_in("beto@example.org").await;
+    site.storage
+        .relational
+        .set_user_disabled(site.user("beto@example.org").id, true)
+        .await
+        .unwrap();
+    assert_eq!(site.get(&b.cookie, "/dashboard").await.status(), 303);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_musician_disputes_their_own_play_once() {
+    let site = site().await;
+    let ana = site.sign_in("ana@example.org").await;
+    let beto = site.sign_in("beto@example.org").await;
+    let xavier = site.sign_in("xavier@example.org").await;
+    let play = site.plays[0].id;
+    let path = format!("/plays/{play}/dispute");
+    let r = site
+        .post(
+            &beto.cookie,
+            &path,
+            &[("csrf", &beto.csrf), ("reason", "mine!")],
+        )
+        .await;
+    assert_eq!(r.status(), 404, "another owner's play is not found");
+    let r = site
+        .post(
+            &xavier.cookie,
+            &path,
+            &[("csrf", &xavier.csrf), ("reason", "no")],
+        )
+        .await;
+    assert_eq!(r.status(), 403, "operators do not dispute");
+    let r = site
+        .post(&ana.cookie, &path, &[("csrf", &ana.csrf), ("reason", "  ")])
+        .await;
+    assert_eq!(r.status(), 422);
+    let r = site
+        .post(
+            &ana.cookie,
+            &path,
+            &[
+                ("csrf", &ana.csrf),
+                ("reason", "That was the cover by another band"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    let page = site
+        .get(&ana.cookie, &format!("/plays/{play}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("That was the cover by another band"));
+    assert!(!page.contains("name=\"reason\""), "disputed once");
+    let open = site
+        .storage
+        .relational
+        .disputes(hendu_storage::queries::DisputeState::Open, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].user_id, site.user("ana@example.org").id);
+    let admin = site.sign_in("admin@example.org").await;
+    let page = site
+        .get(&admin.cookie, &format!("/plays/{play}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("That was the cover by another band"),
+        "an administrator sees it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_speak_spanish_when_the_browser_asks() {
+    let site = site().await;
+    let b = site.sign_in("ana@example.org").await;
+    let r = site
+        .http
+        .get(format!("{}/dashboard", site.base))
+        .header(header::COOKIE, &b.cookie)
+        .header(header::ACCEPT_LANGUAGE, "es-PY,es;q=0.9,en;q=0.5")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(r.contains(r#"<html lang="es">"#));
+    assert!(r.contains("Sus reproducciones"));
+    let switched = site
+        .get(&format!("{}; hendu_lang=en", b.cookie), "/dashboard")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        switched.contains("Your plays"),
+        "the switch wins over the browser"
+    );
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn live(site: &Site, cookie: &str, after: i64) -> Socket {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!("{}/live?after={after}", site.base.replacen("http", "ws", 1));
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert(header::COOKIE, cookie.parse().unwrap());
+    tokio_tungstenite::connect_async(request).await.unwrap().0
+}
+
+async fn next_play(ws: &mut Socket) -> serde_json::Value {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(2), ws.next())
+            .await
+            .expect("a play within 2 s")
+            .unwrap()
+            .unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+            return serde_json::from_str(&t).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_plays_reach_open_pages_live_and_missed_ones_on_reconnect() {
+    let site = site().await;
+    let ana = site.sign_in("ana@example.org").await;
+    let mut ws = live(&site, &ana.cookie, 0).await;
+    // First what was recorded before: ana's two plays, oldest first.
+    assert_eq!(next_play(&mut ws).await["id"], site.plays[0].id);
+    assert_eq!(next_play(&mut ws).await["id"], site.plays[2].id);
+
+    let alpha = site
+        .storage
+        .relational
+        .music_by_hash(&ContentHash::of(&[1]))
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let gamma = site
+        .storage
+        .relational
+        .music_by_hash(&ContentHash::of(&[2]))
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let radio = site.storage.relational.radios().await.unwrap()[0].id;
+    let publish = |music, play_id| {
+        let storage = site.storage.clone();
+        async move {
+            storage
+                .events
+                .publish(&Event::PlayRecognised {
+                    play_id,
+                    music_id: music,
+                    source: Source::Radio(radio),
+                })
+                .await
+                .unwrap();
+        }
+    };
+    // Beto's new play is not shown to ana; her next one is, within 2 s.
+    let theirs = record(&site.storage, gamma, Source::Radio(radio), 3000, 100).await;
+    publish(gamma, theirs).await;
+    let started = std::time::Instant::now();
+    let mine = record(&site.storage, alpha, Source::Radio(radio), 4000, 100).await;
+    publish(alpha, mine).await;
+    let shown = next_play(&mut ws).await;
+    assert_eq!(shown["id"], mine);
+    assert_eq!(shown["track"], "Alpha · Artista");
+    assert_eq!(shown["url"], format!("/plays/{mine}"));
+    eprintln!(
+        "a live play reached the page {:?} after it was published",
+        started.elapsed()
+    );
+
+    // Away for a while: what was recorded meanwhile (no event seen) comes on reconnect.
+    ws.close(None).await.unwrap();
+    let missed = record(&site.storage, alpha, Source::Radio(radio), 5000, 100).await;
+    let mut ws = live(&site, &ana.cookie, mine).await;
+    assert_eq!(next_play(&mut ws).await["id"], missed);
+}
