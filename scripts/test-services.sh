@@ -4,7 +4,9 @@
 #
 # - MariaDB (as MySQL) and Redis: the machine's own on their standard ports;
 #   started (and installed from Debian's packages, as root) when not running.
-# - Icecast and ffmpeg (the radio monitor's stations): Debian's packages.
+# - Icecast and ffmpeg (the radio monitor's stations), chromium and Node.js
+#   (the web pages' browser test): Debian's packages; playwright-core and
+#   axe-core from npm (tests/browser/package-lock.json).
 # - MongoDB protocol: secantusdb from PyPI, in the project's .venv, on a free
 #   port with in-memory storage; stopped when the tests end.
 
@@ -69,9 +71,18 @@ ensure_tools() {
   local missing=()
   command -v icecast2 >/dev/null || missing+=(icecast2)
   command -v ffmpeg >/dev/null || missing+=(ffmpeg)
+  # The web pages' browser test: Debian's chromium, driven from Node.js.
+  command -v chromium >/dev/null || missing+=(chromium)
+  command -v node >/dev/null || missing+=(nodejs)
+  command -v npm >/dev/null || missing+=(npm)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "   installing ${missing[*]}"
     apt_install "${missing[@]}" || { apt-get update -q >/dev/null && apt_install "${missing[@]}"; }
+  fi
+  # playwright-core and axe-core, as the lock file pins them (no browser download).
+  if [ ! -d tests/browser/node_modules/playwright-core ]; then
+    echo "   installing the browser test's packages (npm ci)"
+    npm ci --prefix tests/browser --no-audit --no-fund --silent
   fi
 }
 

@@ -1,6 +1,6 @@
 // HENDU's one script. The pages work without it; it adds:
-// - the viewer's time zone, told to the server in a cookie (times are
-//   shown in UTC until then);
+// - the viewer's time zone, told to the server in a cookie (pages are in
+//   UTC until then: from the page after the first one);
 // - live plays on the dashboard: a WebSocket to /live that sends every new
 //   play the viewer may see; it reconnects with backoff and asks for what
 //   it missed (after=<last play shown>), so nothing is lost while away.
@@ -9,11 +9,6 @@
   var zone = String(-new Date().getTimezoneOffset());
   if (document.cookie.split("; ").indexOf("hendu_tz=" + zone) < 0) {
     document.cookie = "hendu_tz=" + zone + "; path=/; max-age=31536000; samesite=lax";
-    if (document.body && !sessionStorage.getItem("hendu_tz_reloaded")) {
-      sessionStorage.setItem("hendu_tz_reloaded", "1");
-      location.reload();
-      return;
-    }
   }
 
   function start() {

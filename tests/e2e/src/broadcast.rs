@@ -295,12 +295,20 @@ impl Client {
 
     /// Uploads a catalogue track; returns its music id.
     pub async fn upload(&self, t: &Track) -> Result<i64> {
-        let form = Form::new()
+        self.upload_for(t, None).await
+    }
+
+    /// Uploads a catalogue track owned by the musician `owner`.
+    pub async fn upload_for(&self, t: &Track, owner: Option<i64>) -> Result<i64> {
+        let mut form = Form::new()
             .part(
                 "file",
                 Part::bytes(wav(&track_audio(t))).file_name(format!("{}.wav", t.seed)),
             )
             .text("title", t.title);
+        if let Some(owner) = owner {
+            form = form.text("owner_id", owner.to_string());
+        }
         let r = self
             .http
             .post(format!("{}/v1/musics", self.hash_generator))
@@ -313,6 +321,22 @@ impl Client {
         }
         let body: Value = r.json().await?;
         body["id"].as_i64().context("no id in the upload's answer")
+    }
+
+    /// Creates a user as the administrator; returns its id.
+    pub async fn create_user(&self, email: &str, role: &str, password: &str) -> Result<i64> {
+        let r = self
+            .http
+            .post(format!("{}/v1/users", self.communication))
+            .bearer_auth(self.token().await?)
+            .json(&json!({ "email": email, "display_name": email, "role": role, "password": password }))
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("cannot create {email}: {}", r.text().await?);
+        }
+        let body: Value = r.json().await?;
+        body["id"].as_i64().context("no id in the answer")
     }
 
     /// Registers a device as the administrator; returns its id and the

@@ -179,12 +179,15 @@ async fn render(
         section.pair {
             h2 { (view.t("Plays over time", "Reproducciones en el tiempo")) }
             (charts::columns(view.t("Plays over time", "Reproducciones en el tiempo"), &bars))
-            table {
-                caption { (view.t("Plays over time", "Reproducciones en el tiempo")) }
-                thead { tr { th scope="col" { (view.t("Period", "Período")) } th scope="col" { (view.t("Plays", "Reproducciones")) } th scope="col" { (view.t("Time played", "Tiempo")) } } }
-                tbody {
-                    @for (label, n, s) in over_time.iter().rev() {
-                        tr { td { (label) } td.num { (n) } td.num { (length(*s)) } }
+            details open[period != Period::Day] {
+                summary { (view.t("The numbers, newest first", "Los números, del más reciente")) }
+                table {
+                    caption { (view.t("Plays over time", "Reproducciones en el tiempo")) }
+                    thead { tr { th scope="col" { (view.t("Period", "Período")) } th.num scope="col" { (view.t("Plays", "Reproducciones")) } th.num scope="col" { (view.t("Time played", "Tiempo")) } } }
+                    tbody {
+                        @for (label, n, s) in over_time.iter().rev() {
+                            tr { td { (label) } td.num { (n) } td.num { (length(*s)) } }
+                        }
                     }
                 }
             }
@@ -210,7 +213,7 @@ fn ranked(view: View, heading: &str, column: &str, totals: &[PlayTotal], bars: &
                 (charts::rows(heading, bars))
                 table {
                     caption { (heading) }
-                    thead { tr { th scope="col" { (column) } th scope="col" { (view.t("Plays", "Reproducciones")) } th scope="col" { (view.t("Time played", "Tiempo")) } } }
+                    thead { tr { th scope="col" { (column) } th.num scope="col" { (view.t("Plays", "Reproducciones")) } th.num scope="col" { (view.t("Time played", "Tiempo")) } } }
                     tbody {
                         @for (t, b) in totals.iter().zip(bars) {
                             tr { td { (b.label) } td.num { (t.plays) } td.num { (length(t.seconds)) } }
@@ -234,7 +237,7 @@ pub fn latest_table(view: View, rows: &[PlayRow], after: i64) -> Markup {
                     th scope="col" { (view.t("Track", "Tema")) }
                     th scope="col" { (view.t("Source", "Fuente")) }
                     th scope="col" { (view.t("Location", "Lugar")) }
-                    th scope="col" { (view.t("Played", "Duración")) }
+                    th.num scope="col" { (view.t("Played", "Duración")) }
                 }
             }
             tbody {
