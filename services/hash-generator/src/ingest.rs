@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use hendu_fingerprint::{DecodeLimits, PeakProfile, fingerprint_file_with};
 use hendu_service::audio::{self, CancelOnDrop};
 use hendu_service::{ApiError, Principal};
-use hendu_storage::model::{ContentHash, Music, MusicState, NewMusic, Role, UserId};
+use hendu_storage::model::{ContentHash, Music, MusicState, NewMusic, Role, UserId, isrc_code};
 use hendu_storage::{Inserted, Storage};
 use tempfile::NamedTempFile;
 
@@ -33,6 +33,8 @@ pub struct Upload {
     pub artist: Option<String>,
     /// Administrators only: the musician the track belongs to.
     pub owner_id: Option<UserId>,
+    /// The recording's ISRC, checked and normalised.
+    pub isrc: Option<String>,
 }
 
 fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
@@ -64,13 +66,13 @@ async fn text_field(
 }
 
 /// Reads the form: `file` (streamed to a temporary file and hashed on the
-/// way), `title`, `artist`, `owner_id`.
+/// way), `title`, `artist`, `owner_id`, `isrc`.
 ///
 /// # Errors
 /// 400 for a malformed form or a missing file, 413 beyond the size limit.
 pub async fn receive(mut form: Multipart, spool: &Path) -> Result<Upload, ApiError> {
     let mut file = None;
-    let (mut title, mut artist, mut owner) = (None, None, None);
+    let (mut title, mut artist, mut owner, mut isrc) = (None, None, None, None);
     while let Some(mut field) = form.next_field().await.map_err(multipart_error)? {
         match field.name() {
             Some("file") => {
@@ -91,6 +93,8 @@ pub async fn receive(mut form: Multipart, spool: &Path) -> Result<Upload, ApiErr
             }
             Some("title") => title = Some(text_field(field, "title").await?),
             Some("artist") => artist = Some(text_field(field, "artist").await?),
+            // Checked now, before any audio is decoded.
+            Some("isrc") => isrc = isrc_code(Some(&text_field(field, "isrc").await?))?,
             Some("owner_id") => {
                 let raw = text_field(field, "owner_id").await?;
                 owner = Some(raw.trim().parse::<UserId>().map_err(|_| {
@@ -109,6 +113,7 @@ pub async fn receive(mut form: Multipart, spool: &Path) -> Result<Upload, ApiErr
         title,
         artist,
         owner_id: owner,
+        isrc,
     })
 }
 
@@ -229,6 +234,7 @@ pub async fn store(
         &upload.file_name,
     )?;
     new.owner = owner;
+    new.isrc = upload.isrc.clone();
     let audio = tokio::fs::File::open(upload.file.path())
         .await
         .map_err(|e| ApiError::internal(&e))?;

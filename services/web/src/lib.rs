@@ -12,7 +12,8 @@
 //!
 //! # Layout
 //! - [`session`]: signing in and out, the session cookie, CSRF tokens.
-//! - [`pages`]: the dashboard, the plays table and its CSV, a play's page, the account.
+//! - [`pages`]: the dashboard, the plays table and its CSV, a play's page,
+//!   usage reports (page, CSV, XLSX), the account.
 //! - [`live`]: new plays pushed to open pages, with catch-up after a reconnect.
 //! - [`view`]: the page shell, times in the viewer's zone, the two languages.
 //! - [`charts`]: bar charts as SVG, drawn on the server.

@@ -200,6 +200,7 @@ pub fn page(view: View, viewer: Option<&Viewer>, title: &str, body: Markup) -> H
     let nav = [
         ("/dashboard", view.t("Dashboard", "Panel")),
         ("/plays", view.t("Plays", "Reproducciones")),
+        ("/reports", view.t("Reports", "Informes")),
         ("/account", view.t("Account", "Cuenta")),
     ];
     let other = match view.lang {

@@ -480,10 +480,11 @@ async fn the_csv_has_a_row_per_play_with_its_fields() {
         assert_eq!(row[6], format!("{}.000", p.seconds));
         assert_eq!(row[7], p.title);
         assert_eq!(row[8], "Artista");
-        assert_eq!(row[9], "radio");
-        assert_eq!(row[10], p.source);
-        assert_eq!(row[11], "Asunción");
-        assert_eq!(row[12], "0.870");
+        assert_eq!(row[9], "", "no ISRC given");
+        assert_eq!(row[10], "radio");
+        assert_eq!(row[11], p.source);
+        assert_eq!(row[12], "Asunción");
+        assert_eq!(row[13], "0.870");
     }
     // Filtered by period: the days are the viewer's.
     let today = OffsetDateTime::now_utc().date();
@@ -855,4 +856,124 @@ async fn new_plays_reach_open_pages_live_and_missed_ones_on_reconnect() {
     let missed = record(&site.storage, alpha, Source::Radio(radio), 5000, 100).await;
     let mut ws = live(&site, &ana.cookie, mine).await;
     assert_eq!(next_play(&mut ws).await["id"], missed);
+}
+
+/// The text of every part of an XLSX workbook (a zip of XML parts).
+fn workbook_text(bytes: &[u8]) -> String {
+    use std::io::Read;
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    let mut all = String::new();
+    for i in 0..zip.len() {
+        let mut part = zip.by_index(i).unwrap();
+        part.read_to_string(&mut all).unwrap();
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operators_report_has_their_stations_plays_row_by_row() {
+    let site = site().await;
+    let yolanda = site.sign_in("yolanda@example.org").await;
+    let xavier = site.sign_in("xavier@example.org").await;
+    let radios = site.storage.relational.radios().await.unwrap();
+    let y = radios.iter().find(|r| r.name == "Radio Y").unwrap();
+    let from = (t0() - time::Duration::days(1)).date();
+    let to = OffsetDateTime::now_utc().date();
+    let query = format!("source=radio:{}&from={from}&to={to}", y.id);
+
+    let page = site
+        .get(&yolanda.cookie, &format!("/reports?{query}"))
+        .await;
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.unwrap();
+    assert!(page.contains("<strong>Radio Y</strong>"));
+    assert!(page.contains("<strong>2</strong> plays"));
+    for p in &site.plays {
+        let listed = page.contains(&format!("href=\"/plays/{}\"", p.id));
+        assert_eq!(listed, p.source == "Radio Y", "play {}", p.id);
+    }
+
+    // The summary, a row per track.
+    let csv = site
+        .get(&yolanda.cookie, &format!("/reports/summary.csv?{query}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "source,period_from,period_to,utc_offset,title,artist,isrc,plays,duration_s"
+    );
+    let mut rows: Vec<Vec<&str>> = lines[1..].iter().map(|l| l.split(',').collect()).collect();
+    rows.sort();
+    assert_eq!(
+        rows,
+        vec![
+            vec![
+                "Radio Y",
+                &from.to_string(),
+                &to.to_string(),
+                "UTC+00:00",
+                "Alpha",
+                "Artista",
+                "",
+                "1",
+                "90.000"
+            ],
+            vec![
+                "Radio Y",
+                &from.to_string(),
+                &to.to_string(),
+                "UTC+00:00",
+                "Gamma",
+                "Artista",
+                "",
+                "1",
+                "150.000"
+            ],
+        ]
+    );
+
+    // The workbook has both sheets with the same plays.
+    let book = site
+        .get(&yolanda.cookie, &format!("/reports.xlsx?{query}"))
+        .await;
+    assert_eq!(book.status(), 200);
+    assert_eq!(
+        book.headers()[header::CONTENT_TYPE],
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    );
+    let text = workbook_text(&book.bytes().await.unwrap());
+    for s in [
+        "Summary",
+        "Plays",
+        "Radio Y",
+        "Alpha",
+        "Gamma",
+        "Duration played (s)",
+    ] {
+        assert!(text.contains(s), "the workbook has {s}");
+    }
+    assert!(!text.contains("Radio X"));
+
+    // Another operator's station gives them nothing of it.
+    let theirs = site
+        .get(&xavier.cookie, &format!("/reports?{query}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !theirs.contains("Gamma") && !theirs.contains("Radio Y"),
+        "nothing of another operator's station"
+    );
+    let theirs = site
+        .get(&xavier.cookie, &format!("/reports.xlsx?{query}"))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let text = workbook_text(&theirs);
+    assert!(!text.contains("Gamma") && !text.contains("Radio Y"));
 }

@@ -60,6 +60,7 @@ async fn main() {
         content_hash: ContentHash::of(name.as_bytes()),
         source: name.clone(),
         owner: None,
+        isrc: None,
         state: MusicState::Ready,
         created_at: now,
         updated_at: now,

@@ -182,6 +182,36 @@ pub struct NewMusic {
     /// Where the audio came from: the path given to `hendu index`, or the upload's file name.
     pub source: String,
     pub owner: Option<UserId>,
+    /// The recording's ISRC (`CCXXXYYNNNNN`), when its owner gave one.
+    pub isrc: Option<String>,
+}
+
+/// An ISRC as people write it (`PY-A1B-26-00042` or without the dashes),
+/// as stored: twelve upper-case letters and digits.
+///
+/// # Errors
+/// [`ValidationError::Range`] for anything else.
+pub fn isrc_code(isrc: Option<&str>) -> Result<Option<String>, ValidationError> {
+    let Some(raw) = isrc.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    let code: String = raw
+        .chars()
+        .filter(|c| *c != '-')
+        .collect::<String>()
+        .to_ascii_uppercase();
+    let shaped = code.len() == 12
+        && code[..2].bytes().all(|b| b.is_ascii_uppercase())
+        && code[2..5].bytes().all(|b| b.is_ascii_alphanumeric())
+        && code[5..].bytes().all(|b| b.is_ascii_digit());
+    if shaped {
+        Ok(Some(code))
+    } else {
+        Err(ValidationError::Range {
+            field: "isrc",
+            reason: format!("{raw:?} is not an ISRC such as \"PY-A1B-26-00042\""),
+        })
+    }
 }
 
 impl NewMusic {
@@ -209,7 +239,15 @@ impl NewMusic {
             content_hash,
             source: text("source", source, MAX_URL)?,
             owner: None,
+            isrc: None,
         })
+    }
+
+    /// # Errors
+    /// As [`isrc_code`].
+    pub fn with_isrc(mut self, isrc: Option<&str>) -> Result<Self, ValidationError> {
+        self.isrc = isrc_code(isrc)?;
+        Ok(self)
     }
 }
 
@@ -224,6 +262,7 @@ pub struct Music {
     pub content_hash: ContentHash,
     pub source: String,
     pub owner: Option<UserId>,
+    pub isrc: Option<String>,
     pub state: MusicState,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -1146,6 +1185,28 @@ pub struct RawMatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_isrc_is_stored_in_its_twelve_characters() {
+        assert_eq!(
+            isrc_code(Some("py-a1b-26-00042")).unwrap().as_deref(),
+            Some("PYA1B2600042")
+        );
+        assert_eq!(
+            isrc_code(Some("USRC17607839")).unwrap().as_deref(),
+            Some("USRC17607839")
+        );
+        assert_eq!(isrc_code(Some("  ")).unwrap(), None);
+        assert_eq!(isrc_code(None).unwrap(), None);
+        for bad in [
+            "PYA1B260004",
+            "1YA1B2600042",
+            "PYA1B26000X2",
+            "PY-A1B-26-000421",
+        ] {
+            assert!(isrc_code(Some(bad)).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn imeis_need_fifteen_digits_and_a_luhn_check_digit() {

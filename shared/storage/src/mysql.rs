@@ -187,7 +187,7 @@ impl RelationalStore for MySqlStore {
         // would deadlock on them.
         let inserted_row = sqlx::query(
             "INSERT INTO musics (title, artist, duration_ms, blocks, content_hash, source, \
-             owner_id, state) VALUES (?, ?, ?, ?, ?, ?, ?, 'ingesting')",
+             owner_id, isrc, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'ingesting')",
         )
         .bind(&new.title)
         .bind(&new.artist)
@@ -196,6 +196,7 @@ impl RelationalStore for MySqlStore {
         .bind(new.content_hash.as_str())
         .bind(&new.source)
         .bind(new.owner)
+        .bind(&new.isrc)
         .execute(&self.pool)
         .await;
         let (id, created) = match inserted_row {
@@ -204,7 +205,7 @@ impl RelationalStore for MySqlStore {
                 // It exists: bring it back if it was deleted (re-upload restores it).
                 let revived = sqlx::query(
                     "UPDATE musics SET title = ?, artist = ?, duration_ms = ?, blocks = ?, \
-                     source = ?, owner_id = ?, state = 'ingesting' \
+                     source = ?, owner_id = ?, isrc = ?, state = 'ingesting' \
                      WHERE content_hash = ? AND state = 'deleted'",
                 )
                 .bind(&new.title)
@@ -213,6 +214,7 @@ impl RelationalStore for MySqlStore {
                 .bind(new.blocks)
                 .bind(&new.source)
                 .bind(new.owner)
+                .bind(&new.isrc)
                 .bind(new.content_hash.as_str())
                 .execute(&self.pool)
                 .await?;

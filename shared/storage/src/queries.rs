@@ -97,6 +97,7 @@ pub struct PlayRow {
     pub play: Play,
     pub title: String,
     pub artist: Option<String>,
+    pub isrc: Option<String>,
     /// The track's owner.
     pub owner: Option<UserId>,
     /// The operator of the station it was heard on.
@@ -128,6 +129,9 @@ pub struct PlayTotal {
     pub plays: u64,
     /// Time played, summed.
     pub seconds: f64,
+    /// Of a track (grouped by track): its artist and ISRC.
+    pub artist: Option<String>,
+    pub isrc: Option<String>,
 }
 
 /// A signed-in browser. The cookie holds a secret; the store holds only its
@@ -194,7 +198,7 @@ const FROM: &str = " FROM results p JOIN musics m ON m.id = p.music_id \
      LEFT JOIN radios r ON r.id = p.radio_id LEFT JOIN devices d ON d.id = p.device_id";
 
 const ROW_COLUMNS: &str = "SELECT p.*, m.title AS music_title, m.artist AS music_artist, \
-     m.owner_id AS music_owner, r.owner_id AS radio_owner, \
+     m.owner_id AS music_owner, m.isrc AS music_isrc, r.owner_id AS radio_owner, \
      COALESCE(r.name, d.name, '') AS source_name";
 
 /// `WHERE ...` for `filter`, with its values appended to `args`.
@@ -321,7 +325,10 @@ impl PlaySql {
                 "plays DESC, k",
             ),
             Grouping::Track => (
-                format!("SELECT p.music_id AS k, MAX(m.title) AS label, {sums}"),
+                format!(
+                    "SELECT p.music_id AS k, MAX(m.title) AS label, MAX(m.artist) AS artist, \
+                     MAX(m.isrc) AS isrc, {sums}"
+                ),
                 "p.music_id",
                 "plays DESC, label",
             ),
@@ -340,6 +347,7 @@ pub(crate) fn play_row(row: &impl SqlRow) -> Result<PlayRow> {
         play: play(row)?,
         title: row.text("music_title")?,
         artist: row.opt_text("music_artist")?,
+        isrc: row.opt_text("music_isrc")?,
         owner: row.opt_int("music_owner")?,
         operator: row.opt_int("radio_owner")?,
         source_name: row.text("source_name")?,
@@ -363,7 +371,13 @@ pub(crate) fn play_total(row: &impl SqlRow, by: Grouping) -> Result<PlayTotal> {
         Grouping::Track => (row.int("k")?.to_string(), row.text("label")?),
     };
     let millis = row.opt_int("millis")?.unwrap_or_default();
+    let (artist, isrc) = match by {
+        Grouping::Track => (row.opt_text("artist")?, row.opt_text("isrc")?),
+        _ => (None, None),
+    };
     Ok(PlayTotal {
+        artist,
+        isrc,
         key,
         label,
         plays: u64::try_from(row.int("plays")?).unwrap_or_default(),

@@ -65,6 +65,7 @@ pub(crate) fn music(row: &impl SqlRow) -> Result<Music> {
             .map_err(StorageError::corrupt)?,
         source: row.text("source")?,
         owner: row.opt_int("owner_id")?,
+        isrc: row.opt_text("isrc")?,
         state: MusicState::parse(&row.text("state")?)?,
         created_at: row.time("created_at")?,
         updated_at: row.time("updated_at")?,

@@ -290,6 +290,8 @@ mod tests {
             label: key.into(),
             plays,
             seconds: plays as f64 * 60.0,
+            artist: None,
+            isrc: None,
         };
         let summed = into_buckets(
             &weeks,

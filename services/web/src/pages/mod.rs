@@ -5,6 +5,7 @@ pub mod account;
 pub mod dashboard;
 pub mod play;
 pub mod plays;
+pub mod reports;
 
 use axum::Router;
 use axum::http::StatusCode;
@@ -110,6 +111,9 @@ pub fn router(web: Web) -> Router {
         .route("/plays.csv", get(plays::csv))
         .route("/plays/{id}", get(play::show))
         .route("/plays/{id}/dispute", axum::routing::post(play::dispute))
+        .route("/reports", get(reports::show))
+        .route("/reports.xlsx", get(reports::xlsx))
+        .route("/reports/summary.csv", get(reports::summary_csv))
         .route(
             "/account",
             get(account::show).post(account::change_password),

@@ -203,7 +203,7 @@ pub fn seconds(r: &PlayRow) -> f64 {
 }
 
 /// The CSV columns, documented in docs/web.md.
-pub const CSV_HEADER: &str = "play_id,started_at_utc,date,start_time,end_time,utc_offset,duration_s,title,artist,source_kind,source,location,confidence\r\n";
+pub const CSV_HEADER: &str = "play_id,started_at_utc,date,start_time,end_time,utc_offset,duration_s,title,artist,isrc,source_kind,source,location,confidence\r\n";
 
 /// A text cell: quoted when needed, and never read as a formula by a
 /// spreadsheet (a leading `=`, `+`, `-`, `@`, tab or return gets a `'`).
@@ -226,7 +226,7 @@ pub fn csv_line(view: View, r: &PlayRow) -> String {
     let end = view.local(r.play.ended_at);
     let utc = r.play.started_at;
     format!(
-        "{},{}T{}.{:03}Z,{},{},{},{},{:.3},{},{},{},{},{},{:.3}\r\n",
+        "{},{}T{}.{:03}Z,{},{},{},{},{:.3},{},{},{},{},{},{},{:.3}\r\n",
         r.play.id,
         day(utc.date()),
         clock(utc),
@@ -238,6 +238,7 @@ pub fn csv_line(view: View, r: &PlayRow) -> String {
         seconds(r),
         cell(&r.title),
         cell(r.artist.as_deref().unwrap_or("")),
+        r.isrc.as_deref().unwrap_or(""),
         r.play.source.kind(),
         cell(&r.source_name),
         cell(r.play.location.as_deref().unwrap_or("")),

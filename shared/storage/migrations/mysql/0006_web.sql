@@ -28,5 +28,9 @@ CREATE TABLE play_disputes (
     CONSTRAINT play_disputes_user_fk FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
 
+-- The International Standard Recording Code of a catalogue track, when its
+-- owner gives one (usage reports name it).
+ALTER TABLE musics ADD COLUMN isrc CHAR(12) NULL;
+
 -- The plays tables of the web pages: newest first within a scope.
 CREATE INDEX results_started ON results (started_at, id);

@@ -25,5 +25,9 @@ CREATE TABLE play_disputes (
 );
 CREATE INDEX play_disputes_state ON play_disputes (state, id);
 
+-- The International Standard Recording Code of a catalogue track, when its
+-- owner gives one (usage reports name it).
+ALTER TABLE musics ADD COLUMN isrc TEXT NULL;
+
 -- The plays tables of the web pages: newest first within a scope.
 CREATE INDEX results_started ON results (started_at, id);

@@ -128,7 +128,8 @@ impl RelationalStore for SqliteStore {
                 if state == MusicState::Deleted {
                     sqlx::query(
                         "UPDATE musics SET title = ?, artist = ?, duration_ms = ?, blocks = ?, \
-                         source = ?, owner_id = ?, state = 'ingesting', updated_at = ? WHERE id = ?",
+                         source = ?, owner_id = ?, isrc = ?, state = 'ingesting', updated_at = ? \
+                         WHERE id = ?",
                     )
                     .bind(&new.title)
                     .bind(&new.artist)
@@ -136,6 +137,7 @@ impl RelationalStore for SqliteStore {
                     .bind(new.blocks)
                     .bind(&new.source)
                     .bind(new.owner)
+                    .bind(&new.isrc)
                     .bind(now)
                     .bind(id)
                     .execute(&mut *tx)
@@ -146,8 +148,8 @@ impl RelationalStore for SqliteStore {
             None => {
                 let id: i64 = sqlx::query_scalar(
                     "INSERT INTO musics (title, artist, duration_ms, blocks, content_hash, source, \
-                     owner_id, state, created_at, updated_at) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, 'ingesting', ?, ?) RETURNING id",
+                     owner_id, isrc, state, created_at, updated_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'ingesting', ?, ?) RETURNING id",
                 )
                 .bind(&new.title)
                 .bind(&new.artist)
@@ -156,6 +158,7 @@ impl RelationalStore for SqliteStore {
                 .bind(new.content_hash.as_str())
                 .bind(&new.source)
                 .bind(new.owner)
+                .bind(&new.isrc)
                 .bind(now)
                 .bind(now)
                 .fetch_one(&mut *tx)
