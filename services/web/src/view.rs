@@ -197,12 +197,15 @@ pub async fn script() -> impl axum::response::IntoResponse {
 
 /// A whole page: the shell, the navigation for the signed-in viewer, `body`.
 pub fn page(view: View, viewer: Option<&Viewer>, title: &str, body: Markup) -> Html<String> {
-    let nav = [
+    let mut nav = vec![
         ("/dashboard", view.t("Dashboard", "Panel")),
         ("/plays", view.t("Plays", "Reproducciones")),
         ("/reports", view.t("Reports", "Informes")),
-        ("/account", view.t("Account", "Cuenta")),
     ];
+    if viewer.is_some_and(|v| v.user.role == hendu_storage::model::Role::Admin) {
+        nav.push(("/admin", view.t("Administration", "Administración")));
+    }
+    nav.push(("/account", view.t("Account", "Cuenta")));
     let other = match view.lang {
         Lang::En => (Lang::Es, "Español"),
         Lang::Es => (Lang::En, "English"),
@@ -224,7 +227,7 @@ pub fn page(view: View, viewer: Option<&Viewer>, title: &str, body: Markup) -> H
                     @if let Some(viewer) = viewer {
                         nav aria-label=(view.t("Main", "Principal")) {
                             ul {
-                                @for (href, label) in nav {
+                                @for (href, label) in &nav {
                                     li { a href=(href) { (label) } }
                                 }
                             }

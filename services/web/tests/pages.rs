@@ -977,3 +977,219 @@ async fn an_operators_report_has_their_stations_plays_row_by_row() {
     let text = workbook_text(&theirs);
     assert!(!text.contains("Gamma") && !text.contains("Radio Y"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_administrators_reach_the_administration_and_their_changes_take_effect() {
+    let site = site().await;
+    let key = AuthKey::load(&site.storage).await.unwrap();
+    let digest = key.digest(
+        Purpose::DeviceSecret,
+        "a device secret of sixty-four characters, more or less",
+    );
+    let imei = hendu_storage::model::Imei::parse("490154203237518").unwrap();
+    site.storage
+        .relational
+        .add_device(
+            &hendu_storage::model::NewDevice::new(imei.clone(), "Stage left", None, digest)
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let pages = [
+        "/admin",
+        "/admin/users",
+        "/admin/devices",
+        "/admin/stations",
+        "/admin/claims",
+        "/admin/disputes",
+        "/admin/dead-letters",
+        "/admin/dead-letters?queue=raw-results",
+    ];
+    let admin = site.sign_in("admin@example.org").await;
+    for email in ["ana@example.org", "xavier@example.org"] {
+        let b = site.sign_in(email).await;
+        for path in pages {
+            assert_eq!(
+                site.get(&b.cookie, path).await.status(),
+                403,
+                "{email} {path}"
+            );
+        }
+        let r = site
+            .post(
+                &b.cookie,
+                &format!("/admin/devices/{}", imei.as_str()),
+                &[("csrf", &b.csrf), ("enabled", "false")],
+            )
+            .await;
+        assert_eq!(r.status(), 403, "{email} changes no device");
+        let dashboard = site
+            .get(&b.cookie, "/dashboard")
+            .await
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            !dashboard.contains("href=\"/admin\""),
+            "no way in is shown to {email}"
+        );
+    }
+    for path in pages {
+        assert_eq!(site.get("", path).await.status(), 303, "anonymous {path}");
+        let r = site.get(&admin.cookie, path).await;
+        let status = r.status();
+        let expected = if path == "/admin" { 303 } else { 200 };
+        assert_eq!(status, expected, "admin {path}");
+    }
+    let devices = site
+        .get(&admin.cookie, "/admin/devices")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(devices.contains("490154203237518") && devices.contains("Stage left"));
+
+    // A device disabled from its page.
+    let r = site
+        .post(
+            &admin.cookie,
+            &format!("/admin/devices/{}", imei.as_str()),
+            &[("csrf", "wrong"), ("enabled", "false")],
+        )
+        .await;
+    assert_eq!(r.status(), 403, "the form's token is needed");
+    let r = site
+        .post(
+            &admin.cookie,
+            &format!("/admin/devices/{}", imei.as_str()),
+            &[("csrf", &admin.csrf), ("enabled", "false")],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    assert!(
+        !site
+            .storage
+            .relational
+            .device_by_imei(&imei)
+            .await
+            .unwrap()
+            .unwrap()
+            .enabled
+    );
+
+    // A user created, who signs in; a password reset signs them out.
+    let r = site
+        .post(
+            &admin.cookie,
+            "/admin/users",
+            &[
+                ("csrf", &admin.csrf),
+                ("email", "nueva@example.org"),
+                ("name", "Nueva"),
+                ("role", "operator"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    let nueva = site.sign_in("nueva@example.org").await;
+    let id = site
+        .storage
+        .relational
+        .user_by_email("nueva@example.org")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let r = site
+        .post(
+            &admin.cookie,
+            &format!("/admin/users/{id}"),
+            &[
+                ("csrf", &admin.csrf),
+                ("action", "password"),
+                ("password", "reset by the admin"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        site.get(&nueva.cookie, "/dashboard").await.status(),
+        303,
+        "signed out by the reset"
+    );
+    assert_eq!(
+        site.try_sign_in("nueva@example.org", "reset by the admin")
+            .await
+            .status(),
+        303
+    );
+    let r = site
+        .post(
+            &admin.cookie,
+            &format!("/admin/users/{id}"),
+            &[("csrf", &admin.csrf), ("action", "disable")],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    assert!(
+        site.storage
+            .relational
+            .user(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .disabled
+    );
+    let own = site.user("admin@example.org").id;
+    let r = site
+        .post(
+            &admin.cookie,
+            &format!("/admin/users/{own}"),
+            &[("csrf", &admin.csrf), ("action", "disable")],
+        )
+        .await;
+    assert_eq!(
+        r.status(),
+        400,
+        "an administrator cannot lock themselves out"
+    );
+
+    // A dispute settled.
+    let ana = site.sign_in("ana@example.org").await;
+    let play = site.plays[0].id;
+    site.post(
+        &ana.cookie,
+        &format!("/plays/{play}/dispute"),
+        &[("csrf", &ana.csrf), ("reason", "not mine")],
+    )
+    .await;
+    let listed = site
+        .get(&admin.cookie, "/admin/disputes")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(listed.contains("not mine"));
+    let dispute = site.storage.relational.disputes_of(play).await.unwrap()[0].id;
+    let r = site
+        .post(
+            &admin.cookie,
+            &format!("/admin/disputes/{dispute}"),
+            &[("csrf", &admin.csrf), ("upheld", "true")],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        site.storage.relational.disputes_of(play).await.unwrap()[0].state,
+        hendu_storage::queries::DisputeState::Upheld
+    );
+    let r = site
+        .post(
+            &admin.cookie,
+            &format!("/admin/disputes/{dispute}"),
+            &[("csrf", &admin.csrf), ("upheld", "false")],
+        )
+        .await;
+    assert_eq!(r.status(), 404, "settled once");
+}

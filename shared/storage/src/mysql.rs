@@ -439,6 +439,15 @@ impl RelationalStore for MySqlStore {
             .ok_or_else(|| StorageError::not_found("device", &new.imei))
     }
 
+    async fn devices(&self, after: i64, limit: u32) -> Result<Vec<Device>> {
+        let rows = sqlx::query("SELECT * FROM devices WHERE id > ? ORDER BY id LIMIT ?")
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(device).collect()
+    }
+
     async fn device_by_imei(&self, imei: &Imei) -> Result<Option<Device>> {
         let row = sqlx::query("SELECT * FROM devices WHERE imei = ?")
             .bind(imei.as_str())

@@ -11,10 +11,10 @@ use crate::credentials::CredentialDigest;
 use crate::error::Result;
 use crate::leases::Fence;
 use crate::model::{
-    ApiToken, Claim, ClaimState, ContentHash, Device, FingerprintBlock, Imei, LoginVerifier, Music,
-    MusicId, MusicState, NewDevice, NewMusic, NewPlay, NewRadio, NewSample, NewToken, NewUser,
-    Play, PlayId, Radio, RadioGap, RadioId, RadioStatus, RawResult, SampleSpan, SecretHash, Source,
-    User, UserId,
+    ApiToken, Claim, ClaimState, ContentHash, Device, DeviceId, FingerprintBlock, Imei,
+    LoginVerifier, Music, MusicId, MusicState, NewDevice, NewMusic, NewPlay, NewRadio, NewSample,
+    NewToken, NewUser, Play, PlayId, Radio, RadioGap, RadioId, RadioStatus, RawResult, SampleSpan,
+    SecretHash, Source, User, UserId,
 };
 use crate::queries::{
     Dispute, DisputeState, Grouping, PlayFilter, PlayPage, PlayRow, PlayTotal, WebSession,
@@ -93,6 +93,8 @@ pub trait RelationalStore: Send + Sync + std::fmt::Debug {
     /// Registers a device; the same IMEI again is a conflict.
     async fn add_device(&self, device: &NewDevice) -> Result<Device>;
     async fn device_by_imei(&self, imei: &Imei) -> Result<Option<Device>>;
+    /// Devices by id, after `after`, at most `limit`.
+    async fn devices(&self, after: DeviceId, limit: u32) -> Result<Vec<Device>>;
     async fn set_device_enabled(&self, imei: &Imei, enabled: bool) -> Result<bool>;
     /// Replaces a device's secret (its digest, and its login verifier for
     /// the TCP protocol); false if there is no such device.

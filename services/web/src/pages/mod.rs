@@ -2,6 +2,7 @@
 //! the script only adds live rows.
 
 pub mod account;
+pub mod admin;
 pub mod dashboard;
 pub mod play;
 pub mod plays;
@@ -111,6 +112,30 @@ pub fn router(web: Web) -> Router {
         .route("/plays.csv", get(plays::csv))
         .route("/plays/{id}", get(play::show))
         .route("/plays/{id}/dispute", axum::routing::post(play::dispute))
+        .route("/admin", get(admin::overview))
+        .route("/admin/users", get(admin::users).post(admin::create_user))
+        .route("/admin/users/{id}", axum::routing::post(admin::change_user))
+        .route("/admin/devices", get(admin::devices))
+        .route(
+            "/admin/devices/{imei}",
+            axum::routing::post(admin::change_device),
+        )
+        .route("/admin/stations", get(admin::stations))
+        .route("/admin/claims", get(admin::claims))
+        .route(
+            "/admin/claims/{id}",
+            axum::routing::post(admin::settle_claim),
+        )
+        .route("/admin/disputes", get(admin::disputes))
+        .route(
+            "/admin/disputes/{id}",
+            axum::routing::post(admin::settle_dispute),
+        )
+        .route("/admin/dead-letters", get(admin::dead_letters))
+        .route(
+            "/admin/dead-letters/{queue}/{id}",
+            axum::routing::post(admin::dead_letter),
+        )
         .route("/reports", get(reports::show))
         .route("/reports.xlsx", get(reports::xlsx))
         .route("/reports/summary.csv", get(reports::summary_csv))

@@ -89,6 +89,8 @@ pub async fn plays_are_seen_only_in_their_viewers_scope_filtered_sorted_paged_an
         .add_device(&NewDevice::new(imei, "Stage left", Some("Encarnación"), digest).unwrap())
         .await
         .unwrap();
+    assert_eq!(rel.devices(0, 10).await.unwrap(), vec![device.clone()]);
+    assert!(rel.devices(device.id, 10).await.unwrap().is_empty());
     let (on_radio, on_device) = (Source::Radio(radio.id), Source::Device(device.id));
     // (music, source, start after t0, seconds played)
     let plays = [
