@@ -69,10 +69,9 @@ try {
   console.log("OPEN");
 
   // A play recorded through the pipeline appears without a reload.
-  const row = await page.waitForSelector("#live-plays tbody tr.new", { timeout: 180000 });
-  const shownAt = Date.now();
-  const playId = await row.getAttribute("data-play");
-  console.log(`LIVE ${playId} ${shownAt}`);
+  await page.waitForSelector("#live-plays[data-first-live]", { timeout: 180000 });
+  const first = await page.getAttribute("#live-plays", "data-first-live");
+  console.log(`LIVE ${first}`);
   await page.waitForTimeout(3000);
   await page.reload();
   await page.waitForSelector("#live-plays tbody tr");

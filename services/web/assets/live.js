@@ -39,6 +39,10 @@
       if (play.id <= after) return;
       after = play.id;
       table.setAttribute("data-after", String(after));
+      if (!table.hasAttribute("data-first-live")) {
+        // When the first live play was shown (the browser test reads it).
+        table.setAttribute("data-first-live", play.id + " " + Date.now());
+      }
       var row = body.insertRow(0);
       row.className = "new";
       row.setAttribute("data-play", String(play.id));

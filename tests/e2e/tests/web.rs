@@ -5,7 +5,9 @@
 //! and its first play must appear on the page, without a reload, within 2 s
 //! of the filter recording it. The script then opens the plays, a play, the
 //! CSV and the Spanish pages, checks each for accessibility and saves
-//! screenshots (`HENDU_SCREENSHOTS`, default `target/screenshots`).
+//! screenshots (`HENDU_SCREENSHOTS`, default `target/screenshots`). Then
+//! `tests/browser/staff.mjs`: an operator downloads a report, and the
+//! administrator disables the device, whose next sample is refused.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,7 +15,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hendu_e2e::broadcast::{CATALOGUE, Client};
+use hendu_e2e::broadcast::{ADMIN_EMAIL, ADMIN_PASSWORD, CATALOGUE, Client};
 use hendu_e2e::eventually;
 use hendu_e2e::pipeline::{
     IMEI, assert_plays_match_the_programme, recorded_plays, start_serve, the_broadcast,
@@ -25,6 +27,7 @@ use hendu_storage::testing::{Kind, Place};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const MUSICIAN: &str = "ana@hendu.test";
+const OPERATOR: &str = "radio.operator@hendu.test";
 const PASSWORD: &str = "a long musician password";
 
 fn root() -> PathBuf {
@@ -122,4 +125,48 @@ async fn a_musician_sees_a_play_arrive_live_and_reads_their_plays_in_a_browser()
     feeding.await.unwrap();
     let plays = recorded_plays(&storage, Source::Device(device), t0).await;
     assert_plays_match_the_programme(&plays, &ids, t0);
+
+    // An operator downloads a report; the administrator disables the device.
+    client
+        .create_user(OPERATOR, "operator", PASSWORD)
+        .await
+        .unwrap();
+    let staff = tokio::process::Command::new("node")
+        .arg("tests/browser/staff.mjs")
+        .current_dir(root())
+        .env("HENDU_WEB", &serve.base)
+        .env("HENDU_OPERATOR_EMAIL", OPERATOR)
+        .env("HENDU_OPERATOR_PASSWORD", PASSWORD)
+        .env("HENDU_ADMIN_EMAIL", ADMIN_EMAIL)
+        .env("HENDU_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("HENDU_IMEI", IMEI)
+        .env("HENDU_SCREENSHOTS", &shots)
+        .kill_on_drop(true)
+        .output();
+    let staff = tokio::time::timeout(Duration::from_secs(240), staff)
+        .await
+        .expect("the staff's script finishes")
+        .unwrap();
+    eprint!("{}", String::from_utf8_lossy(&staff.stderr));
+    assert!(
+        staff.status.success(),
+        "the operator's and administrator's checks passed"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&staff.stdout).trim(),
+        format!("DISABLED {IMEI}")
+    );
+    let device = storage
+        .relational
+        .device_by_imei(&hendu_storage::model::Imei::parse(IMEI).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!device.enabled, "disabled in the store");
+    let (_, more) = the_broadcast();
+    assert_eq!(
+        client.send(IMEI, &secret, &more[0]).await.unwrap(),
+        403,
+        "a disabled device's samples are refused"
+    );
 }

@@ -177,6 +177,9 @@ fn render(view: View, r: &Report, rows: &[PlayRow], choices: &Choices) -> Markup
             " · "
             a href={ "/plays.csv?" (kept) } download { (view.t("Every play as CSV", "Cada reproducción en CSV")) }
         }
+        @if r.plays == 0 {
+            p { (view.t("No plays in this period.", "No hay reproducciones en este período.")) }
+        }
         h2 #by-track { (view.t("By track", "Por tema")) }
         table aria-labelledby="by-track" {
             thead { tr {
