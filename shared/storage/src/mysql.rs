@@ -172,7 +172,7 @@ impl SqlRow for MySqlRow {
 }
 
 const MUSIC_COLUMNS: &str = "SELECT id, title, artist, duration_ms, blocks, content_hash, source, \
-     owner_id, state, created_at, updated_at FROM musics";
+     owner_id, isrc, state, created_at, updated_at FROM musics";
 
 #[async_trait]
 impl RelationalStore for MySqlStore {

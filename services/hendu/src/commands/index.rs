@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use hendu_fingerprint::{PeakProfile, fingerprint_file};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
-use hendu_storage::model::{ContentHash, MusicState, NewMusic};
+use hendu_storage::model::{ContentHash, MusicState, NewMusic, Role, UserId};
 
 use crate::commands::JobsArgs;
 use crate::storage::{Opened, StoreArgs};
@@ -24,6 +24,10 @@ pub struct IndexArgs {
     pub store: StoreArgs,
     #[command(flatten)]
     pub jobs: JobsArgs,
+    /// The musician (by e-mail) the new tracks belong to: their plays are
+    /// theirs to see (default: no one; an administrator sees them).
+    #[arg(long, value_name = "EMAIL")]
+    pub owner: Option<String>,
     /// Audio files, or folders to search recursively.
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
@@ -42,6 +46,25 @@ enum Outcome {
 /// When the store itself cannot be created or written.
 pub fn run(args: &IndexArgs) -> Result<i32> {
     let store = args.store.open(true)?;
+    let owner = match &args.owner {
+        None => None,
+        Some(email) => {
+            let user = store
+                .block_on(
+                    store
+                        .storage
+                        .relational
+                        .user_by_email(&email.trim().to_lowercase()),
+                )?
+                .with_context(|| {
+                    format!("no user {email}: create them first (hendu user create)")
+                })?;
+            if user.role != Role::Musician {
+                bail!("{email} is not a musician: only musicians own tracks");
+            }
+            Some(user.id)
+        }
+    };
     let (files, walk_errors) = walk::expand(&args.paths);
     let pool = args.jobs.pool()?;
     let jobs = pool.current_num_threads();
@@ -61,7 +84,7 @@ pub fn run(args: &IndexArgs) -> Result<i32> {
         files
             .par_iter()
             .map(|path| {
-                let outcome = index_one(&store, path, &claimed);
+                let outcome = index_one(&store, path, owner, &claimed);
                 if let Outcome::Failed(reason) = &outcome {
                     progress.suspend(|| eprintln!("error: {}: {reason}", path.display()));
                 }
@@ -123,6 +146,7 @@ fn content_hash(path: &Path) -> std::io::Result<ContentHash> {
 fn index_one(
     store: &Opened,
     path: &Path,
+    owner: Option<UserId>,
     claimed: &Mutex<std::collections::HashMap<ContentHash, String>>,
 ) -> Outcome {
     let source = path.to_string_lossy().into_owned();
@@ -157,7 +181,10 @@ fn index_one(
         .map_or_else(|| source.clone(), |s| s.to_string_lossy().into_owned());
     let duration_ms = (fingerprint.duration_s * 1000.0).round() as u32;
     let music = match NewMusic::new(&title, None, duration_ms, hash, &source) {
-        Ok(music) => music,
+        Ok(mut music) => {
+            music.owner = owner;
+            music
+        }
         Err(e) => return Outcome::Failed(e.to_string()),
     };
     // The audio stays where it is: the store keeps its path, not a copy.

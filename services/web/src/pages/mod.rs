@@ -195,6 +195,25 @@ async fn language(
     r
 }
 
+/// A file to save: its type, its name, never cached.
+pub fn download(body: axum::body::Body, kind: &'static str, name: &str) -> Response {
+    let disposition =
+        axum::http::HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
+            .unwrap_or_else(|_| axum::http::HeaderValue::from_static("attachment"));
+    let mut r = body.into_response();
+    let headers = r.headers_mut();
+    headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static(kind),
+    );
+    headers.insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    headers.insert(axum::http::header::CONTENT_DISPOSITION, disposition);
+    r
+}
+
 /// The filters of the plays table, its CSV and the dashboard, as the
 /// query string has them (an empty field does not filter).
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -1,11 +1,8 @@
 //! The plays table: filtered by track, source, location and period,
 //! sorted by any column, paged; and the same plays as CSV.
 
-use std::collections::HashMap;
-
 use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures_util::stream;
 use hendu_storage::queries::{PlayFilter, PlayOrder, PlayPage, PlayRow};
@@ -312,24 +309,8 @@ pub async fn csv(
             }
         }
     });
-    let mut response =
-        Body::from_stream(futures_util::StreamExt::chain(header, body)).into_response();
-    let headers: HashMap<_, _> = [
-        (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-        (
-            header::CONTENT_DISPOSITION,
-            "attachment; filename=\"hendu-plays.csv\"",
-        ),
-        (header::CACHE_CONTROL, "no-store"),
-    ]
-    .into_iter()
-    .collect();
-    for (k, v) in headers {
-        response
-            .headers_mut()
-            .insert(k, axum::http::HeaderValue::from_static(v));
-    }
-    response
+    let body = Body::from_stream(futures_util::StreamExt::chain(header, body));
+    crate::pages::download(body, "text/csv; charset=utf-8", "hendu-plays.csv")
 }
 
 #[cfg(test)]

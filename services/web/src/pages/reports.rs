@@ -4,9 +4,7 @@
 //! table's CSV) and as an XLSX workbook with both. The columns are in
 //! docs/web.md.
 
-use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use hendu_storage::queries::{Grouping, PlayFilter, PlayOrder, PlayPage, PlayRow, PlayTotal};
 use maud::{Markup, html};
@@ -15,7 +13,7 @@ use time::{Date, OffsetDateTime};
 
 use crate::Web;
 use crate::pages::plays::{cell, seconds};
-use crate::pages::{Choices, Filters, PageError, error_page};
+use crate::pages::{Choices, Filters, PageError, download, error_page};
 use crate::session::Viewer;
 use crate::view::{View, clock, day, length, page};
 
@@ -264,29 +262,11 @@ pub async fn summary_csv(
             t.seconds,
         ));
     }
-    file(
+    download(
         out.into(),
         "text/csv; charset=utf-8",
         "hendu-report-summary.csv",
     )
-}
-
-fn file(body: Body, kind: &'static str, name: &'static str) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, kind),
-            (header::CACHE_CONTROL, "no-store"),
-            (
-                header::CONTENT_DISPOSITION,
-                match name {
-                    "hendu-report.xlsx" => "attachment; filename=\"hendu-report.xlsx\"",
-                    _ => "attachment; filename=\"hendu-report-summary.csv\"",
-                },
-            ),
-        ],
-        body,
-    )
-        .into_response()
 }
 
 pub async fn xlsx(
@@ -322,7 +302,7 @@ pub async fn xlsx(
             .map_err(|e| PageError::Api(hendu_service::ApiError::internal(&e)))
     };
     match built.await {
-        Ok(bytes) => file(
+        Ok(bytes) => download(
             bytes.into(),
             "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
             "hendu-report.xlsx",
