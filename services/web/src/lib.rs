@@ -16,9 +16,11 @@
 //!   usage reports (page, CSV, XLSX), the account.
 //! - [`live`]: new plays pushed to open pages, with catch-up after a reconnect.
 //! - [`view`]: the page shell, times in the viewer's zone, the two languages.
+//! - [`error`]: why a page cannot be shown, as a page.
 //! - [`charts`]: bar charts as SVG, drawn on the server.
 
 pub mod charts;
+pub mod error;
 pub mod live;
 pub mod pages;
 pub mod session;
@@ -126,9 +128,78 @@ pub fn install(app: &mut Application, config: &Config) {
         config: Arc::new(config.clone()),
         live: live.clone(),
     };
-    app.route(pages::router(web));
+    app.route(router(web));
     let storage = app.storage.clone();
     app.worker("live", live::ALLOWANCE, move |beat, stop| async move {
         live.run(storage, beat, stop).await;
     });
+}
+
+/// Every page and the live updates.
+pub fn router(web: Web) -> axum::Router {
+    axum::Router::new()
+        .route("/", axum::routing::get(session::home))
+        .route("/assets/style.css", axum::routing::get(view::style))
+        .route("/assets/live.js", axum::routing::get(view::script))
+        .route("/lang/{code}", axum::routing::get(view::language))
+        .route("/dashboard", axum::routing::get(pages::dashboard::show))
+        .route("/plays", axum::routing::get(pages::plays::table))
+        .route("/plays.csv", axum::routing::get(pages::plays::csv))
+        .route("/plays/{id}", axum::routing::get(pages::play::show))
+        .route(
+            "/plays/{id}/dispute",
+            axum::routing::post(pages::play::dispute),
+        )
+        .route("/admin", axum::routing::get(pages::admin::overview))
+        .route(
+            "/admin/users",
+            axum::routing::get(pages::admin::users).post(pages::admin::create_user),
+        )
+        .route(
+            "/admin/users/{id}",
+            axum::routing::post(pages::admin::change_user),
+        )
+        .route("/admin/devices", axum::routing::get(pages::admin::devices))
+        .route(
+            "/admin/devices/{imei}",
+            axum::routing::post(pages::admin::change_device),
+        )
+        .route(
+            "/admin/stations",
+            axum::routing::get(pages::admin::stations),
+        )
+        .route("/admin/claims", axum::routing::get(pages::admin::claims))
+        .route(
+            "/admin/claims/{id}",
+            axum::routing::post(pages::admin::settle_claim),
+        )
+        .route(
+            "/admin/disputes",
+            axum::routing::get(pages::admin::disputes),
+        )
+        .route(
+            "/admin/disputes/{id}",
+            axum::routing::post(pages::admin::settle_dispute),
+        )
+        .route(
+            "/admin/dead-letters",
+            axum::routing::get(pages::admin::dead_letters),
+        )
+        .route(
+            "/admin/dead-letters/{queue}/{id}",
+            axum::routing::post(pages::admin::dead_letter),
+        )
+        .route("/reports", axum::routing::get(pages::reports::show))
+        .route("/reports.xlsx", axum::routing::get(pages::reports::xlsx))
+        .route(
+            "/reports/summary.csv",
+            axum::routing::get(pages::reports::summary_csv),
+        )
+        .route(
+            "/account",
+            axum::routing::get(pages::account::show).post(pages::account::change_password),
+        )
+        .route("/live", axum::routing::get(live::socket))
+        .merge(session::router())
+        .with_state(web)
 }

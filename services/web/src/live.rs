@@ -25,8 +25,7 @@ use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 
 use crate::Web;
-use crate::session::Viewer;
-use crate::view::{View, length};
+use crate::view::{View, Viewer, length};
 
 /// The hub's allowance between heartbeats.
 pub const ALLOWANCE: Duration = Duration::from_secs(60);

@@ -22,21 +22,12 @@ use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
 use crate::Web;
-use crate::pages::{PageError, error_page};
-use crate::view::{View, cookie, page};
+use crate::error::{PageError, error_page};
+use crate::view::{View, Viewer, cookie, page};
 
 pub const SESSION_COOKIE: &str = "hendu_session";
 /// The sign-in form's own token (there is no session yet).
 const FORM_COOKIE: &str = "hendu_form";
-
-/// A signed-in person.
-#[derive(Debug, Clone)]
-pub struct Viewer {
-    pub user: User,
-    /// What this session's forms must carry.
-    pub csrf: String,
-    digest: String,
-}
 
 impl Viewer {
     /// The plays this person may see.
@@ -113,6 +104,29 @@ impl FromRequestParts<Web> for Viewer {
             }
             Err(e) => Err(error_page(View::from_headers(&parts.headers), None, e)),
         }
+    }
+}
+
+/// `/`: the dashboard, or the way to sign in.
+pub async fn home(viewer: Option<Viewer>) -> Redirect {
+    match viewer {
+        Some(_) => Redirect::to("/dashboard"),
+        None => Redirect::to("/sign-in"),
+    }
+}
+
+impl axum::extract::OptionalFromRequestParts<Web> for Viewer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        web: &Web,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(
+            <Viewer as axum::extract::FromRequestParts<Web>>::from_request_parts(parts, web)
+                .await
+                .ok(),
+        )
     }
 }
 

@@ -8,11 +8,21 @@ use std::convert::Infallible;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
-use axum::response::Html;
+use axum::response::{Html, IntoResponse, Redirect, Response};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use time::{Date, Month, OffsetDateTime, UtcOffset};
 
-use crate::session::Viewer;
+use hendu_storage::model::User;
+
+/// A signed-in person.
+#[derive(Debug, Clone)]
+pub struct Viewer {
+    pub user: User,
+    /// What this session's forms must carry.
+    pub csrf: String,
+    /// The keyed digest of the session's secret (its row).
+    pub(crate) digest: String,
+}
 
 pub const LANG_COOKIE: &str = "hendu_lang";
 /// Minutes east of UTC, written by the page's script.
@@ -257,6 +267,31 @@ fn role_name(view: View, viewer: &Viewer) -> &'static str {
         Role::Musician => view.t("musician", "músico"),
         Role::Operator => view.t("operator", "operador"),
     }
+}
+
+/// The language switch: a preference cookie, then back to where it was used.
+pub async fn language(
+    axum::extract::Path(code): axum::extract::Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let lang = Lang::parse(&code).unwrap_or(Lang::En);
+    let back = headers
+        .get(axum::http::header::REFERER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|r| {
+            let host = headers.get(axum::http::header::HOST)?.to_str().ok()?;
+            let rest = r.split_once("://")?.1.strip_prefix(host)?;
+            rest.starts_with('/').then(|| rest.to_owned())
+        })
+        .unwrap_or_else(|| "/".to_owned());
+    let mut r = Redirect::to(&back).into_response();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&format!(
+        "{LANG_COOKIE}={}; Path=/; SameSite=Lax; Max-Age=31536000",
+        lang.code()
+    )) {
+        r.headers_mut().append(axum::http::header::SET_COOKIE, v);
+    }
+    r
 }
 
 /// A text that is already HTML (the charts' SVG).

@@ -21,13 +21,14 @@ use crate::model::{
 };
 use crate::queries::{
     Arg, Dialect, Dispute, DisputeState, Grouping, PlayFilter, PlayPage, PlayRow, PlaySql,
-    PlayTotal, WebSession, dispute, play_row, play_total, web_session,
+    PlayTotal, WebSession,
 };
 use crate::relational::{
     self, PLAYS_OF_MUSIC_SQL, RADIO_STATUS_COLUMNS, SqlRow, claim, device, inserted,
     is_foreign_key_violation, is_unique_violation, music, play, plays_of_source_sql, radio,
     radio_gap, radio_status, source_columns, token, user,
 };
+use crate::relational::{dispute, play_row, play_total, web_session};
 use crate::repo::{Inserted, RelationalStore};
 
 /// `q`'s statement with its values bound.

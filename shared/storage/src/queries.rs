@@ -11,7 +11,6 @@ use time::OffsetDateTime;
 
 use crate::error::Result;
 use crate::model::{MusicId, Play, PlayId, Source, UserId};
-use crate::relational::{SqlRow, play};
 
 /// Which plays a viewer may see: the scope is part of every query, so a
 /// page cannot forget it.
@@ -342,49 +341,6 @@ impl PlaySql {
     }
 }
 
-pub(crate) fn play_row(row: &impl SqlRow) -> Result<PlayRow> {
-    Ok(PlayRow {
-        play: play(row)?,
-        title: row.text("music_title")?,
-        artist: row.opt_text("music_artist")?,
-        isrc: row.opt_text("music_isrc")?,
-        owner: row.opt_int("music_owner")?,
-        operator: row.opt_int("radio_owner")?,
-        source_name: row.text("source_name")?,
-    })
-}
-
-pub(crate) fn play_total(row: &impl SqlRow, by: Grouping) -> Result<PlayTotal> {
-    let (key, label) = match by {
-        Grouping::Day => {
-            let day = row.text("k")?;
-            (day.clone(), day)
-        }
-        Grouping::Source => (
-            format!("{}:{}", row.text("kind")?, row.int("k")?),
-            row.text("label")?,
-        ),
-        Grouping::Location => {
-            let location = row.text("k")?;
-            (location.clone(), location)
-        }
-        Grouping::Track => (row.int("k")?.to_string(), row.text("label")?),
-    };
-    let millis = row.opt_int("millis")?.unwrap_or_default();
-    let (artist, isrc) = match by {
-        Grouping::Track => (row.opt_text("artist")?, row.opt_text("isrc")?),
-        _ => (None, None),
-    };
-    Ok(PlayTotal {
-        artist,
-        isrc,
-        key,
-        label,
-        plays: u64::try_from(row.int("plays")?).unwrap_or_default(),
-        seconds: millis as f64 / 1000.0,
-    })
-}
-
 /// What an administrator decided about a dispute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -428,26 +384,4 @@ pub struct Dispute {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
     pub resolved_at: Option<OffsetDateTime>,
-}
-
-pub(crate) fn dispute(row: &impl SqlRow) -> Result<Dispute> {
-    Ok(Dispute {
-        id: row.int("id")?,
-        play_id: row.int("play_id")?,
-        user_id: row.int("user_id")?,
-        reason: row.text("reason")?,
-        state: DisputeState::parse(&row.text("state")?)?,
-        created_at: row.time("created_at")?,
-        resolved_at: row.opt_time("resolved_at")?,
-    })
-}
-
-pub(crate) fn web_session(row: &impl SqlRow) -> Result<WebSession> {
-    Ok(WebSession {
-        digest: row.text("digest")?,
-        user_id: row.int("user_id")?,
-        csrf: row.text("csrf")?,
-        created_at: row.time("created_at")?,
-        expires_at: row.time("expires_at")?,
-    })
 }

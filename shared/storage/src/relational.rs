@@ -10,6 +10,7 @@ use crate::model::{
     NewRadio, NewUser, Play, Radio, RadioGap, RadioStatus, Role, SecretHash, Source, StationState,
     User,
 };
+use crate::queries::{Dispute, DisputeState, Grouping, PlayRow, PlayTotal, WebSession};
 use crate::repo::Inserted;
 
 /// Typed column access, the one thing MySQL and SQLite rows do differently
@@ -297,4 +298,69 @@ pub(crate) async fn same_user(found: User, new: &NewUser, created: bool) -> Resu
             new.email
         )))
     }
+}
+
+pub(crate) fn play_row(row: &impl SqlRow) -> Result<PlayRow> {
+    Ok(PlayRow {
+        play: play(row)?,
+        title: row.text("music_title")?,
+        artist: row.opt_text("music_artist")?,
+        isrc: row.opt_text("music_isrc")?,
+        owner: row.opt_int("music_owner")?,
+        operator: row.opt_int("radio_owner")?,
+        source_name: row.text("source_name")?,
+    })
+}
+
+pub(crate) fn play_total(row: &impl SqlRow, by: Grouping) -> Result<PlayTotal> {
+    let (key, label) = match by {
+        Grouping::Day => {
+            let day = row.text("k")?;
+            (day.clone(), day)
+        }
+        Grouping::Source => (
+            format!("{}:{}", row.text("kind")?, row.int("k")?),
+            row.text("label")?,
+        ),
+        Grouping::Location => {
+            let location = row.text("k")?;
+            (location.clone(), location)
+        }
+        Grouping::Track => (row.int("k")?.to_string(), row.text("label")?),
+    };
+    let millis = row.opt_int("millis")?.unwrap_or_default();
+    let (artist, isrc) = match by {
+        Grouping::Track => (row.opt_text("artist")?, row.opt_text("isrc")?),
+        _ => (None, None),
+    };
+    Ok(PlayTotal {
+        artist,
+        isrc,
+        key,
+        label,
+        plays: u64::try_from(row.int("plays")?).unwrap_or_default(),
+        seconds: millis as f64 / 1000.0,
+    })
+}
+
+pub(crate) fn dispute(row: &impl SqlRow) -> Result<Dispute> {
+    Ok(Dispute {
+        id: row.int("id")?,
+        play_id: row.int("play_id")?,
+        user_id: row.int("user_id")?,
+        reason: row.text("reason")?,
+        state: DisputeState::parse(&row.text("state")?)?,
+        created_at: row.time("created_at")?,
+        resolved_at: row.opt_time("resolved_at")?,
+    })
+}
+
+pub(crate) fn web_session(row: &impl SqlRow) -> Result<WebSession> {
+    Ok(WebSession {
+        digest: row.text("digest")?,
+        user_id: row.int("user_id")?,
+        csrf: row.text("csrf")?,
+        created_at: row.time("created_at")?,
+        expires_at: row.time("expires_at")?,
+    })
 }

@@ -10,9 +10,9 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use crate::Web;
-use crate::pages::{PageError, error_page};
-use crate::session::{Viewer, restart_sessions};
-use crate::view::{View, page};
+use crate::error::{PageError, error_page};
+use crate::session::restart_sessions;
+use crate::view::{View, Viewer, page};
 
 fn render(view: View, viewer: &Viewer, notice: Option<(bool, &str)>) -> Markup {
     html! {

@@ -17,9 +17,8 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use crate::Web;
-use crate::pages::{PageError, error_page};
-use crate::session::Viewer;
-use crate::view::{View, page};
+use crate::error::{PageError, error_page};
+use crate::view::{View, Viewer, page};
 
 /// Rows per administration list.
 const LIST: u32 = 500;

@@ -11,9 +11,9 @@ use time::{Date, Duration, OffsetDateTime};
 
 use crate::Web;
 use crate::charts::{self, Bar};
-use crate::pages::{PageError, error_page, start_of};
-use crate::session::Viewer;
-use crate::view::{View, day, length, page, parse_day};
+use crate::error::{PageError, error_page};
+use crate::pages::filters::start_of;
+use crate::view::{View, Viewer, day, length, page, parse_day};
 
 /// How plays over time are counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]

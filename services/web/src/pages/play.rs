@@ -12,9 +12,8 @@ use serde::Deserialize;
 use time::Duration;
 
 use crate::Web;
-use crate::pages::{PageError, error_page};
-use crate::session::Viewer;
-use crate::view::{View, length, page};
+use crate::error::{PageError, error_page};
+use crate::view::{View, Viewer, length, page};
 
 /// Most samples shown as a play's evidence.
 const EVIDENCE: u32 = 400;

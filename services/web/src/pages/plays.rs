@@ -10,9 +10,9 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use crate::Web;
-use crate::pages::{Choices, Filters, PageError, error_page};
-use crate::session::Viewer;
-use crate::view::{View, clock, day, length, page};
+use crate::error::{PageError, error_page};
+use crate::pages::filters::{Choices, Filters};
+use crate::view::{View, Viewer, clock, day, length, page};
 
 /// Rows per page of the table.
 pub const PAGE: u32 = 50;
@@ -310,7 +310,7 @@ pub async fn csv(
         }
     });
     let body = Body::from_stream(futures_util::StreamExt::chain(header, body));
-    crate::pages::download(body, "text/csv; charset=utf-8", "hendu-plays.csv")
+    crate::pages::filters::download(body, "text/csv; charset=utf-8", "hendu-plays.csv")
 }
 
 #[cfg(test)]

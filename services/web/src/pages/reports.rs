@@ -12,10 +12,10 @@ use serde::Deserialize;
 use time::{Date, OffsetDateTime};
 
 use crate::Web;
+use crate::error::{PageError, error_page};
+use crate::pages::filters::{Choices, Filters, download};
 use crate::pages::plays::{cell, seconds};
-use crate::pages::{Choices, Filters, PageError, download, error_page};
-use crate::session::Viewer;
-use crate::view::{View, clock, day, length, page};
+use crate::view::{View, Viewer, clock, day, length, page};
 
 /// Plays listed on the report's page (the files have them all).
 const ON_PAGE: u32 = 500;
