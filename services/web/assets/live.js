@@ -35,9 +35,21 @@
       return td;
     }
 
+    // Ids shown: plays are committed out of id order, so a catch-up sends
+    // a little from before the last one, and each is shown once.
+    var shown = {};
+    for (var i = 0; i < body.rows.length; i++) {
+      shown[body.rows[i].getAttribute("data-play")] = true;
+    }
+
     function show(play) {
-      if (play.id <= after) return;
-      after = play.id;
+      if (play.reload) {
+        location.reload();
+        return;
+      }
+      if (shown[play.id]) return;
+      shown[play.id] = true;
+      after = Math.max(after, play.id);
       table.setAttribute("data-after", String(after));
       if (!table.hasAttribute("data-first-live")) {
         // When the first live play was shown (the browser test reads it).

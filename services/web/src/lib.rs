@@ -104,6 +104,9 @@ impl Config {
     }
 }
 
+/// Workbooks built at once per replica (more wait: 503 `busy`).
+pub const WORKBOOKS: usize = 2;
+
 /// What every page handler shares.
 #[derive(Debug, Clone)]
 pub struct Web {
@@ -111,6 +114,8 @@ pub struct Web {
     pub auth: Auth,
     pub config: Arc<Config>,
     pub live: live::Hub,
+    /// Workbooks being built (each held whole in memory).
+    pub workbooks: Arc<tokio::sync::Semaphore>,
 }
 
 impl axum::extract::FromRef<Web> for Auth {
@@ -127,12 +132,38 @@ pub fn install(app: &mut Application, config: &Config) {
         auth: app.auth.clone(),
         config: Arc::new(config.clone()),
         live: live.clone(),
+        workbooks: Arc::new(tokio::sync::Semaphore::new(WORKBOOKS)),
     };
     app.route(router(web));
     let storage = app.storage.clone();
     app.worker("live", live::ALLOWANCE, move |beat, stop| async move {
         live.run(storage, beat, stop).await;
     });
+}
+
+/// What every answer of the web service says besides: not to be framed by
+/// another site (clickjacking), not to be sniffed as another type, no
+/// referrer beyond this site, and pages never cached (they are a person's).
+async fn page_headers(mut r: axum::response::Response) -> axum::response::Response {
+    use axum::http::{HeaderValue, header};
+    let headers = r.headers_mut();
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("frame-ancestors 'none'"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    r
 }
 
 /// Every page and the live updates.
@@ -202,4 +233,5 @@ pub fn router(web: Web) -> axum::Router {
         .route("/live", axum::routing::get(live::socket))
         .merge(session::router())
         .with_state(web)
+        .layer(axum::middleware::map_response(page_headers))
 }

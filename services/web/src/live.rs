@@ -6,9 +6,13 @@
 //! queries' own rule, [`PlayScope::admits`]). Events are fire and forget, so
 //! a page never relies on them alone: it connects with the last play it
 //! shows (`/live?after=<id>`), first gets every play it may see recorded
-//! since (from the store), and then the live ones; after a reconnect it
-//! catches up the same way, and a page that fell behind the hub catches up
-//! from the store too.
+//! since (from the store, from a little before that id: plays commit out of
+//! id order, and the page shows each id once), and then the live ones;
+//! after a reconnect it catches up the same way, and a page that fell
+//! behind the hub catches up from the store too. A page that missed more
+//! than a catch-up sends is told to reload. The session is checked again at
+//! every ping: a page whose session ended (signed out, a new password, a
+//! disabled user) is closed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +35,7 @@ use crate::view::{View, Viewer, length};
 pub const ALLOWANCE: Duration = Duration::from_secs(60);
 /// Plays the hub holds for pages that are slow to take them.
 const BACKLOG: usize = 1024;
-/// Most plays one catch-up sends (a page that was away longer reloads).
+/// Plays a catch-up reads at a time.
 const CATCH_UP: u32 = 200;
 
 /// The replica's open pages and the plays for them.
@@ -127,17 +131,41 @@ pub async fn socket(
     viewer: Viewer,
     Query(q): Query<LiveQuery>,
     upgrade: WebSocketUpgrade,
+    headers: axum::http::HeaderMap,
 ) -> Response {
+    // Browsers send the page's origin: a page of another site (which the
+    // session cookie would otherwise follow) is refused.
+    if !same_origin(&headers) {
+        return hendu_service::auth::forbidden("open this site's live updates from another site")
+            .into_response();
+    }
     let Ok(permit) = web.live.sockets.clone().try_acquire_owned() else {
         return hendu_service::error::busy(Duration::from_secs(5)).into_response();
     };
     let ping = web.config.ping_every;
     upgrade
         .max_message_size(4096)
+        .max_frame_size(4096)
         .on_upgrade(move |ws| async move {
             let _permit = permit;
             follow(ws, web, view, viewer, q.after, ping).await;
         })
+}
+
+/// Whether the request's `Origin`, if it has one, is this site (its `Host`).
+fn same_origin(headers: &axum::http::HeaderMap) -> bool {
+    let Some(origin) = headers.get(axum::http::header::ORIGIN) else {
+        return true;
+    };
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok());
+    let origin_host = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, rest)| rest);
+    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
 }
 
 /// A play as the page shows it.
@@ -157,6 +185,76 @@ pub fn message(view: View, r: &PlayRow) -> String {
     .to_string()
 }
 
+/// Plays before the page's last one that a catch-up sends again: ids are
+/// taken when a play is written, but plays are committed (and announced)
+/// in any order across sources and filter replicas, so a smaller id can
+/// come after a larger one. The page shows each id once.
+const OVERLAP: i64 = 64;
+/// Ids a socket remembers having sent.
+const REMEMBERED: usize = 4096;
+/// A send that takes longer (a page that does not read) ends the socket.
+const SEND_WITHIN: Duration = Duration::from_secs(10);
+
+/// What one socket has sent, by id (bounded).
+#[derive(Debug, Default)]
+struct Sent {
+    ids: std::collections::HashSet<i64>,
+    order: std::collections::VecDeque<i64>,
+    highest: i64,
+}
+
+impl Sent {
+    /// False if `id` was sent already.
+    fn add(&mut self, id: i64) -> bool {
+        if !self.ids.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > REMEMBERED
+            && let Some(old) = self.order.pop_front()
+        {
+            self.ids.remove(&old);
+        }
+        self.highest = self.highest.max(id);
+        true
+    }
+}
+
+/// Why a socket ended early.
+enum Ended {
+    /// The page went away or stopped reading.
+    Gone,
+    /// More was missed than a catch-up sends: the page must reload.
+    Reload,
+}
+
+async fn send(ws: &mut WebSocket, text: String) -> Result<(), Ended> {
+    match tokio::time::timeout(SEND_WITHIN, ws.send(Message::Text(text.into()))).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(Ended::Gone),
+    }
+}
+
+async fn close(ws: &mut WebSocket, code: u16, reason: &'static str) {
+    let frame = axum::extract::ws::CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let _ = tokio::time::timeout(SEND_WITHIN, ws.send(Message::Close(Some(frame)))).await;
+}
+
+/// Whether the viewer's session still stands (not signed out, expired,
+/// ended by a new password, its user disabled).
+async fn still_signed_in(web: &Web, viewer: &Viewer) -> bool {
+    let rel = &web.storage.relational;
+    match rel.session(&viewer.digest).await {
+        Ok(Some(_)) => matches!(rel.user(viewer.user.id).await, Ok(Some(u)) if !u.disabled),
+        Ok(None) => false,
+        // A store that does not answer ends nothing; the next ping asks again.
+        Err(_) => true,
+    }
+}
+
 async fn follow(
     mut ws: WebSocket,
     web: Web,
@@ -165,85 +263,114 @@ async fn follow(
     after: i64,
     ping: Duration,
 ) {
+    if let Err(Ended::Reload) = run(&mut ws, &web, view, &viewer, after, ping).await {
+        let _ = send(&mut ws, r#"{"reload":true}"#.to_owned()).await;
+        close(
+            &mut ws,
+            axum::extract::ws::close_code::NORMAL,
+            "reload the page",
+        )
+        .await;
+    }
+}
+
+/// Serves one socket until it ends.
+async fn run(
+    ws: &mut WebSocket,
+    web: &Web,
+    view: View,
+    viewer: &Viewer,
+    after: i64,
+    ping: Duration,
+) -> Result<(), Ended> {
     let scope = viewer.scope();
     // Subscribed before catching up, so nothing falls between the two.
     let mut plays = web.live.plays.subscribe();
-    let mut last = after;
-    if catch_up(&mut ws, &web, view, scope, &mut last)
-        .await
-        .is_err()
+    let mut sent = Sent {
+        highest: after,
+        ..Sent::default()
+    };
     {
-        return;
-    }
-    let mut pinger = tokio::time::interval(ping);
-    pinger.tick().await;
-    loop {
-        tokio::select! {
-            () = web.live.stop.cancelled() => {
-                let _ = ws.send(Message::Close(Some(axum::extract::ws::CloseFrame {
-                    code: axum::extract::ws::close_code::AWAY,
-                    reason: "the service is restarting".into(),
-                }))).await;
-                return;
-            }
-            _ = pinger.tick() => {
-                if ws.send(Message::Ping(Default::default())).await.is_err() {
-                    return;
+        let ws = &mut *ws;
+        catch_up(ws, web, view, scope, &mut sent, after).await?;
+        let mut pinger = tokio::time::interval(ping);
+        pinger.tick().await;
+        loop {
+            tokio::select! {
+                () = web.live.stop.cancelled() => {
+                    close(ws, axum::extract::ws::close_code::AWAY, "the service is restarting").await;
+                    return Err(Ended::Gone);
                 }
-            }
-            incoming = ws.recv() => match incoming {
-                // A page only listens; anything it sends is ignored.
-                Some(Ok(Message::Close(_)) | Err(_)) | None => return,
-                Some(Ok(_)) => {}
-            },
-            play = plays.recv() => match play {
-                Ok(row) => {
-                    if row.play.id > last && scope.admits(&row) {
-                        last = row.play.id;
-                        if ws.send(Message::Text(message(view, &row).into())).await.is_err() {
-                            return;
+                _ = pinger.tick() => {
+                    if !still_signed_in(web, viewer).await {
+                        close(ws, axum::extract::ws::close_code::POLICY, "signed out").await;
+                        return Err(Ended::Gone);
+                    }
+                    if tokio::time::timeout(SEND_WITHIN, ws.send(Message::Ping(Default::default()))).await.map_or(true, |r| r.is_err()) {
+                        return Err(Ended::Gone);
+                    }
+                }
+                incoming = ws.recv() => match incoming {
+                    // A page only listens; anything it sends is ignored.
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => return Err(Ended::Gone),
+                    Some(Ok(_)) => {}
+                },
+                play = plays.recv() => match play {
+                    Ok(row) => {
+                        if scope.admits(&row) && sent.add(row.play.id) {
+                            send(ws, message(view, &row)).await?;
                         }
                     }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    if catch_up(&mut ws, &web, view, scope, &mut last).await.is_err() {
-                        return;
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let from = sent.highest;
+                        catch_up(ws, web, view, scope, &mut sent, from).await?;
                     }
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
+                    Err(broadcast::error::RecvError::Closed) => return Err(Ended::Gone),
+                },
+            }
         }
     }
 }
 
-/// Sends the plays in `scope` recorded after `last`, oldest first.
+/// Rounds of a catch-up before the page is told to reload instead.
+const CATCH_UP_ROUNDS: usize = 5;
+
+/// Sends the plays in `scope` recorded after `after` (less [`OVERLAP`]),
+/// oldest first, that this socket has not sent.
 async fn catch_up(
     ws: &mut WebSocket,
     web: &Web,
     view: View,
     scope: PlayScope,
-    last: &mut i64,
-) -> Result<(), ()> {
-    let mut filter = PlayFilter::scoped(scope);
-    filter.after = Some(*last);
-    let page = PlayPage {
-        order: PlayOrder::Recorded,
-        descending: false,
-        offset: 0,
-        limit: CATCH_UP,
-    };
-    let rows = match web.storage.relational.play_rows(&filter, page).await {
-        Ok(rows) => rows,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot catch a live page up");
+    sent: &mut Sent,
+    after: i64,
+) -> Result<(), Ended> {
+    let mut from = after.saturating_sub(OVERLAP).max(0);
+    for _ in 0..CATCH_UP_ROUNDS {
+        let mut filter = PlayFilter::scoped(scope);
+        filter.after = Some(from);
+        let page = PlayPage {
+            order: PlayOrder::Recorded,
+            descending: false,
+            offset: 0,
+            limit: CATCH_UP,
+        };
+        let rows = match web.storage.relational.play_rows(&filter, page).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot catch a live page up; it reloads");
+                return Err(Ended::Reload);
+            }
+        };
+        for row in &rows {
+            from = row.play.id;
+            if sent.add(row.play.id) {
+                send(ws, message(view, row)).await?;
+            }
+        }
+        if rows.len() < CATCH_UP as usize {
             return Ok(());
         }
-    };
-    for row in rows {
-        *last = row.play.id;
-        ws.send(Message::Text(message(view, &row).into()))
-            .await
-            .map_err(|_| ())?;
     }
-    Ok(())
+    Err(Ended::Reload)
 }

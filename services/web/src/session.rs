@@ -141,12 +141,10 @@ pub struct NextQuery {
     next: Option<String>,
 }
 
-/// Only a path of this site (never `//elsewhere` or `https://...`).
+/// Where to go after signing in: a path of this site, or the dashboard.
 fn local_path(next: Option<&str>) -> &str {
-    match next {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p,
-        _ => "/dashboard",
-    }
+    next.and_then(crate::view::site_path)
+        .unwrap_or("/dashboard")
 }
 
 /// Percent-encodes a path for a query parameter.
@@ -161,14 +159,19 @@ pub fn encode(s: &str) -> String {
         .collect()
 }
 
-fn set_cookie(web: &Web, name: &str, value: &str, max_age_s: i64) -> HeaderValue {
+/// A cookie of this site; without `max_age_s` it lasts until the browser
+/// closes (the session cookie: the store ends an idle session, and a
+/// lifetime fixed at sign-in could not follow the sliding expiry).
+fn set_cookie(web: &Web, name: &str, value: &str, max_age_s: Option<i64>) -> HeaderValue {
     let secure = if web.config.secure_cookies {
         "; Secure"
     } else {
         ""
     };
-    let line =
-        format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_s}{secure}");
+    let age = max_age_s
+        .map(|s| format!("; Max-Age={s}"))
+        .unwrap_or_default();
+    let line = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax{age}{secure}");
     HeaderValue::from_str(&line).unwrap_or_else(|_| HeaderValue::from_static("x=; Max-Age=0"))
 }
 
@@ -207,7 +210,7 @@ async fn sign_in_form(
     let mut response = form(view, &token, &next, "", None);
     response.headers_mut().append(
         header::SET_COOKIE,
-        set_cookie(&web, FORM_COOKIE, &token, 3600),
+        set_cookie(&web, FORM_COOKIE, &token, Some(3600)),
     );
     response
 }
@@ -271,7 +274,10 @@ async fn sign_in(
             let mut r = Redirect::to(&next).into_response();
             let headers = r.headers_mut();
             headers.append(header::SET_COOKIE, cookie);
-            headers.append(header::SET_COOKIE, set_cookie(&web, FORM_COOKIE, "", 0));
+            headers.append(
+                header::SET_COOKIE,
+                set_cookie(&web, FORM_COOKIE, "", Some(0)),
+            );
             r
         }
         Err(e) => error_page(view, None, e),
@@ -294,12 +300,7 @@ pub async fn start_session(web: &Web, user: &User) -> Result<HeaderValue, PageEr
         expires_at: now + idle,
     };
     web.storage.relational.add_session(&session).await?;
-    Ok(set_cookie(
-        web,
-        SESSION_COOKIE,
-        &secret,
-        idle.whole_seconds(),
-    ))
+    Ok(set_cookie(web, SESSION_COOKIE, &secret, None))
 }
 
 #[derive(Debug, Deserialize)]
@@ -320,8 +321,10 @@ async fn sign_out(
         return error_page(view, Some(&viewer), e.into());
     }
     let mut r = Redirect::to("/sign-in").into_response();
-    r.headers_mut()
-        .append(header::SET_COOKIE, set_cookie(&web, SESSION_COOKIE, "", 0));
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(&web, SESSION_COOKIE, "", Some(0)),
+    );
     r
 }
 
@@ -348,6 +351,17 @@ mod tests {
         assert_eq!(local_path(Some("//evil.example")), "/dashboard");
         assert_eq!(local_path(Some("https://evil.example")), "/dashboard");
         assert_eq!(local_path(Some("/\\evil.example")), "/dashboard");
+        assert_eq!(
+            local_path(Some("/\t/evil.example")),
+            "/dashboard",
+            "browsers drop tabs"
+        );
+        assert_eq!(local_path(Some("/\n/evil.example")), "/dashboard");
+        assert_eq!(
+            local_path(Some("/plays?source=radio:3&from=2026-11-01")),
+            "/plays?source=radio:3&from=2026-11-01"
+        );
+        assert_eq!(local_path(Some("/pláys")), "/dashboard");
         assert_eq!(local_path(None), "/dashboard");
         assert_eq!(encode("/plays?a=1&b"), "/plays%3Fa%3D1%26b");
     }

@@ -70,6 +70,17 @@ impl Lang {
     }
 }
 
+/// `p` if it is a path of this site that is safe to redirect to: it starts
+/// with one `/`, and holds only the characters of a plain path and query
+/// (no `//`, backslash, control character, space or non-ASCII, which a
+/// browser might turn into another site's address).
+pub fn site_path(p: &str) -> Option<&str> {
+    let plain = p
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/_.~%?=&:+,-".contains(&b));
+    (plain && p.starts_with('/') && !p.starts_with("//") && p.len() <= 2048).then_some(p)
+}
+
 /// The value of cookie `name` in a request's headers.
 pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
@@ -281,7 +292,7 @@ pub async fn language(
         .and_then(|r| {
             let host = headers.get(axum::http::header::HOST)?.to_str().ok()?;
             let rest = r.split_once("://")?.1.strip_prefix(host)?;
-            rest.starts_with('/').then(|| rest.to_owned())
+            site_path(rest).map(str::to_owned)
         })
         .unwrap_or_else(|| "/".to_owned());
     let mut r = Redirect::to(&back).into_response();

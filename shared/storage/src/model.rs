@@ -200,7 +200,8 @@ pub fn isrc_code(isrc: Option<&str>) -> Result<Option<String>, ValidationError> 
         .filter(|c| *c != '-')
         .collect::<String>()
         .to_ascii_uppercase();
-    let shaped = code.len() == 12
+    let shaped = code.is_ascii()
+        && code.len() == 12
         && code[..2].bytes().all(|b| b.is_ascii_uppercase())
         && code[2..5].bytes().all(|b| b.is_ascii_alphanumeric())
         && code[5..].bytes().all(|b| b.is_ascii_digit());
@@ -1200,6 +1201,7 @@ mod tests {
         assert_eq!(isrc_code(None).unwrap(), None);
         for bad in [
             "PYA1B260004",
+            "Aé345678901",
             "1YA1B2600042",
             "PYA1B26000X2",
             "PY-A1B-26-000421",

@@ -242,7 +242,7 @@ pub fn latest_table(view: View, rows: &[PlayRow], after: i64) -> Markup {
             }
             tbody {
                 @for r in rows {
-                    tr {
+                    tr data-play=(r.play.id) {
                         td { a href={ "/plays/" (r.play.id) } { (view.when(r.play.started_at)) } }
                         td { (r.title) @if let Some(a) = &r.artist { " · " (a) } }
                         td { (r.source_name) }

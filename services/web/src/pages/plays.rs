@@ -245,7 +245,8 @@ pub fn csv_line(view: View, r: &PlayRow) -> String {
 
 /// The filtered plays as CSV, in the order they were recorded, written as
 /// they are read (a batch at a time, each read continuing from the last
-/// play of the one before), at most [`CSV_MAX`] rows.
+/// play of the one before); more than [`CSV_MAX`] plays are refused (400)
+/// before anything is written.
 pub async fn csv(
     State(web): State<Web>,
     view: View,
@@ -256,6 +257,24 @@ pub async fn csv(
         Ok(f) => f,
         Err(e) => return error_page(view, Some(&viewer), e),
     };
+    match web.storage.relational.count_plays(&filter).await {
+        Ok(n) if n > CSV_MAX => {
+            let e = PageError::BadInput(format!(
+                "{n} {} {CSV_MAX}; {}",
+                view.t(
+                    "plays are more than one file holds:",
+                    "reproducciones son más de las que caben en un archivo:"
+                ),
+                view.t(
+                    "choose a shorter period or one source",
+                    "elija un período más corto o una fuente"
+                ),
+            ));
+            return error_page(view, Some(&viewer), e);
+        }
+        Ok(_) => {}
+        Err(e) => return error_page(view, Some(&viewer), e.into()),
+    }
     struct Cursor {
         web: Web,
         filter: PlayFilter,

@@ -15,7 +15,7 @@ use crate::Web;
 use crate::error::{PageError, error_page};
 use crate::pages::filters::{Choices, Filters, download};
 use crate::pages::plays::{cell, seconds};
-use crate::view::{View, Viewer, clock, day, length, page};
+use crate::view::{View, Viewer, clock, day, length, page, parse_day};
 
 /// Plays listed on the report's page (the files have them all).
 const ON_PAGE: u32 = 500;
@@ -38,11 +38,16 @@ fn period(view: View, q: &ReportQuery) -> (String, String) {
     let first_of_month = today.replace_day(1).unwrap_or(today);
     let last_month_end = first_of_month.previous_day().unwrap_or(today);
     let last_month_start = last_month_end.replace_day(1).unwrap_or(last_month_end);
+    // Written back as understood (a day that does not parse is kept for
+    // the filter to refuse by name).
     let or = |v: &Option<String>, d: Date| {
         v.as_deref()
             .map(str::trim)
             .filter(|s| !s.is_empty())
-            .map_or_else(|| day(d), str::to_owned)
+            .map_or_else(
+                || day(d),
+                |s| parse_day(s).map_or_else(|| s.to_owned(), day),
+            )
     };
     (or(&q.from, last_month_start), or(&q.to, last_month_end))
 }
@@ -92,8 +97,15 @@ async fn report(
                 |t| t.label,
             ),
     };
-    let plays = tracks.iter().map(|t| t.plays).sum();
-    let seconds = tracks.iter().map(|t| t.seconds).sum();
+    // Over every play (the list of tracks may be cut short): by source,
+    // of which there are far fewer.
+    let by_source = web
+        .storage
+        .relational
+        .play_totals(&filter, Grouping::Source, 0, u32::MAX)
+        .await?;
+    let plays = by_source.iter().map(|t| t.plays).sum();
+    let seconds = by_source.iter().map(|t| t.seconds).sum();
     Ok((
         Report {
             filters,
@@ -275,6 +287,16 @@ pub async fn xlsx(
     viewer: Viewer,
     Query(q): Query<ReportQuery>,
 ) -> Response {
+    // A workbook is built whole in memory: a few at a time per replica.
+    let Ok(_building) = web.workbooks.clone().try_acquire_owned() else {
+        return error_page(
+            view,
+            Some(&viewer),
+            PageError::Api(hendu_service::error::busy(std::time::Duration::from_secs(
+                5,
+            ))),
+        );
+    };
     let built = async {
         let (r, filter) = report(&web, view, &viewer, &q).await?;
         if r.plays > u64::from(XLSX_MAX) {
