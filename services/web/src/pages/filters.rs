@@ -3,8 +3,9 @@
 //! and files to save.
 
 use axum::response::{IntoResponse, Response};
+use hendu_storage::model::MusicState;
 use hendu_storage::model::Source;
-use hendu_storage::queries::{Grouping, PlayFilter, PlayTotal};
+use hendu_storage::queries::{Grouping, PlayFilter, PlayScope, PlayTotal};
 use serde::Deserialize;
 use time::{OffsetDateTime, Time};
 
@@ -131,8 +132,32 @@ impl Choices {
     pub async fn of(web: &Web, viewer: &Viewer) -> Result<Self, PageError> {
         let all = PlayFilter::scoped(viewer.scope());
         let rel = &web.storage.relational;
+        // A musician's tracks and the catalogue are in `musics`, read by
+        // index; an operator's tracks are the ones heard on their stations.
+        let catalogue = match viewer.scope() {
+            PlayScope::OwnedBy(owner) => Some(
+                rel.musics_owned(owner, MusicState::Ready, 0, CHOICES)
+                    .await?,
+            ),
+            PlayScope::Everything => Some(rel.musics(MusicState::Ready, 0, CHOICES).await?),
+            PlayScope::OperatedBy(_) => None,
+        };
+        let tracks = match catalogue {
+            Some(musics) => musics
+                .into_iter()
+                .map(|m| PlayTotal {
+                    key: m.id.to_string(),
+                    label: m.title,
+                    plays: 0,
+                    seconds: 0.0,
+                    artist: m.artist,
+                    isrc: m.isrc,
+                })
+                .collect(),
+            None => rel.play_totals(&all, Grouping::Track, 0, CHOICES).await?,
+        };
         Ok(Self {
-            tracks: rel.play_totals(&all, Grouping::Track, 0, CHOICES).await?,
+            tracks,
             sources: rel.play_totals(&all, Grouping::Source, 0, CHOICES).await?,
             locations: rel
                 .play_totals(&all, Grouping::Location, 0, CHOICES)

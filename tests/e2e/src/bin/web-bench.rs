@@ -300,7 +300,10 @@ async fn main() -> Result<()> {
         ],
     )
     .await?;
-    let http = reqwest::Client::new();
+    // The sign-in answers with a redirect that carries the cookie.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
     let musician = sign_in(&http, &web.base, &world.musician).await?;
     let admin = sign_in(&http, &web.base, "admin@bench.hendu").await?;
     let operator = sign_in(&http, &web.base, "operator@bench.hendu").await?;
