@@ -4,9 +4,9 @@
 # embedded store for a demo musician, identify clips (clean, noisy, 2% fast,
 # and one that is not in the catalogue), scan a mix of them into a timeline
 # of plays; then the product: `hendu serve` with a radio station (a local
-# Icecast server playing the mix around the clock) and a sensor device
-# (`hendu-sensor` sending clips in real time), and the web pages, where the
-# musician sees the plays arrive. Ctrl-C stops it all.
+# Icecast server playing the catalogue around the clock) and a sensor device
+# (`hendu-sensor` sending what it hears in real time), and the web pages,
+# where the musician sees the plays arrive. Ctrl-C stops it all.
 # Usage: scripts/demo.sh            (data goes to .demo/, or $HENDU_DEMO_DIR)
 #        HENDU_DEMO_SERVE=0 scripts/demo.sh   (stop after the scan)
 #        HENDU_DEMO_ADDR=0.0.0.0:8080 scripts/demo.sh   (serve beyond this machine)
@@ -92,6 +92,18 @@ echo "(expected: $(basename "${CATALOGUE[3]}" .ogg) 0:00-0:40, $(basename "${CAT
 [ "$SERVE" = 0 ] && exit 0
 
 echo "== the product: hendu serve, a station and a device"
+# What the station broadcasts and what the sensor hears: the catalogue's
+# tracks whole (a play needs about a minute of a track), one after another.
+concat() { # OUT IN...
+  local out=$1; shift
+  local inputs=() i=0 chain=""
+  for f in "$@"; do inputs+=(-i "$f"); chain+="[$i:a]"; i=$((i + 1)); done
+  [ -f "$out" ] || ff "${inputs[@]}" -filter_complex "${chain}concat=n=$i:v=0:a=1" "$out"
+}
+concat "$DATA/station.ogg" "${CATALOGUE[@]}"
+mapfile -t REVERSED < <(printf '%s\n' "${CATALOGUE[@]}" | tac)
+mkdir -p "$DATA/event"
+concat "$DATA/event/set.ogg" "${REVERSED[@]}"
 PIDS=()
 stop() { kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap stop EXIT
@@ -122,7 +134,7 @@ cat >"$RUN/icecast.xml" <<XML
 XML
 icecast2 -c "$RUN/icecast.xml" >/dev/null 2>&1 & PIDS+=($!)
 sleep 1
-ffmpeg -nostdin -loglevel error -re -stream_loop -1 -i "$DATA/mix.ogg" -c:a libmp3lame -b:a 128k \
+ffmpeg -nostdin -loglevel error -re -stream_loop -1 -i "$DATA/station.ogg" -c:a libmp3lame -b:a 128k \
   -content_type audio/mpeg -f mp3 "icecast://source:demo-source@127.0.0.1:$ICECAST_PORT/demo.mp3" \
   >"$RUN/ffmpeg.log" 2>&1 & PIDS+=($!)
 
@@ -146,20 +158,20 @@ if [ -n "$RADIO_ID" ]; then
 else
   api -d "$STATION" "$BASE/v1/radios" >/dev/null
 fi
-# A sensor at an event, sending what it hears (the clips, looping) every 30 s.
+# A sensor at an event, sending what it hears (the catalogue backwards, looping) every 30 s.
 IMEI=490154203237518
 SECRET=$(api -d "{\"imei\": \"$IMEI\", \"name\": \"Stage left\", \"location\": \"Encarnación\"}" \
   "$BASE/v1/devices" | jq -r .secret) ||
   SECRET=$(api -X PATCH -d '{"rotate_secret": true}' "$BASE/v1/devices/$IMEI" | jq -r .secret)
-"$SENSOR" --device "$IMEI:$SECRET" --to "$V2_ADDR" --realtime --samples 100000 "$C" \
+"$SENSOR" --device "$IMEI:$SECRET" --to "$V2_ADDR" --realtime --samples 100000 "$DATA/event" \
   >"$RUN/sensor.log" 2>&1 & PIDS+=($!)
 
 cat <<EOF
 
-HENDU is running at $BASE/ with a radio station (Radio Demo, the mix above in a
-loop) and a sensor device (Stage left, the clips). Plays appear about a minute
-after a track ends: samples are 30 s long, and the filter decides a play with
-the sample after it.
+HENDU is running at $BASE/ with a radio station (Radio Demo, playing the
+catalogue in a loop) and a sensor device (Stage left, hearing it backwards).
+Plays appear about a minute after a track ends: samples are 30 s long, and
+the filter decides a play with the sample after it.
 
   Sign in as the musician:  $MUSICIAN / $MUSICIAN_PASSWORD
              the operator:  $OPERATOR / $OPERATOR_PASSWORD  (the station's reports)

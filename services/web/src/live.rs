@@ -143,9 +143,13 @@ pub async fn socket(
         return hendu_service::error::busy(Duration::from_secs(5)).into_response();
     };
     let ping = web.config.ping_every;
+    // A page sends nothing but control frames, and is sent small messages:
+    // small buffers (the defaults of 128 KiB each way cost that per page).
     upgrade
         .max_message_size(4096)
         .max_frame_size(4096)
+        .read_buffer_size(4096)
+        .write_buffer_size(4096)
         .on_upgrade(move |ws| async move {
             let _permit = permit;
             follow(ws, web, view, viewer, q.after, ping).await;
