@@ -105,10 +105,15 @@ mapfile -t REVERSED < <(printf '%s\n' "${CATALOGUE[@]}" | tac)
 mkdir -p "$DATA/event"
 concat "$DATA/event/set.ogg" "${REVERSED[@]}"
 PIDS=()
-stop() { kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+stop() {
+  for pid in "${PIDS[@]}"; do pkill -P "$pid" 2>/dev/null || true; done
+  kill "${PIDS[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
 trap stop EXIT
 trap 'exit 0' INT TERM
 RUN="$DATA/run"; rm -rf "$RUN"; mkdir -p "$RUN/icecast"
+RUN=$(cd "$RUN" && pwd)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 # A radio station: Icecast on a free port, ffmpeg playing the mix in a loop.
 ICECAST_PORT=$(free_port)
@@ -126,17 +131,22 @@ cat >"$RUN/icecast.xml" <<XML
     <admin-user>admin</admin-user><admin-password>demo-admin</admin-password></authentication>
   <hostname>127.0.0.1</hostname>
   <listen-socket><port>$ICECAST_PORT</port><bind-address>127.0.0.1</bind-address></listen-socket>
-  <paths><logdir>$PWD/$RUN/icecast</logdir><webroot>/usr/share/icecast2/web</webroot>
+  <paths><logdir>$RUN/icecast</logdir><webroot>/usr/share/icecast2/web</webroot>
     <adminroot>/usr/share/icecast2/admin</adminroot></paths>
   <logging><accesslog>access.log</accesslog><errorlog>error.log</errorlog><loglevel>2</loglevel></logging>
   $SECURITY
 </icecast>
 XML
-icecast2 -c "$RUN/icecast.xml" >/dev/null 2>&1 & PIDS+=($!)
-sleep 1
-ffmpeg -nostdin -loglevel error -re -stream_loop -1 -i "$DATA/station.ogg" -c:a libmp3lame -b:a 128k \
-  -content_type audio/mpeg -f mp3 "icecast://source:demo-source@127.0.0.1:$ICECAST_PORT/demo.mp3" \
-  >"$RUN/ffmpeg.log" 2>&1 & PIDS+=($!)
+icecast2 -c "$RUN/icecast.xml" >"$RUN/icecast.log" 2>&1 & PIDS+=($!)
+for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$ICECAST_PORT/" && break; sleep 0.2; done
+curl -s -o /dev/null "http://127.0.0.1:$ICECAST_PORT/" ||
+  { echo "error: icecast2 did not start; see $RUN/icecast.log and $RUN/icecast/" >&2; exit 1; }
+# The station's source, started again should it stop.
+(while true; do
+  ffmpeg -nostdin -loglevel error -re -stream_loop -1 -i "$DATA/station.ogg" -c:a libmp3lame -b:a 128k \
+    -content_type audio/mpeg -f mp3 "icecast://source:demo-source@127.0.0.1:$ICECAST_PORT/demo.mp3"
+  sleep 2
+done) >"$RUN/ffmpeg.log" 2>&1 & PIDS+=($!)
 
 # HENDU itself: every service and the web pages on one port; sensors' v2 on another.
 V2_ADDR="${ADDR%:*}:$(free_port)"
