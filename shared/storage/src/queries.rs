@@ -291,8 +291,15 @@ impl PlaySql {
         };
         args.push(Arg::Int(i64::from(page.limit)));
         args.push(Arg::Int(i64::from(page.offset)));
+        // MySQL would rather read `musics` first and sort every joined play
+        // to find the first page (33 s for a page of a million plays);
+        // reading the plays first, in the order's index, takes milliseconds.
+        let columns = match dialect {
+            Dialect::MySql => ROW_COLUMNS.replacen("SELECT ", "SELECT STRAIGHT_JOIN ", 1),
+            Dialect::Sqlite => ROW_COLUMNS.to_owned(),
+        };
         Self {
-            sql: format!("{ROW_COLUMNS}{FROM}{wh} ORDER BY {order} LIMIT ? OFFSET ?"),
+            sql: format!("{columns}{FROM}{wh} ORDER BY {order} LIMIT ? OFFSET ?"),
             args,
         }
     }

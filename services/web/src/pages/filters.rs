@@ -156,15 +156,66 @@ impl Choices {
                 .collect(),
             None => rel.play_totals(&all, Grouping::Track, 0, CHOICES).await?,
         };
+        // An administrator's sources are every station and device, and an
+        // operator's their stations: read from their tables, not from the
+        // plays. A musician's are only those their tracks were heard on.
+        let choice = |key: String, label: &str| PlayTotal {
+            key,
+            label: label.to_owned(),
+            plays: 0,
+            seconds: 0.0,
+            artist: None,
+            isrc: None,
+        };
+        let listed = match viewer.scope() {
+            PlayScope::OwnedBy(_) => None,
+            PlayScope::Everything => {
+                let mut sources = Vec::new();
+                for r in rel.radios().await? {
+                    sources.push((Source::Radio(r.id), r.name, r.location));
+                }
+                for d in rel.devices(0, CHOICES).await? {
+                    sources.push((Source::Device(d.id), d.name, d.location));
+                }
+                Some(sources)
+            }
+            PlayScope::OperatedBy(operator) => Some(
+                rel.radios()
+                    .await?
+                    .into_iter()
+                    .filter(|r| r.owner == Some(operator))
+                    .map(|r| (Source::Radio(r.id), r.name, r.location))
+                    .collect(),
+            ),
+        };
+        let (sources, locations) = match listed {
+            Some(listed) => {
+                let mut places: Vec<String> =
+                    listed.iter().filter_map(|(_, _, l)| l.clone()).collect();
+                places.sort();
+                places.dedup();
+                (
+                    listed
+                        .iter()
+                        .take(CHOICES as usize)
+                        .map(|(s, name, _)| choice(source_key(*s), name))
+                        .collect(),
+                    places.iter().map(|l| choice(l.clone(), l)).collect(),
+                )
+            }
+            None => (
+                rel.play_totals(&all, Grouping::Source, 0, CHOICES).await?,
+                rel.play_totals(&all, Grouping::Location, 0, CHOICES)
+                    .await?
+                    .into_iter()
+                    .filter(|t| !t.key.is_empty())
+                    .collect(),
+            ),
+        };
         Ok(Self {
             tracks,
-            sources: rel.play_totals(&all, Grouping::Source, 0, CHOICES).await?,
-            locations: rel
-                .play_totals(&all, Grouping::Location, 0, CHOICES)
-                .await?
-                .into_iter()
-                .filter(|t| !t.key.is_empty())
-                .collect(),
+            sources,
+            locations,
         })
     }
 }
