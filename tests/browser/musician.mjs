@@ -8,8 +8,7 @@
 // Prints `OPEN` once the dashboard is open, then `LIVE <play id> <epoch ms>`
 // when the first play appears on it without a reload; exits non-zero on any
 // failed check.
-import { chromium } from "playwright-core";
-import AxeBuilder from "@axe-core/playwright";
+import { accessible, check, launch, newPage } from "./common.mjs";
 import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 
@@ -19,37 +18,9 @@ const password = process.env.HENDU_PASSWORD;
 const shots = process.env.HENDU_SCREENSHOTS || "target/screenshots";
 mkdirSync(shots, { recursive: true });
 
-function check(ok, what) {
-  if (!ok) {
-    throw new Error("check failed: " + what);
-  }
-}
-
-/** No serious or critical accessibility violation on the page. */
-async function accessible(page, name) {
-  const results = await new AxeBuilder({ page }).analyze();
-  const bad = results.violations.filter((v) => v.impact === "serious" || v.impact === "critical");
-  for (const v of bad) {
-    console.error(`${name}: ${v.impact} ${v.id}: ${v.help} (${v.nodes.length} elements)`);
-    for (const n of v.nodes.slice(0, 3)) console.error("   " + n.target.join(" "));
-  }
-  check(bad.length === 0, `${name} has no serious or critical accessibility violations`);
-  console.error(`${name}: accessible (${results.passes.length} rules passed)`);
-}
-
-const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-background-networking"],
-});
+const browser = await launch();
 try {
-  const context = await browser.newContext({
-    acceptDownloads: true,
-    locale: "en-GB",
-    timezoneId: "America/Asuncion",
-    viewport: { width: 1280, height: 900 },
-  });
-  const page = await context.newPage();
-  page.on("pageerror", (e) => console.error("page error: " + e.message));
+  const page = await newPage(browser);
 
   // Signing in.
   await page.goto(base + "/");

@@ -5,8 +5,7 @@
 // Environment: HENDU_WEB, HENDU_OPERATOR_EMAIL / HENDU_OPERATOR_PASSWORD,
 // HENDU_ADMIN_EMAIL / HENDU_ADMIN_PASSWORD, HENDU_IMEI (a registered,
 // enabled device), HENDU_SCREENSHOTS. Exits non-zero on any failed check.
-import { chromium } from "playwright-core";
-import AxeBuilder from "@axe-core/playwright";
+import { accessible, check, launch, newPage } from "./common.mjs";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 
@@ -14,30 +13,8 @@ const base = process.env.HENDU_WEB;
 const shots = process.env.HENDU_SCREENSHOTS || "target/screenshots";
 const imei = process.env.HENDU_IMEI;
 
-function check(ok, what) {
-  if (!ok) throw new Error("check failed: " + what);
-}
-
-async function accessible(page, name) {
-  const results = await new AxeBuilder({ page }).analyze();
-  const bad = results.violations.filter((v) => v.impact === "serious" || v.impact === "critical");
-  for (const v of bad) {
-    console.error(`${name}: ${v.impact} ${v.id}: ${v.help} (${v.nodes.length} elements)`);
-    for (const n of v.nodes.slice(0, 3)) console.error("   " + n.target.join(" "));
-  }
-  check(bad.length === 0, `${name} has no serious or critical accessibility violations`);
-  console.error(`${name}: accessible (${results.passes.length} rules passed)`);
-}
-
 async function signIn(browser, email, password) {
-  const context = await browser.newContext({
-    acceptDownloads: true,
-    locale: "en-GB",
-    timezoneId: "America/Asuncion",
-    viewport: { width: 1280, height: 900 },
-  });
-  const page = await context.newPage();
-  page.on("pageerror", (e) => console.error("page error: " + e.message));
+  const page = await newPage(browser);
   await page.goto(base + "/sign-in");
   await page.fill("#email", email);
   await page.fill("#password", password);
@@ -51,10 +28,7 @@ async function download(page, text) {
   return readFileSync(await file.path());
 }
 
-const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-background-networking"],
-});
+const browser = await launch();
 try {
   // The operator: a report of their stations for a period, as files.
   const operator = await signIn(browser, process.env.HENDU_OPERATOR_EMAIL, process.env.HENDU_OPERATOR_PASSWORD);
