@@ -9,8 +9,13 @@
 #   axe-core from npm (tests/browser/package-lock.json).
 # - MongoDB protocol: secantusdb from PyPI, in the project's .venv, on a free
 #   port with in-memory storage; stopped when the tests end.
+# - The API's test tools: schemathesis and openapi-spec-validator from PyPI,
+#   in the same .venv.
 
 SECANTUS_VERSION="0.7.0b3"
+# The API's end-to-end test: the OpenAPI document validated, then fuzzed.
+SCHEMATHESIS_VERSION="4.32.5"
+SPEC_VALIDATOR_VERSION="0.9.0"
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -56,6 +61,12 @@ ensure_secantus() {
     echo "   installing secantusdb $SECANTUS_VERSION into $venv"
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check --pre "secantusdb==$SECANTUS_VERSION"
+  fi
+  if ! [ -x "$venv/bin/schemathesis" ] || ! [ -x "$venv/bin/openapi-spec-validator" ] ||
+    ! "$venv/bin/schemathesis" --version | grep -q "$SCHEMATHESIS_VERSION"; then
+    echo "   installing schemathesis $SCHEMATHESIS_VERSION and openapi-spec-validator into $venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check \
+      "schemathesis==$SCHEMATHESIS_VERSION" "openapi-spec-validator==$SPEC_VALIDATOR_VERSION"
   fi
   SECANTUS_PORT=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   mkdir -p target

@@ -20,8 +20,17 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The devices API's part of the OpenAPI document (with a sensor's sample upload).
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    paths(register, one, change, crate::samples::upload),
+    components(schemas(Registration, Change, DeviceView, WithSecret, crate::samples::Accepted)),
+    tags((name = "devices", description = "Sensor devices and their samples"))
+)]
+pub struct Api;
+
 /// A device as the API shows it (never its secret).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DeviceView {
     pub id: i64,
     pub imei: String,
@@ -52,7 +61,7 @@ impl From<Device> for DeviceView {
 }
 
 /// A device with its new secret: the only time the secret is shown.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct WithSecret {
     #[serde(flatten)]
     device: DeviceView,
@@ -60,13 +69,16 @@ struct WithSecret {
     secret: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A device to register; the server makes its secret.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Registration {
+    /// 15 digits with a valid Luhn check digit.
     imei: String,
     name: String,
     location: Option<String>,
     /// Refused with a clear message: secrets are the server's to make.
+    #[schema(value_type = Option<Object>)]
     secret: Option<serde_json::Value>,
 }
 
@@ -81,6 +93,10 @@ fn imei(s: &str) -> Result<Imei, ApiError> {
 
 const WHAT: &str = "manage devices";
 
+#[utoipa::path(post, path = "/v1/devices", operation_id = "register_device", tag = "devices", request_body = Registration, security(("token" = [])),
+    responses((status = 201, description = "Registered, with its secret (shown only now)", body = WithSecret), (status = 400, description = "A request or IMEI that cannot be read, named", body = hendu_service::openapi::ErrorBody), (status = 401, description = "No live token", body = hendu_service::openapi::ErrorBody), (status = 403, description = "Administrators only", body = hendu_service::openapi::ErrorBody),
+        (status = 409, description = "A device with this IMEI exists", body = hendu_service::openapi::ErrorBody),
+        (status = 422, description = "A field that is not valid, named", body = hendu_service::openapi::ErrorBody)))]
 async fn register(
     State(state): State<AppState>,
     principal: Principal,
@@ -124,6 +140,8 @@ async fn found(state: &AppState, imei: &Imei) -> Result<Device, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("no device has IMEI {}", imei.as_str())))
 }
 
+#[utoipa::path(get, path = "/v1/devices/{imei}", operation_id = "get_device", tag = "devices", params(("imei" = String, Path, description = "The device's IMEI")), security(("token" = [])),
+    responses((status = 200, description = "The device", body = DeviceView), (status = 400, description = "A request or IMEI that cannot be read, named", body = hendu_service::openapi::ErrorBody), (status = 401, description = "No live token", body = hendu_service::openapi::ErrorBody), (status = 403, description = "Administrators only", body = hendu_service::openapi::ErrorBody), (status = 404, description = "No device has this IMEI", body = hendu_service::openapi::ErrorBody),))]
 async fn one(
     State(state): State<AppState>,
     principal: Principal,
@@ -133,7 +151,8 @@ async fn one(
     Ok(Json(found(&state, &imei(&raw)?).await?.into()))
 }
 
-#[derive(Debug, Deserialize)]
+/// A change to a device.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Change {
     enabled: Option<bool>,
@@ -142,6 +161,8 @@ struct Change {
     rotate_secret: bool,
 }
 
+#[utoipa::path(patch, path = "/v1/devices/{imei}", operation_id = "change_device", tag = "devices", params(("imei" = String, Path, description = "The device's IMEI")), request_body = Change, security(("token" = [])),
+    responses((status = 200, description = "The device as changed, with a new secret if rotated", body = WithSecret), (status = 400, description = "A request or IMEI that cannot be read, named", body = hendu_service::openapi::ErrorBody), (status = 401, description = "No live token", body = hendu_service::openapi::ErrorBody), (status = 403, description = "Administrators only", body = hendu_service::openapi::ErrorBody), (status = 404, description = "No device has this IMEI", body = hendu_service::openapi::ErrorBody),))]
 async fn change(
     State(state): State<AppState>,
     principal: Principal,

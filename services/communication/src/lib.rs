@@ -197,6 +197,8 @@ pub fn install_with(
     };
     app.route(samples::router(state.clone()));
     app.route(devices::router(state.clone()));
+    app.document(<accounts::Api as utoipa::OpenApi>::openapi());
+    app.document(<devices::Api as utoipa::OpenApi>::openapi());
     app.route(accounts::router(AccountsState {
         storage: app.storage.clone(),
         auth: app.auth.clone(),

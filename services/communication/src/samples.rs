@@ -18,7 +18,6 @@ use hendu_service::ApiError;
 use hendu_service::audio;
 use hendu_service::auth::{client_addr, unauthorized};
 use hendu_storage::model::{Device, Imei};
-use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -33,8 +32,32 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// A sample taken in.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Accepted {
+    /// The sample's id: the same for the same device, instant and content.
+    sample_id: String,
+    /// True when this sample was already taken (a resend).
+    duplicate: bool,
+}
+
+/// A sensor's sample: audio (any format the engine decodes) or the
+/// device's own fingerprint (`application/vnd.hendu.fingerprint`).
+#[utoipa::path(post, path = "/v1/devices/{imei}/samples", operation_id = "upload_sample", tag = "devices",
+    params(("imei" = String, Path, description = "The device's IMEI"),
+        ("x-hendu-device-secret" = String, Header, description = "The device's secret"),
+        ("x-hendu-captured-at" = String, Header, description = "When the sample's audio began (RFC 3339)")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "Audio or a fingerprint"),
+    responses((status = 202, description = "Stored and queued for recognition", body = Accepted),
+        (status = 400, description = "A header or body that cannot be read, named", body = hendu_service::openapi::ErrorBody),
+        (status = 401, description = "Unknown device or wrong secret", body = hendu_service::openapi::ErrorBody),
+        (status = 403, description = "A disabled device", body = hendu_service::openapi::ErrorBody),
+        (status = 413, description = "Larger than HENDU_MAX_SAMPLE_BYTES", body = hendu_service::openapi::ErrorBody),
+        (status = 422, description = "Audio that cannot be decoded or is too long", body = hendu_service::openapi::ErrorBody),
+        (status = 429, description = "Too many failed attempts (Retry-After)", body = hendu_service::openapi::ErrorBody),
+        (status = 503, description = "At capacity (Retry-After) or a store does not answer", body = hendu_service::openapi::ErrorBody)))]
 #[tracing::instrument(skip_all, fields(imei = %imei))]
-async fn upload(
+pub(crate) async fn upload(
     State(state): State<AppState>,
     Path(imei): Path<String>,
     request: Request,
@@ -78,7 +101,7 @@ async fn accept(
     imei: &str,
     parts: &Parts,
     body: &mut Option<Body>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     // Who is asking comes first: a stranger's body is never read.
     let device = authenticate(state, imei, parts).await?;
     let declared = parts
@@ -97,7 +120,10 @@ async fn accept(
     let accepted = ingest(state, &device, sample_body(&parts.headers, bytes)?).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "sample_id": accepted.sample_id, "duplicate": accepted.duplicate })),
+        Json(Accepted {
+            sample_id: accepted.sample_id,
+            duplicate: accepted.duplicate,
+        }),
     ))
 }
 

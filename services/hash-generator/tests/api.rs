@@ -543,17 +543,17 @@ async fn what_a_killed_upload_left_is_cleaned_up() {
     // An old temporary upload file is removed; a fresh one is not.
     let old = app
         .spool
-        .join(format!("{}old", hendu_hash_generator::ingest::SPOOL_PREFIX));
+        .join(format!("{}old", hendu_service::catalogue::SPOOL_PREFIX));
     std::fs::write(&old, b"x").unwrap();
     let other = app.spool.join("not-ours");
     std::fs::write(&other, b"x").unwrap();
     assert_eq!(
-        hendu_hash_generator::ingest::sweep_spool(&app.spool, Duration::from_secs(3600)),
+        hendu_service::catalogue::sweep_spool(&app.spool, Duration::from_secs(3600)),
         0
     );
     std::thread::sleep(Duration::from_millis(20));
     assert_eq!(
-        hendu_hash_generator::ingest::sweep_spool(&app.spool, Duration::from_millis(1)),
+        hendu_service::catalogue::sweep_spool(&app.spool, Duration::from_millis(1)),
         1
     );
     assert!(!old.exists() && other.exists());

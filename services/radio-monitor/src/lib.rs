@@ -156,6 +156,7 @@ pub fn install(app: &mut Application, config: &Config) {
         client,
         meters: meters::Meters::new(&app.ops.metrics),
     });
+    app.document(<stations::Api as utoipa::OpenApi>::openapi());
     app.route(stations::router(stations::StationsState {
         storage: app.storage.clone(),
         auth: app.auth.clone(),

@@ -42,7 +42,17 @@ pub fn router(state: StationsState) -> Router {
 
 const WHAT: &str = "manage radio stations";
 
-#[derive(Debug, Deserialize)]
+/// The stations API's part of the OpenAPI document.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    paths(add, list, one, change, remove, health_all, health_one),
+    components(schemas(Registration, Change, Radio, Health, RadioStatus, StationState)),
+    tags((name = "stations", description = "Radio stations and their health"))
+)]
+pub struct Api;
+
+/// A station to register.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Registration {
     name: String,
@@ -87,16 +97,22 @@ impl<T: Clone> Field<T> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// A change to a station: an absent field is kept, `null` clears it.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Change {
     name: Option<String>,
     stream_url: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     location: Field<String>,
+    /// ISO 3166-1 alpha-2.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     country: Field<String>,
+    /// The operator the station belongs to.
     #[serde(default)]
+    #[schema(value_type = Option<i64>)]
     owner_id: Field<UserId>,
     enabled: Option<bool>,
 }
@@ -118,6 +134,10 @@ async fn check_owner(storage: &Storage, owner: Option<UserId>) -> Result<(), Api
     }
 }
 
+#[utoipa::path(post, path = "/v1/radios", operation_id = "register_station", tag = "stations", request_body = Registration, security(("token" = [])),
+    responses((status = 201, description = "Registered; listened to within seconds", body = Radio),
+        (status = 200, description = "Already registered with this stream", body = Radio),
+        (status = 400, description = "Not JSON of this shape (`invalid_json`)", body = hendu_service::openapi::ErrorBody), (status = 401, description = "No live token", body = hendu_service::openapi::ErrorBody), (status = 403, description = "The token's role may not", body = hendu_service::openapi::ErrorBody), (status = 422, description = "A field that is not valid, named", body = hendu_service::openapi::ErrorBody),))]
 async fn add(
     State(state): State<StationsState>,
     principal: Principal,
@@ -152,6 +172,8 @@ fn may_see(principal: &Principal, radio: &Radio) -> bool {
     principal.is_admin() || radio.owner == Some(principal.user.id)
 }
 
+#[utoipa::path(get, path = "/v1/radios", operation_id = "list_stations", tag = "stations", security(("token" = [])),
+    responses((status = 200, description = "The stations the token's user may see", body = Vec<Radio>), (status = 401, description = "No live token", body = hendu_service::openapi::ErrorBody), (status = 403, description = "The token's role may not", body = hendu_service::openapi::ErrorBody),))]
 async fn list(
     State(state): State<StationsState>,
     principal: Principal,
@@ -178,6 +200,8 @@ async fn found(
     }
 }
 
+#[utoipa::path(get, path = "/v1/radios/{id}", operation_id = "get_station", tag = "stations", params(("id" = i64, Path, description = "The station's id")), security(("token" = [])),
+    responses((status = 200, description = "The station", body = Radio), (status = 401, description = "No live token", body = hendu_service::openapi::ErrorBody), (status = 403, description = "The token's role may not", body = hendu_service::openapi::ErrorBody), (status = 404, description = "No such station, or another operator's", body = hendu_service::openapi::ErrorBody),))]
 async fn one(
     State(state): State<StationsState>,
     principal: Principal,
@@ -187,6 +211,9 @@ async fn one(
     Ok(Json(found(&state, &principal, id).await?))
 }
 
+#[utoipa::path(patch, path = "/v1/radios/{id}", operation_id = "change_station", tag = "stations", params(("id" = i64, Path, description = "The station's id")), request_body = Change, security(("token" = [])),
+    responses((status = 200, description = "The station as changed", body = Radio),
+        (status = 400, description = "Not JSON of this shape (`invalid_json`)", body = hendu_service::openapi::ErrorBody), (status = 401, description = "No live token", body = hendu_service::openapi::ErrorBody), (status = 403, description = "The token's role may not", body = hendu_service::openapi::ErrorBody), (status = 404, description = "No such station, or another operator's", body = hendu_service::openapi::ErrorBody), (status = 422, description = "A field that is not valid, named", body = hendu_service::openapi::ErrorBody),))]
 async fn change(
     State(state): State<StationsState>,
     principal: Principal,
@@ -220,6 +247,9 @@ async fn change(
     Ok(Json(updated))
 }
 
+#[utoipa::path(delete, path = "/v1/radios/{id}", operation_id = "delete_station", tag = "stations", params(("id" = i64, Path, description = "The station's id")), security(("token" = [])),
+    responses((status = 204, description = "Deleted; no longer listened to"),
+        (status = 409, description = "It has plays: disable it instead", body = hendu_service::openapi::ErrorBody), (status = 401, description = "No live token", body = hendu_service::openapi::ErrorBody), (status = 403, description = "The token's role may not", body = hendu_service::openapi::ErrorBody), (status = 404, description = "No such station, or another operator's", body = hendu_service::openapi::ErrorBody),))]
 async fn remove(
     State(state): State<StationsState>,
     principal: Principal,
@@ -235,7 +265,7 @@ async fn remove(
 }
 
 /// A station's health as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Health {
     pub radio_id: RadioId,
     pub name: String,
@@ -274,6 +304,8 @@ fn health_of(
     }
 }
 
+#[utoipa::path(get, path = "/v1/radios/health", operation_id = "list_station_health", tag = "stations", security(("token" = [])),
+    responses((status = 200, description = "Each station's state as its listener last reported it", body = Vec<Health>), (status = 401, description = "No live token", body = hendu_service::openapi::ErrorBody), (status = 403, description = "The token's role may not", body = hendu_service::openapi::ErrorBody),))]
 async fn health_all(
     State(state): State<StationsState>,
     principal: Principal,
@@ -300,6 +332,8 @@ async fn health_all(
     ))
 }
 
+#[utoipa::path(get, path = "/v1/radios/{id}/health", operation_id = "get_station_health", tag = "stations", params(("id" = i64, Path, description = "The station's id")), security(("token" = [])),
+    responses((status = 200, description = "The station's state", body = Health), (status = 401, description = "No live token", body = hendu_service::openapi::ErrorBody), (status = 403, description = "The token's role may not", body = hendu_service::openapi::ErrorBody), (status = 404, description = "No such station, or another operator's", body = hendu_service::openapi::ErrorBody),))]
 async fn health_one(
     State(state): State<StationsState>,
     principal: Principal,

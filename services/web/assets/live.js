@@ -3,7 +3,9 @@
 //   UTC until then: from the page after the first one);
 // - live plays on the dashboard: a WebSocket to /live that sends every new
 //   play the viewer may see; it reconnects with backoff and asks for what
-//   it missed (after=<last play shown>), so nothing is lost while away.
+//   it missed (after=<last play shown>), so nothing is lost while away;
+// - the progress of an upload on the catalogue page (the form is sent as
+//   without the script, the page it leads to is then shown).
 (function () {
   "use strict";
   var zone = String(-new Date().getTimezoneOffset());
@@ -87,9 +89,61 @@
     connect();
   }
 
-  if (document.readyState === "loading") {
-    document.addEventListener("DOMContentLoaded", start);
-  } else {
+  function uploads() {
+    var form = document.getElementById("upload");
+    if (!form || !window.FormData || !window.XMLHttpRequest || !window.DOMParser) return;
+    var bar = document.getElementById("upload-progress");
+    var status = document.getElementById("upload-status");
+    var button = form.querySelector("button[type=submit]");
+    form.addEventListener("submit", function (e) {
+      e.preventDefault();
+      var xhr = new XMLHttpRequest();
+      xhr.open("POST", form.action);
+      button.disabled = true;
+      bar.hidden = false;
+      bar.value = 0;
+      xhr.upload.onprogress = function (p) {
+        if (!p.lengthComputable) return;
+        var percent = Math.floor((100 * p.loaded) / p.total);
+        bar.value = percent;
+        status.textContent = form.getAttribute("data-sending") + " " + percent + " %";
+      };
+      xhr.upload.onload = function () {
+        bar.removeAttribute("value"); // indeterminate while fingerprinted
+        status.textContent = form.getAttribute("data-working");
+      };
+      xhr.onload = function () {
+        var to = xhr.responseURL || "";
+        if (to && to.split("#")[0] !== form.action) {
+          location.href = to; // redirected: the catalogue with its notice
+          return;
+        }
+        // A refusal: its page, in place of this one's content.
+        var page = new DOMParser().parseFromString(xhr.responseText, "text/html");
+        var main = page.getElementById("main");
+        if (main) {
+          document.getElementById("main").replaceWith(main);
+          document.title = page.title;
+          uploads();
+        }
+      };
+      xhr.onerror = function () {
+        button.disabled = false;
+        bar.hidden = true;
+        status.textContent = form.getAttribute("data-failed");
+      };
+      xhr.send(new FormData(form));
+    });
+  }
+
+  function ready() {
     start();
+    uploads();
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", ready);
+  } else {
+    ready();
   }
 })();

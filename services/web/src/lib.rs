@@ -13,12 +13,14 @@
 //! # Layout
 //! - [`session`]: signing in and out, the session cookie, CSRF tokens.
 //! - [`pages`]: the dashboard, the plays table and its CSV, a play's page,
-//!   usage reports (page, CSV, XLSX), the account.
+//!   usage reports (page, CSV, XLSX), the catalogue (uploads), the account.
+//! - [`api`]: the JSON API behind the pages (plays, a play, reports), in the OpenAPI document.
 //! - [`live`]: new plays pushed to open pages, with catch-up after a reconnect.
 //! - [`view`]: the page shell, times in the viewer's zone, the two languages.
 //! - [`error`]: why a page cannot be shown, as a page.
 //! - [`charts`]: bar charts as SVG, drawn on the server.
 
+pub mod api;
 pub mod charts;
 pub mod error;
 pub mod live;
@@ -29,6 +31,7 @@ pub mod view;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hendu_service::catalogue::{Catalogue, UploadConfig};
 use hendu_service::settings::{seconds_or, var_or};
 use hendu_service::{Application, Auth};
 use hendu_storage::Storage;
@@ -51,6 +54,8 @@ const HELP: &str =
   HENDU_WEB_MAX_SOCKETS      most open live pages (WebSockets) per replica
                              (default 10000)
   HENDU_WEB_PING_S           how often an open page is pinged (default 25)
+The catalogue page's uploads, as the hash-generator's:
+{UPLOADS}
 See docs/services.md (the web service).
 
 Default port: 8085.";
@@ -60,12 +65,18 @@ Default port: 8085.";
 #[command(
     name = "hendu-web",
     version,
-    after_help = format!("{}\n{HELP}", hendu_service::settings::ENV_HELP)
+    after_help = format!(
+        "{}\n{}",
+        hendu_service::settings::ENV_HELP,
+        HELP.replace("{UPLOADS}", hendu_service::catalogue::HELP)
+    )
 )]
 pub struct Cli {}
 
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Uploads on the catalogue page, as the hash-generator takes them.
+    pub upload: UploadConfig,
     /// A session unused this long ends.
     pub session_idle: Duration,
     pub secure_cookies: bool,
@@ -96,6 +107,7 @@ impl Config {
             anyhow::bail!("{} must be within (0, 744] hours", vars::SESSION_H);
         }
         Ok(Self {
+            upload: UploadConfig::from_env()?,
             session_idle: Duration::from_secs_f64(hours * 3600.0),
             secure_cookies: var_or(vars::SECURE_COOKIES, secure, "true or false")?,
             max_sockets: var_or(vars::MAX_SOCKETS, 10_000, "a whole number")?,
@@ -114,6 +126,8 @@ pub struct Web {
     pub auth: Auth,
     pub config: Arc<Config>,
     pub live: live::Hub,
+    /// Where the catalogue page's uploads go.
+    pub catalogue: Catalogue,
     /// Workbooks being built (each held whole in memory).
     pub workbooks: Arc<tokio::sync::Semaphore>,
 }
@@ -132,8 +146,11 @@ pub fn install(app: &mut Application, config: &Config) {
         auth: app.auth.clone(),
         config: Arc::new(config.clone()),
         live: live.clone(),
+        catalogue: Catalogue::install(app, &config.upload),
         workbooks: Arc::new(tokio::sync::Semaphore::new(WORKBOOKS)),
     };
+    app.route(api::router(web.clone()));
+    app.document(<api::Api as utoipa::OpenApi>::openapi());
     app.route(router(web));
     let storage = app.storage.clone();
     app.worker("live", live::ALLOWANCE, move |beat, stop| async move {
@@ -225,6 +242,18 @@ pub fn router(web: Web) -> axum::Router {
         .route(
             "/reports/summary.csv",
             axum::routing::get(pages::reports::summary_csv),
+        )
+        .route(
+            "/catalogue",
+            axum::routing::get(pages::catalogue::show)
+                .post(pages::catalogue::upload)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    web.catalogue.max_upload,
+                )),
+        )
+        .route(
+            "/catalogue/{id}/delete",
+            axum::routing::post(pages::catalogue::delete),
         )
         .route(
             "/account",

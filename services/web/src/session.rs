@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Form, Router, routing::get, routing::post};
 use hendu_storage::credentials::{Purpose, new_web_secret};
-use hendu_storage::model::{Role, User};
+use hendu_storage::model::User;
 use hendu_storage::queries::{PlayScope, WebSession};
 use maud::html;
 use serde::Deserialize;
@@ -32,11 +32,7 @@ const FORM_COOKIE: &str = "hendu_form";
 impl Viewer {
     /// The plays this person may see.
     pub fn scope(&self) -> PlayScope {
-        match self.user.role {
-            Role::Admin => PlayScope::Everything,
-            Role::Musician => PlayScope::OwnedBy(self.user.id),
-            Role::Operator => PlayScope::OperatedBy(self.user.id),
-        }
+        PlayScope::of(self.user.id, self.user.role)
     }
 
     /// # Errors

@@ -223,6 +223,9 @@ pub fn page(view: View, viewer: Option<&Viewer>, title: &str, body: Markup) -> H
         ("/plays", view.t("Plays", "Reproducciones")),
         ("/reports", view.t("Reports", "Informes")),
     ];
+    if viewer.is_some_and(|v| v.user.role != hendu_storage::model::Role::Operator) {
+        nav.push(("/catalogue", view.t("Catalogue", "Catálogo")));
+    }
     if viewer.is_some_and(|v| v.user.role == hendu_storage::model::Role::Admin) {
         nav.push(("/admin", view.t("Administration", "Administración")));
     }

@@ -38,8 +38,13 @@ struct Played {
     seen_by: Vec<&'static str>,
 }
 
-fn config() -> Config {
+fn config(spool: &std::path::Path) -> Config {
     Config {
+        upload: hendu_service::catalogue::UploadConfig {
+            max_upload: 4_000_000,
+            max_track_s: 600.0,
+            spool: spool.to_owned(),
+        },
         session_idle: Duration::from_secs(3600),
         secure_cookies: false,
         max_sockets: 100,
@@ -168,7 +173,9 @@ async fn site() -> Site {
         auth,
         Duration::from_secs(5),
     );
-    install(&mut app, &config());
+    let spool = dir.path().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    install(&mut app, &config(&spool));
     let base = format!("http://{}", app.local_addr());
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     Site {
@@ -1234,4 +1241,377 @@ async fn only_administrators_reach_the_administration_and_their_changes_take_eff
         )
         .await;
     assert_eq!(r.status(), 404, "settled once");
+}
+
+/// `seconds` of a WAV that fingerprints well: tones that change every
+/// tenth of a second, chosen by `seed`.
+fn wav(seed: u64, seconds: u32) -> Vec<u8> {
+    const RATE: u32 = 22_050;
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: RATE,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut out = std::io::Cursor::new(Vec::new());
+    let mut w = hound::WavWriter::new(&mut out, spec).unwrap();
+    let mut state = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+    let mut tone = 440.0_f32;
+    for i in 0..RATE * seconds {
+        if i % (RATE / 10) == 0 {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            tone = 200.0 + (state >> 33) as f32 % 3000.0;
+        }
+        let t = i as f32 / RATE as f32;
+        let s = 0.4 * (std::f32::consts::TAU * tone * t).sin()
+            + 0.2 * (std::f32::consts::TAU * tone * 1.5 * t).sin();
+        w.write_sample((s * 32767.0) as i16).unwrap();
+    }
+    w.finalize().unwrap();
+    out.into_inner()
+}
+
+impl Site {
+    /// Posts the catalogue page's form as a browser would: the token first.
+    async fn upload(
+        &self,
+        browser: &Browser,
+        csrf: Option<&str>,
+        audio: Vec<u8>,
+        fields: &[(&'static str, &'static str)],
+    ) -> reqwest::Response {
+        let mut form = reqwest::multipart::Form::new();
+        if let Some(token) = csrf {
+            form = form.text("csrf", token.to_owned());
+        }
+        form = form.part(
+            "file",
+            reqwest::multipart::Part::bytes(audio).file_name("canción.wav"),
+        );
+        for (k, v) in fields {
+            form = form.text(*k, *v);
+        }
+        self.http
+            .post(format!("{}/catalogue", self.base))
+            .header(header::COOKIE, &browser.cookie)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn musicians_upload_see_and_delete_their_tracks_on_the_catalogue_page() {
+    let site = site().await;
+    let ana = site.sign_in("ana@example.org").await;
+    let beto = site.sign_in("beto@example.org").await;
+    let admin = site.sign_in("admin@example.org").await;
+    let xavier = site.sign_in("xavier@example.org").await;
+    let spool = site._dir.path().join("spool");
+    let spool_is_empty = || std::fs::read_dir(&spool).unwrap().next().is_none();
+
+    // Ana uploads a track: it is stored as hers, with its ISRC, and listed.
+    let r = site
+        .upload(
+            &ana,
+            Some(&ana.csrf),
+            wav(7, 8),
+            &[
+                ("title", "Delta"),
+                ("artist", "Ana"),
+                ("isrc", "py-a01-24-00001"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
+    let to = r.headers()[header::LOCATION].to_str().unwrap().to_owned();
+    let id: i64 = to
+        .strip_prefix("/catalogue?added=")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let stored = site.storage.relational.music(id).await.unwrap().unwrap();
+    assert_eq!(stored.title, "Delta");
+    assert_eq!(stored.owner, Some(site.user("ana@example.org").id));
+    assert_eq!(stored.isrc.as_deref(), Some("PYA012400001"));
+    assert!(!site.storage.documents.blocks(id).await.unwrap().is_empty());
+    let page = site.get(&ana.cookie, &to).await.text().await.unwrap();
+    assert!(page.contains("Track added"), "{page}");
+    assert!(page.contains("Delta") && page.contains("PYA012400001"));
+    assert!(page.contains("Alpha"), "her earlier track is listed too");
+    assert!(!page.contains("Gamma"), "not Beto's");
+    assert!(spool_is_empty(), "the spooled upload is gone");
+
+    // Beto neither sees nor deletes it; the same audio from him is a claim.
+    let page = site
+        .get(&beto.cookie, "/catalogue")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Gamma") && !page.contains("Delta") && !page.contains("Alpha"));
+    let r = site
+        .post(
+            &beto.cookie,
+            &format!("/catalogue/{id}/delete"),
+            &[("csrf", &beto.csrf)],
+        )
+        .await;
+    assert_eq!(r.status(), 404);
+    let r = site.upload(&beto, Some(&beto.csrf), wav(7, 8), &[]).await;
+    assert_eq!(r.headers()[header::LOCATION], "/catalogue?claimed=1");
+    let claims = site
+        .storage
+        .relational
+        .claims(hendu_storage::model::ClaimState::Pending, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(claims.len(), 1);
+    assert_eq!(claims[0].music_id, id);
+    assert_eq!(claims[0].claimant_id, site.user("beto@example.org").id);
+
+    // Ana's upload of the same audio again changes nothing.
+    let r = site.upload(&ana, Some(&ana.csrf), wav(7, 8), &[]).await;
+    assert_eq!(
+        r.headers()[header::LOCATION],
+        format!("/catalogue?again={id}").as_str()
+    );
+
+    // The administrator sees every track; an operator keeps no catalogue.
+    let page = site
+        .get(&admin.cookie, "/catalogue")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Delta") && page.contains("Gamma") && page.contains("Alpha"));
+    assert_eq!(site.get(&xavier.cookie, "/catalogue").await.status(), 403);
+    let r = site
+        .upload(&xavier, Some(&xavier.csrf), wav(8, 8), &[])
+        .await;
+    assert_eq!(r.status(), 403);
+
+    // Refusals store nothing: no token (or another session's) before the
+    // audio, audio that is not audio, a bad ISRC.
+    let before = site
+        .storage
+        .relational
+        .musics(hendu_storage::model::MusicState::Ready, 0, 100)
+        .await
+        .unwrap()
+        .len();
+    let r = site.upload(&ana, None, wav(9, 8), &[]).await;
+    assert_eq!(r.status(), 403);
+    let r = site.upload(&ana, Some(&beto.csrf), wav(9, 8), &[]).await;
+    assert_eq!(r.status(), 403);
+    let r = site
+        .upload(&ana, Some(&ana.csrf), b"not audio at all".repeat(100), &[])
+        .await;
+    assert_eq!(r.status(), 422);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("The upload was refused"), "{page}");
+    let r = site
+        .upload(&ana, Some(&ana.csrf), wav(9, 8), &[("isrc", "nonsense")])
+        .await;
+    assert_eq!(r.status(), 422);
+    let after = site
+        .storage
+        .relational
+        .musics(hendu_storage::model::MusicState::Ready, 0, 100)
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(before, after);
+    assert!(spool_is_empty());
+
+    // Ana deletes her track: no longer listed nor matched; a stale form
+    // token deletes nothing.
+    let r = site
+        .post(
+            &ana.cookie,
+            &format!("/catalogue/{id}/delete"),
+            &[("csrf", "stale")],
+        )
+        .await;
+    assert_eq!(r.status(), 403);
+    let r = site
+        .post(
+            &ana.cookie,
+            &format!("/catalogue/{id}/delete"),
+            &[("csrf", &ana.csrf)],
+        )
+        .await;
+    assert_eq!(r.headers()[header::LOCATION], "/catalogue?deleted=1");
+    let state = site
+        .storage
+        .relational
+        .music(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .state;
+    assert_ne!(state, hendu_storage::model::MusicState::Ready);
+    let page = site
+        .get(&ana.cookie, "/catalogue?deleted=1")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Track deleted"), "{page}");
+    assert!(!page.contains("Delta"), "{page}");
+}
+
+impl Site {
+    /// An API token of `email`'s, made as `hendu token create` makes one.
+    async fn token(&self, email: &str) -> String {
+        let auth = Auth::load(&self.storage).await.unwrap();
+        let issued = hendu_storage::credentials::issue_token(auth.key());
+        let new = hendu_storage::model::NewToken::new(
+            &issued.public_id,
+            &issued.digest,
+            self.user(email),
+            "tool",
+        )
+        .unwrap();
+        self.storage.relational.add_token(&new).await.unwrap();
+        issued.token.expose().to_owned()
+    }
+
+    async fn api(&self, token: Option<&str>, path: &str) -> (u16, serde_json::Value) {
+        let mut r = self.http.get(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let r = r.send().await.unwrap();
+        let status = r.status().as_u16();
+        assert!(
+            r.headers()[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json"),
+            "{path}"
+        );
+        (status, r.json().await.unwrap())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_json_api_gives_each_token_exactly_its_plays_and_reports() {
+    let site = site().await;
+    let first = site.plays[0].id;
+    for path in ["/v1/plays", &format!("/v1/plays/{first}"), "/v1/reports"] {
+        let (status, body) = site.api(None, path).await;
+        assert_eq!(status, 401, "{path}");
+        assert!(body["error"]["code"].is_string());
+        assert!(!body.to_string().contains("Alpha"));
+    }
+    for (email, _) in &site.users {
+        let token = site.token(email).await;
+        let seen: Vec<&Played> = site
+            .plays
+            .iter()
+            .filter(|p| p.seen_by.contains(&email.as_str()))
+            .collect();
+        let (status, page) = site
+            .api(Some(&token), "/v1/plays?sort=recorded&dir=asc")
+            .await;
+        assert_eq!(status, 200, "{email}");
+        let ids: Vec<i64> = page["plays"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_i64().unwrap())
+            .collect();
+        assert_eq!(
+            ids,
+            seen.iter().map(|p| p.id).collect::<Vec<_>>(),
+            "{email}"
+        );
+        assert_eq!(page["total"].as_u64(), Some(seen.len() as u64));
+        for p in &site.plays {
+            let (status, one) = site.api(Some(&token), &format!("/v1/plays/{}", p.id)).await;
+            if p.seen_by.contains(&email.as_str()) {
+                assert_eq!(status, 200, "{email} reads play {}", p.id);
+                assert_eq!(one["play"]["title"], p.title);
+                assert_eq!(one["play"]["source"]["name"], p.source);
+                assert_eq!(one["play"]["duration_s"].as_f64(), Some(p.seconds as f64));
+            } else {
+                assert_eq!(status, 404, "{email} must not read play {}", p.id);
+                assert!(!one.to_string().contains(p.title));
+            }
+        }
+        let (status, report) = site.api(Some(&token), "/v1/reports").await;
+        assert_eq!(status, 200);
+        assert_eq!(report["plays"].as_u64(), Some(seen.len() as u64), "{email}");
+        let seconds: i64 = seen.iter().map(|p| p.seconds).sum();
+        assert_eq!(report["seconds"].as_f64(), Some(seconds as f64), "{email}");
+        let titles: Vec<&str> = report["tracks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        for p in &site.plays {
+            assert_eq!(
+                titles.contains(&p.title),
+                seen.iter().any(|s| s.title == p.title),
+                "{email}: {}",
+                p.title
+            );
+        }
+    }
+
+    // Filters, pages and refusals, as the administrator.
+    let token = site.token("admin@example.org").await;
+    let radios = site.storage.relational.radios().await.unwrap();
+    let y = radios.iter().find(|r| r.name == "Radio Y").unwrap().id;
+    let (_, page) = site
+        .api(Some(&token), &format!("/v1/plays?source=radio:{y}&limit=1"))
+        .await;
+    assert_eq!(page["total"].as_u64(), Some(2));
+    assert_eq!(page["plays"].as_array().unwrap().len(), 1);
+    assert_eq!(page["next_offset"].as_u64(), Some(1));
+    let (_, page) = site
+        .api(
+            Some(&token),
+            &format!("/v1/plays?source=radio:{y}&offset=1"),
+        )
+        .await;
+    assert_eq!(page["plays"].as_array().unwrap().len(), 1);
+    assert!(page["next_offset"].is_null());
+    let after = (t0() + time::Duration::seconds(500))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let (_, report) = site
+        .api(
+            Some(&token),
+            &format!("/v1/reports?from={}", session_encode(&after)),
+        )
+        .await;
+    assert_eq!(report["plays"].as_u64(), Some(2), "{report}");
+    for bad in [
+        "/v1/plays?from=yesterday",
+        "/v1/plays?limit=0",
+        "/v1/plays?limit=5000",
+        "/v1/plays?sort=colour",
+        "/v1/plays?dir=up",
+        "/v1/plays?source=tv:1",
+        "/v1/plays?track=alpha",
+        "/v1/plays?offset=-1",
+        "/v1/reports?to=2026-13-01",
+    ] {
+        let (status, body) = site.api(Some(&token), bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body["error"]["message"].is_string(), "{bad}");
+    }
+    let (status, _) = site.api(Some(&token), "/v1/plays/not-a-number").await;
+    assert_eq!(status, 404);
+}
+
+/// A value for a query string.
+fn session_encode(s: &str) -> String {
+    s.replace(':', "%3A").replace('+', "%2B")
 }

@@ -19,7 +19,6 @@ use hendu_storage::Storage;
 use hendu_storage::credentials::issue_token;
 use hendu_storage::model::{ApiToken, NewToken, NewUser, Role, Secret, User, UserId};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::auth::{Auth, Principal, client_addr, forbidden};
 use crate::error::ApiError;
@@ -46,8 +45,39 @@ pub fn router(state: AccountsState) -> Router {
         .with_state(state)
 }
 
+/// The accounts API's part of the OpenAPI document.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    paths(create_token, list_tokens, revoke_token, create_user, list_users, change_user),
+    components(schemas(TokenRequest, TokenIssued, TokenList, ApiToken, Role, UserRequest, UserView, UserPage, UserChange)),
+    tags((name = "accounts", description = "Users and API tokens"))
+)]
+pub struct Api;
+
+/// A token, made: the secret is shown only here.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct TokenIssued {
+    /// `hnd_<public id>_<secret>`: send as `Authorization: Bearer <token>`.
+    token: String,
+    details: ApiToken,
+}
+
+/// Tokens, never their secrets.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct TokenList {
+    tokens: Vec<ApiToken>,
+}
+
+/// A page of users.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct UserPage {
+    users: Vec<UserView>,
+    /// The `after` of the next page, if there may be one.
+    next_after: Option<UserId>,
+}
+
 /// A user as the API shows them (never a password hash).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserView {
     pub id: UserId,
     pub email: String,
@@ -77,7 +107,7 @@ pub fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiEr
         .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not valid: {e}")))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TokenRequest {
     name: String,
@@ -85,6 +115,12 @@ struct TokenRequest {
     user_id: Option<UserId>,
 }
 
+#[utoipa::path(post, path = "/v1/tokens", operation_id = "create_token", tag = "accounts", request_body = TokenRequest,
+    security(("token" = []), ("password" = [])),
+    responses((status = 201, description = "The token, shown only now", body = TokenIssued), (status = 400, description = "A request that cannot be read, named", body = crate::openapi::ErrorBody), (status = 401, description = "No live token", body = crate::openapi::ErrorBody), (status = 403, description = "The token's role may not", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such user", body = crate::openapi::ErrorBody),
+        (status = 422, description = "A name that is not valid, or a disabled user", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Too many failed attempts (Retry-After)", body = crate::openapi::ErrorBody)))]
 async fn create_token(
     State(state): State<AccountsState>,
     parts: axum::http::request::Parts,
@@ -131,7 +167,10 @@ async fn create_token(
     tracing::info!(user = owner.id, token = token.id, "token made");
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "token": issued.token.expose(), "details": token })),
+        Json(TokenIssued {
+            token: issued.token.expose().to_owned(),
+            details: token,
+        }),
     )
         .into_response())
 }
@@ -141,11 +180,14 @@ struct TokensQuery {
     user_id: Option<UserId>,
 }
 
+#[utoipa::path(get, path = "/v1/tokens", operation_id = "list_tokens", tag = "accounts",
+    params(("user_id" = Option<i64>, Query, description = "Administrators: one user's tokens")), security(("token" = [])),
+    responses((status = 200, description = "The caller's tokens (an administrator's: everyone's)", body = TokenList), (status = 401, description = "No live token", body = crate::openapi::ErrorBody), (status = 403, description = "The token's role may not", body = crate::openapi::ErrorBody),))]
 async fn list_tokens(
     State(state): State<AccountsState>,
     principal: Principal,
     Query(q): Query<TokensQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<TokenList>, ApiError> {
     let whose = if principal.is_admin() {
         q.user_id
     } else {
@@ -155,9 +197,13 @@ async fn list_tokens(
         Some(principal.user.id)
     };
     let tokens: Vec<ApiToken> = state.storage.relational.tokens(whose).await?;
-    Ok(Json(json!({ "tokens": tokens })))
+    Ok(Json(TokenList { tokens }))
 }
 
+#[utoipa::path(delete, path = "/v1/tokens/{id}", operation_id = "revoke_token", tag = "accounts",
+    params(("id" = i64, Path, description = "The token's id")), security(("token" = [])),
+    responses((status = 204, description = "Revoked"), (status = 401, description = "No live token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such token of the caller's", body = crate::openapi::ErrorBody)))]
 async fn revoke_token(
     State(state): State<AccountsState>,
     principal: Principal,
@@ -181,7 +227,7 @@ async fn revoke_token(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UserRequest {
     email: String,
@@ -190,6 +236,10 @@ struct UserRequest {
     password: String,
 }
 
+#[utoipa::path(post, path = "/v1/users", operation_id = "create_user", tag = "accounts", request_body = UserRequest, security(("token" = [])),
+    responses((status = 201, description = "Created", body = UserView), (status = 400, description = "A request that cannot be read, named", body = crate::openapi::ErrorBody), (status = 401, description = "No live token", body = crate::openapi::ErrorBody), (status = 403, description = "The token's role may not", body = crate::openapi::ErrorBody),
+        (status = 409, description = "A user with this e-mail exists", body = crate::openapi::ErrorBody),
+        (status = 422, description = "A field that is not valid, named", body = crate::openapi::ErrorBody)))]
 async fn create_user(
     State(state): State<AccountsState>,
     principal: Principal,
@@ -229,11 +279,15 @@ fn default_limit() -> u32 {
     100
 }
 
+#[utoipa::path(get, path = "/v1/users", operation_id = "list_users", tag = "accounts",
+    params(("after" = Option<i64>, Query, description = "Users after this id (default 0)"),
+        ("limit" = Option<u32>, Query, description = "1 to 1000 (default 100)")), security(("token" = [])),
+    responses((status = 200, description = "Users (administrators)", body = UserPage), (status = 400, description = "A request that cannot be read, named", body = crate::openapi::ErrorBody), (status = 401, description = "No live token", body = crate::openapi::ErrorBody), (status = 403, description = "The token's role may not", body = crate::openapi::ErrorBody),))]
 async fn list_users(
     State(state): State<AccountsState>,
     principal: Principal,
     Query(page): Query<Page>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<UserPage>, ApiError> {
     principal.require_admin("manage users")?;
     if page.limit == 0 || page.limit > 1000 {
         return Err(ApiError::bad_request(
@@ -249,18 +303,23 @@ async fn list_users(
         .into_iter()
         .map(UserView::from)
         .collect();
-    let next = (users.len() == page.limit as usize).then(|| users.last().map(|u| u.id));
-    Ok(Json(
-        json!({ "users": users, "next_after": next.flatten() }),
-    ))
+    let next_after = (users.len() == page.limit as usize)
+        .then(|| users.last().map(|u| u.id))
+        .flatten();
+    Ok(Json(UserPage { users, next_after }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UserChange {
     disabled: bool,
 }
 
+#[utoipa::path(patch, path = "/v1/users/{id}", operation_id = "change_user", tag = "accounts",
+    params(("id" = i64, Path, description = "The user's id")), request_body = UserChange, security(("token" = [])),
+    responses((status = 200, description = "The user as changed", body = UserView), (status = 400, description = "A request that cannot be read, named", body = crate::openapi::ErrorBody), (status = 401, description = "No live token", body = crate::openapi::ErrorBody), (status = 403, description = "The token's role may not", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such user", body = crate::openapi::ErrorBody),
+        (status = 422, description = "An administrator disabling themselves", body = crate::openapi::ErrorBody)))]
 async fn change_user(
     State(state): State<AccountsState>,
     principal: Principal,

@@ -33,6 +33,8 @@ pub struct Application {
     shutdown_delay: Duration,
     listener: TcpListener,
     router: Router,
+    /// The routes' OpenAPI document, served at `/v1/openapi.json`.
+    api: Option<utoipa::openapi::OpenApi>,
     workers: Vec<(String, BoxFuture<'static, ()>)>,
     stop: CancellationToken,
     grace: Duration,
@@ -87,6 +89,7 @@ impl Application {
             shutdown_delay: Duration::ZERO,
             listener,
             router: Router::new(),
+            api: None,
             workers: Vec::new(),
             stop: CancellationToken::new(),
             grace,
@@ -110,6 +113,19 @@ impl Application {
     /// Adds a service's routes.
     pub fn route(&mut self, router: Router) {
         self.router = std::mem::take(&mut self.router).merge(router);
+    }
+
+    /// Adds a service's part of the OpenAPI document (served at
+    /// `/v1/openapi.json` with every other part of this application).
+    pub fn document(&mut self, part: utoipa::openapi::OpenApi) {
+        match &mut self.api {
+            Some(doc) => doc.merge(part),
+            None => {
+                let mut doc = crate::openapi::base(self.ops.service);
+                doc.merge(part);
+                self.api = Some(doc);
+            }
+        }
     }
 
     /// Adds a worker loop. It must beat its heartbeat at least every
@@ -160,9 +176,13 @@ impl Application {
         let at_signal = signalled.clone();
         let health = self.ops.health.clone();
         let delay = self.shutdown_delay;
+        let router = match &self.api {
+            Some(doc) => self.router.merge(crate::openapi::route(doc)),
+            None => self.router,
+        };
         let served = serve(
             self.listener,
-            self.ops.wrap(self.router, &self.http),
+            self.ops.wrap(router, &self.http),
             async move {
                 shutdown.await;
                 health.set_draining();

@@ -17,6 +17,7 @@
 //! # Layout
 //! - [`app`]: a service's routes and worker loops, run together with one shutdown.
 //! - [`accounts`]: the users and tokens API.
+//! - [`catalogue`]: an upload to a stored music (or a claim), and the clean-up of dead uploads.
 //! - [`audio`]: refused audio, work cancelled with its request, bounded bodies.
 //! - [`auth`]: API tokens, passwords and device secrets; limits on failed attempts.
 //! - [`dead_letters`]: the administrators' view of a queue's dead letters.
@@ -25,6 +26,7 @@
 //! - [`settings`]: typed settings from the environment, one list of variable names.
 //! - [`telemetry`]: JSON logs (human-readable in a terminal), request ids.
 //! - [`health`]: liveness that notices a stuck worker loop, readiness that names what is missing.
+//! - [`openapi`]: the OpenAPI document, from the handlers' annotations, at `/v1/openapi.json`.
 //! - [`metrics`]: Prometheus metrics, request latency per route.
 //! - [`error`]: the one JSON error shape, with a stable `code`.
 //! - [`http`]: the operational routes and middleware around a service's router, and `serve`.
@@ -34,12 +36,14 @@ pub mod accounts;
 pub mod app;
 pub mod audio;
 pub mod auth;
+pub mod catalogue;
 pub mod dead_letters;
 pub mod error;
 pub mod health;
 pub mod http;
 pub mod limits;
 pub mod metrics;
+pub mod openapi;
 pub mod samples;
 pub mod settings;
 pub mod shutdown;

@@ -96,7 +96,8 @@ pub(crate) fn from_unix_ms(ms: i64) -> OffsetDateTime {
 }
 
 /// BLAKE3 of an audio file's bytes, lowercase hex: the identity of the audio.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(value_type = String)]
 pub struct ContentHash(String);
 
 impl ContentHash {
@@ -136,7 +137,7 @@ impl fmt::Display for ContentHash {
 /// Where a catalogue entry is in its life. Only `Ready` music is matched:
 /// ingestion and deletion move through the other states so that a crash
 /// half-way leaves nothing the recogniser would load.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MusicState {
     /// Row written, fingerprints and binary being written.
@@ -253,7 +254,7 @@ impl NewMusic {
 }
 
 /// A catalogue track.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Music {
     pub id: MusicId,
     pub title: String,
@@ -507,7 +508,7 @@ fn country_code(country: Option<&str>) -> Result<Option<String>, ValidationError
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Radio {
     pub id: RadioId,
     pub name: String,
@@ -534,7 +535,7 @@ impl Radio {
 }
 
 /// What a station is doing, as the replica listening to it last reported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StationState {
     /// Opening the stream (resolving a playlist, waiting for the first audio).
@@ -593,7 +594,7 @@ impl fmt::Display for StationState {
 }
 
 /// A station's health, written by the replica listening to it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct RadioStatus {
     pub radio_id: RadioId,
     pub state: StationState,
@@ -690,7 +691,7 @@ pub struct Device {
     pub enabled: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Owns tracks; sees their plays.
@@ -782,7 +783,7 @@ pub struct User {
 }
 
 /// An API token as listed (never its secret).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ApiToken {
     pub id: i64,
     pub public_id: String,
@@ -888,7 +889,7 @@ impl NewToken {
 }
 
 /// Where a claim on another owner's music stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ClaimState {
     Pending,
@@ -917,7 +918,7 @@ impl ClaimState {
 
 /// A user uploaded audio that already belongs to another owner: recorded
 /// for an administrator, who grants it (the music changes owner) or not.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Claim {
     pub id: i64,
     pub music_id: MusicId,

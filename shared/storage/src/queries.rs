@@ -10,7 +10,7 @@
 use time::OffsetDateTime;
 
 use crate::error::Result;
-use crate::model::{MusicId, Play, PlayId, Source, UserId};
+use crate::model::{MusicId, Play, PlayId, Role, Source, UserId};
 
 /// Which plays a viewer may see: the scope is part of every query, so a
 /// page cannot forget it.
@@ -25,6 +25,15 @@ pub enum PlayScope {
 }
 
 impl PlayScope {
+    /// What a person with `role` may see.
+    pub fn of(user: UserId, role: Role) -> Self {
+        match role {
+            Role::Admin => Self::Everything,
+            Role::Musician => Self::OwnedBy(user),
+            Role::Operator => Self::OperatedBy(user),
+        }
+    }
+
     /// Whether a viewer with this scope may see `row` (the same rule as
     /// the queries', for plays that arrive live).
     pub fn admits(self, row: &PlayRow) -> bool {

@@ -3,6 +3,7 @@
 
 pub mod account;
 pub mod admin;
+pub mod catalogue;
 pub mod dashboard;
 pub mod filters;
 pub mod play;

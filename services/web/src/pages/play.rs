@@ -5,8 +5,8 @@
 use axum::Form;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
-use hendu_storage::model::Role;
-use hendu_storage::queries::{PlayFilter, PlayOrder, PlayPage, PlayRow};
+use hendu_storage::model::{Play, Role, SampleSpan};
+use hendu_storage::queries::{PlayFilter, PlayOrder, PlayPage, PlayRow, PlayScope};
 use maud::{Markup, html};
 use serde::Deserialize;
 use time::Duration;
@@ -20,9 +20,10 @@ const EVIDENCE: u32 = 400;
 /// Longest dispute reason.
 pub const MAX_REASON: usize = 2000;
 
-/// The play `id` if `viewer` may see it (another owner's play is not found).
-async fn visible(web: &Web, viewer: &Viewer, id: i64) -> Result<PlayRow, PageError> {
-    let mut filter = PlayFilter::scoped(viewer.scope());
+/// The play `id` if a viewer with `scope` may see it (another owner's play
+/// is not found).
+pub(crate) async fn visible(web: &Web, scope: PlayScope, id: i64) -> Result<PlayRow, PageError> {
+    let mut filter = PlayFilter::scoped(scope);
     filter.play = Some(id);
     let page = PlayPage {
         order: PlayOrder::Recorded,
@@ -37,6 +38,24 @@ async fn visible(web: &Web, viewer: &Viewer, id: i64) -> Result<PlayRow, PageErr
         .into_iter()
         .next()
         .ok_or(PageError::NotFound)
+}
+
+/// The samples of `p`'s source that overlap it: each is 30 s long, so the
+/// first may have begun before it.
+pub(crate) async fn evidence(web: &Web, p: &Play) -> Result<Vec<SampleSpan>, PageError> {
+    Ok(web
+        .storage
+        .documents
+        .sample_spans(
+            p.source,
+            p.started_at - Duration::seconds(60),
+            p.ended_at,
+            EVIDENCE,
+        )
+        .await?
+        .into_iter()
+        .filter(|s| s.end() > p.started_at)
+        .collect())
 }
 
 pub async fn show(
@@ -58,23 +77,9 @@ async fn render(
     id: i64,
     problem: Option<&str>,
 ) -> Result<Markup, PageError> {
-    let row = visible(web, viewer, id).await?;
+    let row = visible(web, viewer.scope(), id).await?;
     let p = &row.play;
-    // The samples that overlap the play: each is 30 s long, so the first
-    // may have begun before it.
-    let samples = web
-        .storage
-        .documents
-        .sample_spans(
-            p.source,
-            p.started_at - Duration::seconds(60),
-            p.ended_at,
-            EVIDENCE,
-        )
-        .await?
-        .into_iter()
-        .filter(|s| s.end() > p.started_at)
-        .collect::<Vec<_>>();
+    let samples = evidence(web, p).await?;
     let disputes = web.storage.relational.disputes_of(p.id).await?;
     let mine = disputes.iter().find(|d| d.user_id == viewer.user.id);
     let kind = match p.source {
@@ -161,7 +166,7 @@ pub async fn dispute(
 ) -> Response {
     let outcome = async {
         viewer.check_csrf(&f.csrf)?;
-        let row = visible(&web, &viewer, id).await?;
+        let row = visible(&web, viewer.scope(), id).await?;
         if viewer.user.role != Role::Musician {
             return Err(PageError::Api(hendu_service::auth::forbidden(
                 "dispute plays (musicians dispute their own)",

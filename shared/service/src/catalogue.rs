@@ -1,25 +1,156 @@
-//! From a multipart upload to a stored music.
+//! Adding music to the catalogue from an upload, for every service that
+//! takes one (the hash-generator's API, the web's catalogue page): the form
+//! is streamed to a spool file and hashed on the way, the audio is
+//! fingerprinted behind the bounded CPU queue (stopping at the track limit
+//! or when the client goes away), and stored with its owner; the same audio
+//! held by another owner becomes a claim for an administrator. Also the
+//! clean-up of what uploads that died left behind.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use axum::extract::Multipart;
 use axum::http::StatusCode;
 use hendu_fingerprint::{DecodeLimits, PeakProfile, fingerprint_file_with};
-use hendu_service::audio::{self, CancelOnDrop};
-use hendu_service::{ApiError, Principal};
-use hendu_storage::model::{ContentHash, Music, MusicState, NewMusic, Role, UserId, isrc_code};
+use hendu_storage::model::{
+    ContentHash, Music, MusicState, NewMusic, Role, User, UserId, isrc_code,
+};
 use hendu_storage::{Inserted, Storage};
 use tempfile::NamedTempFile;
+use tokio_util::sync::CancellationToken;
 
-use crate::AppState;
+use crate::audio::{self, CancelOnDrop};
+use crate::limits::CpuQueue;
+use crate::settings::var_or;
+use crate::{ApiError, Application};
+
+/// Environment variable: the largest upload accepted, in bytes (default 200 MB).
+pub const MAX_UPLOAD_VAR: &str = "HENDU_MAX_UPLOAD_BYTES";
+/// Environment variable: the longest track, in seconds (default 2 h).
+pub const MAX_TRACK_VAR: &str = "HENDU_MAX_TRACK_S";
+/// Environment variable: where uploads are spooled (default the system's
+/// temporary directory).
+pub const SPOOL_DIR_VAR: &str = "HENDU_SPOOL_DIR";
+const DEFAULT_MAX_UPLOAD: usize = 200_000_000;
+const DEFAULT_MAX_TRACK_S: f64 = 7200.0;
+/// An upload whose row has been `ingesting` this long died.
+const STALE_INGEST: Duration = Duration::from_secs(600);
+/// How often the clean-up runs.
+const CLEAN_EVERY: Duration = Duration::from_secs(300);
+
+/// What the `--help` of a service that takes uploads says of them.
+pub const HELP: &str = "  HENDU_MAX_UPLOAD_BYTES  largest upload in bytes (default 200000000)
+  HENDU_MAX_TRACK_S       longest track in seconds; decoding stops there (default 7200)
+  HENDU_SPOOL_DIR         where uploads are spooled while they are fingerprinted
+                          (default the system's temporary directory)";
 
 /// Temporary upload files are named so; what a killed process left behind
 /// is found by this prefix and removed ([`sweep_spool`]).
 pub const SPOOL_PREFIX: &str = "hendu-upload-";
 /// Longest text field read (title, artist, owner), in bytes.
 const MAX_FIELD: usize = 4096;
+
+/// The settings of uploads.
+#[derive(Debug, Clone)]
+pub struct UploadConfig {
+    pub max_upload: usize,
+    pub max_track_s: f64,
+    pub spool: PathBuf,
+}
+
+impl UploadConfig {
+    /// # Errors
+    /// A malformed variable, named; a spool directory that cannot be made.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let max_upload = var_or(MAX_UPLOAD_VAR, DEFAULT_MAX_UPLOAD, "a byte count")?;
+        let max_track_s: f64 = var_or(MAX_TRACK_VAR, DEFAULT_MAX_TRACK_S, "seconds")?;
+        if !(max_track_s > 0.0 && max_track_s <= 24.0 * 3600.0) {
+            anyhow::bail!("{MAX_TRACK_VAR} must be within (0, 86400]");
+        }
+        let spool = std::env::var(SPOOL_DIR_VAR)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .map_or_else(std::env::temp_dir, PathBuf::from);
+        std::fs::create_dir_all(&spool)
+            .with_context(|| format!("{SPOOL_DIR_VAR}: cannot create {}", spool.display()))?;
+        Ok(Self {
+            max_upload,
+            max_track_s,
+            spool,
+        })
+    }
+}
+
+/// What storing uploads needs, shared by a service's handlers.
+#[derive(Debug, Clone)]
+pub struct Catalogue {
+    pub storage: Storage,
+    pub cpu: CpuQueue,
+    pub stopping: CancellationToken,
+    pub max_upload: usize,
+    pub max_track_s: f64,
+    pub spool: Arc<PathBuf>,
+}
+
+impl Catalogue {
+    /// Uploads into `app`'s store, with its CPU queue, and the worker that
+    /// clears what uploads that died left behind.
+    pub fn install(app: &mut Application, config: &UploadConfig) -> Self {
+        let catalogue = Self {
+            storage: app.storage.clone(),
+            cpu: app.cpu.clone(),
+            stopping: app.stopping(),
+            max_upload: config.max_upload,
+            max_track_s: config.max_track_s,
+            spool: Arc::new(config.spool.clone()),
+        };
+        let state = catalogue.clone();
+        app.worker(
+            "upload clean-up",
+            CLEAN_EVERY * 3,
+            move |beat, stop| async move {
+                loop {
+                    beat.beat();
+                    state.clean_up().await;
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(CLEAN_EVERY) => {}
+                    }
+                }
+            },
+        );
+        catalogue
+    }
+
+    /// One pass of the clean-up of dead uploads: rows still `ingesting`
+    /// with their partial blocks and audio, interrupted deletions, spool
+    /// files.
+    pub async fn clean_up(&self) {
+        match self.storage.abandon_stale_ingests(STALE_INGEST).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(musics = n, "removed uploads that did not finish"),
+            Err(e) => tracing::warn!(error = %e, "cannot look for uploads that did not finish"),
+        }
+        if let Err(e) = self.storage.finish_deletions().await {
+            tracing::warn!(error = %e, "cannot finish interrupted deletions");
+        }
+        let spool = self.spool.clone();
+        // An hour: no live upload of 200 MB takes that long to fingerprint.
+        let removed =
+            tokio::task::spawn_blocking(move || sweep_spool(&spool, Duration::from_secs(3600)))
+                .await
+                .unwrap_or(0);
+        if removed > 0 {
+            tracing::warn!(
+                files = removed,
+                "removed temporary files of uploads that died"
+            );
+        }
+    }
+}
 
 /// What the client sent.
 #[derive(Debug)]
@@ -39,7 +170,7 @@ pub struct Upload {
 
 fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::payload_too_large(crate::MAX_UPLOAD_VAR)
+        ApiError::payload_too_large(MAX_UPLOAD_VAR)
     } else {
         ApiError::bad_request("bad_multipart", e.body_text())
     }
@@ -117,6 +248,22 @@ pub async fn receive(mut form: Multipart, spool: &Path) -> Result<Upload, ApiErr
     })
 }
 
+/// Who uploads: a person, acting with a role (a token's, or their own).
+#[derive(Debug, Clone, Copy)]
+pub struct Uploader<'a> {
+    pub user: &'a User,
+    pub role: Role,
+}
+
+impl<'a> From<&'a crate::Principal> for Uploader<'a> {
+    fn from(p: &'a crate::Principal) -> Self {
+        Self {
+            user: &p.user,
+            role: p.role,
+        }
+    }
+}
+
 /// Who the upload will belong to: the uploading musician, or for an
 /// administrator the musician named (or no one).
 ///
@@ -125,15 +272,15 @@ pub async fn receive(mut form: Multipart, spool: &Path) -> Result<Upload, ApiErr
 /// owner who is not a musician.
 pub async fn owner_of(
     storage: &Storage,
-    principal: &Principal,
+    uploader: Uploader<'_>,
     named: Option<UserId>,
 ) -> Result<Option<UserId>, ApiError> {
-    match principal.role {
+    match uploader.role {
         Role::Musician => match named {
-            Some(id) if id != principal.user.id => Err(hendu_service::auth::forbidden(
-                "upload tracks for another musician",
-            )),
-            _ => Ok(Some(principal.user.id)),
+            Some(id) if id != uploader.user.id => {
+                Err(crate::auth::forbidden("upload tracks for another musician"))
+            }
+            _ => Ok(Some(uploader.user.id)),
         },
         Role::Admin => {
             let Some(id) = named else { return Ok(None) };
@@ -146,7 +293,7 @@ pub async fn owner_of(
                 )),
             }
         }
-        Role::Operator => Err(hendu_service::auth::forbidden("upload tracks")),
+        Role::Operator => Err(crate::auth::forbidden("upload tracks")),
     }
 }
 
@@ -168,15 +315,15 @@ pub enum Stored {
 /// stored), 422 `invalid_input` for a bad title or artist, 503 `busy` when
 /// the CPU queue is full, 503 when a store does not answer.
 pub async fn store(
-    state: &AppState,
+    state: &Catalogue,
     upload: Upload,
-    principal: &Principal,
+    uploader: Uploader<'_>,
 ) -> Result<Stored, ApiError> {
     let storage = &state.storage;
-    let owner = owner_of(storage, principal, upload.owner_id).await?;
+    let owner = owner_of(storage, uploader, upload.owner_id).await?;
     // An administrator who names no owner takes the catalogue as it is.
-    let any_owner = principal.is_admin() && upload.owner_id.is_none();
-    let claimant = principal.user.id;
+    let any_owner = uploader.role == Role::Admin && upload.owner_id.is_none();
+    let claimant = uploader.user.id;
     if let Some(existing) = storage.relational.music_by_hash(&upload.hash).await?
         && matches!(existing.state, MusicState::Ready | MusicState::Ingesting)
     {
@@ -206,7 +353,7 @@ pub async fn store(
         .cpu
         .run(move || fingerprint_file_with(&path, PeakProfile::CATALOGUE, limits, Some(flag)))
         .await?
-        .map_err(|e| audio::refused(e, crate::MAX_TRACK_VAR))?;
+        .map_err(|e| audio::refused(e, MAX_TRACK_VAR))?;
     drop(cancel);
     let duration_ms = (fingerprint.duration_s * 1000.0).round() as u32;
     if duration_ms == 0 {
