@@ -5,10 +5,10 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use hendu_service::accounts::json_body;
+use hendu_service::accounts::{Field, json_body, operator};
 use hendu_service::{ApiError, Principal};
 use hendu_storage::credentials::{Purpose, new_device_secret};
-use hendu_storage::model::{Device, Imei, LoginVerifier, NewDevice, Secret};
+use hendu_storage::model::{Device, Imei, LoginVerifier, NewDevice, Secret, UserId};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
@@ -37,6 +37,8 @@ pub struct DeviceView {
     pub name: String,
     pub location: Option<String>,
     pub enabled: bool,
+    /// The operator (an event organiser) who reads its plays.
+    pub owner_id: Option<UserId>,
     /// False for a device registered before secrets were made by the
     /// server: it cannot sign in until its secret is rotated.
     pub has_secret: bool,
@@ -54,6 +56,7 @@ impl From<Device> for DeviceView {
             name: d.name,
             location: d.location,
             enabled: d.enabled,
+            owner_id: d.owner,
             has_secret: d.secret_digest.is_some(),
             tcp_v2_login: d.login_verifier.is_some(),
         }
@@ -77,6 +80,8 @@ struct Registration {
     imei: String,
     name: String,
     location: Option<String>,
+    /// The operator (an event organiser) who reads its plays.
+    owner_id: Option<UserId>,
     /// Refused with a clear message: secrets are the server's to make.
     #[schema(value_type = Option<Object>)]
     secret: Option<serde_json::Value>,
@@ -116,7 +121,9 @@ async fn register(
         .key()
         .digest(Purpose::DeviceSecret, secret.expose());
     let new = NewDevice::new(imei(&r.imei)?, &r.name, r.location.as_deref(), digest)?
-        .with_login_verifier(login_verifier(&secret));
+        .with_login_verifier(login_verifier(&secret))
+        .owned_by(r.owner_id);
+    operator(&state.storage, new.owner).await?;
     let device = state.storage.relational.add_device(&new).await?;
     tracing::info!(imei = %device.imei.as_str(), device = device.id, by = principal.user.id, "device registered");
     let location = format!("/v1/devices/{}", device.imei.as_str());
@@ -156,6 +163,10 @@ async fn one(
 #[serde(deny_unknown_fields)]
 struct Change {
     enabled: Option<bool>,
+    /// The operator (an event organiser) who reads its plays; `null`: none.
+    #[serde(default)]
+    #[schema(value_type = Option<i64>)]
+    owner_id: Field<UserId>,
     /// Makes a new secret (returned once); the old one stops working.
     #[serde(default)]
     rotate_secret: bool,
@@ -172,7 +183,17 @@ async fn change(
     principal.require_admin(WHAT)?;
     let imei = imei(&raw)?;
     let change: Change = json_body(&body)?;
-    found(&state, &imei).await?;
+    let current = found(&state, &imei).await?;
+    if !matches!(change.owner_id, Field::Keep) {
+        let owner = change.owner_id.apply(current.owner);
+        operator(&state.storage, owner).await?;
+        state
+            .storage
+            .relational
+            .set_device_owner(&imei, owner)
+            .await?;
+        tracing::info!(imei = %imei.as_str(), owner, "device given to an operator");
+    }
     if let Some(enabled) = change.enabled {
         state
             .storage

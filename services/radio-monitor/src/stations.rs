@@ -10,7 +10,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use hendu_service::accounts::json_body;
+use hendu_service::accounts::{Field, json_body, operator};
 use hendu_service::{ApiError, Principal};
 use hendu_storage::Storage;
 use hendu_storage::model::{NewRadio, Radio, RadioId, RadioStatus, Role, StationState, UserId};
@@ -69,34 +69,6 @@ fn yes() -> bool {
     true
 }
 
-/// A field of a PATCH: absent (keep), `null` (clear) or a value.
-#[derive(Debug, Default)]
-enum Field<T> {
-    #[default]
-    Keep,
-    Clear,
-    Set(T),
-}
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Field<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(match Option::<T>::deserialize(d)? {
-            None => Field::Clear,
-            Some(v) => Field::Set(v),
-        })
-    }
-}
-
-impl<T: Clone> Field<T> {
-    fn apply(&self, current: Option<T>) -> Option<T> {
-        match self {
-            Field::Keep => current,
-            Field::Clear => None,
-            Field::Set(v) => Some(v.clone()),
-        }
-    }
-}
-
 /// A change to a station: an absent field is kept, `null` clears it.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -117,23 +89,6 @@ struct Change {
     enabled: Option<bool>,
 }
 
-async fn check_owner(storage: &Storage, owner: Option<UserId>) -> Result<(), ApiError> {
-    let Some(id) = owner else {
-        return Ok(());
-    };
-    match storage.relational.user(id).await? {
-        Some(u) if u.role == Role::Operator || u.role == Role::Admin => Ok(()),
-        Some(_) => Err(ApiError::unprocessable(
-            "invalid_owner",
-            format!("user {id} is not an operator; a station belongs to an operator"),
-        )),
-        None => Err(ApiError::unprocessable(
-            "invalid_owner",
-            format!("there is no user {id}"),
-        )),
-    }
-}
-
 #[utoipa::path(post, path = "/v1/radios", operation_id = "register_station", tag = "stations", request_body = Registration, security(("token" = [])),
     responses((status = 201, description = "Registered; listened to within seconds", body = Radio),
         (status = 200, description = "Already registered with this stream", body = Radio),
@@ -149,7 +104,7 @@ async fn add(
         .in_country(r.country.as_deref())?
         .owned_by(r.owner_id)
         .enabled(r.enabled);
-    check_owner(&state.storage, new.owner).await?;
+    operator(&state.storage, new.owner).await?;
     let added = state.storage.relational.add_radio(&new).await?;
     let radio = added.record;
     tracing::info!(radio = radio.id, name = %radio.name, by = principal.user.id, created = added.created, "station registered");
@@ -231,7 +186,7 @@ async fn change(
         .in_country(country.as_deref())?
         .owned_by(change.owner_id.apply(current.owner))
         .enabled(change.enabled.unwrap_or(current.enabled));
-    check_owner(&state.storage, new.owner).await?;
+    operator(&state.storage, new.owner).await?;
     let updated = state
         .storage
         .relational

@@ -1615,3 +1615,105 @@ async fn the_json_api_gives_each_token_exactly_its_plays_and_reports() {
 fn session_encode(s: &str) -> String {
     s.replace(':', "%3A").replace('+', "%2B")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_organiser_reads_the_plays_of_the_devices_an_administrator_gives_them() {
+    let site = site().await;
+    let key = AuthKey::load(&site.storage).await.unwrap();
+    let digest = key.digest(Purpose::DeviceSecret, "the stage's secret, long enough");
+    let imei = hendu_storage::model::Imei::parse("490154203237518").unwrap();
+    let device = site
+        .storage
+        .relational
+        .add_device(
+            &hendu_storage::model::NewDevice::new(imei.clone(), "Festival stage", None, digest)
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let music = music(&site.storage, "Epsilon", site.user("ana@example.org").id, 9).await;
+    let at_event = record(&site.storage, music, Source::Device(device.id), 3000, 120).await;
+    let admin = site.sign_in("admin@example.org").await;
+    let xavier = site.sign_in("xavier@example.org").await;
+    let yolanda = site.sign_in("yolanda@example.org").await;
+    let sees = |b: &Browser| {
+        let cookie = b.cookie.clone();
+        let site = &site;
+        async move {
+            site.get(&cookie, &format!("/plays/{at_event}"))
+                .await
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(sees(&xavier).await, 404, "nobody's device yet");
+
+    // The administrator gives the device to Xavier, from the devices page.
+    let page = site
+        .get(&admin.cookie, "/admin/devices")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Festival stage") && page.contains("xavier@example.org"));
+    let path = format!("/admin/devices/{}", imei.as_str());
+    let xavier_id = site.user("xavier@example.org").id.to_string();
+    let r = site
+        .post(
+            &admin.cookie,
+            &path,
+            &[("csrf", &admin.csrf), ("owner", &xavier_id)],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(sees(&xavier).await, 200);
+    assert_eq!(sees(&yolanda).await, 404);
+    let plays = site
+        .get(&xavier.cookie, "/plays")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(plays.contains("Festival stage"), "{plays}");
+    let token = site.token("xavier@example.org").await;
+    let (_, page) = site
+        .api(
+            Some(&token),
+            &format!("/v1/plays?source=device:{}", device.id),
+        )
+        .await;
+    assert_eq!(page["total"].as_u64(), Some(1));
+    let (_, report) = site.api(Some(&token), "/v1/reports").await;
+    assert!(report.to_string().contains("Festival stage"), "{report}");
+
+    // A musician cannot organise events; taken back, the plays go with it.
+    let ana_id = site.user("ana@example.org").id.to_string();
+    let r = site
+        .post(
+            &admin.cookie,
+            &path,
+            &[("csrf", &admin.csrf), ("owner", &ana_id)],
+        )
+        .await;
+    assert_eq!(r.status(), 422);
+    assert_eq!(sees(&xavier).await, 200);
+    let r = site
+        .post(
+            &admin.cookie,
+            &path,
+            &[("csrf", &admin.csrf), ("owner", "")],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(sees(&xavier).await, 404);
+    // Nobody else gives devices away.
+    let r = site
+        .post(
+            &xavier.cookie,
+            &path,
+            &[("csrf", &xavier.csrf), ("owner", &xavier_id)],
+        )
+        .await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(sees(&xavier).await, 404);
+}

@@ -107,6 +107,56 @@ pub fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiEr
         .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not valid: {e}")))
 }
 
+/// A field of a PATCH: absent (keep), `null` (clear) or a value.
+#[derive(Debug, Default)]
+pub enum Field<T> {
+    #[default]
+    Keep,
+    Clear,
+    Set(T),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Field<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match Option::<T>::deserialize(d)? {
+            None => Field::Clear,
+            Some(v) => Field::Set(v),
+        })
+    }
+}
+
+impl<T: Clone> Field<T> {
+    pub fn apply(&self, current: Option<T>) -> Option<T> {
+        match self {
+            Field::Keep => current,
+            Field::Clear => None,
+            Field::Set(v) => Some(v.clone()),
+        }
+    }
+}
+
+/// Checks that `owner`, if any, may own a source (a station or a device):
+/// an operator (or an administrator).
+///
+/// # Errors
+/// 422 `invalid_owner` naming why not.
+pub async fn operator(storage: &Storage, owner: Option<UserId>) -> Result<(), ApiError> {
+    let Some(id) = owner else {
+        return Ok(());
+    };
+    match storage.relational.user(id).await? {
+        Some(u) if u.role == Role::Operator || u.role == Role::Admin => Ok(()),
+        Some(_) => Err(ApiError::unprocessable(
+            "invalid_owner",
+            format!("user {id} is not an operator; a source belongs to an operator"),
+        )),
+        None => Err(ApiError::unprocessable(
+            "invalid_owner",
+            format!("there is no user {id}"),
+        )),
+    }
+}
+
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TokenRequest {

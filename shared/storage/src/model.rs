@@ -647,6 +647,8 @@ pub struct NewDevice {
     /// For the TCP protocol's login (v2), made from the same secret.
     pub login_verifier: Option<LoginVerifier>,
     pub enabled: bool,
+    /// The operator (an event organiser) whose plays it hears.
+    pub owner: Option<UserId>,
 }
 
 impl NewDevice {
@@ -665,7 +667,15 @@ impl NewDevice {
             secret_digest,
             login_verifier: None,
             enabled: true,
+            owner: None,
         })
+    }
+
+    /// The device belongs to `owner`, an operator (an event organiser).
+    #[must_use]
+    pub fn owned_by(mut self, owner: Option<UserId>) -> Self {
+        self.owner = owner;
+        self
     }
 
     #[must_use]
@@ -689,6 +699,8 @@ pub struct Device {
     /// its secret is rotated.
     pub login_verifier: Option<LoginVerifier>,
     pub enabled: bool,
+    /// The operator (an event organiser) whose plays it hears.
+    pub owner: Option<UserId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -421,8 +421,8 @@ impl RelationalStore for MySqlStore {
 
     async fn add_device(&self, new: &NewDevice) -> Result<Device> {
         let inserted_row = sqlx::query(
-            "INSERT INTO devices (imei, name, location, secret_hash, login_verifier, enabled) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO devices (imei, name, location, secret_hash, login_verifier, enabled, \
+             owner_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(new.imei.as_str())
         .bind(&new.name)
@@ -430,6 +430,7 @@ impl RelationalStore for MySqlStore {
         .bind(new.secret_digest.to_hex())
         .bind(new.login_verifier.map(|v| v.to_hex()))
         .bind(new.enabled)
+        .bind(new.owner)
         .execute(&self.pool)
         .await;
         if !inserted(inserted_row)? {
@@ -464,6 +465,32 @@ impl RelationalStore for MySqlStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1 || self.device_by_imei(imei).await?.is_some())
+    }
+
+    async fn set_device_owner(&self, imei: &Imei, owner: Option<UserId>) -> Result<bool> {
+        let done = sqlx::query("UPDATE devices SET owner_id = ? WHERE imei = ?")
+            .bind(owner)
+            .bind(imei.as_str())
+            .execute(&self.pool)
+            .await;
+        match done {
+            Ok(done) => Ok(done.rows_affected() == 1 || self.device_by_imei(imei).await?.is_some()),
+            Err(e) if relational::is_foreign_key_violation(&e) => {
+                Err(StorageError::not_found("user", owner.unwrap_or_default()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn devices_owned(&self, owner: UserId, after: i64, limit: u32) -> Result<Vec<Device>> {
+        let rows =
+            sqlx::query("SELECT * FROM devices WHERE owner_id = ? AND id > ? ORDER BY id LIMIT ?")
+                .bind(owner)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(device).collect()
     }
 
     async fn set_device_secret(

@@ -20,7 +20,8 @@ pub enum PlayScope {
     Everything,
     /// A musician: plays of the tracks they own.
     OwnedBy(UserId),
-    /// An operator: plays heard on the stations assigned to them.
+    /// An operator: plays heard on the stations and devices (events)
+    /// assigned to them.
     OperatedBy(UserId),
 }
 
@@ -108,7 +109,7 @@ pub struct PlayRow {
     pub isrc: Option<String>,
     /// The track's owner.
     pub owner: Option<UserId>,
-    /// The operator of the station it was heard on.
+    /// The operator of the station or device it was heard on.
     pub operator: Option<UserId>,
     /// The station's or the device's name.
     pub source_name: String,
@@ -213,17 +214,18 @@ fn from(scope: PlayScope, tracks: bool, sources: bool) -> String {
     if tracks || matches!(scope, PlayScope::OwnedBy(_)) {
         sql.push_str(" JOIN musics m ON m.id = p.music_id");
     }
+    // An operator's sources: the stations and the devices (events) that
+    // are theirs.
     if sources || matches!(scope, PlayScope::OperatedBy(_)) {
         sql.push_str(" LEFT JOIN radios r ON r.id = p.radio_id");
-    }
-    if sources {
         sql.push_str(" LEFT JOIN devices d ON d.id = p.device_id");
     }
     sql
 }
 
 const ROW_COLUMNS: &str = "SELECT p.*, m.title AS music_title, m.artist AS music_artist, \
-     m.owner_id AS music_owner, m.isrc AS music_isrc, r.owner_id AS radio_owner, \
+     m.owner_id AS music_owner, m.isrc AS music_isrc, \
+     COALESCE(r.owner_id, d.owner_id) AS source_operator, \
      COALESCE(r.name, d.name, '') AS source_name";
 
 /// `WHERE ...` for `filter`, with its values appended to `args`.
@@ -236,7 +238,8 @@ fn conditions(filter: &PlayFilter, args: &mut Vec<Arg>) -> String {
             args.push(Arg::Int(user));
         }
         PlayScope::OperatedBy(user) => {
-            all.push("r.owner_id = ?");
+            all.push("(r.owner_id = ? OR d.owner_id = ?)");
+            args.push(Arg::Int(user));
             args.push(Arg::Int(user));
         }
     }

@@ -153,6 +153,7 @@ pub(crate) fn device(row: &impl SqlRow) -> Result<Device> {
             .as_deref()
             .and_then(LoginVerifier::parse),
         enabled: row.flag("enabled")?,
+        owner: row.opt_int("owner_id")?,
     })
 }
 
@@ -307,7 +308,7 @@ pub(crate) fn play_row(row: &impl SqlRow) -> Result<PlayRow> {
         artist: row.opt_text("music_artist")?,
         isrc: row.opt_text("music_isrc")?,
         owner: row.opt_int("music_owner")?,
-        operator: row.opt_int("radio_owner")?,
+        operator: row.opt_int("source_operator")?,
         source_name: row.text("source_name")?,
     })
 }

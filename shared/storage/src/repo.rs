@@ -96,6 +96,15 @@ pub trait RelationalStore: Send + Sync + std::fmt::Debug {
     /// Devices by id, after `after`, at most `limit`.
     async fn devices(&self, after: DeviceId, limit: u32) -> Result<Vec<Device>>;
     async fn set_device_enabled(&self, imei: &Imei, enabled: bool) -> Result<bool>;
+    /// Gives the device to an operator (or to none); false for no such device.
+    async fn set_device_owner(&self, imei: &Imei, owner: Option<UserId>) -> Result<bool>;
+    /// The devices of operator `owner`, by id, after `after`, at most `limit`.
+    async fn devices_owned(
+        &self,
+        owner: UserId,
+        after: DeviceId,
+        limit: u32,
+    ) -> Result<Vec<Device>>;
     /// Replaces a device's secret (its digest, and its login verifier for
     /// the TCP protocol); false if there is no such device.
     async fn set_device_secret(

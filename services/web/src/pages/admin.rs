@@ -299,6 +299,14 @@ pub async fn devices(State(web): State<Web>, view: View, viewer: Viewer) -> Resp
     let body = async {
         check(&viewer)?;
         let devices = web.storage.relational.devices(0, LIST).await?;
+        let operators: Vec<_> = web
+            .storage
+            .relational
+            .users(0, LIST)
+            .await?
+            .into_iter()
+            .filter(|u| u.role == Role::Operator)
+            .collect();
         Ok(html! {
             h1 { (view.t("Devices", "Dispositivos")) }
             p.hint { (view.t("Register devices and rotate their secrets with the API (POST /v1/devices): a secret is shown once, to whoever configures the device.",
@@ -309,6 +317,7 @@ pub async fn devices(State(web): State<Web>, view: View, viewer: Viewer) -> Resp
                     th scope="col" { (view.t("Name", "Nombre")) }
                     th scope="col" { (view.t("Location", "Lugar")) }
                     th scope="col" { (view.t("State", "Estado")) }
+                    th scope="col" { (view.t("Operator (event organiser)", "Operador (organizador del evento)")) }
                     th scope="col" { (view.t("Change", "Cambiar")) }
                 } }
                 tbody {
@@ -318,6 +327,19 @@ pub async fn devices(State(web): State<Web>, view: View, viewer: Viewer) -> Resp
                             td { (d.name) }
                             td { (d.location.as_deref().unwrap_or("")) }
                             td { @if d.enabled { (view.t("enabled", "habilitado")) } @else { (view.t("disabled", "deshabilitado")) } }
+                            td {
+                                form.inline method="post" action={ "/admin/devices/" (d.imei.as_str()) } {
+                                    input type="hidden" name="csrf" value=(viewer.csrf);
+                                    label.visually-hidden for={ "owner-" (d.id) } { (view.t("Operator of ", "Operador de ")) (d.name) }
+                                    select id={ "owner-" (d.id) } name="owner" {
+                                        option value="" selected[d.owner.is_none()] { (view.t("none", "ninguno")) }
+                                        @for o in &operators {
+                                            option value=(o.id) selected[d.owner == Some(o.id)] { (o.display_name) " (" (o.email) ")" }
+                                        }
+                                    }
+                                    button type="submit" { (view.t("Assign", "Asignar")) }
+                                }
+                            }
                             td {
                                 form.inline method="post" action={ "/admin/devices/" (d.imei.as_str()) } {
                                     input type="hidden" name="csrf" value=(viewer.csrf);
@@ -347,7 +369,10 @@ pub async fn devices(State(web): State<Web>, view: View, viewer: Viewer) -> Resp
 #[derive(Debug, Deserialize)]
 pub struct DeviceChange {
     csrf: String,
-    enabled: bool,
+    /// Enable or disable.
+    enabled: Option<bool>,
+    /// Give it to this operator (empty: to none).
+    owner: Option<String>,
 }
 
 pub async fn change_device(
@@ -361,15 +386,27 @@ pub async fn change_device(
         check(&viewer)?;
         viewer.check_csrf(&f.csrf)?;
         let imei = Imei::parse(&raw).map_err(|_| PageError::NotFound)?;
-        if !web
-            .storage
-            .relational
-            .set_device_enabled(&imei, f.enabled)
-            .await?
-        {
-            return Err(PageError::NotFound);
+        let rel = &web.storage.relational;
+        if let Some(enabled) = f.enabled {
+            if !rel.set_device_enabled(&imei, enabled).await? {
+                return Err(PageError::NotFound);
+            }
+            tracing::info!(imei = %imei.as_str(), enabled, by = viewer.user.id, "device changed");
         }
-        tracing::info!(imei = %imei.as_str(), enabled = f.enabled, by = viewer.user.id, "device changed");
+        if let Some(owner) = f.owner.as_deref().map(str::trim) {
+            let owner = if owner.is_empty() {
+                None
+            } else {
+                Some(owner.parse::<i64>().map_err(|_| {
+                    PageError::BadInput(view.t("Choose an operator.", "Elija un operador.").into())
+                })?)
+            };
+            hendu_service::accounts::operator(&web.storage, owner).await?;
+            if !rel.set_device_owner(&imei, owner).await? {
+                return Err(PageError::NotFound);
+            }
+            tracing::info!(imei = %imei.as_str(), owner, by = viewer.user.id, "device given to an operator");
+        }
         Ok("/admin/devices".to_owned())
     };
     done(view, &viewer, outcome.await)

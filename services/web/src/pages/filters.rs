@@ -157,8 +157,8 @@ impl Choices {
             None => rel.play_totals(&all, Grouping::Track, 0, CHOICES).await?,
         };
         // An administrator's sources are every station and device, and an
-        // operator's their stations: read from their tables, not from the
-        // plays. A musician's are only those their tracks were heard on.
+        // operator's their stations and devices (events): read from their
+        // tables, not from the plays. A musician's are only those their tracks were heard on.
         let choice = |key: String, label: &str| PlayTotal {
             key,
             label: label.to_owned(),
@@ -179,14 +179,19 @@ impl Choices {
                 }
                 Some(sources)
             }
-            PlayScope::OperatedBy(operator) => Some(
-                rel.radios()
+            PlayScope::OperatedBy(operator) => {
+                let mut sources: Vec<_> = rel
+                    .radios()
                     .await?
                     .into_iter()
                     .filter(|r| r.owner == Some(operator))
                     .map(|r| (Source::Radio(r.id), r.name, r.location))
-                    .collect(),
-            ),
+                    .collect();
+                for d in rel.devices_owned(operator, 0, CHOICES).await? {
+                    sources.push((Source::Device(d.id), d.name, d.location));
+                }
+                Some(sources)
+            }
         };
         let (sources, locations) = match listed {
             Some(listed) => {

@@ -18,6 +18,7 @@ crate::contract!(web:
     plays_are_seen_only_in_their_viewers_scope_filtered_sorted_paged_and_totalled,
     a_session_lives_until_it_expires_or_is_ended,
     a_dispute_is_recorded_once_and_settled_once,
+    an_event_organisers_devices_are_theirs_as_a_stations_operators_stations,
 );
 
 fn t0() -> OffsetDateTime {
@@ -419,4 +420,97 @@ pub async fn a_dispute_is_recorded_once_and_settled_once(kind: Kind) {
             .unwrap()
             .is_empty()
     );
+}
+
+pub async fn an_event_organisers_devices_are_theirs_as_a_stations_operators_stations(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let rel = &h.storage.relational;
+    let ana = user(&h, "ana@example.org", Role::Musician).await;
+    let fest = user(&h, "fest@example.org", Role::Operator).await;
+    let other = user(&h, "other@example.org", Role::Operator).await;
+    let song = music(&h, "Alpha", Some(ana.id), 1).await;
+    let key = AuthKey::load(&h.storage).await.unwrap();
+    let device = |imei: &str, owner| {
+        let digest = key.digest(Purpose::DeviceSecret, new_device_secret().expose());
+        NewDevice::new(Imei::parse(imei).unwrap(), "Stage", Some("Luque"), digest)
+            .unwrap()
+            .owned_by(owner)
+    };
+    let stage = rel
+        .add_device(&device("490154203237518", Some(fest.id)))
+        .await
+        .unwrap();
+    assert_eq!(stage.owner, Some(fest.id));
+    let loose = rel
+        .add_device(&device("356938035643809", None))
+        .await
+        .unwrap();
+    for (i, d) in [&stage, &loose, &stage].into_iter().enumerate() {
+        let at = t0() + Duration::hours(i as i64);
+        let new = NewPlay::new(
+            song,
+            Source::Device(d.id),
+            Some("Luque"),
+            at,
+            at + Duration::seconds(100),
+            0.9,
+            &format!("event-{i}"),
+        )
+        .unwrap();
+        rel.record_play(&new).await.unwrap();
+    }
+    let seen = |operator: i64| async move {
+        rel.play_rows(
+            &PlayFilter::scoped(PlayScope::OperatedBy(operator)),
+            page(PlayOrder::Recorded, false, 0, 10),
+        )
+        .await
+        .unwrap()
+    };
+    let rows = seen(fest.id).await;
+    assert_eq!(
+        rows.len(),
+        2,
+        "the organiser's device's plays, not the other's"
+    );
+    assert!(
+        rows.iter()
+            .all(|r| r.play.source == Source::Device(stage.id))
+    );
+    assert!(rows.iter().all(|r| r.operator == Some(fest.id)));
+    assert!(seen(other.id).await.is_empty());
+    let totals = rel
+        .play_totals(
+            &PlayFilter::scoped(PlayScope::OperatedBy(fest.id)),
+            Grouping::Source,
+            0,
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(totals.len(), 1);
+    assert_eq!(totals[0].plays, 2);
+    assert_eq!(
+        rel.devices_owned(fest.id, 0, 10).await.unwrap(),
+        vec![stage.clone()]
+    );
+
+    // Given to another organiser, its plays are theirs; given to nobody, no
+    // operator's; given to no such user, refused.
+    assert!(
+        rel.set_device_owner(&stage.imei, Some(other.id))
+            .await
+            .unwrap()
+    );
+    assert!(seen(fest.id).await.is_empty());
+    assert_eq!(seen(other.id).await.len(), 2);
+    assert!(rel.devices_owned(fest.id, 0, 10).await.unwrap().is_empty());
+    assert!(rel.set_device_owner(&stage.imei, None).await.unwrap());
+    assert!(seen(other.id).await.is_empty());
+    assert!(matches!(
+        rel.set_device_owner(&stage.imei, Some(999_999)).await,
+        Err(StorageError::NotFound { .. })
+    ));
+    let unknown = Imei::parse("352099001761481").unwrap();
+    assert!(!rel.set_device_owner(&unknown, None).await.unwrap());
 }
