@@ -43,6 +43,7 @@ pub mod vars {
     pub const SESSION_H: &str = "HENDU_WEB_SESSION_H";
     pub const SECURE_COOKIES: &str = "HENDU_WEB_SECURE_COOKIES";
     pub const MAX_SOCKETS: &str = "HENDU_WEB_MAX_SOCKETS";
+    pub const MAX_SOCKETS_PER_PERSON: &str = "HENDU_WEB_MAX_SOCKETS_PER_PERSON";
     pub const PING_S: &str = "HENDU_WEB_PING_S";
 }
 
@@ -53,6 +54,8 @@ const HELP: &str =
                              `hendu serve` on a loopback address: false)
   HENDU_WEB_MAX_SOCKETS      most open live pages (WebSockets) per replica
                              (default 10000)
+  HENDU_WEB_MAX_SOCKETS_PER_PERSON  most of one person's open live pages per
+                             replica (default 20)
   HENDU_WEB_PING_S           how often an open page is pinged (default 25)
 The catalogue page's uploads, as the hash-generator's:
 {UPLOADS}
@@ -81,6 +84,7 @@ pub struct Config {
     pub session_idle: Duration,
     pub secure_cookies: bool,
     pub max_sockets: usize,
+    pub max_sockets_per_person: usize,
     pub ping_every: Duration,
 }
 
@@ -111,6 +115,7 @@ impl Config {
             session_idle: Duration::from_secs_f64(hours * 3600.0),
             secure_cookies: var_or(vars::SECURE_COOKIES, secure, "true or false")?,
             max_sockets: var_or(vars::MAX_SOCKETS, 10_000, "a whole number")?,
+            max_sockets_per_person: var_or(vars::MAX_SOCKETS_PER_PERSON, 20, "a whole number")?,
             ping_every: seconds_or(vars::PING_S, 25.0)?,
         })
     }
@@ -140,7 +145,7 @@ impl axum::extract::FromRef<Web> for Auth {
 
 /// Adds the pages and the live updates to `app`.
 pub fn install(app: &mut Application, config: &Config) {
-    let live = live::Hub::new(config.max_sockets);
+    let live = live::Hub::new(config.max_sockets, config.max_sockets_per_person);
     let web = Web {
         storage: app.storage.clone(),
         auth: app.auth.clone(),

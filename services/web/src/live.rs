@@ -14,7 +14,8 @@
 //! every ping: a page whose session ended (signed out, a new password, a
 //! disabled user) is closed.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -22,6 +23,7 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use hendu_service::Heartbeat;
+use hendu_storage::model::UserId;
 use hendu_storage::queries::{PlayFilter, PlayOrder, PlayPage, PlayRow, PlayScope};
 use hendu_storage::{Event, Storage};
 use serde::Deserialize;
@@ -43,16 +45,56 @@ const CATCH_UP: u32 = 200;
 pub struct Hub {
     plays: broadcast::Sender<Arc<PlayRow>>,
     sockets: Arc<Semaphore>,
+    /// Open pages per person, and how many one person may hold.
+    people: Arc<Mutex<HashMap<UserId, usize>>>,
+    per_person: usize,
     stop: CancellationToken,
 }
 
+/// One person's open page, counted while it lives.
+#[derive(Debug)]
+struct Seat {
+    people: Arc<Mutex<HashMap<UserId, usize>>>,
+    user: UserId,
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        let mut people = self.people.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = people.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                people.remove(&self.user);
+            }
+        }
+    }
+}
+
 impl Hub {
-    pub fn new(max_sockets: usize) -> Self {
+    /// At most `max_sockets` open pages on the replica, `per_person` of
+    /// them one person's (a script opening pages in a loop takes no more).
+    pub fn new(max_sockets: usize, per_person: usize) -> Self {
         Self {
             plays: broadcast::channel(BACKLOG).0,
             sockets: Arc::new(Semaphore::new(max_sockets.max(1))),
+            people: Arc::default(),
+            per_person: per_person.max(1),
             stop: CancellationToken::new(),
         }
+    }
+
+    /// A seat for one more of `user`'s pages, if they have fewer than allowed.
+    fn seat(&self, user: UserId) -> Option<Seat> {
+        let mut people = self.people.lock().unwrap_or_else(|e| e.into_inner());
+        let open = people.entry(user).or_insert(0);
+        if *open >= self.per_person {
+            return None;
+        }
+        *open += 1;
+        Some(Seat {
+            people: self.people.clone(),
+            user,
+        })
     }
 
     /// Open pages now.
@@ -139,6 +181,15 @@ pub async fn socket(
         return hendu_service::auth::forbidden("open this site's live updates from another site")
             .into_response();
     }
+    let Some(seat) = web.live.seat(viewer.user.id) else {
+        return hendu_service::ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "too_many_pages",
+            "too many of your pages are open live; close some",
+        )
+        .retry_after(Duration::from_secs(30))
+        .into_response();
+    };
     let Ok(permit) = web.live.sockets.clone().try_acquire_owned() else {
         return hendu_service::error::busy(Duration::from_secs(5)).into_response();
     };
@@ -151,7 +202,7 @@ pub async fn socket(
         .read_buffer_size(4096)
         .write_buffer_size(4096)
         .on_upgrade(move |ws| async move {
-            let _permit = permit;
+            let _held = (permit, seat);
             follow(ws, web, view, viewer, q.after, ping).await;
         })
 }

@@ -48,6 +48,7 @@ fn config(spool: &std::path::Path) -> Config {
         session_idle: Duration::from_secs(3600),
         secure_cookies: false,
         max_sockets: 100,
+        max_sockets_per_person: 3,
         ping_every: Duration::from_secs(1),
     }
 }
@@ -1716,4 +1717,58 @@ async fn an_event_organiser_reads_the_plays_of_the_devices_an_administrator_give
         .await;
     assert_eq!(r.status(), 403);
     assert_eq!(sees(&xavier).await, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_person_holds_only_so_many_live_pages() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let site = site().await;
+    let ana = site.sign_in("ana@example.org").await;
+    let beto = site.sign_in("beto@example.org").await;
+    let connect = |cookie: String| {
+        let url = format!("{}/live", site.base.replacen("http", "ws", 1));
+        async move {
+            let mut request = url.into_client_request().unwrap();
+            request
+                .headers_mut()
+                .insert(header::COOKIE, cookie.parse().unwrap());
+            tokio_tungstenite::connect_async(request).await
+        }
+    };
+    // The test's configuration allows three pages a person.
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(connect(ana.cookie.clone()).await.unwrap().0);
+    }
+    match connect(ana.cookie.clone()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            assert_eq!(r.status(), 429);
+            assert!(r.headers().contains_key(header::RETRY_AFTER));
+        }
+        other => panic!("a fourth page of Ana's must be refused: {other:?}"),
+    }
+    // Another person is not held back by Ana's pages.
+    let _beto = connect(beto.cookie.clone()).await.unwrap().0;
+    // A page closed frees its seat.
+    let mut closed = open.pop().unwrap();
+    closed.close(None).await.unwrap();
+    drop(closed);
+    let again = eventually_connects(|| connect(ana.cookie.clone())).await;
+    assert!(again, "a seat is free again once a page closes");
+}
+
+/// Whether `connect` succeeds within two seconds (a closed page's seat is
+/// freed when the server sees it close).
+async fn eventually_connects<F, Fut, T, E>(connect: F) -> bool
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    for _ in 0..40 {
+        if connect().await.is_ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }
