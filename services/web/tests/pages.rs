@@ -1772,3 +1772,54 @@ where
     }
     false
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn administration_lists_go_on_past_their_first_page() {
+    let site = site().await;
+    let key = AuthKey::load(&site.storage).await.unwrap();
+    let lots = hendu_web::pages::admin::LIST as usize + 5;
+    let mut ids = Vec::new();
+    for i in 0..lots {
+        // 15 digits with a Luhn check digit.
+        let body = format!("35{:012}", i);
+        let sum: u32 = body
+            .chars()
+            .rev()
+            .enumerate()
+            .map(|(k, c)| {
+                let d = c.to_digit(10).unwrap();
+                if k % 2 == 0 {
+                    let twice = d * 2;
+                    if twice > 9 { twice - 9 } else { twice }
+                } else {
+                    d
+                }
+            })
+            .sum();
+        let imei = format!("{body}{}", (10 - sum % 10) % 10);
+        let digest = key.digest(Purpose::DeviceSecret, &imei);
+        let new = hendu_storage::model::NewDevice::new(
+            hendu_storage::model::Imei::parse(&imei).unwrap(),
+            &format!("Sensor {i:04}"),
+            None,
+            digest,
+        )
+        .unwrap();
+        ids.push(site.storage.relational.add_device(&new).await.unwrap().id);
+    }
+    let admin = site.sign_in("admin@example.org").await;
+    let first = site
+        .get(&admin.cookie, "/admin/devices")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(first.contains("Sensor 0000") && first.contains("Sensor 0499"));
+    assert!(!first.contains("Sensor 0500"));
+    let next = format!("/admin/devices?after={}", ids[499]);
+    assert!(first.contains(&next), "a link to the next page");
+    let second = site.get(&admin.cookie, &next).await.text().await.unwrap();
+    assert!(second.contains("Sensor 0500") && second.contains("Sensor 0504"));
+    assert!(!second.contains("Sensor 0499"));
+    assert!(!second.contains("Next page"), "the last page");
+}

@@ -20,8 +20,27 @@ use crate::Web;
 use crate::error::{PageError, error_page};
 use crate::view::{View, Viewer, page};
 
-/// Rows per administration list.
-const LIST: u32 = 500;
+/// Rows per page of an administration list.
+pub const LIST: u32 = 500;
+
+/// `?after=`: where a page of an administration list starts (after the
+/// last row of the page before).
+#[derive(Debug, Default, Deserialize)]
+pub struct After {
+    after: Option<i64>,
+}
+
+/// The link to the next page of a list, when this one is full.
+fn next_page(view: View, path: &str, shown: usize, last: Option<String>) -> Markup {
+    let join = if path.contains('?') { '&' } else { '?' };
+    html! {
+        @if shown >= LIST as usize {
+            @if let Some(last) = last {
+                p { a href={ (path) (join) "after=" (crate::session::encode(&last)) } { (view.t("Next page", "Página siguiente")) } }
+            }
+        }
+    }
+}
 /// A station whose status is older than this has no replica reporting it.
 const STALE_S: i64 = 60;
 
@@ -130,10 +149,19 @@ pub async fn overview(view: View, viewer: Viewer) -> Response {
 
 // --- users
 
-pub async fn users(State(web): State<Web>, view: View, viewer: Viewer) -> Response {
+pub async fn users(
+    State(web): State<Web>,
+    view: View,
+    viewer: Viewer,
+    Query(page): Query<After>,
+) -> Response {
     let body = async {
         check(&viewer)?;
-        let users = web.storage.relational.users(0, LIST).await?;
+        let users = web
+            .storage
+            .relational
+            .users(page.after.unwrap_or(0), LIST)
+            .await?;
         Ok(html! {
             h1 { (view.t("Users", "Usuarios")) }
             table {
@@ -172,6 +200,7 @@ pub async fn users(State(web): State<Web>, view: View, viewer: Viewer) -> Respon
                     }
                 }
             }
+            (next_page(view, "/admin/users", users.len(), users.last().map(|u| u.id.to_string())))
             section.narrow {
                 h2 { (view.t("New user", "Nuevo usuario")) }
                 form method="post" action="/admin/users" {
@@ -295,10 +324,19 @@ pub async fn change_user(
 
 // --- devices
 
-pub async fn devices(State(web): State<Web>, view: View, viewer: Viewer) -> Response {
+pub async fn devices(
+    State(web): State<Web>,
+    view: View,
+    viewer: Viewer,
+    Query(page): Query<After>,
+) -> Response {
     let body = async {
         check(&viewer)?;
-        let devices = web.storage.relational.devices(0, LIST).await?;
+        let devices = web
+            .storage
+            .relational
+            .devices(page.after.unwrap_or(0), LIST)
+            .await?;
         let operators: Vec<_> = web
             .storage
             .relational
@@ -353,6 +391,7 @@ pub async fn devices(State(web): State<Web>, view: View, viewer: Viewer) -> Resp
                     }
                 }
             }
+            (next_page(view, "/admin/devices", devices.len(), devices.last().map(|d| d.id.to_string())))
             @if devices.is_empty() { p { (view.t("No devices yet.", "Todavía no hay dispositivos.")) } }
         })
     };
@@ -493,11 +532,18 @@ pub async fn stations(State(web): State<Web>, view: View, viewer: Viewer) -> Res
 
 // --- claims and disputes
 
-pub async fn claims(State(web): State<Web>, view: View, viewer: Viewer) -> Response {
+pub async fn claims(
+    State(web): State<Web>,
+    view: View,
+    viewer: Viewer,
+    Query(page): Query<After>,
+) -> Response {
     let body = async {
         check(&viewer)?;
         let rel = &web.storage.relational;
-        let claims = rel.claims(ClaimState::Pending, 0, LIST).await?;
+        let claims = rel
+            .claims(ClaimState::Pending, page.after.unwrap_or(0), LIST)
+            .await?;
         let mut rows = Vec::new();
         for c in &claims {
             let music = rel.music(c.music_id).await?;
@@ -533,6 +579,7 @@ pub async fn claims(State(web): State<Web>, view: View, viewer: Viewer) -> Respo
                     }
                 }
             }
+            (next_page(view, "/admin/claims", claims.len(), claims.last().map(|c| c.id.to_string())))
             @if rows.is_empty() { p { (view.t("No pending claims.", "No hay reclamos pendientes.")) } }
         })
     };
@@ -591,11 +638,18 @@ pub async fn settle_claim(
     done(view, &viewer, outcome.await)
 }
 
-pub async fn disputes(State(web): State<Web>, view: View, viewer: Viewer) -> Response {
+pub async fn disputes(
+    State(web): State<Web>,
+    view: View,
+    viewer: Viewer,
+    Query(page): Query<After>,
+) -> Response {
     let body = async {
         check(&viewer)?;
         let rel = &web.storage.relational;
-        let open = rel.disputes(DisputeState::Open, 0, LIST).await?;
+        let open = rel
+            .disputes(DisputeState::Open, page.after.unwrap_or(0), LIST)
+            .await?;
         let mut rows = Vec::new();
         for d in &open {
             rows.push((d, rel.user(d.user_id).await?.map(|u| u.email)));
@@ -625,6 +679,7 @@ pub async fn disputes(State(web): State<Web>, view: View, viewer: Viewer) -> Res
                     }
                 }
             }
+            (next_page(view, "/admin/disputes", open.len(), open.last().map(|d| d.id.to_string())))
             @if rows.is_empty() { p { (view.t("No open disputes.", "No hay reclamos abiertos.")) } }
         })
     };
@@ -675,6 +730,8 @@ pub async fn settle_dispute(
 #[derive(Debug, Deserialize)]
 pub struct DeadQuery {
     queue: Option<String>,
+    /// The last entry of the page before.
+    after: Option<String>,
 }
 
 pub async fn dead_letters(
@@ -692,7 +749,7 @@ pub async fn dead_letters(
         let letters = web
             .storage
             .queue
-            .dead_letters(queue, None, LIST as usize)
+            .dead_letters(queue, q.after.as_deref(), LIST as usize)
             .await?;
         Ok(html! {
             h1 { (view.t("Dead letters", "Mensajes fallidos")) }
@@ -733,6 +790,7 @@ pub async fn dead_letters(
                     }
                 }
             }
+            (next_page(view, &format!("/admin/dead-letters?queue={}", queue.name()), letters.len(), letters.last().map(|l| l.id.clone())))
             @if letters.is_empty() { p { (view.t("Nothing was set aside.", "No se apartó nada.")) } }
         })
     };
