@@ -4,6 +4,8 @@
 // - live plays on the dashboard: a WebSocket to /live that sends every new
 //   play the viewer may see; it reconnects with backoff and asks for what
 //   it missed (after=<last play shown>), so nothing is lost while away;
+// - station alerts (down, silent, back) on administrators' and operators'
+//   pages, over the same socket (a page without plays asks for alerts alone);
 // - the progress of an upload on the catalogue page (the form is sent as
 //   without the script, the page it leads to is then shown).
 (function () {
@@ -15,14 +17,28 @@
 
   function start() {
     var table = document.getElementById("live-plays");
-    if (!table || !window.WebSocket) return;
-    var body = table.tBodies[0];
-    var after = Number(table.getAttribute("data-after")) || 0;
+    var alerts = document.getElementById("live-alerts");
+    if ((!table && !alerts) || !window.WebSocket) return;
+    var body = table ? table.tBodies[0] : { rows: [] };
+    var after = table ? Number(table.getAttribute("data-after")) || 0 : 0;
     var wait = 1000;
     var status = document.createElement("p");
     status.className = "live-status";
     status.setAttribute("role", "status");
-    table.parentNode.insertBefore(status, table);
+    if (table) table.parentNode.insertBefore(status, table);
+
+    // A station went down or silent, or came back: the newest five.
+    function alert(a) {
+      if (!alerts) return;
+      var line = document.createElement("p");
+      line.className = "alert " + a.state;
+      var link = document.createElement("a");
+      link.href = a.url;
+      link.textContent = a.text;
+      line.appendChild(link);
+      alerts.insertBefore(line, alerts.firstChild);
+      while (alerts.childNodes.length > 5) alerts.removeChild(alerts.lastChild);
+    }
 
     function cell(row, text, href) {
       var td = row.insertCell(-1);
@@ -70,18 +86,24 @@
 
     function connect() {
       var scheme = location.protocol === "https:" ? "wss://" : "ws://";
-      var ws = new WebSocket(scheme + location.host + "/live?after=" + after);
+      var ws = new WebSocket(scheme + location.host + "/live" + (table ? "?after=" + after : ""));
       ws.onopen = function () {
         wait = 1000;
+        if (!table) return;
         status.textContent = table.getAttribute("data-live") || "Live";
         status.className = "live-status on";
       };
       ws.onmessage = function (e) {
-        try { show(JSON.parse(e.data)); } catch (err) { /* not a play */ }
+        var m;
+        try { m = JSON.parse(e.data); } catch (err) { return; }
+        if (m.alert) alert(m.alert);
+        else if (table) show(m);
       };
       ws.onclose = function () {
-        status.textContent = table.getAttribute("data-offline") || "Reconnecting…";
-        status.className = "live-status off";
+        if (table) {
+          status.textContent = table.getAttribute("data-offline") || "Reconnecting…";
+          status.className = "live-status off";
+        }
         setTimeout(connect, wait + Math.random() * wait);
         wait = Math.min(wait * 2, 30000);
       };

@@ -13,6 +13,11 @@
 //! than a catch-up sends is told to reload. The session is checked again at
 //! every ping: a page whose session ended (signed out, a new password, a
 //! disabled user) is closed.
+//!
+//! Stations going down or silent, and coming back, reach the open pages of
+//! administrators (every station) and of the station's operator the same
+//! way, as alerts; a page without plays (the administration) opens its
+//! socket for alerts alone.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -39,11 +44,63 @@ pub const ALLOWANCE: Duration = Duration::from_secs(60);
 const BACKLOG: usize = 1024;
 /// Plays a catch-up reads at a time.
 const CATCH_UP: u32 = 200;
+/// Station alerts the hub holds for pages that are slow to take them.
+const ALERTS: usize = 256;
+
+/// A station went down or silent, or came back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    pub radio_id: i64,
+    pub station: String,
+    /// The station's operator, who sees its alerts besides administrators.
+    pub operator: Option<UserId>,
+    pub state: AlertState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertState {
+    Down,
+    Silent,
+    Back,
+}
+
+impl Alert {
+    fn admits(&self, viewer: &Viewer) -> bool {
+        match viewer.user.role {
+            hendu_storage::model::Role::Admin => true,
+            hendu_storage::model::Role::Operator => self.operator == Some(viewer.user.id),
+            hendu_storage::model::Role::Musician => false,
+        }
+    }
+
+    /// The alert as the page shows it, in the viewer's language.
+    fn message(&self, view: View, admin: bool) -> String {
+        let (state, text) = match self.state {
+            AlertState::Down => ("down", view.t("is down", "está caída")),
+            AlertState::Silent => (
+                "silent",
+                view.t("is silent (dead air)", "está en silencio (aire muerto)"),
+            ),
+            AlertState::Back => ("back", view.t("is back on air", "volvió al aire")),
+        };
+        serde_json::json!({
+            "alert": {
+                "radio_id": self.radio_id,
+                "station": self.station,
+                "state": state,
+                "text": format!("{} {text}", self.station),
+                "url": if admin { "/admin/stations".to_owned() } else { format!("/reports?source=radio:{}", self.radio_id) },
+            }
+        })
+        .to_string()
+    }
+}
 
 /// The replica's open pages and the plays for them.
 #[derive(Debug, Clone)]
 pub struct Hub {
     plays: broadcast::Sender<Arc<PlayRow>>,
+    alerts: broadcast::Sender<Arc<Alert>>,
     sockets: Arc<Semaphore>,
     /// Open pages per person, and how many one person may hold.
     people: Arc<Mutex<HashMap<UserId, usize>>>,
@@ -76,6 +133,7 @@ impl Hub {
     pub fn new(max_sockets: usize, per_person: usize) -> Self {
         Self {
             plays: broadcast::channel(BACKLOG).0,
+            alerts: broadcast::channel(ALERTS).0,
             sockets: Arc::new(Semaphore::new(max_sockets.max(1))),
             people: Arc::default(),
             per_person: per_person.max(1),
@@ -97,9 +155,9 @@ impl Hub {
         })
     }
 
-    /// Open pages now.
+    /// Open pages now (each takes alerts; those with plays, plays too).
     pub fn open(&self) -> usize {
-        self.plays.receiver_count()
+        self.alerts.receiver_count()
     }
 
     /// Follows the event bus until `stop`; then closes every page.
@@ -128,24 +186,52 @@ impl Hub {
                     tracing::warn!("the event subscription ended; subscribing again");
                     continue 'subscribe;
                 };
-                let Event::PlayRecognised { play_id, .. } = event else {
-                    continue;
+                let (radio_id, state) = match event {
+                    Event::PlayRecognised { play_id, .. } => {
+                        self.recognised(&storage, play_id).await;
+                        continue;
+                    }
+                    Event::StationDown { radio_id, .. } => (radio_id, AlertState::Down),
+                    Event::StationSilent { radio_id, .. } => (radio_id, AlertState::Silent),
+                    Event::StationBack { radio_id } => (radio_id, AlertState::Back),
+                    _ => continue,
                 };
-                if self.plays.receiver_count() == 0 {
+                if self.alerts.receiver_count() == 0 {
                     continue;
                 }
-                let mut filter = PlayFilter::scoped(PlayScope::Everything);
-                filter.play = Some(play_id);
-                match storage.relational.play_rows(&filter, one()).await {
-                    Ok(rows) => {
-                        for row in rows {
-                            let _ = self.plays.send(Arc::new(row));
-                        }
+                match storage.relational.radio(radio_id).await {
+                    Ok(Some(radio)) => {
+                        let _ = self.alerts.send(Arc::new(Alert {
+                            radio_id,
+                            station: radio.name,
+                            operator: radio.owner,
+                            state,
+                        }));
                     }
-                    // The pages catch up from the store when they next connect.
-                    Err(e) => tracing::warn!(error = %e, play_id, "cannot read a recognised play"),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, radio_id, "cannot read an alert's station")
+                    }
                 }
             }
+        }
+    }
+
+    /// Hands a recognised play to the open pages.
+    async fn recognised(&self, storage: &Storage, play_id: i64) {
+        if self.plays.receiver_count() == 0 {
+            return;
+        }
+        let mut filter = PlayFilter::scoped(PlayScope::Everything);
+        filter.play = Some(play_id);
+        match storage.relational.play_rows(&filter, one()).await {
+            Ok(rows) => {
+                for row in rows {
+                    let _ = self.plays.send(Arc::new(row));
+                }
+            }
+            // The pages catch up from the store when they next connect.
+            Err(e) => tracing::warn!(error = %e, play_id, "cannot read a recognised play"),
         }
     }
 }
@@ -161,9 +247,9 @@ fn one() -> PlayPage {
 
 #[derive(Debug, Deserialize)]
 pub struct LiveQuery {
-    /// The last play the page shows.
-    #[serde(default)]
-    after: i64,
+    /// The last play the page shows; absent on a page without plays, which
+    /// takes station alerts alone.
+    after: Option<i64>,
 }
 
 /// `GET /live?after=<play id>`: the WebSocket of an open page.
@@ -315,7 +401,7 @@ async fn follow(
     web: Web,
     view: View,
     viewer: Viewer,
-    after: i64,
+    after: Option<i64>,
     ping: Duration,
 ) {
     if let Err(Ended::Reload) = run(&mut ws, &web, view, &viewer, after, ping).await {
@@ -335,19 +421,23 @@ async fn run(
     web: &Web,
     view: View,
     viewer: &Viewer,
-    after: i64,
+    after: Option<i64>,
     ping: Duration,
 ) -> Result<(), Ended> {
     let scope = viewer.scope();
+    let admin = viewer.user.role == hendu_storage::model::Role::Admin;
     // Subscribed before catching up, so nothing falls between the two.
-    let mut plays = web.live.plays.subscribe();
+    let mut plays = after.map(|_| web.live.plays.subscribe());
+    let mut alerts = web.live.alerts.subscribe();
     let mut sent = Sent {
-        highest: after,
+        highest: after.unwrap_or(0),
         ..Sent::default()
     };
     {
         let ws = &mut *ws;
-        catch_up(ws, web, view, scope, &mut sent, after).await?;
+        if let Some(after) = after {
+            catch_up(ws, web, view, scope, &mut sent, after).await?;
+        }
         let mut pinger = tokio::time::interval(ping);
         pinger.tick().await;
         loop {
@@ -370,7 +460,17 @@ async fn run(
                     Some(Ok(Message::Close(_)) | Err(_)) | None => return Err(Ended::Gone),
                     Some(Ok(_)) => {}
                 },
-                play = plays.recv() => match play {
+                alert = alerts.recv() => match alert {
+                    Ok(alert) => {
+                        if alert.admits(viewer) {
+                            send(ws, alert.message(view, admin)).await?;
+                        }
+                    }
+                    // Alerts are a nudge: the stations page has the state.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return Err(Ended::Gone),
+                },
+                play = next_play(&mut plays) => match play {
                     Ok(row) => {
                         if scope.admits(&row) && sent.add(row.play.id) {
                             send(ws, message(view, &row)).await?;
@@ -384,6 +484,16 @@ async fn run(
                 },
             }
         }
+    }
+}
+
+/// The next play for a page that shows plays; never, for one that does not.
+async fn next_play(
+    plays: &mut Option<broadcast::Receiver<Arc<PlayRow>>>,
+) -> Result<Arc<PlayRow>, broadcast::error::RecvError> {
+    match plays {
+        Some(plays) => plays.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -264,6 +264,10 @@ pub fn page(view: View, viewer: Option<&Viewer>, title: &str, body: Markup) -> H
                     }
                     a.lang href={ "/lang/" (other.0.code()) } lang=(other.0.code()) { (other.1) }
                 }
+                @if viewer.is_some_and(|v| v.user.role != hendu_storage::model::Role::Musician) {
+                    // Stations going down or silent, as they happen (the script).
+                    div #live-alerts.alerts aria-live="assertive" {}
+                }
                 main #main { (body) }
                 footer {
                     p { (view.t("Times are in ", "Horas en ")) (view.zone_name()) "." }

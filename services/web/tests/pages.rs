@@ -1823,3 +1823,73 @@ async fn administration_lists_go_on_past_their_first_page() {
     assert!(!second.contains("Sensor 0499"));
     assert!(!second.contains("Next page"), "the last page");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stations_going_down_alert_administrators_and_their_operator_live() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let site = site().await;
+    let radios = site.storage.relational.radios().await.unwrap();
+    let x = radios.iter().find(|r| r.name == "Radio X").unwrap().id;
+    let y = radios.iter().find(|r| r.name == "Radio Y").unwrap().id;
+    let mut sockets = Vec::new();
+    for email in ["admin@example.org", "xavier@example.org", "ana@example.org"] {
+        let b = site.sign_in(email).await;
+        // The administration's pages carry the alerts' place; the plays none.
+        let page = site.get(&b.cookie, "/account").await.text().await.unwrap();
+        assert_eq!(
+            page.contains("live-alerts"),
+            email != "ana@example.org",
+            "{email}"
+        );
+        let url = format!("{}/live", site.base.replacen("http", "ws", 1));
+        let mut request = url.into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert(header::COOKIE, b.cookie.parse().unwrap());
+        sockets.push(tokio_tungstenite::connect_async(request).await.unwrap().0);
+    }
+    // The sockets are in place once the hub has them; then the stations fail.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for event in [
+        Event::StationDown {
+            radio_id: y,
+            reason: "refused".into(),
+        },
+        Event::StationSilent {
+            radio_id: x,
+            silent_s: 30.0,
+        },
+    ] {
+        site.storage.events.publish(&event).await.unwrap();
+    }
+    let (admin, rest) = sockets.split_first_mut().unwrap();
+    let first = next_text(admin)
+        .await
+        .expect("the administrator hears of Radio Y");
+    assert_eq!(first["alert"]["station"], "Radio Y");
+    assert_eq!(first["alert"]["state"], "down");
+    assert_eq!(first["alert"]["url"], "/admin/stations");
+    let second = next_text(admin).await.expect("and of Radio X");
+    assert_eq!(second["alert"]["state"], "silent");
+    let xavier = next_text(&mut rest[0])
+        .await
+        .expect("Xavier hears of his station");
+    assert_eq!(xavier["alert"]["station"], "Radio X");
+    assert_eq!(xavier["alert"]["url"], format!("/reports?source=radio:{x}"));
+    assert!(next_text(&mut rest[0]).await.is_none(), "not of Yolanda's");
+    assert!(
+        next_text(&mut rest[1]).await.is_none(),
+        "a musician hears of no station"
+    );
+}
+
+/// The next text message within 2 s, if one comes (pings do not count).
+async fn next_text(ws: &mut Socket) -> Option<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let m = tokio::time::timeout_at(deadline, ws.next()).await.ok()??;
+        if let Ok(tokio_tungstenite::tungstenite::Message::Text(t)) = m {
+            return Some(serde_json::from_str(&t).unwrap());
+        }
+    }
+}
