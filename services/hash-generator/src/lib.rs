@@ -58,7 +58,10 @@ const CLEAN_EVERY: Duration = Duration::from_secs(300);
     version,
     after_help = format!("{}\n{HELP}", hendu_service::settings::ENV_HELP)
 )]
-pub struct Cli {}
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<hendu_service::healthcheck::ServiceCommand>,
+}
 
 const HELP: &str = "  HENDU_MAX_UPLOAD_BYTES  largest upload in bytes (default 200000000)
   HENDU_MAX_TRACK_S       longest track in seconds; decoding stops there (default 7200)

@@ -25,6 +25,7 @@
 //! - [`settings`]: typed settings from the environment, one list of variable names.
 //! - [`telemetry`]: JSON logs (human-readable in a terminal), request ids.
 //! - [`health`]: liveness that notices a stuck worker loop, readiness that names what is missing.
+//! - [`healthcheck`]: the `healthcheck` subcommand, the probe a container runs on itself.
 //! - [`metrics`]: Prometheus metrics, request latency per route.
 //! - [`error`]: the one JSON error shape, with a stable `code`.
 //! - [`http`]: the operational routes and middleware around a service's router, and `serve`.
@@ -37,6 +38,7 @@ pub mod auth;
 pub mod dead_letters;
 pub mod error;
 pub mod health;
+pub mod healthcheck;
 pub mod http;
 pub mod limits;
 pub mod metrics;
