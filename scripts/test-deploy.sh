@@ -95,7 +95,7 @@ compose=(.venv/compose/bin/docker-compose --project-directory compose)
   ../.venv/compose/bin/docker-compose -f compose.yaml -f managed.yaml config -q) ||
   fail "compose (managed) does not validate"
 (cd compose && ../.venv/compose/bin/docker-compose config) >"$work/compose.yaml"
-python3 - "$work/compose.yaml" <<'EOF' || fail "compose breaks the deployment policy"
+.venv/bin/python - "$work/compose.yaml" <<'EOF' || fail "compose breaks the deployment policy"
 import sys, yaml
 services = yaml.safe_load(open(sys.argv[1]))["services"]
 databases = {"mariadb", "mongodb", "redis"}
