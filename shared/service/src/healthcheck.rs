@@ -111,10 +111,11 @@ pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> std::io::Result<(
     };
     let mut stream = TcpStream::connect_timeout(&addr, left()?)?;
     stream.set_write_timeout(Some(left()?))?;
-    write!(
-        stream,
+    // One write: the request whole, not in the pieces a format makes.
+    let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: hendu-healthcheck\r\nConnection: close\r\n\r\n"
-    )?;
+    );
+    stream.write_all(request.as_bytes())?;
     let mut answer = Vec::new();
     let mut chunk = [0u8; 1024];
     let mut limited = (&mut stream).take(MAX_ANSWER);
@@ -156,8 +157,15 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         std::thread::spawn(move || {
             let (mut s, _) = listener.accept().unwrap();
+            // The whole request head, as a server reads it.
+            let mut head = Vec::new();
             let mut buf = [0u8; 1024];
-            let _ = s.read(&mut buf);
+            while !head.ends_with(b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
             std::thread::sleep(delay);
             let _ = s.write_all(answer.as_bytes());
         });
