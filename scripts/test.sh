@@ -31,3 +31,5 @@ if command -v cargo-nextest >/dev/null; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+echo "== deploy (images, Compose, Kubernetes)"
+scripts/test-deploy.sh

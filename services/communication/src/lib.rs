@@ -74,7 +74,10 @@ Default port: 8080.";
     version,
     after_help = format!("{}\n{}", hendu_service::settings::ENV_HELP, help())
 )]
-pub struct Cli {}
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<hendu_service::healthcheck::ServiceCommand>,
+}
 
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -4,7 +4,9 @@ use hendu_service::Application;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
+    if let Some(command) = Cli::parse().command {
+        command.exit(DEFAULT_PORT);
+    }
     let config = Config::from_env()?;
     let mut app = Application::from_env(SERVICE, DEFAULT_PORT).await?;
     bootstrap_admin(&app.storage, &config).await?;

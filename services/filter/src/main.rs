@@ -3,6 +3,8 @@ use hendu_filter::{Cli, Config, DEFAULT_PORT, SERVICE, install};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
+    if let Some(command) = Cli::parse().command {
+        command.exit(DEFAULT_PORT);
+    }
     hendu_service::app::main_with(SERVICE, DEFAULT_PORT, Config::from_env, install).await
 }

@@ -42,7 +42,10 @@ pub use hendu_service::catalogue::UploadConfig as Config;
         hendu_service::catalogue::HELP
     )
 )]
-pub struct Cli {}
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<hendu_service::healthcheck::ServiceCommand>,
+}
 
 const HELP: &str =
     "Every route needs an API token (Authorization: Bearer; see `hendu token create`).

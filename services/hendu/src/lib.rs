@@ -73,6 +73,10 @@ pub enum Command {
     User(commands::accounts::UserArgs),
     /// Make, list and revoke API tokens (Authorization: Bearer <token>).
     Token(commands::accounts::TokenArgs),
+    /// Ask `hendu serve` running here whether it is ready (GET /readyz on
+    /// 127.0.0.1 and the port of HENDU_HTTP_ADDR, default 8080); exit 0 on
+    /// 200, 1 otherwise. For container health checks.
+    Healthcheck(hendu_service::healthcheck::HealthcheckArgs),
 }
 
 /// Runs the parsed command; returns the process exit code.
@@ -87,5 +91,9 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Serve(args) => commands::serve::run(&args),
         Command::User(args) => commands::accounts::run_user(&args),
         Command::Token(args) => commands::accounts::run_token(&args),
+        Command::Healthcheck(args) => Ok(hendu_service::healthcheck::run(
+            &args,
+            commands::serve::DEFAULT_PORT,
+        )),
     }
 }

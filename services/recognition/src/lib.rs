@@ -61,7 +61,10 @@ Default port: 8082.";
     version,
     after_help = format!("{}\n{HELP}", hendu_service::settings::ENV_HELP)
 )]
-pub struct Cli {}
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<hendu_service::healthcheck::ServiceCommand>,
+}
 
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -74,7 +74,10 @@ Default port: 8085.";
         HELP.replace("{UPLOADS}", hendu_service::catalogue::HELP)
     )
 )]
-pub struct Cli {}
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<hendu_service::healthcheck::ServiceCommand>,
+}
 
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -26,6 +26,7 @@
 //! - [`settings`]: typed settings from the environment, one list of variable names.
 //! - [`telemetry`]: JSON logs (human-readable in a terminal), request ids.
 //! - [`health`]: liveness that notices a stuck worker loop, readiness that names what is missing.
+//! - [`healthcheck`]: the `healthcheck` subcommand, the probe a container runs on itself.
 //! - [`openapi`]: the OpenAPI document, from the handlers' annotations, at `/v1/openapi.json`.
 //! - [`metrics`]: Prometheus metrics, request latency per route.
 //! - [`error`]: the one JSON error shape, with a stable `code`.
@@ -40,6 +41,7 @@ pub mod catalogue;
 pub mod dead_letters;
 pub mod error;
 pub mod health;
+pub mod healthcheck;
 pub mod http;
 pub mod limits;
 pub mod metrics;

@@ -135,13 +135,7 @@ impl Settings {
         get: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
         let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
-        let http_addr = match get(vars::HTTP_ADDR) {
-            Some(v) => v.trim().parse().map_err(|_| ConfigError::Malformed {
-                var: vars::HTTP_ADDR,
-                reason: format!("{v:?} is not an address like 0.0.0.0:8080"),
-            })?,
-            None => SocketAddr::from(([0, 0, 0, 0], default_port)),
-        };
+        let http_addr = http_addr(get, default_port)?;
         let shutdown_grace = match get(vars::SHUTDOWN_GRACE_S) {
             Some(v) => {
                 Duration::from_secs(v.trim().parse().map_err(|_| ConfigError::Malformed {
@@ -176,6 +170,24 @@ impl Settings {
             http,
             storage: StorageConfig::from_lookup(embedded, get)?,
         })
+    }
+}
+
+/// The address a service listens on: `HENDU_HTTP_ADDR`, or every interface
+/// on `default_port`.
+///
+/// # Errors
+/// [`ConfigError::Malformed`] when the variable is not an address.
+pub fn http_addr(
+    get: impl Fn(&str) -> Option<String>,
+    default_port: u16,
+) -> Result<SocketAddr, ConfigError> {
+    match get(vars::HTTP_ADDR).filter(|v| !v.trim().is_empty()) {
+        Some(v) => v.trim().parse().map_err(|_| ConfigError::Malformed {
+            var: vars::HTTP_ADDR,
+            reason: format!("{v:?} is not an address like 0.0.0.0:8080"),
+        }),
+        None => Ok(SocketAddr::from(([0, 0, 0, 0], default_port))),
     }
 }
 

@@ -25,6 +25,8 @@ pub struct ServeArgs {
 
 /// The name in logs and metrics.
 const SERVICE: &str = "hendu";
+/// The port of `--addr`'s default.
+pub const DEFAULT_PORT: u16 = 8080;
 
 /// Serves until SIGTERM or Ctrl-C.
 ///
