@@ -69,6 +69,25 @@ try {
   check((await page.$$("#evidence + p + table tbody tr")).length >= 1, "a play's page shows its samples");
   await accessible(page, "play");
   await page.screenshot({ path: join(shots, "play.png"), fullPage: true });
+  const playPage = page.url();
+
+  // Her catalogue: a track uploaded with its details, with a progress bar.
+  await page.click("header nav >> text=Catalogue");
+  await page.waitForURL(/\/catalogue$/);
+  check((await page.$$("#tracks tbody tr")).length >= 1, "the catalogue lists her tracks");
+  await page.setInputFiles("#file", "shared/fingerprint/tests/fixtures/tones.opus");
+  await page.fill("#title", "Tonos");
+  await page.fill("#artist", "Ana");
+  await page.fill("#isrc", "PY-A01-26-00007");
+  await Promise.all([
+    page.waitForURL(/\/catalogue\?added=\d+$/, { timeout: 60000 }),
+    page.click("#upload button[type=submit]"),
+  ]);
+  check((await page.textContent("p.notice")).includes("Track added"), "an upload is added");
+  check((await page.textContent("#tracks")).includes("PYA012600007"), "with its ISRC");
+  await accessible(page, "catalogue");
+  await page.screenshot({ path: join(shots, "catalogue.png"), fullPage: true });
+  await page.goto(playPage);
 
   // In Spanish.
   await page.click("header a.lang");
