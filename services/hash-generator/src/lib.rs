@@ -21,7 +21,7 @@
 
 pub mod routes;
 
-use hendu_service::catalogue::Catalogue;
+use hendu_service::catalogue::{Catalogue, Clean};
 use hendu_service::{Application, Auth};
 
 pub const SERVICE: &str = "hash-generator";
@@ -68,7 +68,7 @@ impl axum::extract::FromRef<AppState> for Auth {
 pub fn install(app: &mut Application, config: &Config) {
     let state = AppState {
         auth: app.auth.clone(),
-        catalogue: Catalogue::install(app, config),
+        catalogue: Catalogue::install(app, config, Clean::Catalogue),
     };
     app.document(<routes::Api as utoipa::OpenApi>::openapi());
     app.route(routes::router(state));

@@ -31,7 +31,7 @@ pub mod view;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hendu_service::catalogue::{Catalogue, UploadConfig};
+use hendu_service::catalogue::{Catalogue, Clean, UploadConfig};
 use hendu_service::settings::{seconds_or, var_or};
 use hendu_service::{Application, Auth};
 use hendu_storage::Storage;
@@ -154,7 +154,8 @@ pub fn install(app: &mut Application, config: &Config) {
         auth: app.auth.clone(),
         config: Arc::new(config.clone()),
         live: live.clone(),
-        catalogue: Catalogue::install(app, &config.upload),
+        // The catalogue's rows are the hash-generator's to clean.
+        catalogue: Catalogue::install(app, &config.upload, Clean::Spool),
         workbooks: Arc::new(tokio::sync::Semaphore::new(WORKBOOKS)),
     };
     app.route(api::router(web.clone()));

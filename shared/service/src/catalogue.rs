@@ -84,6 +84,15 @@ impl UploadConfig {
     }
 }
 
+/// What a service's clean-up of dead uploads covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clean {
+    /// The store's unfinished uploads and deletions, and the spool.
+    Catalogue,
+    /// Only this process's spool files.
+    Spool,
+}
+
 /// What storing uploads needs, shared by a service's handlers.
 #[derive(Debug, Clone)]
 pub struct Catalogue {
@@ -97,8 +106,11 @@ pub struct Catalogue {
 
 impl Catalogue {
     /// Uploads into `app`'s store, with its CPU queue, and the worker that
-    /// clears what uploads that died left behind.
-    pub fn install(app: &mut Application, config: &UploadConfig) -> Self {
+    /// clears what uploads that died left behind: with `Clean::Catalogue`
+    /// (the catalogue's own service) the store's rows and deletions, which
+    /// are the cluster's, and this process's spool files; with
+    /// `Clean::Spool` (another service that takes uploads) only the files.
+    pub fn install(app: &mut Application, config: &UploadConfig, clean: Clean) -> Self {
         let catalogue = Self {
             storage: app.storage.clone(),
             cpu: app.cpu.clone(),
@@ -114,7 +126,7 @@ impl Catalogue {
             move |beat, stop| async move {
                 loop {
                     beat.beat();
-                    state.clean_up().await;
+                    state.clean_up(clean).await;
                     tokio::select! {
                         () = stop.cancelled() => return,
                         () = tokio::time::sleep(CLEAN_EVERY) => {}
@@ -126,16 +138,20 @@ impl Catalogue {
     }
 
     /// One pass of the clean-up of dead uploads: rows still `ingesting`
-    /// with their partial blocks and audio, interrupted deletions, spool
-    /// files.
-    pub async fn clean_up(&self) {
-        match self.storage.abandon_stale_ingests(STALE_INGEST).await {
-            Ok(0) => {}
-            Ok(n) => tracing::warn!(musics = n, "removed uploads that did not finish"),
-            Err(e) => tracing::warn!(error = %e, "cannot look for uploads that did not finish"),
-        }
-        if let Err(e) = self.storage.finish_deletions().await {
-            tracing::warn!(error = %e, "cannot finish interrupted deletions");
+    /// with their partial blocks and audio and interrupted deletions (with
+    /// `Clean::Catalogue`), then spool files.
+    pub async fn clean_up(&self, clean: Clean) {
+        if clean == Clean::Catalogue {
+            match self.storage.abandon_stale_ingests(STALE_INGEST).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(musics = n, "removed uploads that did not finish"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot look for uploads that did not finish");
+                }
+            }
+            if let Err(e) = self.storage.finish_deletions().await {
+                tracing::warn!(error = %e, "cannot finish interrupted deletions");
+            }
         }
         let spool = self.spool.clone();
         // An hour: no live upload of 200 MB takes that long to fingerprint.
@@ -177,7 +193,10 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
 }
 
 /// A text field, at most [`MAX_FIELD`] bytes.
-async fn text_field(
+///
+/// # Errors
+/// 422 for a longer field or one that is not UTF-8; 400 for a broken form.
+pub async fn text_field(
     mut field: axum::extract::multipart::Field<'_>,
     name: &str,
 ) -> Result<String, ApiError> {

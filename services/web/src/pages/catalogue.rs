@@ -5,10 +5,10 @@
 //! the CPU queue, stored with its owner or recorded as a claim. The form
 //! works without JavaScript; the script shows the upload's progress.
 
+use axum::Form;
 use axum::extract::{Multipart, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::{Form, extract::multipart::Field};
 use hendu_service::ApiError;
 use hendu_service::catalogue::{self, Stored, Uploader};
 use hendu_storage::model::{Music, MusicId, MusicState, Role};
@@ -231,18 +231,6 @@ pub async fn show(
     }
 }
 
-/// Reads a text field of at most `max` bytes.
-async fn short_text(mut field: Field<'_>, max: usize) -> Option<String> {
-    let mut bytes = Vec::new();
-    while let Ok(Some(chunk)) = field.chunk().await {
-        if bytes.len() + chunk.len() > max {
-            return None;
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    String::from_utf8(bytes).ok()
-}
-
 /// `POST /catalogue`: the form's first field must be the session's token
 /// (checked before any audio is read), then the audio and its details.
 pub async fn upload(
@@ -255,7 +243,9 @@ pub async fn upload(
         return error_page(view, Some(&viewer), e);
     }
     let token = match form.next_field().await {
-        Ok(Some(field)) if field.name() == Some("csrf") => short_text(field, 128).await,
+        Ok(Some(field)) if field.name() == Some("csrf") => {
+            catalogue::text_field(field, "csrf").await.ok()
+        }
         _ => None,
     };
     if let Err(e) = viewer.check_csrf(token.as_deref().unwrap_or("")) {
