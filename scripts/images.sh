@@ -19,6 +19,8 @@
 # store as localhost/hendu/<image>:<version>. Environment:
 #   HENDU_IMAGES_DIR   where the archives go (default target/images)
 #   HENDU_IMAGE_TAG    the tag (default: the workspace version; the revision is a label)
+#   HENDU_IMAGE_PROFILE the cargo profile (default release; the test command's
+#                      image check uses image-check: unoptimised, same packaging)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +29,14 @@ ALL_IMAGES=(hendu-hash-generator hendu-communication hendu-recognition hendu-fil
 TARGET=x86_64-unknown-linux-gnu
 OUT=${HENDU_IMAGES_DIR:-target/images}
 BUILDAH=(buildah --storage-driver vfs)
+PROFILE=${HENDU_IMAGE_PROFILE:-release}
+case "$PROFILE" in
+  release | image-check) ;;
+  *)
+    echo "error: HENDU_IMAGE_PROFILE is release or image-check, not $PROFILE" >&2
+    exit 2
+    ;;
+esac
 
 images=("$@")
 [ ${#images[@]} -gt 0 ] || images=("${ALL_IMAGES[@]}")
@@ -74,12 +84,12 @@ package_of() {
   esac
 }
 
-echo "== static binaries (release, $TARGET, crt-static)"
+echo "== static binaries ($PROFILE, $TARGET, crt-static)"
 packages=()
 for image in "${images[@]}"; do packages+=(-p "$(package_of "$image")"); done
 # Niced: the build must not starve whatever else runs on the machine.
 nice -n 19 env RUSTFLAGS="-C target-feature=+crt-static" OPUS_LIB_STATIC=true OPUS_LIB_DIR="$opus_dir" \
-  cargo build --release --locked --target "$TARGET" --bins "${packages[@]}"
+  cargo build --profile "$PROFILE" --locked --target "$TARGET" --bins "${packages[@]}"
 
 context="$OUT/context"
 rm -rf "$context"
@@ -89,7 +99,7 @@ chmod 0644 "$context/rootfs/etc/passwd" "$context/rootfs/etc/group" "$context/ro
 cp /etc/ssl/certs/ca-certificates.crt "$context/rootfs/etc/ssl/certs/"
 install -d -m 1777 "$context/rootfs/tmp"
 for image in "${images[@]}"; do
-  bin="target/$TARGET/release/$image"
+  bin="target/$TARGET/$PROFILE/$image"
   # Static: no program interpreter and no shared libraries to load.
   if readelf -lW "$bin" | grep -q 'program interpreter' || readelf -dW "$bin" | grep -q NEEDED; then
     echo "error: $bin is not statically linked" >&2
@@ -105,6 +115,8 @@ revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 git diff --quiet HEAD 2>/dev/null || revision="$revision-dirty"
 source_url=$(sed -n 's/^repository = "\(.*\)"/\1/p' Cargo.toml | head -1)
 tag=${HENDU_IMAGE_TAG:-$version}
+# An unoptimised check build is never mistaken for a release.
+[ "$PROFILE" = release ] || tag="$tag-$PROFILE"
 created=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
 printf 'image\tarchive_bytes\tbinary_bytes\n' >"$OUT/sizes.tsv"
