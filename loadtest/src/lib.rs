@@ -11,6 +11,8 @@
 //!   evenly or as a Poisson process, bursts, recorded traces.
 //! - [`scenario`]: what a request is: device samples (REST, TCP v2; audio
 //!   or fingerprints), catalogue uploads, a plain `GET`.
+//! - [`load`]: a load as flags or a file's table, set up into a plan.
+//! - [`local`]: the services as processes on this machine.
 //! - [`setup`]: devices registered and the programme in the catalogue, via
 //!   the services' APIs.
 //! - [`drive`]: the open loop itself.
@@ -22,6 +24,8 @@
 pub mod arrival;
 pub mod drive;
 pub mod e2e;
+pub mod load;
+pub mod local;
 pub mod null_server;
 pub mod plot;
 pub mod recorder;

@@ -41,7 +41,9 @@ pub trait Scenario: Send + Sync + std::fmt::Debug {
 }
 
 /// How device samples travel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Transport {
     /// `POST /v1/devices/{imei}/samples`, one connection per sample, as a

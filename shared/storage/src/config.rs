@@ -223,6 +223,31 @@ fn check_url(var: &'static str, value: &str, schemes: &[&str]) -> Result<(), Con
     Ok(())
 }
 
+/// The environment a service process needs to open `config`.
+pub fn env_vars(config: &StorageConfig) -> Vec<(&'static str, String)> {
+    match config {
+        StorageConfig::Embedded { path, queue } => vec![
+            ("HENDU_EMBEDDED_PATH", path.display().to_string()),
+            (
+                vars::CLAIM_AFTER_MS,
+                queue.claim_after.as_millis().to_string(),
+            ),
+            (vars::MAX_DELIVERIES, queue.max_deliveries.to_string()),
+        ],
+        StorageConfig::Servers(s) => vec![
+            (vars::MYSQL_URL, s.mysql_url.expose().to_owned()),
+            (vars::MONGO_URL, s.mongo_url.expose().to_owned()),
+            (vars::REDIS_URL, s.redis_url.expose().to_owned()),
+            (vars::REDIS_PREFIX, s.redis_prefix.clone()),
+            (
+                vars::CLAIM_AFTER_MS,
+                s.queue.claim_after.as_millis().to_string(),
+            ),
+            (vars::MAX_DELIVERIES, s.queue.max_deliveries.to_string()),
+        ],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ use std::time::Duration;
 use sqlx::Connection;
 
 use crate::StorageConfig;
-use crate::config::{DbUrl, QueueConfig, ServerConfig, vars};
+use crate::config::{DbUrl, QueueConfig, ServerConfig};
 
 /// Entries unacknowledged this long go to another consumer (short, for tests).
 pub const CLAIM_AFTER: Duration = Duration::from_millis(600);
@@ -182,30 +182,7 @@ impl Drop for Place {
     }
 }
 
-/// The environment a service process needs to open `config`.
-pub fn env_vars(config: &StorageConfig) -> Vec<(&'static str, String)> {
-    match config {
-        StorageConfig::Embedded { path, queue } => vec![
-            ("HENDU_EMBEDDED_PATH", path.display().to_string()),
-            (
-                vars::CLAIM_AFTER_MS,
-                queue.claim_after.as_millis().to_string(),
-            ),
-            (vars::MAX_DELIVERIES, queue.max_deliveries.to_string()),
-        ],
-        StorageConfig::Servers(s) => vec![
-            (vars::MYSQL_URL, s.mysql_url.expose().to_owned()),
-            (vars::MONGO_URL, s.mongo_url.expose().to_owned()),
-            (vars::REDIS_URL, s.redis_url.expose().to_owned()),
-            (vars::REDIS_PREFIX, s.redis_prefix.clone()),
-            (
-                vars::CLAIM_AFTER_MS,
-                s.queue.claim_after.as_millis().to_string(),
-            ),
-            (vars::MAX_DELIVERIES, s.queue.max_deliveries.to_string()),
-        ],
-    }
-}
+pub use crate::config::env_vars;
 
 /// A user with `role` (password `"twelve chars!"`) and an API token for
 /// them, made directly in the store: for tests of the services' routes.
