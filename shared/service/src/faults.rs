@@ -1478,3 +1478,280 @@ async fn revert_fault(
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("no live fault has id {id}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn on() -> Faults {
+        Faults::new(FaultSettings {
+            enabled: true,
+            max_memory: 64 * MIB,
+        })
+    }
+
+    fn request(json: serde_json::Value) -> FaultRequest {
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn refused(json: serde_json::Value) -> &'static str {
+        let faults = on();
+        let health = Health::default();
+        health.worker("consumer", Duration::from_secs(1));
+        faults.attach(&health, &Metrics::new("test"));
+        faults.create(&request(json)).unwrap_err().code
+    }
+
+    #[tokio::test]
+    async fn invalid_faults_are_refused_with_a_stable_code() {
+        use serde_json::json;
+        let cases = [
+            (
+                json!({"kind": "PodChaos", "action": "pod-failure"}),
+                "missing_field",
+            ),
+            (
+                json!({"kind": "PodChaos", "action": "pod-failure", "ttl_s": 0}),
+                "out_of_range",
+            ),
+            (
+                json!({"kind": "PodChaos", "action": "pod-failure", "ttl_s": 3601}),
+                "out_of_range",
+            ),
+            (
+                json!({"kind": "PodChaos", "action": "pod-kill", "ttl_s": 5}),
+                "unknown_action",
+            ),
+            (json!({"kind": "IOChaos", "ttl_s": 5}), "unknown_kind"),
+            (json!({"kind": "HTTPChaos", "ttl_s": 5}), "missing_field"),
+            (
+                json!({"kind": "HTTPChaos", "action": "delay", "ttl_s": 5}),
+                "missing_field",
+            ),
+            (
+                json!({"kind": "HTTPChaos", "action": "delay", "delay_ms": 60_001, "ttl_s": 5}),
+                "out_of_range",
+            ),
+            (
+                json!({"kind": "HTTPChaos", "action": "delay", "delay_ms": 5, "percent": 101, "ttl_s": 5}),
+                "out_of_range",
+            ),
+            (
+                json!({"kind": "HTTPChaos", "action": "delay", "delay_ms": 5, "percent": -1, "ttl_s": 5}),
+                "out_of_range",
+            ),
+            (
+                json!({"kind": "HTTPChaos", "action": "delay", "delay_ms": 5, "status": 500, "ttl_s": 5}),
+                "field_not_applicable",
+            ),
+            (
+                json!({"kind": "HTTPChaos", "action": "abort", "status": 200, "ttl_s": 5}),
+                "out_of_range",
+            ),
+            (
+                json!({"kind": "HTTPChaos", "action": "abort", "route": "/healthz", "ttl_s": 5}),
+                "out_of_range",
+            ),
+            (
+                json!({"kind": "HTTPChaos", "action": "abort", "route": "v1/musics", "ttl_s": 5}),
+                "out_of_range",
+            ),
+            (
+                json!({"kind": "HTTPChaos", "action": "abort", "method": "BREW", "ttl_s": 5}),
+                "out_of_range",
+            ),
+            (
+                json!({"kind": "StressChaos", "stressor": "disk", "ttl_s": 5}),
+                "unknown_action",
+            ),
+            (
+                json!({"kind": "StressChaos", "stressor": "cpu", "load": 0, "ttl_s": 5}),
+                "out_of_range",
+            ),
+            (
+                json!({"kind": "StressChaos", "stressor": "cpu", "workers": 10_000, "ttl_s": 5}),
+                "out_of_range",
+            ),
+            (
+                json!({"kind": "StressChaos", "stressor": "memory", "ttl_s": 5}),
+                "missing_field",
+            ),
+            (
+                json!({"kind": "StressChaos", "stressor": "memory", "size_bytes": 65 * MIB, "ttl_s": 5}),
+                "limit_reached",
+            ),
+            (
+                json!({"kind": "StressChaos", "stressor": "memory", "size_bytes": 5 * 1024 * MIB, "ttl_s": 5}),
+                "out_of_range",
+            ),
+            (
+                json!({"kind": "NetworkChaos", "action": "partition", "ttl_s": 5}),
+                "missing_field",
+            ),
+            (
+                json!({"kind": "NetworkChaos", "action": "partition", "target": "redis", "ttl_s": 5}),
+                "target_not_proxied",
+            ),
+            (
+                json!({"kind": "WorkerChaos", "action": "stall", "worker": "nobody", "ttl_s": 5}),
+                "unknown_worker",
+            ),
+            (
+                json!({"kind": "WorkerChaos", "action": "stall", "worker": "consumer", "target": "redis", "ttl_s": 5}),
+                "field_not_applicable",
+            ),
+        ];
+        for (json, code) in cases {
+            assert_eq!(refused(json.clone()), code, "{json}");
+        }
+        // Unknown fields and wrong types are refused when the body is read.
+        assert!(
+            serde_json::from_value::<FaultRequest>(json!({"kind": "PodChaos", "ttl": 5})).is_err()
+        );
+        assert!(
+            serde_json::from_value::<FaultRequest>(
+                json!({"kind": "NetworkChaos", "target": "postgres"})
+            )
+            .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn defaults_are_filled_in_and_the_count_of_live_faults_is_bounded() {
+        let faults = on();
+        let view = faults
+            .create(&request(serde_json::json!({
+                "kind": "HTTPChaos", "action": "delay", "delay_ms": 10, "ttl_s": 60
+            })))
+            .unwrap();
+        assert_eq!(view.spec.percent, Some(100.0));
+        assert_eq!(view.spec.jitter_ms, Some(0));
+        for _ in 1..MAX_LIVE {
+            faults
+                .create(&request(
+                    serde_json::json!({"kind": "PodChaos", "action": "pod-failure", "ttl_s": 60}),
+                ))
+                .unwrap();
+        }
+        let over = faults
+            .create(&request(
+                serde_json::json!({"kind": "PodChaos", "action": "pod-failure", "ttl_s": 60}),
+            ))
+            .unwrap_err();
+        assert_eq!(
+            (over.status, over.code),
+            (StatusCode::CONFLICT, "limit_reached")
+        );
+        faults.clear();
+        assert!(faults.list().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fault_reverts_by_itself_at_its_time_to_live() {
+        let faults = on();
+        let health = Health::default();
+        let beat = health.worker("consumer", Duration::from_secs(600));
+        faults.attach(&health, &Metrics::new("test"));
+        faults
+            .create(&request(
+                serde_json::json!({"kind": "PodChaos", "action": "pod-failure", "ttl_s": 30}),
+            ))
+            .unwrap();
+        faults
+            .create(&request(serde_json::json!({"kind": "WorkerChaos", "action": "stall", "worker": "consumer", "ttl_s": 60})))
+            .unwrap();
+        assert_eq!(
+            health.missing().await,
+            vec![("faults".to_owned(), "fault".to_owned())]
+        );
+        let pace = tokio::spawn(async move { beat.pace().await });
+
+        tokio::time::sleep(Duration::from_secs(29)).await;
+        assert_eq!(faults.list().len(), 2);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(faults.list().len(), 1, "the pod failure outlived its 30 s");
+        assert!(health.missing().await.is_empty());
+        assert!(!pace.is_finished());
+
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert!(faults.list().is_empty());
+        pace.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn off_creates_nothing() {
+        let faults = Faults::default();
+        let e = faults
+            .create(&request(
+                serde_json::json!({"kind": "PodChaos", "action": "pod-failure", "ttl_s": 5}),
+            ))
+            .unwrap_err();
+        assert_eq!(e.status, StatusCode::NOT_FOUND);
+        let mut config = StorageConfig::Embedded {
+            path: "x.db".into(),
+            queue: hendu_storage::QueueConfig::default(),
+        };
+        faults.route_storage(&mut config).await.unwrap();
+    }
+
+    #[test]
+    fn urls_are_routed_only_where_a_proxy_can_stand() {
+        let (url, upstream) = routable(Target::Mysql, "mysql://u:p@db.example:3307/hendu").unwrap();
+        assert_eq!(upstream, "db.example:3307");
+        assert_eq!(url.password(), Some("p"));
+        let (url, upstream) = routable(Target::Mongodb, "mongodb://mongo/hendu?appName=x").unwrap();
+        assert_eq!(upstream, "mongo:27017");
+        assert!(url.as_str().ends_with("directConnection=true"), "{url}");
+        assert_eq!(
+            routable(Target::Redis, "redis://[::1]").unwrap().1,
+            "[::1]:6379"
+        );
+        for (target, url) in [
+            (Target::Mongodb, "mongodb+srv://cluster.example/hendu"),
+            (Target::Mongodb, "mongodb://a:1,b:2/hendu"),
+            (Target::Mongodb, "mongodb://a/hendu?replicaSet=rs0"),
+            (Target::Mongodb, "mongodb://a/hendu?tls=true"),
+            (Target::Redis, "rediss://cache.example"),
+            (Target::Mysql, "mysql://db/hendu?ssl-mode=VERIFY_IDENTITY"),
+        ] {
+            assert!(routable(target, url).is_err(), "{url}");
+        }
+    }
+
+    #[test]
+    fn the_setting_is_on_or_off_and_memory_is_bounded() {
+        let get = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        assert!(!FaultSettings::from_lookup(get(&[])).unwrap().enabled);
+        assert!(
+            FaultSettings::from_lookup(get(&[("HENDU_FAULTS", "on")]))
+                .unwrap()
+                .enabled
+        );
+        assert!(FaultSettings::from_lookup(get(&[("HENDU_FAULTS", "yes")])).is_err());
+        assert!(
+            FaultSettings::from_lookup(get(&[("HENDU_FAULTS_MAX_MEMORY_MB", "4097")])).is_err()
+        );
+        let s = FaultSettings::from_lookup(get(&[("HENDU_FAULTS_MAX_MEMORY_MB", "16")])).unwrap();
+        assert_eq!(s.max_memory, 16 * MIB);
+    }
+
+    #[test]
+    fn jitter_stays_within_its_bounds() {
+        let (d, j) = (Duration::from_millis(100), Duration::from_millis(30));
+        let draws: Vec<Duration> = (0..2000).map(|_| jittered(d, j)).collect();
+        assert!(draws.iter().all(|x| *x >= d - j && *x <= d + j));
+        let mean = draws.iter().map(Duration::as_secs_f64).sum::<f64>() / 2000.0;
+        assert!((mean - 0.1).abs() < 0.005, "mean {mean}");
+        assert_eq!(
+            jittered(Duration::from_millis(5), Duration::from_millis(50)).min(Duration::ZERO),
+            Duration::ZERO
+        );
+    }
+}
