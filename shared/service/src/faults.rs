@@ -317,6 +317,15 @@ enum Effect {
 }
 
 impl Effect {
+    /// What the fault holds of the process: bytes of memory, busy threads.
+    fn holds(&self) -> (u64, u32) {
+        match *self {
+            Effect::Memory { size, .. } => (size, 0),
+            Effect::Cpu { workers, .. } => (0, workers),
+            _ => (0, 0),
+        }
+    }
+
     fn labels(&self) -> FaultLabels {
         let (kind, action) = match self {
             Effect::Http(r) => match r.action {
@@ -712,43 +721,26 @@ impl Inner {
                 "{MAX_LIVE} faults are live, the most there may be; end one first"
             ));
         }
-        match effect {
-            Effect::Memory { size, .. } => {
-                let held: u64 = state
-                    .live
-                    .values()
-                    .filter_map(|l| match l.effect {
-                        Effect::Memory { size, .. } => Some(size),
-                        _ => None,
-                    })
-                    .sum();
-                if held + size > self.settings.max_memory {
-                    return refuse(format!(
-                        "live memory faults would hold {} MiB, more than {} allows ({} MiB)",
-                        (held + size).div_ceil(MIB),
-                        vars::FAULTS_MAX_MEMORY_MB,
-                        self.settings.max_memory / MIB
-                    ));
-                }
-            }
-            Effect::Cpu { workers, .. } => {
-                let cores = cores();
-                let burning: u32 = state
-                    .live
-                    .values()
-                    .filter_map(|l| match l.effect {
-                        Effect::Cpu { workers, .. } => Some(workers),
-                        _ => None,
-                    })
-                    .sum();
-                if burning + workers > cores {
-                    return refuse(format!(
-                        "live CPU faults would run {} threads, more than the {cores} cores",
-                        burning + workers
-                    ));
-                }
-            }
-            _ => {}
+        let (memory, threads) = state
+            .live
+            .values()
+            .map(|l| l.effect.holds())
+            .fold((0, 0), |(m, t), (more_m, more_t)| (m + more_m, t + more_t));
+        let (more_memory, more_threads) = effect.holds();
+        if more_memory > 0 && memory + more_memory > self.settings.max_memory {
+            return refuse(format!(
+                "live memory faults would hold {} MiB, more than {} allows ({} MiB)",
+                (memory + more_memory).div_ceil(MIB),
+                vars::FAULTS_MAX_MEMORY_MB,
+                self.settings.max_memory / MIB
+            ));
+        }
+        let cores = cores();
+        if more_threads > 0 && threads + more_threads > cores {
+            return refuse(format!(
+                "live CPU faults would run {} threads, more than the {cores} cores",
+                threads + more_threads
+            ));
         }
         Ok(())
     }

@@ -15,7 +15,7 @@ use axum::routing::get;
 use hendu_service::faults::{FaultSettings, Target};
 use hendu_service::{Application, Auth, Faults};
 use hendu_storage::model::Role;
-use hendu_storage::testing::user_with_token;
+use hendu_storage::testing::{MysqlDatabase, user_with_token};
 use hendu_storage::{QueueConfig, Storage};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -100,18 +100,46 @@ impl App {
     }
 
     async fn inject(&self, fault: Value) -> Value {
-        let r = self
-            .http
-            .post(format!("{}/v1/faults", self.base))
-            .bearer_auth(&self.admin)
-            .json(&fault)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        let body: Value = r.json().await.unwrap();
+        let (status, body) = self.post_fault(Some(&self.admin), &fault).await;
         assert_eq!(status, StatusCode::CREATED, "{fault} -> {body}");
         body
+    }
+
+    /// `POST /v1/faults` with `token`: the status and the body.
+    async fn post_fault(&self, token: Option<&str>, fault: &Value) -> (StatusCode, Value) {
+        let mut r = self
+            .http
+            .post(format!("{}/v1/faults", self.base))
+            .json(fault);
+        if let Some(token) = token {
+            r = r.bearer_auth(token);
+        }
+        let r = r.send().await.unwrap();
+        (r.status(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `GET /v1/faults` as the administrator.
+    async fn list(&self) -> Value {
+        self.http
+            .get(format!("{}/v1/faults", self.base))
+            .bearer_auth(&self.admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// `DELETE /v1/faults/{id}` as the administrator.
+    async fn revert(&self, id: u64) -> StatusCode {
+        self.http
+            .delete(format!("{}/v1/faults/{id}", self.base))
+            .bearer_auth(&self.admin)
+            .send()
+            .await
+            .unwrap()
+            .status()
     }
 
     async fn get(&self, path: &str) -> (StatusCode, Value) {
@@ -199,23 +227,10 @@ async fn off_the_routes_do_not_exist_and_on_only_administrators_use_them() {
 
     let on = App::start(true).await;
     let fault = json!({"kind": "PodChaos", "action": "pod-failure", "ttl_s": 5});
-    let r = on
-        .http
-        .post(format!("{}/v1/faults", on.base))
-        .bearer_auth(&on.musician)
-        .json(&fault)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    let r = on
-        .http
-        .post(format!("{}/v1/faults", on.base))
-        .json(&fault)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let (status, _) = on.post_fault(Some(&on.musician), &fault).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = on.post_fault(None, &fault).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
     let r = on
         .http
         .get(format!("{}/v1/faults", on.base))
@@ -228,16 +243,13 @@ async fn off_the_routes_do_not_exist_and_on_only_administrators_use_them() {
     assert_eq!(ready, StatusCode::OK, "the refused faults did nothing");
 
     // A bad request is named.
-    let r = on
-        .http
-        .post(format!("{}/v1/faults", on.base))
-        .bearer_auth(&on.admin)
-        .json(&json!({"kind": "HTTPChaos", "action": "delay", "ttl_s": 5}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    let body: Value = r.json().await.unwrap();
+    let (status, body) = on
+        .post_fault(
+            Some(&on.admin),
+            &json!({"kind": "HTTPChaos", "action": "delay", "ttl_s": 5}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["code"], "missing_field", "{body}");
 
     let (_, doc) = on.get("/v1/openapi.json").await;
@@ -246,16 +258,7 @@ async fn off_the_routes_do_not_exist_and_on_only_administrators_use_them() {
         Some(&json!("create_fault"))
     );
     // The listing says what faults can act on.
-    let list: Value = on
-        .http
-        .get(format!("{}/v1/faults", on.base))
-        .bearer_auth(&on.admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = on.list().await;
     assert_eq!(list["faults"], json!([]));
     assert_eq!(list["workers"], json!([WORKER]));
     assert_eq!(list["targets"][0]["proxied"], json!(false));
@@ -364,37 +367,13 @@ async fn http_delay_slows_only_its_route_and_share_and_abort_answers_until_expir
 
     // Reverted early: the route is fast again.
     let id = slow_id(&app).await;
-    let r = app
-        .http
-        .delete(format!("{}/v1/faults/{id}", app.base))
-        .bearer_auth(&app.admin)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(app.revert(id).await, StatusCode::OK);
     assert!(app.timed("/v1/slow").await.1 < delay / 2);
-    let r = app
-        .http
-        .delete(format!("{}/v1/faults/{id}", app.base))
-        .bearer_auth(&app.admin)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(app.revert(id).await, StatusCode::NOT_FOUND);
 }
 
 async fn slow_id(app: &App) -> u64 {
-    let list: Value = app
-        .http
-        .get(format!("{}/v1/faults", app.base))
-        .bearer_auth(&app.admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    list["faults"]
+    app.list().await["faults"]
         .as_array()
         .unwrap()
         .iter()
@@ -524,15 +503,10 @@ async fn cpu_and_memory_stress_show_in_the_process_and_end_with_their_time() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Beyond the setting's 256 MiB: refused.
-    let r = app
-        .http
-        .post(format!("{}/v1/faults", app.base))
-        .bearer_auth(&app.admin)
-        .json(&json!({"kind": "StressChaos", "stressor": "memory", "size_bytes": 100 << 20, "ttl_s": 3}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let more =
+        json!({"kind": "StressChaos", "stressor": "memory", "size_bytes": 100 << 20, "ttl_s": 3});
+    let (status, _) = app.post_fault(Some(&app.admin), &more).await;
+    assert_eq!(status, StatusCode::CONFLICT);
     let deadline = Instant::now() + Duration::from_secs(5);
     while rss() > base + size / 4 {
         assert!(
@@ -550,51 +524,6 @@ fn env_or(var: &str, default: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| default.to_owned())
 }
 
-/// A private MariaDB database for the test, dropped at its end.
-struct Database {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-impl Database {
-    async fn create() -> Self {
-        use sqlx::Connection;
-        let admin = env_or("HENDU_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test");
-        let name = format!(
-            "hendu_faults_{}_{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos()
-        );
-        let mut conn = sqlx::MySqlConnection::connect(&admin).await.unwrap_or_else(|e| {
-            panic!("MariaDB/MySQL at {admin} is not reachable ({e}); run scripts/test.sh, which starts it")
-        });
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        let mut url = url::Url::parse(&admin).unwrap();
-        url.set_path(&name);
-        Self {
-            admin,
-            name,
-            url: url.to_string(),
-        }
-    }
-
-    async fn drop_it(self) {
-        use sqlx::Connection;
-        let mut conn = sqlx::MySqlConnection::connect(&self.admin).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {}", self.name)))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-    }
-}
-
 async fn timed<T>(call: impl Future<Output = T>) -> (T, Duration) {
     let started = Instant::now();
     let out = call.await;
@@ -604,7 +533,7 @@ async fn timed<T>(call: impl Future<Output = T>) -> (T, Duration) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dependency_delay_and_partition_act_on_the_wire_and_end_with_their_time() {
     let _alone = ALONE.lock().await;
-    let database = Database::create().await;
+    let database = MysqlDatabase::create().await;
     let redis_url = env_or("HENDU_TEST_REDIS_URL", "redis://127.0.0.1:6379");
     let faults = Faults::new(FaultSettings {
         enabled: true,
@@ -647,16 +576,7 @@ async fn dependency_delay_and_partition_act_on_the_wire_and_end_with_their_time(
     let app = App::start_on(embedded, Some((faults, served.clone())), true, dir).await;
     app.until("/readyz", StatusCode::OK, Duration::from_secs(5))
         .await;
-    let list: Value = app
-        .http
-        .get(format!("{}/v1/faults", app.base))
-        .bearer_auth(&app.admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = app.list().await;
     assert_eq!(
         list["targets"][0],
         json!({"target": "mysql", "proxied": true})
@@ -761,5 +681,5 @@ async fn dependency_delay_and_partition_act_on_the_wire_and_end_with_their_time(
         .await;
     served.queue.ping().await.unwrap();
     served.relational.ping().await.unwrap();
-    database.drop_it().await;
+    database.drop_database().await;
 }
