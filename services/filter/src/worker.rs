@@ -206,6 +206,7 @@ impl Filter {
         let mut last_sweep = Instant::now();
         let mut backoff = RETRY_FIRST;
         while !stop.is_cancelled() {
+            beat.pace().await;
             beat.beat();
             if last_sweep.elapsed() >= self.config.sweep_every {
                 last_sweep = Instant::now();

@@ -53,6 +53,15 @@ impl StoreArgs {
     /// given, when `DIR` holds no store (and `create` is false), or when the
     /// store cannot be opened.
     pub fn open(&self, create: bool) -> Result<Opened> {
+        self.open_routed(create, &hendu_service::Faults::default())
+    }
+
+    /// As [`Self::open`], with the servers reached through `faults`'
+    /// proxies when fault injection is on (`hendu serve`).
+    ///
+    /// # Errors
+    /// As [`Self::open`], or a proxy that cannot listen.
+    pub fn open_routed(&self, create: bool, faults: &hendu_service::Faults) -> Result<Opened> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -74,6 +83,10 @@ impl StoreArgs {
             }
             (servers, None) => servers,
         };
+        let mut config = config;
+        runtime
+            .block_on(faults.route_storage(&mut config))
+            .context("cannot start the fault proxies")?;
         let storage = runtime
             .block_on(Storage::connect(&config))
             .with_context(|| format!("cannot open the store ({config:?})"))?;

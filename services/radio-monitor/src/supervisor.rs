@@ -149,6 +149,7 @@ impl Supervisor {
                 () = stop.cancelled() => break,
                 _ = ticker.tick() => {}
             }
+            beat.pace().await;
             beat.beat();
             if let Err(e) = self.scan(&presence).await {
                 tracing::warn!(error = %e, "station scan failed");

@@ -87,6 +87,7 @@ impl LiveCatalogue {
     pub async fn keep_current(&self, resync: Duration, beat: Heartbeat, stop: CancellationToken) {
         let mut backoff = Duration::from_millis(200);
         while !stop.is_cancelled() {
+            beat.pace().await;
             beat.beat();
             // Subscribe first, then sync: nothing published in between is missed.
             let mut events = match self.storage.events.subscribe().await {
@@ -109,6 +110,7 @@ impl LiveCatalogue {
             let mut last_sync = Instant::now();
             let mut ticks = tokio::time::interval(BEAT_EVERY);
             loop {
+                beat.pace().await;
                 beat.beat();
                 tokio::select! {
                     () = stop.cancelled() => return,

@@ -63,6 +63,7 @@ impl Reconciler {
     pub async fn run(&self, beat: Heartbeat, stop: CancellationToken) {
         let mut last = tokio::time::Instant::now();
         loop {
+            beat.pace().await;
             beat.beat();
             let next = last + self.every;
             tokio::select! {

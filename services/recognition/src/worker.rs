@@ -205,6 +205,7 @@ impl Consumer {
         let mut last_backlog = Instant::now() - Duration::from_secs(60);
         let mut backoff = RETRY_FIRST;
         while !stop.is_cancelled() {
+            beat.pace().await;
             beat.beat();
             if last_backlog.elapsed() > Duration::from_secs(5) {
                 last_backlog = Instant::now();

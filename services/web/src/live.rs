@@ -177,6 +177,7 @@ impl Hub {
                 }
             };
             loop {
+                beat.pace().await;
                 let event = tokio::select! {
                     () = stop.cancelled() => break 'subscribe,
                     _ = tick.tick() => { beat.beat(); continue; }

@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Auth;
+use crate::faults::{Faults, FaultsState};
 use crate::health::Heartbeat;
 use crate::http::{Ops, serve};
 use crate::limits::CpuQueue;
@@ -103,6 +104,19 @@ impl Application {
         self
     }
 
+    /// Fault injection for experiments (when `faults` is on): the
+    /// `/v1/faults` routes, documented, and the middleware. Before the
+    /// workers are added is best, but any time before running works.
+    #[must_use]
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        if faults.enabled() {
+            faults.attach(&self.ops.health, &self.ops.metrics);
+            self.document(<crate::faults::Api as utoipa::OpenApi>::openapi());
+        }
+        self.ops.faults = faults;
+        self
+    }
+
     /// How long to keep serving with `/readyz` failing after the signal.
     #[must_use]
     pub fn with_shutdown_delay(mut self, delay: Duration) -> Self {
@@ -176,10 +190,17 @@ impl Application {
         let at_signal = signalled.clone();
         let health = self.ops.health.clone();
         let delay = self.shutdown_delay;
-        let router = match &self.api {
+        let mut router = match &self.api {
             Some(doc) => self.router.merge(crate::openapi::route(doc)),
             None => self.router,
         };
+        let faults = self.ops.faults.clone();
+        if faults.enabled() {
+            router = router.merge(crate::faults::router(FaultsState {
+                faults: faults.clone(),
+                auth: self.auth.clone(),
+            }));
+        }
         let served = serve(
             self.listener,
             self.ops.wrap(router, &self.http),
@@ -217,6 +238,8 @@ impl Application {
             );
             tasks.abort_all();
         }
+        // Burning threads and held memory end with the application.
+        faults.clear();
         self.storage.close().await;
         served
     }
@@ -230,8 +253,13 @@ impl Application {
     /// Bad settings, an unreachable store, an address in use.
     pub async fn from_env(service: &'static str, default_port: u16) -> anyhow::Result<Self> {
         use anyhow::Context;
-        let settings = crate::Settings::from_env(service, default_port)?;
+        let mut settings = crate::Settings::from_env(service, default_port)?;
         crate::telemetry::init(&settings.log);
+        let faults = Faults::new(settings.faults);
+        faults
+            .route_storage(&mut settings.storage)
+            .await
+            .context("cannot start the fault proxies")?;
         let storage = Storage::connect(&settings.storage).await?;
         let auth = Auth::load(&storage)
             .await
@@ -242,7 +270,8 @@ impl Application {
         Ok(
             Self::new(service, listener, storage, auth, settings.shutdown_grace)
                 .with_http_limits(settings.http.clone())
-                .with_shutdown_delay(settings.shutdown_delay),
+                .with_shutdown_delay(settings.shutdown_delay)
+                .with_faults(faults),
         )
     }
 

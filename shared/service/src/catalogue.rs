@@ -125,6 +125,7 @@ impl Catalogue {
             CLEAN_EVERY * 3,
             move |beat, stop| async move {
                 loop {
+                    beat.pace().await;
                     beat.beat();
                     state.clean_up(clean).await;
                     tokio::select! {

@@ -6,6 +6,9 @@
 //!   a dead worker still fails the probe and the orchestrator restarts it.
 //! - Readiness (`/readyz`): every registered check passes (databases answer,
 //!   the recogniser's index is loaded); otherwise the names of what is missing.
+//! - Stalls (fault injection, [`crate::faults`]): a stalled worker's beats do
+//!   not count, and its loop waits in [`Heartbeat::pace`] until the stall ends
+//!   (or shutdown begins), so it really stops making progress.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -43,13 +46,53 @@ pub struct Heartbeat {
     started: Instant,
     /// Milliseconds since `started` at the last beat.
     last: Arc<AtomicU64>,
+    stall: Arc<Stall>,
+}
+
+/// Whether a worker is held by a fault, and the wake-up when that ends.
+#[derive(Debug, Default)]
+struct Stall {
+    held: std::sync::atomic::AtomicBool,
+    released: tokio::sync::Notify,
 }
 
 impl Heartbeat {
-    /// Records that the loop is making progress.
+    /// Records that the loop is making progress (not while it is stalled).
     pub fn beat(&self) {
+        if self.stall.held.load(Ordering::Relaxed) {
+            return;
+        }
         self.last
             .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Where a loop may be held: returns at once unless a fault stalls this
+    /// worker, then when the stall ends. Loops await it next to their beat.
+    pub async fn pace(&self) {
+        loop {
+            let released = self.stall.released.notified();
+            let mut released = std::pin::pin!(released);
+            // Registered before the check, so a release in between is not missed.
+            released.as_mut().enable();
+            if !self.stall.held.load(Ordering::Acquire) {
+                return;
+            }
+            released.await;
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn hold(&self, held: bool) {
+        let was = self.stall.held.swap(held, Ordering::AcqRel);
+        if was && !held {
+            // Progress resumes now: the silence was the fault's, not the loop's.
+            self.last
+                .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+            self.stall.released.notify_waiters();
+        }
     }
 
     fn silent_for(&self) -> Duration {
@@ -62,6 +105,38 @@ impl Health {
     /// From now on `/readyz` answers 503 `shutting_down`.
     pub fn set_draining(&self) {
         self.inner.draining.store(true, Ordering::Release);
+        // A stalled loop must still see the shutdown and hand its work back.
+        self.stall(&[]);
+    }
+
+    /// Stalls the workers named in `names` and releases every other one
+    /// (while draining, none is stalled). Returns how many loops are held.
+    pub fn stall(&self, names: &[&str]) -> usize {
+        let draining = self.is_draining();
+        let beats = self.beats();
+        let mut held = 0;
+        for b in &beats {
+            let hold = !draining && names.contains(&&*b.name);
+            b.hold(hold);
+            held += usize::from(hold);
+        }
+        held
+    }
+
+    /// The names of the registered worker loops (each once, sorted).
+    pub fn workers(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.beats().iter().map(|b| b.name.to_string()).collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    fn beats(&self) -> Vec<Heartbeat> {
+        self.inner
+            .heartbeats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn is_draining(&self) -> bool {
@@ -75,6 +150,7 @@ impl Health {
             allowance,
             started: Instant::now(),
             last: Arc::new(AtomicU64::new(0)),
+            stall: Arc::default(),
         };
         self.inner
             .heartbeats
@@ -146,5 +222,32 @@ mod tests {
         assert_eq!(stuck[0].0, "consumer");
         beat.beat();
         assert!(health.stuck().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_stalled_worker_waits_and_looks_stuck_until_released() {
+        let health = Health::default();
+        let beat = health.worker("consumer", Duration::from_millis(30));
+        beat.beat();
+        assert_eq!(health.stall(&["consumer"]), 1);
+        let waiting = tokio::spawn({
+            let beat = beat.clone();
+            async move { beat.pace().await }
+        });
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        beat.beat(); // does not count while stalled
+        assert!(!waiting.is_finished(), "pace returned during the stall");
+        assert_eq!(health.stuck().len(), 1);
+        assert_eq!(health.stall(&[]), 0);
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("pace returns once released")
+            .unwrap();
+        assert!(health.stuck().is_empty());
+        health.stall(&["consumer"]);
+        health.set_draining();
+        tokio::time::timeout(Duration::from_secs(1), beat.pace())
+            .await
+            .expect("shutdown releases a stall");
     }
 }

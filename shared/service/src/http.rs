@@ -22,6 +22,7 @@ use tower_http::timeout::TimeoutBody;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::error::{ApiError, busy};
+use crate::faults::Faults;
 use crate::health::Health;
 use crate::metrics::{Metrics, RouteLabels};
 use crate::settings::HttpLimits;
@@ -34,6 +35,8 @@ pub struct Ops {
     pub service: &'static str,
     pub health: Health,
     pub metrics: Metrics,
+    /// Fault injection (off unless `HENDU_FAULTS=on`).
+    pub faults: Faults,
 }
 
 impl Ops {
@@ -42,6 +45,7 @@ impl Ops {
             service,
             health: Health::default(),
             metrics: Metrics::new(service),
+            faults: Faults::default(),
         }
     }
 
@@ -56,8 +60,15 @@ impl Ops {
             in_flight: Arc::new(Semaphore::new(limits.max_requests.max(1))),
             request_timeout: limits.request_timeout,
         };
-        app.merge(ops)
-            .layer(middleware::from_fn(json_errors))
+        let mut app = app.merge(ops);
+        if self.faults.enabled() {
+            // Innermost, so that an injected delay counts in the latency metric.
+            app = app.layer(middleware::from_fn_with_state(
+                self.faults.clone(),
+                crate::faults::inject,
+            ));
+        }
+        app.layer(middleware::from_fn(json_errors))
             .layer(middleware::from_fn_with_state(gate, admit))
             .layer(middleware::from_fn_with_state(self.metrics.clone(), measure))
             .layer(

@@ -25,6 +25,7 @@
 //! - [`samples`]: the sample path's entry (checked, stored, queued), for sensors and radios.
 //! - [`settings`]: typed settings from the environment, one list of variable names.
 //! - [`telemetry`]: JSON logs (human-readable in a terminal), request ids.
+//! - [`faults`]: fault injection for experiments (`HENDU_FAULTS=on`), reverting by itself.
 //! - [`health`]: liveness that notices a stuck worker loop, readiness that names what is missing.
 //! - [`healthcheck`]: the `healthcheck` subcommand, the probe a container runs on itself.
 //! - [`openapi`]: the OpenAPI document, from the handlers' annotations, at `/v1/openapi.json`.
@@ -40,6 +41,7 @@ pub mod auth;
 pub mod catalogue;
 pub mod dead_letters;
 pub mod error;
+pub mod faults;
 pub mod health;
 pub mod healthcheck;
 pub mod http;
@@ -54,6 +56,7 @@ pub mod telemetry;
 pub use app::Application;
 pub use auth::{Auth, Principal};
 pub use error::ApiError;
+pub use faults::Faults;
 pub use health::{Health, Heartbeat};
 pub use http::{Ops, serve};
 pub use metrics::Metrics;

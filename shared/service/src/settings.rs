@@ -19,6 +19,8 @@ pub mod vars {
     pub const HEADER_TIMEOUT_S: &str = "HENDU_HTTP_HEADER_TIMEOUT_S";
     pub const BODY_TIMEOUT_S: &str = "HENDU_HTTP_BODY_TIMEOUT_S";
     pub const REQUEST_TIMEOUT_S: &str = "HENDU_HTTP_REQUEST_TIMEOUT_S";
+    pub const FAULTS: &str = "HENDU_FAULTS";
+    pub const FAULTS_MAX_MEMORY_MB: &str = "HENDU_FAULTS_MAX_MEMORY_MB";
 }
 
 /// For each service's `--help`.
@@ -45,6 +47,11 @@ Environment:
   HENDU_MYSQL_POOL, HENDU_MONGO_POOL, HENDU_REDIS_PREFIX, HENDU_QUEUE_CLAIM_AFTER_MS,
   HENDU_QUEUE_MAX_DELIVERIES, HENDU_CONNECT_TIMEOUT_S
                               see docs/storage.md
+  HENDU_FAULTS                on: fault injection for experiments, POST /v1/faults with an
+                              administrator's token (see docs/faults.md); off (default): the
+                              routes do not exist and nothing is injected
+  HENDU_FAULTS_MAX_MEMORY_MB  most memory all live StressChaos memory faults may hold
+                              together (default 1024, at most 4096)
 Secrets in URLs are never printed.";
 
 /// What one HTTP client can hold of a service.
@@ -116,6 +123,7 @@ pub struct Settings {
     pub shutdown_delay: Duration,
     pub http: HttpLimits,
     pub storage: StorageConfig,
+    pub faults: crate::faults::FaultSettings,
 }
 
 impl Settings {
@@ -159,6 +167,7 @@ impl Settings {
             None => Duration::ZERO,
         };
         let http = HttpLimits::from_lookup(get)?;
+        let faults = crate::faults::FaultSettings::from_lookup(get)?;
         let embedded =
             get(vars::EMBEDDED_PATH).map_or_else(|| PathBuf::from("hendu.db"), PathBuf::from);
         Ok(Self {
@@ -169,6 +178,7 @@ impl Settings {
             shutdown_delay,
             http,
             storage: StorageConfig::from_lookup(embedded, get)?,
+            faults,
         })
     }
 }

@@ -84,23 +84,17 @@ impl Place {
     }
 
     pub async fn servers() -> Self {
-        let name = unique_name();
-        let admin = env_or("HENDU_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test");
-        let mut conn = sqlx::MySqlConnection::connect(&admin).await.unwrap_or_else(|e| {
-            panic!("MariaDB/MySQL at {admin} is not reachable ({e}); run scripts/test.sh, which starts it")
-        });
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        let mut mysql = url::Url::parse(&admin).unwrap();
-        mysql.set_path(&name);
+        let MysqlDatabase {
+            admin,
+            name,
+            url: mysql,
+        } = MysqlDatabase::create().await;
         let mut mongo =
             url::Url::parse(&env_or("HENDU_TEST_MONGO_URL", "mongodb://127.0.0.1:37017")).unwrap();
         mongo.set_path(&name);
         let redis = env_or("HENDU_TEST_REDIS_URL", "redis://127.0.0.1:6379");
         let config = StorageConfig::Servers(ServerConfig {
-            mysql_url: DbUrl::new(mysql.to_string()),
+            mysql_url: DbUrl::new(mysql),
             mongo_url: DbUrl::new(mongo.to_string()),
             redis_url: DbUrl::new(redis.clone()),
             mysql_pool: 5,
@@ -123,6 +117,50 @@ impl Place {
             cleanup: Some(cleanup),
             _dir: None,
         }
+    }
+}
+
+/// A new, empty database of its own on the test MySQL server, for tests
+/// that need MySQL alone.
+#[derive(Debug)]
+pub struct MysqlDatabase {
+    /// The server's URL as the test command gives it (`HENDU_TEST_MYSQL_URL`).
+    pub admin: String,
+    pub name: String,
+    /// The URL of the new database.
+    pub url: String,
+}
+
+impl MysqlDatabase {
+    pub async fn create() -> Self {
+        let name = unique_name();
+        let admin = env_or("HENDU_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test");
+        let mut conn = sqlx::MySqlConnection::connect(&admin).await.unwrap_or_else(|e| {
+            panic!("MariaDB/MySQL at {admin} is not reachable ({e}); run scripts/test.sh, which starts it")
+        });
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let mut url = url::Url::parse(&admin).unwrap();
+        url.set_path(&name);
+        Self {
+            admin,
+            name,
+            url: url.to_string(),
+        }
+    }
+
+    /// Drops the database.
+    pub async fn drop_database(self) {
+        let mut conn = sqlx::MySqlConnection::connect(&self.admin).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {}",
+            self.name
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap();
     }
 }
 

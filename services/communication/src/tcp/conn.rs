@@ -204,6 +204,7 @@ pub async fn accept_loop<F, Fut>(
 {
     let mut ticks = tokio::time::interval(BEAT);
     loop {
+        beat.pace().await;
         let accepted = tokio::select! {
             () = stop.cancelled() => break,
             _ = ticks.tick() => { beat.beat(); continue; }

@@ -41,7 +41,8 @@ pub fn run(args: &ServeArgs) -> Result<i32> {
     let web = hendu_web::Config::from_env_on(args.addr.ip())?;
     let log = std::env::var(hendu_service::settings::vars::LOG).unwrap_or_else(|_| "info".into());
     let http = hendu_service::settings::HttpLimits::from_env()?;
-    let opened = args.store.open(true)?;
+    let faults = hendu_service::Faults::new(hendu_service::faults::FaultSettings::from_env()?);
+    let opened = args.store.open_routed(true, &faults)?;
     opened.block_on(async {
         hendu_service::telemetry::init(&log);
         let listener = tokio::net::TcpListener::bind(args.addr)
@@ -57,7 +58,8 @@ pub fn run(args: &ServeArgs) -> Result<i32> {
             auth,
             Duration::from_secs(20),
         )
-        .with_http_limits(http);
+        .with_http_limits(http)
+        .with_faults(faults);
         hendu_communication::bootstrap_admin(&app.storage, &communication).await?;
         hendu_hash_generator::install(&mut app, &hash_generator);
         hendu_communication::install(&mut app, &communication)?;
