@@ -103,7 +103,7 @@ mod tests {
             Box::pin(async move {
                 let _one = self.0.lock().await;
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                Ok(Delivered { device: None })
+                Ok(Delivered { sample: None })
             })
         }
         fn describe(&self) -> serde_json::Value {

@@ -29,21 +29,32 @@ pub struct Watch {
     storage: Storage,
 }
 
-/// Connects to the stores the services use (`HENDU_MYSQL_URL`,
-/// `HENDU_MONGO_URL`, `HENDU_REDIS_URL`, `HENDU_REDIS_PREFIX`) and listens
-/// for the plays of `devices` (device id to the run's device number).
+/// The stores the services use, from the environment (`HENDU_MYSQL_URL`,
+/// `HENDU_MONGO_URL`, `HENDU_REDIS_URL`, `HENDU_REDIS_PREFIX`).
+///
+/// # Errors
+/// A malformed or partial setting.
+pub fn stores_from_env() -> Result<StorageConfig> {
+    Ok(StorageConfig::from_env("unused.db".into())?)
+}
+
+/// Connects to `config` (the services' stores) and listens for the plays
+/// of `devices` (device id to the run's device number).
 ///
 /// # Errors
 /// No servers configured (the embedded store's events stay in its
 /// process), or a store that does not answer.
-pub async fn watch(devices: HashMap<i64, usize>, start: Instant) -> Result<Watch> {
-    let config = StorageConfig::from_env("unused.db".into())?;
+pub async fn watch(
+    config: &StorageConfig,
+    devices: HashMap<i64, usize>,
+    start: Instant,
+) -> Result<Watch> {
     if matches!(config, StorageConfig::Embedded { .. }) {
         anyhow::bail!(
             "the end-to-end latency needs the services' stores: set HENDU_MYSQL_URL, HENDU_MONGO_URL and HENDU_REDIS_URL as the services have them"
         );
     }
-    let storage = Storage::connect(&config)
+    let storage = Storage::connect(config)
         .await
         .context("cannot connect to the services' stores")?;
     let mut events = storage.events.subscribe().await?;
@@ -81,6 +92,9 @@ pub struct Latency {
     pub p90_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// Per second of the run (by the play event's time): plays, p50, p99 (ms).
+    #[serde(skip)]
+    pub seconds: Vec<(u64, u64, f64, f64)>,
 }
 
 impl Watch {
@@ -94,6 +108,8 @@ impl Watch {
             d.sort();
         }
         let mut h = histogram();
+        let mut per: std::collections::BTreeMap<u64, hdrhistogram::Histogram<u64>> =
+            std::collections::BTreeMap::new();
         let mut flushed = 0;
         for (d, at) in &heard {
             let Some(times) = delivered.get(*d) else {
@@ -104,7 +120,9 @@ impl Watch {
                 continue;
             }
             if let Some(deciding) = times.iter().rev().find(|t| *t <= at) {
-                let _ = h.record((at.saturating_sub(*deciding).as_micros() as u64).max(1));
+                let us = (at.saturating_sub(*deciding).as_micros() as u64).max(1);
+                let _ = h.record(us);
+                let _ = per.entry(at.as_secs()).or_insert_with(histogram).record(us);
             }
         }
         let ms = |q: f64| {
@@ -125,6 +143,17 @@ impl Watch {
             } else {
                 h.max() as f64 / 1000.0
             },
+            seconds: per
+                .iter()
+                .map(|(s, h)| {
+                    (
+                        *s,
+                        h.len(),
+                        h.value_at_quantile(0.5) as f64 / 1000.0,
+                        h.value_at_quantile(0.99) as f64 / 1000.0,
+                    )
+                })
+                .collect(),
         }
     }
 }

@@ -19,11 +19,14 @@
 //! - [`recorder`]: per-second counts and latency histograms.
 //! - [`e2e`]: sample-to-play latency from the stores' play events.
 //! - [`report`], [`plot`]: the results directory, SVG and PNG plots.
+//! - [`experiment`]: declared experiments (deployment, load, faults) run
+//!   into data and plots, with invariants checked.
 //! - [`null_server`]: the other end for the generator's own ceiling.
 
 pub mod arrival;
 pub mod drive;
 pub mod e2e;
+pub mod experiment;
 pub mod load;
 pub mod local;
 pub mod null_server;
@@ -57,17 +60,31 @@ pub struct Plan {
     /// Device ids to the run's device numbers, when the end-to-end latency
     /// is to be read from the stores.
     pub e2e_devices: Option<HashMap<i64, usize>>,
+    /// The services' stores, read for the end-to-end latency.
+    pub stores: Option<hendu_storage::StorageConfig>,
     /// How long to wait for the last plays after the last answer.
     pub e2e_settle: Duration,
+    /// Keeps every delivered sample (device, number, id) for checks after
+    /// the run (the experiment runner's invariants).
+    pub keep_deliveries: bool,
+    /// What device samples were set up with (for device samples).
+    pub samples: Option<load::SamplesSetup>,
     /// Everything that describes the run, for its provenance.
     pub settings: Value,
 }
+
+/// A delivered sample: its number in the device's programme, its id, and
+/// when it was answered (from the start).
+pub type Delivery = (u64, String, Duration);
 
 /// What a run produced.
 #[derive(Debug)]
 pub struct Outcome {
     pub summary: Value,
     pub out: PathBuf,
+    /// Per device, its delivered samples (with `keep_deliveries`).
+    pub delivered: Vec<Vec<Delivery>>,
+    pub samples: Option<load::SamplesSetup>,
 }
 
 /// Runs `plan` and writes its results directory.
@@ -85,18 +102,24 @@ pub async fn run(plan: Plan) -> Result<Outcome> {
     progress.set_message(format!("~{:.0} requests", plan.arrivals.expected()));
     let start = tokio::time::Instant::now() + Duration::from_millis(200);
     let watch = match plan.e2e_devices {
-        Some(ref devices) => Some(e2e::watch(devices.clone(), start).await?),
+        Some(ref devices) => {
+            let config = match &plan.stores {
+                Some(c) => c.clone(),
+                None => e2e::stores_from_env()?,
+            };
+            Some(e2e::watch(&config, devices.clone(), start).await?)
+        }
         None => None,
     };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<drive::Answered>();
-    let devices = plan.e2e_devices.as_ref().map_or(0, HashMap::len);
     let deliveries = tokio::spawn(async move {
-        let mut per: Vec<Vec<Duration>> = vec![Vec::new(); devices];
+        let mut per: Vec<Vec<Delivery>> = Vec::new();
         while let Some((delivered, at)) = rx.recv().await {
-            if let Some(d) = delivered.device
-                && let Some(v) = per.get_mut(d)
-            {
-                v.push(at);
+            if let Some((d, j, id)) = delivered.sample {
+                if per.len() <= d {
+                    per.resize_with(d + 1, Vec::new);
+                }
+                per[d].push((j, id, at));
             }
         }
         per
@@ -108,7 +131,7 @@ pub async fn run(plan: Plan) -> Result<Outcome> {
         plan.bounds,
         start,
         &progress,
-        watch.is_some().then_some(tx),
+        (watch.is_some() || plan.keep_deliveries).then_some(tx),
     )
     .await;
     progress.finish_and_clear();
@@ -116,7 +139,11 @@ pub async fn run(plan: Plan) -> Result<Outcome> {
     let e2e = match watch {
         Some(w) => {
             tokio::time::sleep(plan.e2e_settle).await;
-            Some(w.finish(delivered).await)
+            let times = delivered
+                .iter()
+                .map(|d| d.iter().map(|(_, _, at)| *at).collect())
+                .collect();
+            Some(w.finish(times).await)
         }
         None => None,
     };
@@ -128,8 +155,17 @@ pub async fn run(plan: Plan) -> Result<Outcome> {
     summary["end_to_end"] = serde_json::to_value(&e2e)?;
     summary["provenance"] = report::provenance(plan.settings);
     report::write(&plan.out, &totals, &summary)?;
+    if let Some(e) = &e2e {
+        let mut csv = String::from("second,plays,p50_ms,p99_ms\n");
+        for (s, n, p50, p99) in &e.seconds {
+            csv.push_str(&format!("{s},{n},{p50:.3},{p99:.3}\n"));
+        }
+        std::fs::write(plan.out.join("e2e.csv"), csv)?;
+    }
     Ok(Outcome {
         summary,
         out: plan.out,
+        delivered,
+        samples: plan.samples,
     })
 }

@@ -71,7 +71,7 @@ pub struct Load {
 
     // --- targets
     /// The communication service (device registration; REST samples).
-    #[arg(long, env = "HENDU_LOAD_API", default_value = "http://127.0.0.1:8081")]
+    #[arg(long, env = "HENDU_LOAD_API", default_value = "http://127.0.0.1:8080")]
     pub api: String,
     /// The communication service's TCP v2 address (--transport tcp-v2).
     #[arg(long, env = "HENDU_LOAD_TCP", default_value = "127.0.0.1:7071")]
@@ -80,7 +80,7 @@ pub struct Load {
     #[arg(
         long,
         env = "HENDU_LOAD_HASH_GENERATOR",
-        default_value = "http://127.0.0.1:8080"
+        default_value = "http://127.0.0.1:8081"
     )]
     pub hash_generator: String,
     /// The URL of --scenario get.
@@ -114,6 +114,11 @@ pub struct Load {
     /// Seconds of audio per sample.
     #[arg(long, default_value_t = 10.0)]
     pub sample_s: f64,
+    /// Resends a sample refused as busy (503, 429) or cut off, after the
+    /// service's Retry-After (at least 1 s), up to this many times, as a
+    /// device does; its latency still runs from the first intended send.
+    #[arg(long, default_value_t = 0)]
+    pub retries: u32,
     /// Measures the end-to-end latency (sample to play) from the stores'
     /// play events: needs HENDU_MYSQL_URL, HENDU_MONGO_URL, HENDU_REDIS_URL
     /// (and HENDU_REDIS_PREFIX) as the services have them.
@@ -139,6 +144,21 @@ pub struct Load {
     pub out: Option<PathBuf>,
 }
 
+/// What device samples were set up with, for checks after the run.
+#[derive(Debug, Clone)]
+pub struct SamplesSetup {
+    /// The devices' ids, by their number in the run.
+    pub device_ids: Vec<i64>,
+    /// The catalogue id of each programme track (uploaded by the run).
+    pub music_ids: Vec<Option<i64>>,
+    /// Which programme track each sample of a pass is cut from.
+    pub track_of_stretch: Vec<usize>,
+    /// Each sample's length in a pass, in ms.
+    pub stretch_ms: Vec<u32>,
+    /// When every device's first sample was captured (ms since the epoch).
+    pub start_ms: i64,
+}
+
 impl Default for Load {
     /// The flags' defaults (and their environment variables).
     fn default() -> Self {
@@ -152,6 +172,65 @@ impl Default for Load {
 }
 
 impl Load {
+    /// When requests are due.
+    ///
+    /// # Errors
+    /// A malformed or missing schedule.
+    pub fn arrivals(&self) -> Result<Arrivals> {
+        let seconds = parse_duration(&self.duration)?.as_secs_f64();
+        match (&self.rate, &self.bursts, &self.trace) {
+            (_, _, Some(trace)) => Arrivals::trace(trace),
+            (_, Some(bursts), None) => Arrivals::bursts(bursts, seconds),
+            (Some(rate), None, None) => {
+                Arrivals::rate(rate, Some(seconds), self.process, self.seed)
+            }
+            (None, None, None) => bail!("say when requests are due: rate, bursts or trace"),
+        }
+    }
+
+    /// How long the load lasts (0 when its schedule is malformed).
+    pub fn duration_s(&self) -> f64 {
+        self.arrivals().map_or(0.0, |a| a.seconds())
+    }
+
+    /// The load as `hendu-load run` flags (without targets and token).
+    pub fn flags(&self) -> String {
+        let mut f = vec![format!(
+            "--scenario {}",
+            format!("{:?}", self.scenario).to_lowercase()
+        )];
+        if let Some(r) = &self.rate {
+            f.push(format!(
+                "--rate {r} --process {}",
+                format!("{:?}", self.process).to_lowercase()
+            ));
+        }
+        if let Some(b) = &self.bursts {
+            f.push(format!("--bursts {b}"));
+        }
+        if let Some(t) = &self.trace {
+            f.push(format!("--trace {}", t.display()));
+        }
+        f.push(format!("--duration {}", self.duration));
+        if self.scenario == What::Samples {
+            f.push(format!(
+                "--transport {} --body {} --devices {} --sample-s {}",
+                if self.transport == Transport::Rest {
+                    "rest"
+                } else {
+                    "tcp-v2"
+                },
+                format!("{:?}", self.body).to_lowercase(),
+                self.devices,
+                self.sample_s
+            ));
+            if self.upload_programme {
+                f.push("--upload-programme".into());
+            }
+        }
+        f.join(" ")
+    }
+
     /// Sets the load up (the programme uploaded, the devices registered)
     /// and makes the run's plan, writing into `out` (default:
     /// `loadtest/results/<UTC time>-<scenario>`).
@@ -160,16 +239,11 @@ impl Load {
     /// A malformed setting, named; a service refusing the set-up.
     pub async fn plan(&self) -> Result<Plan> {
         let a = self;
-        let seconds = parse_duration(&a.duration)?.as_secs_f64();
-        let arrivals = match (&a.rate, &a.bursts, &a.trace) {
-            (_, _, Some(trace)) => Arrivals::trace(trace)?,
-            (_, Some(bursts), None) => Arrivals::bursts(bursts, seconds)?,
-            (Some(rate), None, None) => Arrivals::rate(rate, Some(seconds), a.process, a.seed)?,
-            (None, None, None) => bail!("say when requests are due: --rate, --bursts or --trace"),
-        };
+        let arrivals = a.arrivals()?;
         let timeout = parse_duration(&a.timeout)?;
         let http = scenario::http_client(timeout)?;
         let mut e2e_devices = None;
+        let mut samples = None;
         let scenario: Arc<dyn Scenario> = match a.scenario {
             What::Get => Arc::new(Get {
                 url: a.url.clone().context("--scenario get needs --url")?,
@@ -197,8 +271,8 @@ impl Load {
                     (1.0..=300.0).contains(&a.sample_s),
                     "--sample-s is between 1 and 300"
                 );
-                let audio = programme(&a)?;
-                if a.upload_programme {
+                let audio = programme(a)?;
+                let music_ids = if a.upload_programme {
                     eprintln!("uploading the programme's {} tracks", audio.len());
                     let tracks = audio
                         .iter()
@@ -210,8 +284,10 @@ impl Load {
                         &token,
                         tracks,
                     )
-                    .await?;
-                }
+                    .await?
+                } else {
+                    vec![None; audio.len()]
+                };
                 let kind = match a.body {
                     Body::Audio => Kind::Audio,
                     Body::Fingerprint => Kind::Fingerprint,
@@ -244,16 +320,34 @@ impl Load {
                 let per_device = (arrivals.expected() / a.devices as f64).ceil() + 1.0;
                 let now_ms = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
                 let start_ms = now_ms - (per_device * a.sample_s * 1000.0) as i64 - 60_000;
-                Arc::new(Samples::new(
-                    a.transport,
-                    target,
-                    registered
-                        .into_iter()
-                        .map(|r| Device::new(r.credentials))
+                let mut track_of_stretch = Vec::new();
+                for (t, track) in audio.iter().enumerate() {
+                    let n = hendu_sensor::programme::cut(&track.samples, a.sample_s).len();
+                    track_of_stretch.extend(std::iter::repeat_n(t, n));
+                }
+                samples = Some(SamplesSetup {
+                    device_ids: registered.iter().map(|r| r.id).collect(),
+                    music_ids,
+                    track_of_stretch,
+                    stretch_ms: (0..prepared.len())
+                        .map(|k| prepared.duration_of(k))
                         .collect(),
-                    prepared,
                     start_ms,
-                ))
+                });
+                anyhow::ensure!(a.retries <= 100, "--retries is at most 100");
+                Arc::new(
+                    Samples::new(
+                        a.transport,
+                        target,
+                        registered
+                            .into_iter()
+                            .map(|r| Device::new(r.credentials))
+                            .collect(),
+                        prepared,
+                        start_ms,
+                    )
+                    .with_retries(a.retries),
+                )
             }
         };
         let out = a.out.clone().unwrap_or_else(|| {
@@ -273,7 +367,7 @@ impl Load {
             "rate": a.rate, "process": a.process, "bursts": a.bursts, "trace": a.trace, "duration": a.duration,
             "seed": a.seed, "api": a.api, "tcp": a.tcp, "hash_generator": a.hash_generator, "url": a.url,
             "transport": a.transport, "body": format!("{:?}", a.body).to_lowercase(), "devices": a.devices,
-            "programme": a.programme, "synthetic": a.synthetic, "sample_s": a.sample_s, "e2e": a.e2e,
+            "programme": a.programme, "synthetic": a.synthetic, "sample_s": a.sample_s, "retries": a.retries, "e2e": a.e2e,
             "in_flight": a.in_flight, "timeout": a.timeout, "drain": a.drain,
         });
         Ok(Plan {
@@ -285,7 +379,10 @@ impl Load {
             },
             out,
             e2e_devices,
+            stores: None,
             e2e_settle: parse_duration(&a.e2e_settle)?,
+            keep_deliveries: false,
+            samples,
             settings,
         })
     }

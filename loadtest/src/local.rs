@@ -79,6 +79,26 @@ impl Service {
         store: &StorageConfig,
         extra: &[(&str, String)],
     ) -> Result<Self> {
+        Self::launch(
+            binary,
+            args,
+            name,
+            store,
+            extra,
+            &bin_dir().join("e2e-logs"),
+        )
+        .await
+    }
+
+    /// As [`Service::start_with_args`], its log in `logs`.
+    pub async fn launch(
+        binary: &str,
+        args: &[&str],
+        name: &str,
+        store: &StorageConfig,
+        extra: &[(&str, String)],
+        logs: &std::path::Path,
+    ) -> Result<Self> {
         let path = bin_dir().join(binary);
         if !path.exists() {
             bail!(
@@ -87,9 +107,7 @@ impl Service {
             );
         }
         let port = free_port();
-        let logs = std::env::var_os("HENDU_LOG_DIR")
-            .map_or_else(|| bin_dir().join("e2e-logs"), PathBuf::from);
-        std::fs::create_dir_all(&logs)?;
+        std::fs::create_dir_all(logs)?;
         let log = logs.join(format!("{name}-{port}.log"));
         let file = std::fs::File::create(&log)?;
         let mut command = Command::new(&path);

@@ -200,6 +200,8 @@ pub fn provenance(settings: Value) -> Value {
         "date": date,
         "revision": git(&["rev-parse", "HEAD"]).map(|r| if dirty { format!("{r}-dirty") } else { r }),
         "generator": format!("hendu-load {}", env!("CARGO_PKG_VERSION")),
+        // The services are started from the generator's own target folder.
+        "build": if cfg!(debug_assertions) { "dev profile (dependencies optimised, HENDU's crates at opt-level 1)" } else { "release profile" },
         "command": std::env::args().collect::<Vec<_>>(),
         "machine": {
             "cpu": cpu,

@@ -26,10 +26,12 @@ use hendu_sensor::programme::Prepared;
 pub type Kind = String;
 
 /// What a successful request delivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivered {
-    /// The device that sent it, for device samples.
-    pub device: Option<usize>,
+    /// For device samples: the device (its number in the run), the
+    /// sample's number in the device's programme, and the id the service
+    /// gave it.
+    pub sample: Option<(usize, u64, String)>,
 }
 
 /// One kind of request, fired by number.
@@ -84,6 +86,9 @@ pub struct Samples {
     /// The start of each sample in one pass of the programme, and the pass.
     offsets_ms: Vec<i64>,
     pass_ms: i64,
+    retries: u32,
+    /// Resends made.
+    resent: AtomicU64,
 }
 
 impl Samples {
@@ -108,7 +113,16 @@ impl Samples {
             start_ms,
             offsets_ms,
             pass_ms: at,
+            retries: 0,
+            resent: AtomicU64::new(0),
         }
+    }
+
+    /// Resends a sample refused as busy or cut off up to `n` times.
+    #[must_use]
+    pub fn with_retries(mut self, n: u32) -> Self {
+        self.retries = n;
+        self
     }
 
     /// When sample `j` of a device's programme was captured.
@@ -121,23 +135,51 @@ impl Samples {
         let device = &self.devices[d];
         let j = device.next.fetch_add(1, Ordering::Relaxed);
         let sample = self.programme.sample(j as usize, self.captured_ms(j));
+        let mut tries = 0;
+        loop {
+            match self.send_once(d, &sample).await {
+                Ok(id) => {
+                    return Ok(Delivered {
+                        sample: Some((d, j, id)),
+                    });
+                }
+                Err(e) if tries < self.retries => {
+                    let wait = match &e {
+                        Failure::Refused(r) if matches!(r.number, 429 | 503) => {
+                            r.retry_after_s.max(1)
+                        }
+                        Failure::Io(_) | Failure::Timeout(_) => 1,
+                        _ => return Err(kind_of(&e)),
+                    };
+                    tries += 1;
+                    self.resent.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_secs(u64::from(wait))).await;
+                }
+                Err(e) => return Err(kind_of(&e)),
+            }
+        }
+    }
+
+    /// One attempt: the sample's id, or why not.
+    async fn send_once(
+        &self,
+        d: usize,
+        sample: &hendu_sensor::programme::Sample,
+    ) -> Result<String, Failure> {
+        let device = &self.devices[d];
         let mut wire = Wire::default();
         let sent = match self.transport {
             Transport::Rest => {
-                client::rest_upload(self.target, &device.credentials, &sample, &mut wire).await
+                client::rest_upload(self.target, &device.credentials, sample, &mut wire).await
             }
             Transport::TcpV2 => {
                 // A device sends one sample after another on its session.
                 let mut session = device.session.lock().await;
                 if session.is_none() {
-                    *session = Some(
-                        V2::connect(self.target, &device.credentials)
-                            .await
-                            .map_err(|e| kind_of(&e))?,
-                    );
+                    *session = Some(V2::connect(self.target, &device.credentials).await?);
                 }
                 let result = match session.as_mut() {
-                    Some(s) => s.send(&sample).await,
+                    Some(s) => s.send(sample).await,
                     None => Err(Failure::Protocol("no session".into())),
                 };
                 let keep = match &result {
@@ -151,8 +193,7 @@ impl Samples {
                 result
             }
         };
-        sent.map(|_| Delivered { device: Some(d) })
-            .map_err(|e| kind_of(&e))
+        sent.map(|ack| ack.sample_id)
     }
 }
 
@@ -180,6 +221,8 @@ impl Scenario for Samples {
             "devices": self.devices.len(),
             "samples_in_programme": self.programme.len(),
             "programme_s": self.pass_ms as f64 / 1000.0,
+            "retries": self.retries,
+            "resent": self.resent.load(Ordering::Relaxed),
         })
     }
 }
@@ -204,7 +247,7 @@ impl Scenario for Get {
             // Read the body: the request is over when its answer is.
             r.bytes().await.map_err(|e| http_kind(&e))?;
             if status.is_success() {
-                Ok(Delivered { device: None })
+                Ok(Delivered { sample: None })
             } else {
                 Err(format!("http_{}", status.as_u16()))
             }
@@ -251,7 +294,7 @@ impl Scenario for Uploads {
             let status = r.status();
             r.bytes().await.map_err(|e| http_kind(&e))?;
             if status.is_success() {
-                Ok(Delivered { device: None })
+                Ok(Delivered { sample: None })
             } else {
                 Err(format!("http_{}", status.as_u16()))
             }

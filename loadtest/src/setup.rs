@@ -74,7 +74,8 @@ pub async fn register_devices(
 }
 
 /// Uploads `tracks` (name, WAV bytes) to the hash-generator at `api`, one
-/// at a time; a track already there is fine.
+/// at a time; a track already there is fine. Returns each one's id (when
+/// the answer gives it).
 ///
 /// # Errors
 /// An upload refused, with the service's words.
@@ -83,7 +84,8 @@ pub async fn upload_tracks(
     api: &str,
     token: &str,
     tracks: Vec<(String, Vec<u8>)>,
-) -> Result<()> {
+) -> Result<Vec<Option<i64>>> {
+    let mut ids = Vec::new();
     for (name, wav) in tracks {
         let form = reqwest::multipart::Form::new()
             .part(
@@ -98,17 +100,19 @@ pub async fn upload_tracks(
             .send()
             .await
             .with_context(|| format!("cannot reach {api} to upload the catalogue"))?;
-        if !r.status().is_success() && r.status() != reqwest::StatusCode::CONFLICT {
+        let status = r.status();
+        if !status.is_success() && status != reqwest::StatusCode::CONFLICT {
             bail!(
-                "uploading {name}: {} {}",
-                r.status(),
+                "uploading {name}: {status} {}",
                 r.text().await.unwrap_or_default()
             );
         }
+        let body: Value = r.json().await.unwrap_or_default();
+        ids.push(body["id"].as_i64());
     }
     // The recognisers load a new track when they hear of it: a moment.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    Ok(())
+    Ok(ids)
 }
 
 #[cfg(test)]
