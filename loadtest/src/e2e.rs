@@ -19,7 +19,7 @@ use hendu_storage::model::Source;
 use hendu_storage::{Storage, StorageConfig};
 use tokio::time::Instant;
 
-use crate::recorder::histogram;
+use crate::recorder::{histogram, ms};
 
 /// Play events heard during a run, per device of the run.
 #[derive(Debug)]
@@ -125,34 +125,16 @@ impl Watch {
                 let _ = per.entry(at.as_secs()).or_insert_with(histogram).record(us);
             }
         }
-        let ms = |q: f64| {
-            if h.is_empty() {
-                f64::NAN
-            } else {
-                h.value_at_quantile(q) as f64 / 1000.0
-            }
-        };
         Latency {
             plays: heard.len(),
             flushed,
-            p50_ms: ms(0.5),
-            p90_ms: ms(0.9),
-            p99_ms: ms(0.99),
-            max_ms: if h.is_empty() {
-                f64::NAN
-            } else {
-                h.max() as f64 / 1000.0
-            },
+            p50_ms: ms(&h, 0.5),
+            p90_ms: ms(&h, 0.9),
+            p99_ms: ms(&h, 0.99),
+            max_ms: ms(&h, 1.0),
             seconds: per
                 .iter()
-                .map(|(s, h)| {
-                    (
-                        *s,
-                        h.len(),
-                        h.value_at_quantile(0.5) as f64 / 1000.0,
-                        h.value_at_quantile(0.99) as f64 / 1000.0,
-                    )
-                })
+                .map(|(s, h)| (*s, h.len(), ms(h, 0.5), ms(h, 0.99)))
                 .collect(),
         }
     }

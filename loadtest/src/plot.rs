@@ -12,8 +12,7 @@ use anyhow::{Result, anyhow};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::recorder::Totals;
-use crate::report::ms;
+use crate::recorder::{Totals, ms};
 
 const SIZE: (u32, u32) = (960, 440);
 const FONTS: [&str; 3] = [

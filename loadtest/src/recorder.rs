@@ -20,6 +20,15 @@ pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_US, 3).unwrap_or_else(|_| unreachable!())
 }
 
+/// Milliseconds at quantile `q` (NaN when empty).
+pub fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    if h.is_empty() {
+        f64::NAN
+    } else {
+        h.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
 /// One second of the run.
 #[derive(Debug, Clone)]
 pub struct Second {

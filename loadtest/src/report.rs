@@ -17,16 +17,7 @@ use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
-use crate::recorder::Totals;
-
-/// Milliseconds at quantile `q` (NaN when empty).
-pub fn ms(h: &Histogram<u64>, q: f64) -> f64 {
-    if h.is_empty() {
-        f64::NAN
-    } else {
-        h.value_at_quantile(q) as f64 / 1000.0
-    }
-}
+use crate::recorder::{Totals, ms};
 
 fn max_ms(h: &Histogram<u64>) -> f64 {
     if h.is_empty() {

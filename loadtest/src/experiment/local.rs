@@ -450,8 +450,12 @@ pub async fn run(spec: &Spec, out: &Path) -> Result<Report> {
             let events = events.clone();
             let stop = stop.clone();
             tokio::spawn(async move {
-                if let Err(e) = scale(policy, fleet, events, stop, storage, start).await {
-                    eprintln!("the scaling policy stopped: {e:#}");
+                match scale(policy, fleet, events, stop, storage, start).await {
+                    Ok(trace) => Some(trace),
+                    Err(e) => {
+                        eprintln!("the scaling policy stopped: {e:#}");
+                        None
+                    }
                 }
             })
         });
@@ -460,8 +464,10 @@ pub async fn run(spec: &Spec, out: &Path) -> Result<Report> {
     let load_ended = Instant::now();
     stop.cancel();
     while faults.join_next().await.is_some() {}
-    if let Some(s) = scaler {
-        let _ = s.await;
+    if let Some(s) = scaler
+        && let Ok(Some(trace)) = s.await
+    {
+        std::fs::write(out.join("scaling.csv"), trace)?;
     }
 
     // The pipeline finishes what it was given.
@@ -577,7 +583,7 @@ async fn scale(
     stop: tokio_util::sync::CancellationToken,
     storage: Storage,
     start: Instant,
-) -> Result<()> {
+) -> Result<String> {
     let service = policy.service.clone();
     let queue = if service == "filter" {
         Queue::RawResults
@@ -587,6 +593,9 @@ async fn scale(
     let mut tick = tokio::time::interval(policy.interval()?);
     let mut last_change: Option<Instant> = None;
     let mut cpu_before: BTreeMap<u32, (f64, Instant)> = BTreeMap::new();
+    let mut served_before: BTreeMap<String, Served> = BTreeMap::new();
+    let http = crate::scenario::http_client(Duration::from_secs(2))?;
+    let mut trace = String::from("second,replicas,value,wanted\n");
     let mut next_name = {
         let f = fleet.lock().await;
         f.services.get(service.as_str()).map_or(0, Vec::len)
@@ -597,11 +606,13 @@ async fn scale(
             () = stop.cancelled() => break,
         }
         let mut pids: Vec<u32> = Vec::new();
+        let mut bases: Vec<(String, String)> = Vec::new();
         {
             let f = fleet.lock().await;
             if let Some(r) = f.services.get(service.as_str()) {
                 for s in r {
                     pids.push(s.pid());
+                    bases.push((format!("{}@{}", s.name, s.pid()), s.base.clone()));
                 }
             }
         }
@@ -629,7 +640,35 @@ async fn scale(
                 }
                 used.iter().sum::<f64>() / used.len() as f64
             }
+            Metric::P99 | Metric::Busy => {
+                let mut delta = Served::default();
+                let mut seconds = 0.0;
+                for (key, base) in &bases {
+                    let Some(now) = served(&http, base).await else {
+                        continue;
+                    };
+                    if let Some(before) = served_before.get(key) {
+                        delta.add_difference(&now, before);
+                        seconds = now.at.duration_since(before.at).as_secs_f64().max(seconds);
+                    }
+                    served_before.insert(key.clone(), now);
+                }
+                if seconds <= 0.0 {
+                    continue;
+                }
+                if policy.metric == Metric::Busy {
+                    delta.refused / seconds / replicas.max(1) as f64
+                } else {
+                    delta.p99_ms()
+                }
+            }
         };
+        let _ = writeln!(
+            trace,
+            "{:.1},{replicas},{value:.3},{}",
+            start.elapsed().as_secs_f64(),
+            policy.wanted(replicas, value)
+        );
         let Some(wanted) = policy.decide(replicas, value, last_change.map(|t| t.elapsed())) else {
             continue;
         };
@@ -677,7 +716,98 @@ async fn scale(
         }
     }
     storage.close().await;
-    Ok(())
+    Ok(trace)
+}
+
+/// What a replica's latency histogram says, at one instant.
+#[derive(Debug, Clone)]
+struct Served {
+    at: Instant,
+    /// Requests answered within each bucket's bound (seconds), cumulative.
+    buckets: BTreeMap<String, (f64, f64)>,
+    refused: f64,
+}
+
+impl Default for Served {
+    fn default() -> Self {
+        Self {
+            at: Instant::now(),
+            buckets: BTreeMap::new(),
+            refused: 0.0,
+        }
+    }
+}
+
+impl Served {
+    fn add_difference(&mut self, now: &Self, before: &Self) {
+        self.refused += (now.refused - before.refused).max(0.0);
+        for (le, (bound, n)) in &now.buckets {
+            let was = before.buckets.get(le).map_or(0.0, |b| b.1);
+            self.buckets.entry(le.clone()).or_insert((*bound, 0.0)).1 += (n - was).max(0.0);
+        }
+    }
+
+    /// The bound of the bucket that holds the 99th percentile, in ms.
+    fn p99_ms(&self) -> f64 {
+        let mut bounds: Vec<(f64, f64)> = self.buckets.values().copied().collect();
+        bounds.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let total = bounds.last().map_or(0.0, |b| b.1);
+        if total <= 0.0 {
+            return 0.0;
+        }
+        bounds
+            .iter()
+            .find(|(_, n)| *n >= 0.99 * total)
+            .map_or(0.0, |(bound, _)| {
+                if bound.is_finite() {
+                    bound * 1000.0
+                } else {
+                    60_000.0
+                }
+            })
+    }
+}
+
+/// A replica's request latency histogram (every route and status summed
+/// per bucket) and its 503 answers, from its `/metrics`.
+async fn served(http: &reqwest::Client, base: &str) -> Option<Served> {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let mut out = Served::default();
+    for line in text.lines() {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        if let Some(labels) = series.strip_prefix("hendu_http_request_duration_seconds_bucket{") {
+            let Some(le) = labels
+                .split("le=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+            else {
+                continue;
+            };
+            let bound = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap_or(f64::INFINITY)
+            };
+            out.buckets.entry(le.to_owned()).or_insert((bound, 0.0)).1 += value;
+        } else if series.starts_with("hendu_http_request_duration_seconds_count{")
+            && series.contains("status=\"503\"")
+        {
+            out.refused += value;
+        }
+    }
+    Some(out)
 }
 
 async fn admin_token(

@@ -8,9 +8,13 @@
 //!   Kubernetes it is KEDA's `redis-streams` scaler (`k8s/base`).
 //! - `cpu`: the replicas' mean CPU use, in cores (0.7 is 70 % of one core),
 //!   as the Horizontal Pod Autoscaler's utilisation target.
+//! - `p99`: the service's own p99 request latency over the interval (ms),
+//!   from the replicas' latency histograms.
+//! - `busy`: the requests its replicas refused as busy (503) per second,
+//!   per replica: the service shedding load.
 //!
 //! Like the Horizontal Pod Autoscaler, the wanted count is
-//! `ceil(replicas * value / target)` for `cpu`, and `ceil(value / target)`
+//! `ceil(replicas * value / target)` for `cpu`, `p99` and `busy`, and `ceil(value / target)`
 //! for `lag` (the backlog a replica may hold); a scale-up happens at once
 //! after the cooldown since the last change, a scale-down one replica at a
 //! time, so a short dip does not throw capacity away.
@@ -27,6 +31,11 @@ use crate::arrival::parse_duration;
 pub enum Metric {
     Lag,
     Cpu,
+    /// The service's own p99 request latency over the interval, in ms
+    /// (from its latency histogram).
+    P99,
+    /// Requests the service refused as busy (503), per second per replica.
+    Busy,
 }
 
 /// The `[scaling]` table.
@@ -92,7 +101,7 @@ impl Scaling {
     pub fn wanted(&self, replicas: usize, value: f64) -> usize {
         let exact = match self.metric {
             Metric::Lag => value / self.target,
-            Metric::Cpu => replicas as f64 * value / self.target,
+            Metric::Cpu | Metric::P99 | Metric::Busy => replicas as f64 * value / self.target,
         };
         // Rounding must not turn exactly three replicas' worth into four.
         let raw = (exact - 1e-9).ceil();

@@ -29,8 +29,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
 use axum::{Json, Router};
+use hendu_storage::StorageConfig;
 use hendu_storage::config::DbUrl;
-use hendu_storage::{ConfigError, StorageConfig};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -46,7 +46,8 @@ use crate::auth::{Auth, Principal};
 use crate::error::ApiError;
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::settings::vars;
+pub use crate::settings::{FaultSettings, MEMORY_BOUND_MB};
+use crate::settings::{MIB, vars};
 
 /// The longest a fault may live.
 pub const MAX_TTL_S: u64 = 3600;
@@ -54,9 +55,6 @@ pub const MAX_TTL_S: u64 = 3600;
 pub const MAX_LIVE: usize = 32;
 /// The longest delay (and jitter) of a request or of a forwarded chunk.
 pub const MAX_DELAY_MS: u64 = 60_000;
-/// The most `HENDU_FAULTS_MAX_MEMORY_MB` may allow.
-pub const MEMORY_BOUND_MB: u64 = 4096;
-const MIB: u64 = 1024 * 1024;
 /// Paths no HTTP fault touches: probes, metrics, and this API (an
 /// experiment must be able to end what it started).
 const UNTOUCHED: [&str; 5] = [
@@ -66,63 +64,6 @@ const UNTOUCHED: [&str; 5] = [
     "/v1/faults",
     "/v1/faults/{id}",
 ];
-
-/// `HENDU_FAULTS` and its bounds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FaultSettings {
-    pub enabled: bool,
-    /// The most memory all live StressChaos memory faults hold together.
-    pub max_memory: u64,
-}
-
-impl Default for FaultSettings {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            max_memory: 1024 * MIB,
-        }
-    }
-}
-
-impl FaultSettings {
-    /// # Errors
-    /// [`ConfigError::Malformed`] naming the variable.
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
-        let enabled = match get(vars::FAULTS).as_deref().map(str::trim) {
-            None | Some("off") => false,
-            Some("on") => true,
-            Some(other) => {
-                return Err(ConfigError::Malformed {
-                    var: vars::FAULTS,
-                    reason: format!("{other:?} is neither on nor off"),
-                });
-            }
-        };
-        let max_memory = match get(vars::FAULTS_MAX_MEMORY_MB) {
-            None => Self::default().max_memory,
-            Some(v) => match v.trim().parse::<u64>() {
-                Ok(mb) if (1..=MEMORY_BOUND_MB).contains(&mb) => mb * MIB,
-                _ => {
-                    return Err(ConfigError::Malformed {
-                        var: vars::FAULTS_MAX_MEMORY_MB,
-                        reason: format!("{v:?} is not a whole number from 1 to {MEMORY_BOUND_MB}"),
-                    });
-                }
-            },
-        };
-        Ok(Self {
-            enabled,
-            max_memory,
-        })
-    }
-
-    /// # Errors
-    /// As [`FaultSettings::from_lookup`].
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|k| std::env::var(k).ok())
-    }
-}
 
 /// A server dependency a NetworkChaos fault acts on.
 #[derive(

@@ -123,7 +123,7 @@ pub struct Settings {
     pub shutdown_delay: Duration,
     pub http: HttpLimits,
     pub storage: StorageConfig,
-    pub faults: crate::faults::FaultSettings,
+    pub faults: FaultSettings,
 }
 
 impl Settings {
@@ -167,7 +167,7 @@ impl Settings {
             None => Duration::ZERO,
         };
         let http = HttpLimits::from_lookup(get)?;
-        let faults = crate::faults::FaultSettings::from_lookup(get)?;
+        let faults = FaultSettings::from_lookup(get)?;
         let embedded =
             get(vars::EMBEDDED_PATH).map_or_else(|| PathBuf::from("hendu.db"), PathBuf::from);
         Ok(Self {
@@ -243,6 +243,67 @@ pub fn seconds_or(var: &'static str, default: f64) -> Result<std::time::Duration
             var,
             reason: format!("{s} is not a positive number of seconds"),
         })
+}
+
+/// The most `HENDU_FAULTS_MAX_MEMORY_MB` may allow.
+pub const MEMORY_BOUND_MB: u64 = 4096;
+pub(crate) const MIB: u64 = 1024 * 1024;
+
+/// `HENDU_FAULTS` and its bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaultSettings {
+    pub enabled: bool,
+    /// The most memory all live StressChaos memory faults hold together.
+    pub max_memory: u64,
+}
+
+impl Default for FaultSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            max_memory: 1024 * MIB,
+        }
+    }
+}
+
+impl FaultSettings {
+    /// # Errors
+    /// [`ConfigError::Malformed`] naming the variable.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        let enabled = match get(vars::FAULTS).as_deref().map(str::trim) {
+            None | Some("off") => false,
+            Some("on") => true,
+            Some(other) => {
+                return Err(ConfigError::Malformed {
+                    var: vars::FAULTS,
+                    reason: format!("{other:?} is neither on nor off"),
+                });
+            }
+        };
+        let max_memory = match get(vars::FAULTS_MAX_MEMORY_MB) {
+            None => Self::default().max_memory,
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(mb) if (1..=MEMORY_BOUND_MB).contains(&mb) => mb * MIB,
+                _ => {
+                    return Err(ConfigError::Malformed {
+                        var: vars::FAULTS_MAX_MEMORY_MB,
+                        reason: format!("{v:?} is not a whole number from 1 to {MEMORY_BOUND_MB}"),
+                    });
+                }
+            },
+        };
+        Ok(Self {
+            enabled,
+            max_memory,
+        })
+    }
+
+    /// # Errors
+    /// As [`FaultSettings::from_lookup`].
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
 }
 
 #[cfg(test)]
