@@ -833,3 +833,49 @@ async fn admin_token(
         .map(str::to_owned)
         .context("no token in the answer")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn served(buckets: &[(f64, f64)], refused: f64) -> Served {
+        Served {
+            at: Instant::now(),
+            buckets: buckets
+                .iter()
+                .map(|&(b, n)| (b.to_string(), (b, n)))
+                .collect(),
+            refused,
+        }
+    }
+
+    #[test]
+    fn the_p99_and_the_refusals_are_read_over_the_interval() {
+        // Before: 100 fast requests. After: 100 more, of which 2 slow.
+        let before = served(
+            &[
+                (0.01, 100.0),
+                (0.1, 100.0),
+                (1.0, 100.0),
+                (f64::INFINITY, 100.0),
+            ],
+            5.0,
+        );
+        let now = served(
+            &[
+                (0.01, 198.0),
+                (0.1, 198.0),
+                (1.0, 200.0),
+                (f64::INFINITY, 200.0),
+            ],
+            25.0,
+        );
+        let mut d = Served::default();
+        d.add_difference(&now, &before);
+        assert_eq!(d.refused, 20.0);
+        assert_eq!(d.p99_ms(), 1000.0);
+        let mut quiet = Served::default();
+        quiet.add_difference(&before, &before);
+        assert_eq!(quiet.p99_ms(), 0.0);
+    }
+}
