@@ -72,7 +72,12 @@ fn main() -> Result<()> {
                         experiment::kubernetes::dry_run(&spec, &out)
                     }
                     Target::Local => {
-                        let holds = experiment::run_local(&spec, &file, &out).await?;
+                        // On Ctrl-C or SIGTERM the run is dropped, which
+                        // kills the services it started and drops its database.
+                        let holds = tokio::select! {
+                            holds = experiment::run_local(&spec, &file, &out) => holds?,
+                            () = stopped() => anyhow::bail!("stopped by a signal: the services were killed, the results in {} are incomplete", out.display()),
+                        };
                         anyhow::ensure!(
                             holds,
                             "the invariants do not hold: see {}",
@@ -84,4 +89,16 @@ fn main() -> Result<()> {
             }
         }
     })
+}
+
+/// Ctrl-C or SIGTERM.
+async fn stopped() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(t) => t,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }
