@@ -139,3 +139,29 @@ fn every_experiment_in_the_repository_reads() {
         }
     }
 }
+
+#[test]
+fn the_outage_smoke_experiment_stops_redis_scales_and_holds_its_invariants() {
+    let out = tempfile::tempdir().unwrap();
+    let run = experiment(&[
+        "run",
+        "loadtest/experiments/smoke-outage.toml",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    let said =
+        String::from_utf8_lossy(&run.stdout).to_string() + &String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{said}");
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("experiment.json")).unwrap())
+            .unwrap();
+    assert_eq!(doc["invariants"]["holds"], true, "{}", doc["invariants"]);
+    // Devices resend what the outage refused: every sample gets in.
+    assert_eq!(doc["load"]["requests"]["ok"], 120, "{}", doc["load"]);
+    let events = std::fs::read_to_string(out.path().join("events.csv")).unwrap();
+    assert!(events.contains(",stop,redis,redis,"), "{events}");
+    assert!(events.contains(",started,redis,redis,"), "{events}");
+    // The policy read the backlog every second of the load.
+    let readings = std::fs::read_to_string(out.path().join("scaling.csv")).unwrap();
+    assert!(readings.lines().count() > 20, "{readings}");
+}
