@@ -111,11 +111,8 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_slow_server_is_charged_for_the_queue_it_makes() {
-        // 20 per second for 2 s against a server that does 10 per second:
-        // a closed loop would see 100 ms each; the open loop sees the queue
-        // grow to about 2 s by the last request.
+    /// 20 requests a second for 2 s against [`OneAtATime`], with at most `in_flight` in flight and `drain` after.
+    async fn twenty_a_second_for_2_s(in_flight: usize, drain: Duration) -> crate::recorder::Totals {
         let arrivals =
             Arrivals::rate("20", Some(2.0), crate::arrival::Process::Uniform, 0).unwrap();
         let recorder = Arc::new(Recorder::new(2.0));
@@ -123,16 +120,21 @@ mod tests {
             &arrivals,
             Arc::new(OneAtATime(tokio::sync::Mutex::new(()))),
             recorder.clone(),
-            Bounds {
-                in_flight: 1000,
-                drain: Duration::from_secs(60),
-            },
+            Bounds { in_flight, drain },
             Instant::now(),
             &ProgressBar::hidden(),
             None,
         )
         .await;
-        let t = recorder.totals();
+        recorder.totals()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_server_is_charged_for_the_queue_it_makes() {
+        // 20 per second for 2 s against a server that does 10 per second:
+        // a closed loop would see 100 ms each; the open loop sees the queue
+        // grow to about 2 s by the last request.
+        let t = twenty_a_second_for_2_s(1000, Duration::from_secs(60)).await;
         assert_eq!(t.ok, 40);
         let p50 = t.latency.value_at_quantile(0.5);
         let max = t.latency.max();
@@ -143,23 +145,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn past_the_in_flight_bound_requests_are_counted_not_delayed() {
-        let arrivals =
-            Arrivals::rate("20", Some(2.0), crate::arrival::Process::Uniform, 0).unwrap();
-        let recorder = Arc::new(Recorder::new(2.0));
-        run(
-            &arrivals,
-            Arc::new(OneAtATime(tokio::sync::Mutex::new(()))),
-            recorder.clone(),
-            Bounds {
-                in_flight: 5,
-                drain: Duration::from_millis(250),
-            },
-            Instant::now(),
-            &ProgressBar::hidden(),
-            None,
-        )
-        .await;
-        let t = recorder.totals();
+        let t = twenty_a_second_for_2_s(5, Duration::from_millis(250)).await;
         let not_sent = t.errors.get("not_sent").copied().unwrap_or(0);
         let unanswered = t.errors.get("unanswered").copied().unwrap_or(0);
         assert!(not_sent > 10, "{t:?}");

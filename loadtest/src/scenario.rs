@@ -236,22 +236,7 @@ pub struct Get {
 
 impl Scenario for Get {
     fn fire(&self, _k: u64) -> BoxFuture<'_, Result<Delivered, Kind>> {
-        Box::pin(async move {
-            let r = self
-                .http
-                .get(&self.url)
-                .send()
-                .await
-                .map_err(|e| http_kind(&e))?;
-            let status = r.status();
-            // Read the body: the request is over when its answer is.
-            r.bytes().await.map_err(|e| http_kind(&e))?;
-            if status.is_success() {
-                Ok(Delivered { sample: None })
-            } else {
-                Err(format!("http_{}", status.as_u16()))
-            }
-        })
+        Box::pin(async move { answered(self.http.get(&self.url).send().await).await })
     }
 
     fn describe(&self) -> serde_json::Value {
@@ -283,26 +268,32 @@ impl Scenario for Uploads {
                     reqwest::multipart::Part::bytes(wav).file_name(format!("load-{seed}.wav")),
                 )
                 .text("title", format!("Load track {seed}"));
-            let r = self
+            let sent = self
                 .http
                 .post(&self.url)
                 .bearer_auth(&self.token)
                 .multipart(form)
                 .send()
-                .await
-                .map_err(|e| http_kind(&e))?;
-            let status = r.status();
-            r.bytes().await.map_err(|e| http_kind(&e))?;
-            if status.is_success() {
-                Ok(Delivered { sample: None })
-            } else {
-                Err(format!("http_{}", status.as_u16()))
-            }
+                .await;
+            answered(sent).await
         })
     }
 
     fn describe(&self) -> serde_json::Value {
         serde_json::json!({ "scenario": "uploads", "url": self.url, "track_s": self.seconds })
+    }
+}
+
+/// An HTTP request's outcome, once its whole answer is read (the request
+/// is over when its answer is): a success, or its failure as a kind.
+async fn answered(sent: reqwest::Result<reqwest::Response>) -> Result<Delivered, Kind> {
+    let r = sent.map_err(|e| http_kind(&e))?;
+    let status = r.status();
+    r.bytes().await.map_err(|e| http_kind(&e))?;
+    if status.is_success() {
+        Ok(Delivered { sample: None })
+    } else {
+        Err(format!("http_{}", status.as_u16()))
     }
 }
 

@@ -24,21 +24,24 @@ fn experiment(args: &[&str]) -> std::process::Output {
         .expect("hendu-experiment runs (build the binaries first)")
 }
 
-#[test]
-fn the_smoke_experiment_runs_its_faults_and_holds_its_invariants() {
+/// Runs `loadtest/experiments/NAME.toml`, which must succeed; its results
+/// directory and `experiment.json`.
+fn run_to_the_end(name: &str) -> (tempfile::TempDir, Value) {
     let out = tempfile::tempdir().unwrap();
-    let run = experiment(&[
-        "run",
-        "loadtest/experiments/smoke.toml",
-        "--out",
-        out.path().to_str().unwrap(),
-    ]);
+    let file = format!("loadtest/experiments/{name}.toml");
+    let run = experiment(&["run", &file, "--out", out.path().to_str().unwrap()]);
     let said =
         String::from_utf8_lossy(&run.stdout).to_string() + &String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{said}");
     let doc: Value =
         serde_json::from_str(&std::fs::read_to_string(out.path().join("experiment.json")).unwrap())
             .unwrap();
+    (out, doc)
+}
+
+#[test]
+fn the_smoke_experiment_runs_its_faults_and_holds_its_invariants() {
+    let (out, doc) = run_to_the_end("smoke");
     let inv = &doc["invariants"];
     assert_eq!(inv["holds"], true, "{inv}");
     let accepted = inv["accepted"].as_u64().unwrap();
@@ -142,19 +145,7 @@ fn every_experiment_in_the_repository_reads() {
 
 #[test]
 fn the_outage_smoke_experiment_stops_redis_scales_and_holds_its_invariants() {
-    let out = tempfile::tempdir().unwrap();
-    let run = experiment(&[
-        "run",
-        "loadtest/experiments/smoke-outage.toml",
-        "--out",
-        out.path().to_str().unwrap(),
-    ]);
-    let said =
-        String::from_utf8_lossy(&run.stdout).to_string() + &String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "{said}");
-    let doc: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.path().join("experiment.json")).unwrap())
-            .unwrap();
+    let (out, doc) = run_to_the_end("smoke-outage");
     assert_eq!(doc["invariants"]["holds"], true, "{}", doc["invariants"]);
     // Devices resend what the outage refused: every sample gets in.
     assert_eq!(doc["load"]["requests"]["ok"], 120, "{}", doc["load"]);
