@@ -16,6 +16,12 @@ from common import (BenchError, Config, Progress, ffmpeg_has_encoder, log, noise
 EDGE_S = 10.0  # clips start and end at least this far from either end of the track
 NOISE_BANK_S = 300.0
 FAST_SPEED = 1.02
+# DJ and broadcast conditions: played faster or slower (pitch and tempo together,
+# as a turntable does), tempo changed with the key kept (a DJ's key-lock, a
+# station's time compression), and the key shifted with the tempo kept.
+SPEEDS = {"speed5": 1.05, "speed8": 1.08, "slow8": 0.92}
+TEMPOS = {"tempo8": 1.08, "tempo_slow8": 0.92}
+PITCHES = {"pitch_up1": 100, "pitch_down1": -100}  # cents
 
 
 @dataclass(frozen=True)
@@ -34,13 +40,29 @@ CONDITIONS = [
     Condition("pink0db", 10.0, "10 s, pink noise at 0 dB SNR"),
     Condition("fast2", 10.0, "10 s, played 2% fast (pitch and tempo)"),
     Condition("phone", 10.0, "10 s, telephone channel (300-3400 Hz, 8 kHz, GSM)"),
+    Condition("pinkm5db", 10.0, "10 s, pink noise at -5 dB SNR"),
+    Condition("opus24", 10.0, "10 s, Ogg Opus 24 kbit/s"),
+    Condition("speed5", 10.0, "10 s, played 5% fast (pitch and tempo)"),
+    Condition("speed8", 10.0, "10 s, played 8% fast (pitch and tempo)"),
+    Condition("slow8", 10.0, "10 s, played 8% slow (pitch and tempo)"),
+    Condition("tempo8", 10.0, "10 s, tempo 8% faster, key kept"),
+    Condition("tempo_slow8", 10.0, "10 s, tempo 8% slower, key kept"),
+    Condition("pitch_up1", 10.0, "10 s, a semitone higher, tempo kept"),
+    Condition("pitch_down1", 10.0, "10 s, a semitone lower, tempo kept"),
 ]
+# The conditions of the engine issue; the rest are those of the live-events issue,
+# reported in a table of their own.
+BASE_CONDITIONS = ["clean3", "clean5", "clean10", "mp3_64k", "pink5db", "pink0db",
+                   "fast2", "phone"]
 CONDITION_NAMES = [c.name for c in CONDITIONS]
 
 
 def source_span(cond: Condition) -> float:
     """Seconds of the original track a clip of this condition covers."""
-    return cond.duration * FAST_SPEED if cond.name == "fast2" else cond.duration
+    if cond.name == "fast2":
+        return cond.duration * FAST_SPEED
+    factor = SPEEDS.get(cond.name) or TEMPOS.get(cond.name) or 1.0
+    return cond.duration * factor
 
 
 SILENCE_DB = -50  # below this level (dBFS) a stretch of a track counts as silent
@@ -103,7 +125,7 @@ def plan(cfg: Config, corpus: dict) -> list[dict]:
                         break
                 else:
                     continue  # a track that is mostly silence: no clip from it
-                ext = "mp3" if cond.name == "mp3_64k" else "wav"
+                ext = {"mp3_64k": "mp3", "opus24": "opus"}.get(cond.name, "wav")
                 name = short_hash(cfg.seed, track["rel"], cond.name, i, start) + "." + ext
                 jobs.append({
                     "path": str(cfg.queries_dir / cond.name / name),
@@ -189,13 +211,26 @@ def make_query(job: dict, noise_path: str | None, phone_codec: str, tmp_root: st
             if cond == "mp3_64k":
                 run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", clip,
                      "-c:a", "libmp3lame", "-b:a", "64k", "-f", "mp3", partial])
-            elif cond in ("pink5db", "pink0db"):
-                snr = 5.0 if cond == "pink5db" else 0.0
+            elif cond == "opus24":
+                run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", clip,
+                     "-c:a", "libopus", "-b:a", "24k", "-f", "ogg", partial])
+            elif cond in ("pink5db", "pink0db", "pinkm5db"):
+                snr = {"pink5db": 5.0, "pink0db": 0.0, "pinkm5db": -5.0}[cond]
                 add_noise(clip, Path(noise_path), job["noise_offset_s"], snr, partial, tmp)
             elif cond == "fast2":
                 # `speed` raises pitch and tempo together, then resamples back to the
                 # original rate: 10.2 s of the track become 10 s.
                 run(["sox", "-R", clip, "-b", "16", partial, "speed", str(FAST_SPEED),
+                     "rate", "-v", str(job["sample_rate"])])
+            elif cond in SPEEDS:
+                run(["sox", "-R", clip, "-b", "16", partial, "speed", str(SPEEDS[cond]),
+                     "rate", "-v", str(job["sample_rate"])])
+            elif cond in TEMPOS:
+                # WSOLA time stretch: the key stays, 10.8 s of the track become 10 s.
+                run(["sox", "-R", clip, "-b", "16", partial, "tempo", "-m",
+                     str(TEMPOS[cond])])
+            elif cond in PITCHES:
+                run(["sox", "-R", clip, "-b", "16", partial, "pitch", str(PITCHES[cond]),
                      "rate", "-v", str(job["sample_rate"])])
             elif cond == "phone":
                 phone(clip, partial, tmp, phone_codec)

@@ -62,6 +62,9 @@ struct BandChain {
     pending: VecDeque<Peak>,
     scratch: Vec<Peak>,
     frames: u32,
+    /// A second picker on the same spectrogram, with the catalogue's
+    /// profile, and its peaks (see [`Fingerprinter::keep_sparse`]).
+    sparse: Option<(PeakPicker, Vec<Peak>)>,
 }
 
 impl BandChain {
@@ -72,6 +75,7 @@ impl BandChain {
             pending: VecDeque::new(),
             scratch: Vec::new(),
             frames: 0,
+            sparse: None,
         }
     }
 
@@ -81,10 +85,14 @@ impl BandChain {
             picker,
             scratch,
             frames,
+            sparse,
             ..
         } = self;
         stft.push(samples, |frame| {
             picker.push_frame(frame, scratch);
+            if let Some((picker, out)) = sparse.as_mut() {
+                picker.push_frame(frame, out);
+            }
             if let Some(gate) = gate.as_deref_mut() {
                 gate.push_frame(frame);
             }
@@ -96,6 +104,9 @@ impl BandChain {
     fn finish(&mut self) {
         self.picker.finish(&mut self.scratch);
         self.pending.extend(self.scratch.drain(..));
+        if let Some((picker, out)) = self.sparse.as_mut() {
+            picker.finish(out);
+        }
     }
 }
 
@@ -120,6 +131,23 @@ impl Fingerprinter {
             resampled: Vec::new(),
             low_resampled: Vec::new(),
             final_before: 0,
+        }
+    }
+
+    /// Also picks the main band's peaks with the catalogue's profile, from
+    /// the same spectrogram (a query's triplets are made of them, see
+    /// [`crate::triplets`]); [`Fingerprinter::take_sparse`] hands them out.
+    pub fn keep_sparse(&mut self) {
+        self.main.sparse = Some((
+            PeakPicker::new(PeakProfile::CATALOGUE.main, Band::MAIN),
+            Vec::new(),
+        ));
+    }
+
+    /// Moves the sparse peaks found so far (in time order) to `out`.
+    pub fn take_sparse(&mut self, out: &mut Vec<Peak>) {
+        if let Some((_, peaks)) = self.main.sparse.as_mut() {
+            out.append(peaks);
         }
     }
 
@@ -278,6 +306,18 @@ pub fn fingerprint_clip(clip: &Clip, profile: PeakProfile) -> Vec<Peak> {
     fp.push(&clip.samples, &mut peaks);
     fp.finish(&mut peaks);
     peaks
+}
+
+/// A query clip's peaks ([`PeakProfile::QUERY`]) and its sparse main-band
+/// peaks ([`Fingerprinter::keep_sparse`]), for [`crate::Index::search_wide`].
+pub fn fingerprint_clip_sparse(clip: &Clip) -> (Vec<Peak>, Vec<Peak>) {
+    let mut fp = Fingerprinter::new(clip.sample_rate, PeakProfile::QUERY);
+    fp.keep_sparse();
+    let (mut peaks, mut sparse) = (Vec::new(), Vec::new());
+    fp.push(&clip.samples, &mut peaks);
+    fp.finish(&mut peaks);
+    fp.take_sparse(&mut sparse);
+    (peaks, sparse)
 }
 
 #[cfg(test)]

@@ -9,7 +9,9 @@
 //! time step down by the same factor. A query is therefore hashed once per
 //! speed hypothesis after *warping* its peaks back (`bin / speed`,
 //! `frame * speed`): the peak positions are the same physical features, so
-//! no new spectrogram is needed.
+//! no new spectrogram is needed. A [`Warp`] scales time and frequency
+//! separately: a DJ's key-lock changes the tempo alone, a key shift the
+//! pitch alone.
 
 use crate::params::{
     BAND_LO, HASH_BITS, LOW_BIN_BASE, PAIR_MAX_DF, PAIR_MAX_DT, PAIR_MIN_DT,
@@ -26,13 +28,54 @@ pub struct Landmark {
     pub frame: u32,
 }
 
-/// A peak's bin as it would be at speed 1.0, for a query playing at `speed`:
-/// each band's frequencies scale about its own zero.
-pub(crate) fn warp_bin(bin: f32, speed: f32) -> f32 {
+/// How a query's audio relates to the track's: `time` track frames pass per
+/// query frame (1.02: the query plays 2% fast), and its frequencies are
+/// `freq` times the track's (1.0595: a semitone up). A turntable played fast
+/// changes both alike; a key-lock changes `time` alone, a key shift `freq`
+/// alone.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Warp {
+    /// Track frames per query frame.
+    pub time: f32,
+    /// Query frequency over track frequency.
+    pub freq: f32,
+}
+
+impl Warp {
+    /// As indexed.
+    pub const NONE: Warp = Warp {
+        time: 1.0,
+        freq: 1.0,
+    };
+
+    /// Pitch and tempo together, as a turntable or a resampling radio.
+    pub fn speed(speed: f32) -> Self {
+        Self {
+            time: speed,
+            freq: speed,
+        }
+    }
+
+    /// True when time and frequency scale alike.
+    pub fn is_speed(self) -> bool {
+        self.time == self.freq
+    }
+}
+
+impl From<f32> for Warp {
+    fn from(speed: f32) -> Self {
+        Self::speed(speed)
+    }
+}
+
+/// A peak's bin as it would be in the track, for a query whose frequencies
+/// are `freq` times the track's: each band's frequencies scale about its own
+/// zero.
+pub(crate) fn warp_bin(bin: f32, freq: f32) -> f32 {
     if is_low_bin(bin) {
-        LOW_BIN_BASE as f32 + (bin - LOW_BIN_BASE as f32) / speed
+        LOW_BIN_BASE as f32 + (bin - LOW_BIN_BASE as f32) / freq
     } else {
-        bin / speed
+        bin / freq
     }
 }
 
@@ -45,10 +88,10 @@ struct GridPeak {
 }
 
 impl GridPeak {
-    fn new(frame: i64, bin: f32, speed: f32) -> Self {
+    fn new(frame: i64, bin: f32, freq: f32) -> Self {
         Self {
             frame,
-            bin: warp_bin(bin, speed).round() as i32,
+            bin: warp_bin(bin, freq).round() as i32,
             low: is_low_bin(bin),
         }
     }
@@ -87,26 +130,26 @@ pub fn catalogue_landmarks(peaks: &[Peak], fan_out: usize, out: &mut Vec<Landmar
     pair_up(&grid, fan_out, out);
 }
 
-/// Query landmarks under a speed hypothesis (`speed` > 1: the query plays
+/// Query landmarks under a warp hypothesis (a speed `s` > 1: the query plays
 /// fast). Every anchor is paired with the targets in its zone, the first
 /// [`QUERY_MAX_PAIRS_PER_ANCHOR`] of them in time order: more than the
 /// engine's own peaks can put in a zone, so only a forged peak list is cut.
-pub fn query_landmarks(peaks: &[Peak], speed: f32, out: &mut Vec<Landmark>) {
-    pair_up(&query_grid(peaks, speed), QUERY_MAX_PAIRS_PER_ANCHOR, out);
+pub fn query_landmarks(peaks: &[Peak], warp: impl Into<Warp>, out: &mut Vec<Landmark>) {
+    pair_up(&query_grid(peaks, warp.into()), QUERY_MAX_PAIRS_PER_ANCHOR, out);
 }
 
-fn query_grid(peaks: &[Peak], speed: f32) -> Vec<GridPeak> {
+fn query_grid(peaks: &[Peak], warp: Warp) -> Vec<GridPeak> {
     peaks
         .iter()
-        .map(|p| GridPeak::new((p.frame as f32 * speed).round() as i64, p.bin, speed))
+        .map(|p| GridPeak::new((p.frame as f32 * warp.time).round() as i64, p.bin, warp.freq))
         .collect()
 }
 
 /// How many targets each anchor of a query has in its zone under a speed
 /// hypothesis, before the [`QUERY_MAX_PAIRS_PER_ANCHOR`] cap (one count per
 /// peak that may anchor a pair): what the cap is measured against.
-pub fn query_zone_sizes(peaks: &[Peak], speed: f32) -> Vec<usize> {
-    let grid = query_grid(peaks, speed);
+pub fn query_zone_sizes(peaks: &[Peak], warp: impl Into<Warp>) -> Vec<usize> {
+    let grid = query_grid(peaks, warp.into());
     let mut sizes = Vec::with_capacity(grid.len());
     let mut one = Vec::new();
     for i in 0..grid.len() {

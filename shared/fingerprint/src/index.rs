@@ -24,9 +24,12 @@
 //! 3. **Strength and confidence** ([`strength`], [`confidence`]): the vote
 //!    margin over the best other track, plus half the verification z-score.
 
-use crate::hashes::{Landmark, catalogue_landmarks, query_landmarks};
+use crate::hashes::{Landmark, Warp, catalogue_landmarks, query_landmarks};
 use crate::params::{BIN_LIMIT, CATALOGUE_FAN_OUT, FRAME_SECONDS, HASH_BITS, PAIR_MAX_DT};
 use crate::peaks::Peak;
+use crate::triplets::{
+    self, MAX_WARP, Triplet, TripletHit, TripletIndex, catalogue_triplets, query_triplets,
+};
 use crate::verify::{QueryGrid, Verdict, verify};
 
 /// Dense id of a track inside one [`Index`], in insertion order.
@@ -41,10 +44,10 @@ pub const TRACK_GAP_FRAMES: u32 = 4096;
 /// [`PAIR_MAX_DT`] frames after its anchor, so later peaks are not paired at
 /// all. The landmarks kept are the same, and a long query (a forged sample
 /// of an hour) costs what its first 65 s do.
-fn pairable(peaks: &[Peak], speed: f32) -> &[Peak] {
+fn pairable(peaks: &[Peak], time: f32) -> &[Peak] {
     let reach = i64::from(TRACK_GAP_FRAMES) + i64::from(PAIR_MAX_DT);
     // Warped frames are rounded as `query_landmarks` rounds them.
-    let used = peaks.partition_point(|p| ((p.frame as f32 * speed).round() as i64) < reach);
+    let used = peaks.partition_point(|p| ((p.frame as f32 * time).round() as i64) < reach);
     &peaks[..used]
 }
 
@@ -91,6 +94,8 @@ pub struct IndexBuilder {
     tracks: Vec<TrackSpan>,
     peaks: Vec<PackedPeak>,
     scratch: Vec<Landmark>,
+    triplets: Vec<(u32, u32, u16)>,
+    triplet_scratch: Vec<Triplet>,
 }
 
 impl IndexBuilder {
@@ -123,6 +128,14 @@ impl IndexBuilder {
             hash: l.hash,
             frame: start + l.frame.min(frames),
         }));
+        self.triplet_scratch.clear();
+        catalogue_triplets(peaks, &mut self.triplet_scratch);
+        self.triplets.extend(
+            self.triplet_scratch
+                .iter()
+                .filter(|t| t.frame < frames)
+                .map(|t| triplets::entry(t, start + t.frame)),
+        );
         let peaks_from = self.peaks.len() as u32;
         self.peaks
             .extend(peaks.iter().filter(|p| p.frame < frames).map(pack_peak));
@@ -167,6 +180,7 @@ impl IndexBuilder {
             postings,
             tracks: self.tracks,
             peaks: self.peaks,
+            triplets: TripletIndex::build(&self.triplets),
         }
     }
 }
@@ -178,6 +192,7 @@ pub struct Index {
     postings: Vec<u32>,
     tracks: Vec<TrackSpan>,
     peaks: Vec<PackedPeak>,
+    triplets: TripletIndex,
 }
 
 /// How [`Index::search`] explores speed changes and when it stops.
@@ -195,6 +210,9 @@ pub struct SearchOptions {
     pub stop_confidence: f32,
     /// Tracks per speed that go on from voting to verification.
     pub verify_top: usize,
+    /// When the speeds found nothing confident: how many warps the
+    /// triplets propose ([`Index::search_wide`]) are tried, at most.
+    pub proposals: usize,
 }
 
 impl SearchOptions {
@@ -213,6 +231,7 @@ impl SearchOptions {
             max_deviation,
             stop_confidence: 0.999,
             verify_top: 4,
+            proposals: 2,
         }
     }
 }
@@ -235,8 +254,13 @@ pub struct Candidate {
     /// Position in the track (seconds) of the query's first frame; negative
     /// when the query starts before the track does.
     pub offset_s: f64,
-    /// Playback speed of the query relative to the track (1.02 = 2% fast).
+    /// Playback speed of the query relative to the track (1.02 = 2% fast):
+    /// track seconds per query second.
     pub speed: f32,
+    /// The query's frequencies over the track's: the same as `speed` when
+    /// pitch and tempo changed together, 1.0 under a key-lock, 1.0595 for a
+    /// key a semitone up at the same tempo.
+    pub pitch: f32,
     /// Landmarks agreeing on this track and offset.
     pub score: u32,
     /// Landmarks agreeing on the best alignment of any other track at this speed.
@@ -287,6 +311,10 @@ pub struct Searcher {
     voted: Vec<Voted>,
     frames: Vec<u32>,
     grid: QueryGrid,
+    triplets: Vec<Triplet>,
+    triplet_hits: Vec<TripletHit>,
+    hough: Vec<(i64, f32)>,
+    proposals: Vec<(usize, Warp)>,
 }
 
 /// How strongly a candidate stands out, from two independent views:
@@ -347,55 +375,162 @@ impl Index {
     /// Finds the best candidate for a query's peaks (picked with
     /// [`crate::params::PeakProfile::QUERY`]), whatever its confidence; the
     /// caller decides what confidence is enough. Only the first
-    /// [`TRACK_GAP_FRAMES`] frames of the query are used.
+    /// [`TRACK_GAP_FRAMES`] frames of the query are used. Speed changes are
+    /// searched within [`SearchOptions::speeds`]; [`Index::search_wide`]
+    /// reaches further.
     pub fn search(
         &self,
         peaks: &[Peak],
         options: &SearchOptions,
         searcher: &mut Searcher,
     ) -> Option<Candidate> {
+        self.search_wide(peaks, &[], options, searcher)
+    }
+
+    /// [`Index::search`], and when no speed of the grid gives a confident
+    /// answer, the warps that the query's triplets propose (up to
+    /// [`MAX_WARP`] in time and frequency, each on its own: a DJ's tempo with
+    /// the key kept, a key shift): `sparse` holds the query's main-band peaks
+    /// picked with the catalogue's profile
+    /// ([`crate::fingerprint_clip_sparse`]); empty, no warp is proposed.
+    pub fn search_wide(
+        &self,
+        peaks: &[Peak],
+        sparse: &[Peak],
+        options: &SearchOptions,
+        searcher: &mut Searcher,
+    ) -> Option<Candidate> {
         let mut best: Option<Candidate> = None;
+        let confident =
+            |b: &Option<Candidate>| b.as_ref().is_some_and(|b| b.confidence >= options.stop_confidence);
         for &speed in &options.speeds {
-            self.try_speed(peaks, speed, options, searcher, &mut best);
-            if best
-                .as_ref()
-                .is_some_and(|b| b.confidence >= options.stop_confidence)
-            {
+            self.try_warp(peaks, Warp::speed(speed), options, searcher, &mut best);
+            if confident(&best) {
                 break;
             }
         }
+        if !confident(&best) && !sparse.is_empty() && options.proposals > 0 {
+            self.propose(sparse, options, searcher);
+            let proposals = std::mem::take(&mut searcher.proposals);
+            for &(_, warp) in &proposals {
+                self.try_warp(peaks, warp, options, searcher, &mut best);
+            }
+            searcher.proposals = proposals;
+        }
         // The coarse grid leaves up to half a coarse step of error, and the
         // first confident speed may be further off still: climb from the best
-        // speed in fine steps, each way, for as long as it improves.
-        for direction in [1.0f32, -1.0] {
-            while let Some(at) = best.as_ref().map(|b| b.speed) {
-                let next = at + direction * options.refine_step;
-                if (next - 1.0).abs() > options.max_deviation + 1e-6 {
-                    break;
-                }
-                self.try_speed(peaks, next, options, searcher, &mut best);
-                if best.as_ref().is_none_or(|b| b.speed != next) {
-                    break;
+        // warp in fine steps, each way, for as long as it improves. A speed
+        // is climbed along speeds; a proposed warp along time, then frequency.
+        let Some(found) = best.as_ref() else {
+            return best;
+        };
+        let step = options.refine_step;
+        let (axes, reach): (&[Warp], f32) = if found.speed == found.pitch {
+            let reach = if (found.speed - 1.0).abs() > options.max_deviation + 1e-6 {
+                MAX_WARP
+            } else {
+                options.max_deviation
+            };
+            (&[Warp { time: step, freq: step }], reach)
+        } else {
+            (&[Warp { time: step, freq: 0.0 }, Warp { time: 0.0, freq: step }], MAX_WARP)
+        };
+        for axis in axes {
+            for direction in [1.0f32, -1.0] {
+                while let Some(at) = best.as_ref().map(|b| Warp { time: b.speed, freq: b.pitch }) {
+                    let next = Warp {
+                        time: at.time + direction * axis.time,
+                        freq: at.freq + direction * axis.freq,
+                    };
+                    if (next.time - 1.0).abs() > reach + 1e-6 || (next.freq - 1.0).abs() > reach + 1e-6 {
+                        break;
+                    }
+                    self.try_warp(peaks, next, options, searcher, &mut best);
+                    if best.as_ref().is_none_or(|b| b.speed != next.time || b.pitch != next.freq) {
+                        break;
+                    }
                 }
             }
         }
         best
     }
 
-    /// Votes and verifies at one speed; keeps the better of `best` and what it finds.
-    fn try_speed(
+    /// The warps the query's triplets agree on most, best first, in
+    /// `searcher.proposals`: per track among the few with the most triplet
+    /// hits, the warp and alignment most hits agree on. Warps the speed grid
+    /// has tried already are left out.
+    fn propose(&self, sparse: &[Peak], options: &SearchOptions, s: &mut Searcher) {
+        s.proposals.clear();
+        s.triplets.clear();
+        let reach = (TRACK_GAP_FRAMES as f32 * (1.0 - MAX_WARP)) as u32;
+        let used = sparse.partition_point(|p| p.frame < reach);
+        query_triplets(&sparse[..used], &mut s.triplets);
+        self.triplets.hits(&s.triplets, &mut s.triplet_hits);
+        // A true alignment piles its hits into a few hundred frames of
+        // `global - frame` (a tempo of ±10% drifts a 10 s query's offsets by
+        // 62 frames); chance hits spread over every track's length. So the
+        // Hough transform looks only at the densest windows of two coarse
+        // offsets, not at the tracks with the most hits (long tracks collect
+        // the most chance ones).
+        let coarse = |h: &TripletHit| (h.global - h.frame.min(h.global)) >> COARSE_OFFSET_BITS;
+        s.triplet_hits.sort_unstable_by_key(coarse);
+        let hits = &s.triplet_hits;
+        let mut runs: Vec<(u32, usize, usize)> = Vec::new();
+        let mut from = 0;
+        while from < hits.len() {
+            let key = coarse(&hits[from]);
+            let len = hits[from..].iter().position(|h| coarse(h) != key).unwrap_or(hits.len() - from);
+            runs.push((key, from, from + len));
+            from += len;
+        }
+        let mut windows: Vec<(usize, usize)> = runs
+            .iter()
+            .enumerate()
+            .map(|(i, &(key, a, b))| match runs.get(i + 1) {
+                Some(&(next, _, c)) if next == key + 1 => (a, c),
+                _ => (a, b),
+            })
+            .filter(|&(a, b)| b - a >= MIN_TRIPLET_VOTES)
+            .collect();
+        windows.sort_unstable_by_key(|&(a, b)| std::cmp::Reverse(b - a));
+        let mut taken: Vec<(usize, usize)> = Vec::new();
+        for (a, b) in windows {
+            if taken.len() == HOUGH_WINDOWS {
+                break;
+            }
+            if taken.iter().any(|&(x, y)| a < y && x < b) {
+                continue;
+            }
+            taken.push((a, b));
+            let (count, warp) = triplets::best_warp(&s.triplet_hits[a..b], &mut s.hough);
+            let tried = (warp.time - warp.freq).abs() < options.refine_step
+                && (warp.time - 1.0).abs() <= options.max_deviation + options.refine_step;
+            let again = s.proposals.iter().any(|p| {
+                (p.1.time - warp.time).abs() < options.refine_step
+                    && (p.1.freq - warp.freq).abs() < options.refine_step
+            });
+            if count >= MIN_TRIPLET_VOTES && !tried && !again {
+                s.proposals.push((count, warp));
+            }
+        }
+        s.proposals.sort_unstable_by_key(|p| std::cmp::Reverse(p.0));
+        s.proposals.truncate(options.proposals);
+    }
+
+    /// Votes and verifies under one warp; keeps the better of `best` and what it finds.
+    fn try_warp(
         &self,
         peaks: &[Peak],
-        speed: f32,
+        warp: Warp,
         options: &SearchOptions,
         searcher: &mut Searcher,
         best: &mut Option<Candidate>,
     ) {
-        self.vote(peaks, speed, options.verify_top, searcher);
+        self.vote(peaks, warp, options.verify_top, searcher);
         if searcher.voted.is_empty() {
             return;
         }
-        searcher.grid.fill(peaks, speed);
+        searcher.grid.fill(peaks, warp);
         for v in &searcher.voted {
             let rival = searcher
                 .voted
@@ -406,9 +541,9 @@ impl Index {
                 // Rivals below the voting floor were not recorded: at most that.
                 .unwrap_or(0)
                 .max(MIN_VOTES - 1);
-            let found = self.candidate(*v, rival, speed, &searcher.grid);
-            // Between tracks the stronger evidence wins; between speeds of
-            // one track, the most agreeing landmarks (the truest speed).
+            let found = self.candidate(*v, rival, warp, &searcher.grid);
+            // Between tracks the stronger evidence wins; between warps of
+            // one track, the most agreeing landmarks (the truest warp).
             let better = best.as_ref().is_none_or(|b| {
                 if b.track == found.track && (b.offset_s - found.offset_s).abs() < 2.0 {
                     found.score > b.score
@@ -422,7 +557,7 @@ impl Index {
         }
     }
 
-    fn candidate(&self, v: Voted, rival_score: u32, speed: f32, grid: &QueryGrid) -> Candidate {
+    fn candidate(&self, v: Voted, rival_score: u32, warp: Warp, grid: &QueryGrid) -> Candidate {
         let start = self.tracks[v.track as usize].start;
         let (
             offset_frames,
@@ -435,7 +570,8 @@ impl Index {
         Candidate {
             track: v.track,
             offset_s: offset_frames as f64 * FRAME_SECONDS,
-            speed,
+            speed: warp.time,
+            pitch: warp.freq,
             score: v.votes,
             rival_score,
             verified,
@@ -444,17 +580,17 @@ impl Index {
             strength: strength(v.votes, rival_score, z),
             confidence: confidence(strength(v.votes, rival_score, z)),
             query_span_s: (
-                f64::from(v.first) * FRAME_SECONDS / f64::from(speed),
-                f64::from(v.last) * FRAME_SECONDS / f64::from(speed),
+                f64::from(v.first) * FRAME_SECONDS / f64::from(warp.time),
+                f64::from(v.last) * FRAME_SECONDS / f64::from(warp.time),
             ),
         }
     }
 
-    /// Offset-histogram voting at one speed; leaves the best alignment of
+    /// Offset-histogram voting under one warp; leaves the best alignment of
     /// each of the `top` best tracks in `s.voted`.
-    fn vote(&self, peaks: &[Peak], speed: f32, top: usize, s: &mut Searcher) {
+    fn vote(&self, peaks: &[Peak], warp: Warp, top: usize, s: &mut Searcher) {
         s.landmarks.clear();
-        query_landmarks(pairable(peaks, speed), speed, &mut s.landmarks);
+        query_landmarks(pairable(peaks, warp.time), warp, &mut s.landmarks);
         s.landmarks.retain(|l| l.frame < TRACK_GAP_FRAMES);
         // Two passes, each of independent reads, so that the processor has
         // many cache misses in flight at once: first where each hash's
@@ -589,6 +725,17 @@ impl OffsetCounts {
 
 /// Fewest agreeing landmarks worth verifying.
 const MIN_VOTES: u32 = 3;
+
+/// Fewest triplet hits of one track, and fewest agreeing on a warp, for the
+/// warp to be proposed.
+const MIN_TRIPLET_VOTES: usize = 4;
+
+/// Windows of coarse offsets whose triplet hits are searched for a warp:
+/// those with the most hits.
+const HOUGH_WINDOWS: usize = 8;
+
+/// A coarse offset spans `1 << COARSE_OFFSET_BITS` frames (2 s).
+const COARSE_OFFSET_BITS: u32 = 7;
 
 /// A matched stretch starts (ends) at the first (last) agreeing landmark that
 /// has `DENSE_HITS - 1` more within `DENSE_FRAMES` (2 s): a lone chance hit in

@@ -64,6 +64,8 @@
 //! - [`hashes`]: peak pairs (landmarks) and speed warping.
 //! - [`fingerprinter`]: the streaming pipeline, PCM in, peaks out.
 //! - [`index`]: the inverted index and the offset-histogram matcher.
+//! - [`triplets`]: peak triplets whose shape survives speed, tempo and key
+//!   changes; they propose the warps the pair hashes are matched under.
 //! - [`verify`]: peak-by-peak verification of candidates against decoys.
 //! - [`timeline`]: long recordings to a timeline of plays.
 //! - [`synth`]: deterministic synthetic music and noise for tests.
@@ -87,14 +89,16 @@ pub mod resample;
 pub mod spectrogram;
 pub mod synth;
 pub mod timeline;
+pub mod triplets;
 pub mod verify;
 pub mod wire;
 
 pub use decode::{AudioReader, Clip, DecodeError, DecodeLimits, read_clip};
 pub use fingerprinter::{
-    Fingerprint, Fingerprinter, fingerprint_clip, fingerprint_file, fingerprint_file_with,
-    fingerprint_reader,
+    Fingerprint, Fingerprinter, fingerprint_clip, fingerprint_clip_sparse, fingerprint_file,
+    fingerprint_file_with, fingerprint_reader,
 };
+pub use hashes::Warp;
 pub use index::{Candidate, Index, IndexBuilder, IndexError, SearchOptions, Searcher, TrackId};
 pub use params::PeakProfile;
 pub use peaks::Peak;

@@ -13,7 +13,7 @@
 //! share nothing with the query at all.) The verdict is how many decoy
 //! spreads the candidate stands above the decoys' median.
 
-use crate::hashes::warp_bin;
+use crate::hashes::{Warp, warp_bin};
 use crate::index::{BIN_MASK, Index, PEAK_BIN_BITS, TRACK_GAP_FRAMES, TrackId};
 use crate::params::{BIN_LIMIT, band_bins, is_low_bin};
 use crate::peaks::Peak;
@@ -37,12 +37,12 @@ pub(crate) struct QueryGrid {
 const WORDS_PER_FRAME: usize = BIN_LIMIT.div_ceil(64);
 
 impl QueryGrid {
-    /// Rebuilds the grid from the query's peaks warped to `speed`.
-    pub(crate) fn fill(&mut self, peaks: &[Peak], speed: f32) {
+    /// Rebuilds the grid from the query's peaks under `warp`.
+    pub(crate) fn fill(&mut self, peaks: &[Peak], warp: Warp) {
         let limit = TRACK_GAP_FRAMES as usize;
         let frames = peaks
             .iter()
-            .map(|p| (p.frame as f32 * speed).round() as usize + 1)
+            .map(|p| (p.frame as f32 * warp.time).round() as usize + 1)
             .max()
             .unwrap_or(0)
             .min(limit);
@@ -52,9 +52,9 @@ impl QueryGrid {
         self.main = false;
         self.low = false;
         for p in peaks {
-            let t = (p.frame as f32 * speed).round() as usize;
+            let t = (p.frame as f32 * warp.time).round() as usize;
             let low = is_low_bin(p.bin);
-            let b = warp_bin(p.bin, speed).round().max(0.0) as usize;
+            let b = warp_bin(p.bin, warp.freq).round().max(0.0) as usize;
             // A peak warped out of its band could pose as one of the other
             // band, or leave the grid.
             if t >= frames || !grid_span(low).contains(&b) {

@@ -9,7 +9,7 @@ use hendu_fingerprint::blocks::block_of;
 use hendu_fingerprint::index::TRACK_GAP_FRAMES;
 use hendu_fingerprint::params::FRAME_SECONDS;
 use hendu_fingerprint::{
-    Candidate, PeakProfile, SearchOptions, Searcher, fingerprint_clip, read_clip,
+    Candidate, SearchOptions, Searcher, fingerprint_clip_sparse, read_clip,
 };
 use rayon::prelude::*;
 use serde_json::{Value, json};
@@ -143,8 +143,11 @@ fn identify(
     let decoded = Instant::now();
     let (candidate, error) = match clip {
         Ok(clip) => {
-            let peaks = fingerprint_clip(&clip, PeakProfile::QUERY);
-            (catalog.index.search(&peaks, options, searcher), None)
+            let (peaks, sparse) = fingerprint_clip_sparse(&clip);
+            (
+                catalog.index.search_wide(&peaks, &sparse, options, searcher),
+                None,
+            )
         }
         Err(e) => (None, Some(e.to_string())),
     };
@@ -169,6 +172,7 @@ pub fn describe(catalog: &Catalog, c: &Candidate) -> Value {
         "offset_s": round3(c.offset_s),
         "span_s": [round3(a), round3(b)],
         "speed": round3(f64::from(c.speed)),
+        "pitch": round3(f64::from(c.pitch)),
         "score": c.score,
         "confidence": round3(f64::from(c.confidence)),
         "evidence": {

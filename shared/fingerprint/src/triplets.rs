@@ -1,0 +1,425 @@
+//! Triplets of peaks whose shape survives speed, tempo and key changes: they
+//! propose the [`Warp`] under which the pair hashes are then matched.
+//!
+//! The pair hashes ([`crate::hashes`]) pin exact bins and frame steps, so a
+//! query matches them only once warped back to within about 0.25% of its true
+//! speed; trying every warp of a DJ's range (±8% speed, ±8% tempo with the key
+//! kept, ±1 semitone with the tempo kept) that way would cost some ninety
+//! hypotheses per query. Three peaks `a`, `b`, `c` (in time order) have a
+//! shape that none of these changes alter (the idea of Panako's triplets and
+//! of Sonnleitner and Widmer's quads):
+//!
+//! - the ratio of time steps `(t_b - t_a) / (t_c - t_a)`: a tempo change
+//!   scales both steps alike;
+//! - the frequency ratios `f_b / f_a` and `f_c / f_a` (as octaves): a pitch
+//!   change scales all three frequencies alike;
+//! - and, coarsely, the anchor's own octave (half-octave cells: a shift of a
+//!   semitone or 8% crosses a cell edge for a fifth of the anchors, and the
+//!   query looks on both sides of an edge it is near).
+//!
+//! Each quantity is cut into cells; the query also probes the neighbouring
+//! cell of every quantity it is near the edge of, so that rounding never
+//! separates a query triplet from its catalogue twin. A hit then says which
+//! track, where, and under which warp: the anchor frequencies' ratio is the
+//! pitch factor, and the track frames per query frame, the tempo factor, come
+//! from the hits' offsets (a Hough transform over tempo: the true tempo lines
+//! the hits up on one offset).
+//!
+//! Triplets are built from the catalogue profile's main-band peaks on both
+//! sides (a query's are picked beside its denser query peaks, from the same
+//! spectrogram, see [`crate::Fingerprinter::keep_sparse`]): with the query
+//! profile's density every anchor would have dozens of targets and thousands
+//! of triplets.
+
+use crate::hashes::Warp;
+use crate::params::is_low_bin;
+use crate::peaks::Peak;
+
+/// Bits of a triplet hash: 4 for the anchor's octave, 6 and 6 for the two
+/// frequency ratios, 3 for the time ratio.
+pub const TRIPLET_BITS: u32 = 19;
+/// Each anchor makes a triplet with every pair of its first this many
+/// targets (in time order).
+pub const TRIPLET_TARGETS: usize = 4;
+/// Longest anchor-to-last-target step, in catalogue frames (1 s).
+pub const TRIPLET_MAX_DT: u32 = 63;
+/// Shortest anchor-to-last-target step: over fewer frames, rounding blurs
+/// the time ratio by more than a cell.
+pub const TRIPLET_MIN_DT: u32 = 8;
+/// Lowest bin a triplet's peak may sit at (187 Hz): below it a catalogue
+/// bin's rounding is more than 4% of its frequency.
+pub const TRIPLET_MIN_BIN: f32 = 12.0;
+/// Widest warp the triplets look for, either way, in time and in frequency.
+pub const MAX_WARP: f32 = 0.10;
+
+/// Cells of the time ratio over `(0, 1)`.
+const TIME_CELLS: f32 = 8.0;
+/// Cells per octave of the frequency ratios ...
+const RATIO_CELLS_PER_OCTAVE: f32 = 6.0;
+/// ... and how many either side of 1:1 (the band spans 4.2 octaves above
+/// [`TRIPLET_MIN_BIN`]).
+const RATIO_CELLS_EACH_WAY: i32 = 26;
+/// Cells per octave of the anchor's frequency, from [`TRIPLET_MIN_BIN`].
+const ANCHOR_CELLS_PER_OCTAVE: f32 = 2.0;
+
+/// How near a cell's edge (in cells) a query's quantity must be for the
+/// query to probe the neighbouring cell too: frame rounding moves the time
+/// ratio by up to 0.05 (0.4 cells), bin rounding the frequency ratios by up
+/// to 0.04 octaves (0.25 cells), and a warp of [`MAX_WARP`] the anchor by
+/// 0.14 octaves (0.28 cells).
+const TIME_MARGIN: f32 = 0.4;
+const RATIO_MARGIN: f32 = 0.25;
+const ANCHOR_MARGIN: f32 = 0.3;
+
+/// One triplet: its hash, its anchor's frame and bin, and its span in frames.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Triplet {
+    pub hash: u32,
+    pub frame: u32,
+    pub bin: f32,
+    pub span: u32,
+}
+
+/// The continuous cell coordinates of a triplet's four quantities.
+fn coordinates(a: Peak, b: Peak, c: Peak) -> [f32; 4] {
+    let ratio = |x: f32| (x / a.bin).log2() * RATIO_CELLS_PER_OCTAVE + RATIO_CELLS_EACH_WAY as f32;
+    [
+        (a.bin / TRIPLET_MIN_BIN).log2() * ANCHOR_CELLS_PER_OCTAVE,
+        ratio(b.bin),
+        ratio(c.bin),
+        (b.frame - a.frame) as f32 / (c.frame - a.frame) as f32 * TIME_CELLS,
+    ]
+}
+
+/// Cell limits of each quantity, in the order of [`coordinates`].
+const CELLS: [u32; 4] = [16, 64, 64, 8];
+
+fn pack(cells: [u32; 4]) -> u32 {
+    ((cells[0] * CELLS[1] + cells[1]) * CELLS[2] + cells[2]) * CELLS[3] + cells[3]
+}
+
+fn cell(x: f32, limit: u32) -> Option<u32> {
+    (x >= 0.0 && x < limit as f32).then_some(x as u32)
+}
+
+/// The peaks a triplet may use: main band, above [`TRIPLET_MIN_BIN`].
+fn usable(p: &Peak) -> bool {
+    !is_low_bin(p.bin) && p.bin >= TRIPLET_MIN_BIN
+}
+
+/// Calls `f(a, b, c)` for the triplets of `peaks` (in time order) whose span
+/// lies within `min_dt..=max_dt` frames; with `whole_bins`, as stores keep
+/// catalogue peaks.
+fn each_triplet(
+    peaks: &[Peak],
+    min_dt: u32,
+    max_dt: u32,
+    whole_bins: bool,
+    mut f: impl FnMut(Peak, Peak, Peak),
+) {
+    let peaks: Vec<Peak> = peaks
+        .iter()
+        .map(|p| Peak {
+            bin: if whole_bins { p.bin.round() } else { p.bin },
+            ..*p
+        })
+        .filter(usable)
+        .collect();
+    let mut targets = Vec::with_capacity(TRIPLET_TARGETS);
+    for (i, &a) in peaks.iter().enumerate() {
+        targets.clear();
+        targets.extend(
+            peaks[i + 1..]
+                .iter()
+                .filter(|t| t.frame > a.frame)
+                .take_while(|t| t.frame - a.frame <= max_dt)
+                .take(TRIPLET_TARGETS)
+                .copied(),
+        );
+        for (j, &b) in targets.iter().enumerate() {
+            for &c in &targets[j + 1..] {
+                if c.frame > b.frame && c.frame - a.frame >= min_dt {
+                    f(a, b, c);
+                }
+            }
+        }
+    }
+}
+
+/// The catalogue's triplets of a track's peaks (in time order), from whole
+/// bins: the store keeps no more, so a fresh index and one loaded from the
+/// store hold the same triplets.
+pub fn catalogue_triplets(peaks: &[Peak], out: &mut Vec<Triplet>) {
+    each_triplet(peaks, TRIPLET_MIN_DT, TRIPLET_MAX_DT, true, |a, b, c| {
+        let x = coordinates(a, b, c);
+        let cells = [
+            cell(x[0], CELLS[0]),
+            cell(x[1], CELLS[1]),
+            cell(x[2], CELLS[2]),
+            cell(x[3], CELLS[3]),
+        ];
+        if let [Some(c0), Some(c1), Some(c2), Some(c3)] = cells {
+            out.push(Triplet {
+                hash: pack([c0, c1, c2, c3]),
+                frame: a.frame,
+                bin: a.bin,
+                span: c.frame - a.frame,
+            });
+        }
+    });
+}
+
+/// A query's triplets, each under every hash its catalogue twin may have
+/// (see the margins): catalogue spans of up to [`TRIPLET_MAX_DT`] frames are
+/// query spans of up to `1 / (1 - MAX_WARP)` times that.
+pub fn query_triplets(peaks: &[Peak], out: &mut Vec<Triplet>) {
+    let max_dt = (TRIPLET_MAX_DT as f32 / (1.0 - MAX_WARP)).ceil() as u32;
+    let min_dt = (TRIPLET_MIN_DT as f32 / (1.0 + MAX_WARP)).floor() as u32;
+    each_triplet(peaks, min_dt, max_dt, false, |a, b, c| {
+        let x = coordinates(a, b, c);
+        let margins = [ANCHOR_MARGIN, RATIO_MARGIN, RATIO_MARGIN, TIME_MARGIN];
+        let mut options = [[u32::MAX; 2]; 4];
+        for d in 0..4 {
+            let Some(base) = cell(x[d], CELLS[d]) else {
+                // Outside the cells, as the catalogue would be: perhaps just.
+                let near = if x[d] < 0.0 { 0 } else { CELLS[d] - 1 };
+                let edge = if x[d] < 0.0 { -x[d] } else { x[d] - CELLS[d] as f32 };
+                if edge >= margins[d] {
+                    return;
+                }
+                options[d] = [near, u32::MAX];
+                continue;
+            };
+            let frac = x[d] - base as f32;
+            options[d][0] = base;
+            if frac < margins[d] && base > 0 {
+                options[d][1] = base - 1;
+            } else if frac > 1.0 - margins[d] && base + 1 < CELLS[d] {
+                options[d][1] = base + 1;
+            }
+        }
+        for &c0 in options[0].iter().filter(|&&v| v != u32::MAX) {
+            for &c1 in options[1].iter().filter(|&&v| v != u32::MAX) {
+                for &c2 in options[2].iter().filter(|&&v| v != u32::MAX) {
+                    for &c3 in options[3].iter().filter(|&&v| v != u32::MAX) {
+                        out.push(Triplet {
+                            hash: pack([c0, c1, c2, c3]),
+                            frame: a.frame,
+                            bin: a.bin,
+                            span: c.frame - a.frame,
+                        });
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Catalogue triplets by hash: the anchor's global frame, and its bin and
+/// the triplet's span packed into a `u16` (for the hit's warp estimate).
+#[derive(Debug, Default)]
+pub(crate) struct TripletIndex {
+    offsets: Vec<u32>,
+    frames: Vec<u32>,
+    shapes: Vec<u16>,
+}
+
+/// One query triplet's catalogue twin: where, and under which warp.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TripletHit {
+    /// Global frame of the catalogue anchor.
+    pub global: u32,
+    /// Query frame of the query anchor.
+    pub frame: u32,
+    /// Query anchor frequency over catalogue anchor frequency.
+    pub freq: f32,
+}
+
+impl TripletIndex {
+    /// Counting sort of `(hash, global frame, bin, span)` entries.
+    pub(crate) fn build(entries: &[(u32, u32, u16)]) -> Self {
+        let buckets = 1usize << TRIPLET_BITS;
+        let mut offsets = vec![0u32; buckets + 1];
+        for e in entries {
+            offsets[e.0 as usize + 1] += 1;
+        }
+        for i in 0..buckets {
+            offsets[i + 1] += offsets[i];
+        }
+        let mut cursor = offsets.clone();
+        let mut frames = vec![0u32; entries.len()];
+        let mut shapes = vec![0u16; entries.len()];
+        for &(hash, frame, shape) in entries {
+            let slot = &mut cursor[hash as usize];
+            frames[*slot as usize] = frame;
+            shapes[*slot as usize] = shape;
+            *slot += 1;
+        }
+        Self {
+            offsets,
+            frames,
+            shapes,
+        }
+    }
+
+    /// Bytes held.
+    pub(crate) fn bytes(&self) -> usize {
+        self.offsets.len() * 4 + self.frames.len() * 6
+    }
+
+    /// The catalogue twins of `query`'s triplets whose warp is within
+    /// [`MAX_WARP`] (with room for the catalogue bins' rounding).
+    pub(crate) fn hits(&self, query: &[Triplet], out: &mut Vec<TripletHit>) {
+        out.clear();
+        let (lo, hi) = (1.0 - MAX_WARP - 0.05, 1.0 + MAX_WARP + 0.05);
+        for t in query {
+            let h = t.hash as usize;
+            let (from, to) = (self.offsets[h] as usize, self.offsets[h + 1] as usize);
+            for (&global, &shape) in self.frames[from..to].iter().zip(&self.shapes[from..to]) {
+                let (bin, span) = (f32::from(shape >> 8), f32::from(shape & 0xff));
+                let freq = t.bin / bin;
+                let time = span / t.span as f32;
+                if freq > lo && freq < hi && time > lo - 0.05 && time < hi + 0.05 {
+                    out.push(TripletHit {
+                        global,
+                        frame: t.frame,
+                        freq,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// A catalogue triplet's entry for [`TripletIndex::build`], its anchor placed
+/// at global frame `global`.
+pub(crate) fn entry(t: &Triplet, global: u32) -> (u32, u32, u16) {
+    let bin = t.bin.round().clamp(0.0, 255.0) as u16;
+    (t.hash, global, (bin << 8) | t.span.min(255) as u16)
+}
+
+/// Tempo factors the Hough transform tries, from `1 - MAX_WARP` up.
+const TEMPO_STEP: f32 = 0.004;
+
+/// Hits within this many frames of each other agree on an offset.
+const OFFSET_SLACK: i64 = 2;
+
+/// The warp and alignment the hits of one track agree on most: for each
+/// tempo factor of a grid, the offsets `global - frame * tempo` of agreeing
+/// hits coincide; the frequency factor is the median of the agreeing hits'.
+/// Returns `(agreeing hits, warp)`.
+pub(crate) fn best_warp(hits: &[TripletHit], scratch: &mut Vec<(i64, f32)>) -> (usize, Warp) {
+    let mut best = (0, Warp::NONE, 0i64);
+    let steps = (2.0 * MAX_WARP / TEMPO_STEP).round() as i32;
+    for k in 0..=steps {
+        let tempo = 1.0 - MAX_WARP + k as f32 * TEMPO_STEP;
+        scratch.clear();
+        scratch.extend(hits.iter().map(|h| {
+            (
+                i64::from(h.global) - (h.frame as f32 * tempo).round() as i64,
+                h.freq,
+            )
+        }));
+        scratch.sort_unstable_by_key(|x| x.0);
+        let mut from = 0;
+        for to in 0..scratch.len() {
+            while scratch[to].0 - scratch[from].0 > 2 * OFFSET_SLACK {
+                from += 1;
+            }
+            if to + 1 - from > best.0 {
+                best = (to + 1 - from, Warp { time: tempo, freq: 1.0 }, scratch[from].0);
+            }
+        }
+    }
+    if best.0 == 0 {
+        return (0, Warp::NONE);
+    }
+    let (count, warp, offset) = best;
+    let mut freqs: Vec<f32> = hits
+        .iter()
+        .filter(|h| {
+            let o = i64::from(h.global) - (h.frame as f32 * warp.time).round() as i64;
+            (offset..=offset + 2 * OFFSET_SLACK).contains(&o)
+        })
+        .map(|h| h.freq)
+        .collect();
+    freqs.sort_unstable_by(f32::total_cmp);
+    let freq = freqs.get(freqs.len() / 2).copied().unwrap_or(1.0);
+    (count, Warp { time: warp.time, freq })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn constellation(raw: &[(u32, f32)]) -> Vec<Peak> {
+        let mut peaks: Vec<Peak> = raw.iter().map(|&(frame, bin)| Peak { frame, bin }).collect();
+        peaks.sort_by(|a, b| a.frame.cmp(&b.frame).then(a.bin.total_cmp(&b.bin)));
+        peaks.dedup_by_key(|p| p.frame);
+        peaks
+    }
+
+    fn warped(peaks: &[Peak], warp: Warp) -> Vec<Peak> {
+        peaks
+            .iter()
+            .map(|p| Peak {
+                frame: (p.frame as f32 / warp.time).round() as u32,
+                bin: p.bin * warp.freq,
+            })
+            .collect()
+    }
+
+    proptest! {
+        /// The invariance itself: a constellation sped up, slowed down,
+        /// key-locked or key-shifted makes query triplets among which every
+        /// catalogue triplet's hash is found, as long as frames do not
+        /// collide.
+        #[test]
+        fn a_warped_constellation_keeps_its_triplet_hashes(
+            raw in prop::collection::vec((0u32..3000, 14f32..190.0), 20..120),
+            time in 0.92f32..1.08,
+            freq in 0.943f32..1.06,
+        ) {
+            // One peak per 12 frames at most, so that rounding never swaps or
+            // merges two peaks' frames.
+            let raw: Vec<(u32, f32)> = raw.iter().map(|&(f, b)| (f * 12, b)).collect();
+            let peaks = constellation(&raw);
+            let warp = Warp { time, freq };
+            let query = warped(&peaks, warp);
+            let (mut cat, mut q) = (Vec::new(), Vec::new());
+            catalogue_triplets(&peaks, &mut cat);
+            query_triplets(&query, &mut q);
+            let found: std::collections::HashSet<u32> = q.iter().map(|t| t.hash).collect();
+            let kept = cat.iter().filter(|t| found.contains(&t.hash)).count();
+            // Integer catalogue bins and frames: a few edge cases slip.
+            prop_assert!(kept * 10 >= cat.len() * 9, "{} of {}", kept, cat.len());
+        }
+    }
+
+    #[test]
+    fn the_hough_transform_finds_tempo_and_pitch() {
+        let raw: Vec<(u32, f32)> = (0..400u32)
+            .map(|i| (i * 9 + (i * 7919) % 5, 20.0 + ((i * 104_729) % 170) as f32))
+            .collect();
+        let peaks = constellation(&raw);
+        for warp in [
+            Warp::speed(1.08),
+            Warp { time: 0.92, freq: 1.0 },
+            Warp { time: 1.0, freq: 1.0595 },
+        ] {
+            let query = warped(&peaks, warp);
+            let (mut cat, mut q) = (Vec::new(), Vec::new());
+            catalogue_triplets(&peaks, &mut cat);
+            let entries: Vec<_> = cat.iter().map(|t| entry(t, t.frame + 5000)).collect();
+            let index = TripletIndex::build(&entries);
+            query_triplets(&query, &mut q);
+            let mut hits = Vec::new();
+            index.hits(&q, &mut hits);
+            let (count, found) = best_warp(&hits, &mut Vec::new());
+            assert!(count > 100, "{warp:?}: {count} agreeing hits");
+            assert!((found.time - warp.time).abs() < 0.005, "{warp:?}: {found:?}");
+            assert!((found.freq - warp.freq).abs() < 0.005, "{warp:?}: {found:?}");
+        }
+    }
+}
