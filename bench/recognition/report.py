@@ -176,6 +176,23 @@ def run_section(res: dict) -> list[str]:
         lines.append("- The phone condition used mu-law (this ffmpeg has no libgsm).")
     if m.get("unparsed_lines"):
         lines.append(f"- {m['unparsed_lines']} output lines were not valid answers.")
+    if res.get("halves"):
+        lines += ["", "### Tuning half and reserved half", "",
+                  "The same batch split by track: the triplet stage's one fitted parameter "
+                  "(the strength taken off proposed warps) was read off the tuning half; "
+                  "no parameter was looked at on the reserved half.", ""]
+        halves = {n: {r["condition"]: r for r in rows_} for n, rows_ in res["halves"].items()}
+        hrows = []
+        for r in res["conditions"]:
+            c = r["condition"]
+            cells = [f"`{c}`"]
+            for n in ("tuning", "reserved"):
+                h = halves.get(n, {}).get(c)
+                cells += ([pct(h["correct"], h["in_catalogue"]), str(h["wrong"]),
+                           pct(h["false_positives"], h["held_out"])] if h else ["-"] * 3)
+            hrows.append(cells)
+        lines += table(["condition", "tuning recall", "wrong", "FP rate",
+                        "reserved recall", "wrong", "FP rate"], hrows)
     lines += ["", "## Recall vs false positives over the confidence threshold", "",
               "From a second batch with `--min-confidence 0` (best candidate for every "
               "query); all in-catalogue conditions pooled, held-out queries pooled."
