@@ -213,7 +213,12 @@ def scan_section(res: dict) -> list[str]:
              "A ~27-minute recording: 16 excerpts (45-120 s) of distinct indexed tracks, "
              "some joined by hard cuts, others separated by held-out music (20-60 s) or "
              "noise (10-30 s). The degraded copy is 1.5% fast, compressed, with pink noise "
-             "at 10 dB SNR, as MP3 128 kbps. An excerpt is found when one reported row "
+             "at 10 dB SNR, as MP3 128 kbps. The DJ set is 8 excerpts (60-100 s) of "
+             "distinct indexed tracks joined by 8 s crossfades, each under one warp: "
+             "6% and 8% fast, 6% slow (pitch and tempo), tempo 7% slower and 8% faster "
+             "with the key kept, a semitone up and down, and one as indexed; a play's "
+             "truth starts and ends in the middle of its crossfades. "
+             "An excerpt is found when one reported row "
              "naming its track covers at least half of it. Boundary errors are over found "
              "excerpts; wrong time is reported time not over an excerpt of the same track.",
              ""]

@@ -29,6 +29,15 @@ SNR_DB = 10.0
 # Broadcast-style compression: fast attack, boosts quiet passages, ~3:1 above -50 dB.
 COMPAND = ["compand", "0.01,0.2", "6:-80,-80,-50,-30,-20,-15,0,-8", "0"]
 FOUND_OVERLAP = 0.5
+# A DJ set: excerpts of distinct indexed tracks, each under one of these warps
+# (sox effect, track seconds per set second), joined by crossfades.
+DJ_EXCERPTS = 8
+DJ_EXCERPT_S = (60.0, 100.0)
+DJ_FADE_S = 8.0
+DJ_WARPS = [
+    ("speed", 1.06), ("speed", 0.94), ("speed", 1.08), ("tempo", 0.93),
+    ("tempo", 1.08), ("pitch", 100), ("pitch", -100), ("none", 1.0),
+]
 
 
 def plan(cfg: Config, corpus: dict) -> list[dict]:
@@ -173,12 +182,87 @@ def build_degraded(cfg: Config, wav: Path, truth_path: Path) -> tuple[Path, Path
     return mp3, dtruth_path
 
 
+def render_dj_excerpt(job: dict, out: str, tmp_root: str) -> str:
+    """One excerpt of the DJ set, warped and faded (worker function)."""
+    kind, value = job["warp"]
+    with tempfile.TemporaryDirectory(dir=tmp_root) as td:
+        raw = Path(td) / "raw.wav"
+        extract(job["track"], job["offset_s"], job["source_s"], raw)
+        effect = {"speed": ["speed", str(value), "rate", "-v", str(RATE)],
+                  "tempo": ["tempo", "-m", str(value)],
+                  "pitch": ["pitch", str(value), "rate", "-v", str(RATE)],
+                  "none": []}[kind]
+        fades = ["fade", "t", f"{DJ_FADE_S if job['fade_in'] else 0}", "0",
+                 f"{DJ_FADE_S if job['fade_out'] else 0}"]
+        run(["sox", "-R", raw, "-r", RATE, "-c", CHANNELS, "-b", "16", out, *effect,
+             "rate", "-v", str(RATE), *fades, "pad", f"{job['at_s']:.3f}"])
+    return out
+
+
+def build_dj(cfg: Config, corpus: dict) -> tuple[Path, Path]:
+    """dj.wav: a DJ set of warped excerpts joined by crossfades, and its truth (cached).
+    A play's truth starts and ends in the middle of its crossfades."""
+    wav = cfg.scan_dir / "dj.wav"
+    truth_path = cfg.scan_dir / "dj.truth.json"
+    if wav.exists() and truth_path.exists():
+        return wav, truth_path
+    rng = rng_for(cfg.seed, "dj")
+    indexed = sorted((t for t in corpus["tracks"] if t["split"] == "indexed"
+                      and t["duration"] > DJ_EXCERPT_S[1] * 1.1 + 2), key=lambda t: t["rel"])
+    picks = rng.sample(indexed, DJ_EXCERPTS)
+    warps = list(DJ_WARPS)
+    rng.shuffle(warps)
+    jobs, at = [], 0.0
+    for i, (track, warp) in enumerate(zip(picks, warps)):
+        length = rng.uniform(*DJ_EXCERPT_S)
+        time = warp[1] if warp[0] in ("speed", "tempo") else 1.0
+        source = length * time
+        offset = rng.uniform(0.0, track["duration"] - source - 1.0)
+        jobs.append({"track": track["path"], "warp": warp, "offset_s": round(offset, 3),
+                     "source_s": round(source, 3), "time": time, "at_s": at,
+                     "fade_in": i > 0, "fade_out": i < DJ_EXCERPTS - 1})
+        at += length - DJ_FADE_S
+    work = cfg.scan_dir / "dj_segments"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    cfg.tmp_dir.mkdir(parents=True, exist_ok=True)
+    outs = [str(work / f"{i:02d}.wav") for i in range(len(jobs))]
+    progress = Progress("scan: rendering the DJ set", len(jobs))
+    with ProcessPoolExecutor(max_workers=cfg.jobs) as pool:
+        for _ in pool.map(render_dj_excerpt, jobs, outs, [str(cfg.tmp_dir)] * len(jobs)):
+            progress.step()
+    progress.close()
+    timeline = []
+    for i, (job, out) in enumerate(zip(jobs, outs)):
+        frames, _ = wav_frames(Path(out))
+        begin, end = job["at_s"], frames / RATE
+        start = begin + (DJ_FADE_S / 2 if job["fade_in"] else 0.0)
+        stop = end - (DJ_FADE_S / 2 if job["fade_out"] else 0.0)
+        timeline.append({"kind": "indexed", "start_s": start, "end_s": stop,
+                         "track": job["track"], "speed": job["time"],
+                         "warp": f"{job['warp'][0]} {job['warp'][1]}",
+                         "offset_s": job["offset_s"] + (start - begin) * job["time"]})
+    tmp = wav.with_name("dj.tmp.wav")
+    # Each excerpt at its own level (sox -m would scale each input down by
+    # the count), then the set normalised: at most two overlap, in a fade.
+    inputs = [arg for out in outs for arg in ("-v", "1", out)]
+    run(["sox", "-m", *inputs, tmp, "gain", "-n", "-1"])
+    os.replace(tmp, wav)
+    shutil.rmtree(work)
+    frames, _ = wav_frames(wav)
+    write_json(truth_path, {"file": str(wav), "speed": 1.0, "duration_s": frames / RATE,
+                            "segments": timeline})
+    log(f"scan: wrote {wav} ({frames / RATE / 60:.1f} min)")
+    return wav, truth_path
+
+
 def build(cfg: Config, corpus: dict) -> list[tuple[str, Path, Path]]:
-    """Both scan files with their ground truth: [(label, audio, truth)]."""
+    """The scan files with their ground truth: [(label, audio, truth)]."""
     require_tools("ffmpeg", "sox")
     wav, truth = build_broadcast(cfg, corpus)
     mp3, dtruth = build_degraded(cfg, wav, truth)
-    return [("clean", wav, truth), ("degraded", mp3, dtruth)]
+    dj, djtruth = build_dj(cfg, corpus)
+    return [("clean", wav, truth), ("degraded", mp3, dtruth), ("dj", dj, djtruth)]
 
 
 def overlap(a0: float, a1: float, b0: float, b1: float) -> float:
@@ -234,7 +318,7 @@ def score(truth: dict, rows: list[dict]) -> dict:
         for r in mine:
             off = r.get("offset_s")
             if isinstance(off, (int, float)):
-                expected = e["offset_s"] + (float(r["start_s"]) - e0) * speed
+                expected = e["offset_s"] + (float(r["start_s"]) - e0) * e.get("speed", speed)
                 offset_err.append(abs(off - expected))
     return {
         "excerpts": len(excerpts),

@@ -6,7 +6,7 @@
 use std::io::Cursor;
 
 use bytes::Bytes;
-use hendu_fingerprint::packed::{BinPrecision, pack};
+use hendu_fingerprint::packed::{BinPrecision, pack, pack_query};
 use hendu_fingerprint::wire::SampleFingerprint;
 use hendu_fingerprint::{AudioReader, DecodeLimits, PeakProfile, fingerprint_reader};
 use hendu_service::ApiError;
@@ -117,6 +117,6 @@ async fn fingerprint(
     Ok((
         captured_at,
         duration_ms,
-        pack(&decoded.peaks, BinPrecision::Fine),
+        pack_query(&decoded.peaks, &decoded.sparse),
     ))
 }

@@ -20,7 +20,7 @@
 
 use std::time::Duration;
 
-use hendu_fingerprint::packed::{BinPrecision, pack};
+use hendu_fingerprint::packed::pack_query;
 use hendu_fingerprint::params::FRAME_SECONDS;
 use hendu_fingerprint::{Fingerprinter, Peak, PeakProfile};
 use time::OffsetDateTime;
@@ -131,11 +131,15 @@ impl Cutter {
         let mut rest = samples;
         while !rest.is_empty() {
             let frames = self.sample_frames();
-            let current = self.current.get_or_insert_with(|| Current {
-                fingerprinter: Fingerprinter::new(rate, PeakProfile::QUERY),
-                peaks: Vec::new(),
-                left: frames,
-                index: self.samples,
+            let current = self.current.get_or_insert_with(|| {
+                let mut fingerprinter = Fingerprinter::new(rate, PeakProfile::QUERY);
+                fingerprinter.keep_sparse();
+                Current {
+                    fingerprinter,
+                    peaks: Vec::new(),
+                    left: frames,
+                    index: self.samples,
+                }
             });
             let n = (current.left as usize).min(rest.len());
             current.fingerprinter.push(&rest[..n], &mut current.peaks);
@@ -186,6 +190,8 @@ impl Cutter {
     /// `done`, holding `frames` of audio, as a sample.
     fn finish(&mut self, mut done: Current, frames: u64) -> Option<Cut> {
         done.fingerprinter.finish(&mut done.peaks);
+        let mut sparse = Vec::new();
+        done.fingerprinter.take_sparse(&mut sparse);
         let step_ms = self.config.sample.as_millis() as i64;
         let length_ms = (i128::from(frames) * 1000 / i128::from(self.rate)) as i64;
         let mut captured_at =
@@ -204,9 +210,11 @@ impl Cutter {
                 return None;
             }
             let cut_at = u32::try_from(frames).unwrap_or(u32::MAX);
-            peaks.retain(|p| p.frame >= cut_at);
-            for p in &mut peaks {
-                p.frame -= cut_at;
+            for list in [&mut peaks, &mut sparse] {
+                list.retain(|p| p.frame >= cut_at);
+                for p in list.iter_mut() {
+                    p.frame -= cut_at;
+                }
             }
             captured_at += time::Duration::milliseconds(trimmed_ms);
             duration_ms -= trimmed_ms;
@@ -217,7 +225,7 @@ impl Cutter {
         Some(Cut {
             captured_at,
             duration_ms: duration_ms as u32,
-            peaks: pack(&peaks, BinPrecision::Fine),
+            peaks: pack_query(&peaks, &sparse),
             first,
         })
     }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hendu_fingerprint::blocks::block_of;
-use hendu_fingerprint::packed::unpack;
+use hendu_fingerprint::packed::unpack_query;
 use hendu_fingerprint::{SearchOptions, Searcher};
 use hendu_service::{Heartbeat, Ops};
 use hendu_storage::model::{RawMatch, RawResult};
@@ -358,7 +358,7 @@ impl Consumer {
             }
             Err(e) => return (searcher, Err(with_sample(e.into(), id))),
         };
-        let peaks = match unpack(&sample.peaks) {
+        let (peaks, sparse) = match unpack_query(&sample.peaks) {
             Ok(p) => p,
             Err(e) => {
                 let why = format!("sample {}: {e}", sample.id);
@@ -373,7 +373,9 @@ impl Consumer {
         let started = Instant::now();
         let searched = tokio::task::spawn_blocking(move || {
             let mut searcher = searcher;
-            let found = catalogue.index.search(&peaks, &options, &mut searcher);
+            let found = catalogue
+                .index
+                .search_wide(&peaks, &sparse, &options, &mut searcher);
             let matched = found.map(|c| {
                 let music = &catalogue.musics[c.track as usize];
                 let (a, b) = c.track_span_s();

@@ -237,6 +237,9 @@ pub struct Fingerprint {
     pub frames: u32,
     /// Duration of the decoded audio in seconds.
     pub duration_s: f64,
+    /// A query's sparse peaks ([`Fingerprinter::keep_sparse`]), for its
+    /// triplets; empty for the catalogue profile.
+    pub sparse: Vec<Peak>,
 }
 
 /// Decodes and fingerprints a whole file within [`DecodeLimits::default`],
@@ -270,7 +273,8 @@ pub fn fingerprint_file_with(
 /// Fingerprints everything an [`AudioReader`] yields, within the reader's
 /// limits and cancellation ([`AudioReader::from_source_with`],
 /// [`AudioReader::cancel_when`]): the first error ends the work, and the
-/// peaks found so far are dropped with it.
+/// peaks found so far are dropped with it. With [`PeakProfile::QUERY`] the
+/// sparse peaks are kept too ([`Fingerprint::sparse`]).
 ///
 /// # Errors
 /// [`DecodeError`] from the reader, or [`DecodeError::NoAudio`] for an empty stream.
@@ -284,7 +288,13 @@ pub fn fingerprint_reader(
     while let Some(chunk) = reader.next_chunk()? {
         rate = chunk.sample_rate;
         fingerprinter
-            .get_or_insert_with(|| Fingerprinter::new(chunk.sample_rate, profile))
+            .get_or_insert_with(|| {
+                let mut fp = Fingerprinter::new(chunk.sample_rate, profile);
+                if profile == PeakProfile::QUERY {
+                    fp.keep_sparse();
+                }
+                fp
+            })
             .push(chunk.samples, &mut peaks);
     }
     let mut fp = fingerprinter.ok_or(DecodeError::NoAudio)?;
@@ -292,10 +302,13 @@ pub fn fingerprint_reader(
     if fp.frames() == 0 {
         return Err(DecodeError::NoAudio);
     }
+    let mut sparse = Vec::new();
+    fp.take_sparse(&mut sparse);
     Ok(Fingerprint {
         peaks,
         frames: fp.frames(),
         duration_s: reader.frames_read() as f64 / f64::from(rate),
+        sparse,
     })
 }
 

@@ -414,6 +414,9 @@ impl Index {
             let proposals = std::mem::take(&mut searcher.proposals);
             for &(_, warp) in &proposals {
                 self.try_warp(peaks, warp, options, searcher, &mut best);
+                if confident(&best) {
+                    break;
+                }
             }
             searcher.proposals = proposals;
         }
@@ -431,7 +434,13 @@ impl Index {
             } else {
                 options.max_deviation
             };
-            (&[Warp { time: step, freq: step }], reach)
+            (
+                &[Warp {
+                    time: step,
+                    freq: step,
+                }],
+                reach,
+            )
         } else {
             (&[Warp { time: step, freq: 0.0 }, Warp { time: 0.0, freq: step }], MAX_WARP)
         };
@@ -541,7 +550,12 @@ impl Index {
                 // Rivals below the voting floor were not recorded: at most that.
                 .unwrap_or(0)
                 .max(MIN_VOTES - 1);
-            let found = self.candidate(*v, rival, warp, &searcher.grid);
+            let penalty = if on_grid(warp, options) {
+                0.0
+            } else {
+                PROPOSED_WARP_PENALTY
+            };
+            let found = self.candidate(*v, rival, warp, penalty, &searcher.grid);
             // Between tracks the stronger evidence wins; between warps of
             // one track, the most agreeing landmarks (the truest warp).
             let better = best.as_ref().is_none_or(|b| {
@@ -557,7 +571,14 @@ impl Index {
         }
     }
 
-    fn candidate(&self, v: Voted, rival_score: u32, warp: Warp, grid: &QueryGrid) -> Candidate {
+    fn candidate(
+        &self,
+        v: Voted,
+        rival_score: u32,
+        warp: Warp,
+        penalty: f32,
+        grid: &QueryGrid,
+    ) -> Candidate {
         let start = self.tracks[v.track as usize].start;
         let (
             offset_frames,
@@ -577,8 +598,8 @@ impl Index {
             verified,
             expected,
             z,
-            strength: strength(v.votes, rival_score, z),
-            confidence: confidence(strength(v.votes, rival_score, z)),
+            strength: strength(v.votes, rival_score, z) - penalty,
+            confidence: confidence(strength(v.votes, rival_score, z) - penalty),
             query_span_s: (
                 f64::from(v.first) * FRAME_SECONDS / f64::from(warp.time),
                 f64::from(v.last) * FRAME_SECONDS / f64::from(warp.time),
@@ -725,6 +746,19 @@ impl OffsetCounts {
 
 /// Fewest agreeing landmarks worth verifying.
 const MIN_VOTES: u32 = 3;
+
+/// True when `warp` is a speed within the grid's reach: not one only the
+/// triplets could propose.
+fn on_grid(warp: Warp, options: &SearchOptions) -> bool {
+    warp.is_speed() && (warp.time - 1.0).abs() <= options.max_deviation + 1e-6
+}
+
+/// Strength taken off a candidate found under a warp the triplets proposed
+/// (off the speed grid): such a warp is fitted to the query, and the best
+/// chance alignment over the grid and the proposals together stands higher
+/// than over the grid alone. On the benchmark's tuning half, never-indexed
+/// clips reached 6.58 under proposed warps against 5.81 on the grid.
+const PROPOSED_WARP_PENALTY: f32 = 1.0;
 
 /// Fewest triplet hits of one track, and fewest agreeing on a warp, for the
 /// warp to be proposed.

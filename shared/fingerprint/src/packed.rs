@@ -11,6 +11,10 @@
 //!   about 3 bytes a peak (queries and samples, which the matcher warps to
 //!   undo speed changes and so need the fraction).
 //!
+//! A query's blob ([`pack_query`], tag 5) carries a second list after the
+//! first, in the fine form: the query's sparse peaks, which its triplets are
+//! made of (see [`crate::triplets`]).
+//!
 //! Peaks rather than hashes are kept because each peak anchors several
 //! hashes: the hashes are rebuilt from peaks at load time in a fraction of the
 //! time it takes to read them. Precision bytes 1 and 2 were the layouts of
@@ -99,13 +103,57 @@ pub fn pack(peaks: &[Peak], precision: BinPrecision) -> Vec<u8> {
     out
 }
 
-/// Unpacks what [`pack`] wrote.
+/// Unpacks what [`pack`] wrote (and the first list of what [`pack_query`]
+/// wrote).
 ///
 /// # Errors
 /// [`UnpackError`] for anything [`pack`] cannot have written; never panics and
 /// never allocates more than the input can describe.
 pub fn unpack(bytes: &[u8]) -> Result<Vec<Peak>, UnpackError> {
+    unpack_query(bytes).map(|(peaks, _)| peaks)
+}
+
+/// A query's peaks and its sparse peaks, packed together (both fine).
+///
+/// # Panics
+/// If either list is not in non-decreasing frame order.
+pub fn pack_query(peaks: &[Peak], sparse: &[Peak]) -> Vec<u8> {
+    let mut out = pack(peaks, BinPrecision::Fine);
+    out[0] = QUERY_TAG;
+    let second = pack(sparse, BinPrecision::Fine);
+    out.extend_from_slice(&second[1..]);
+    out
+}
+
+/// Unpacks what [`pack_query`] or [`pack`] wrote: the peaks, and the sparse
+/// peaks (none from [`pack`]).
+///
+/// # Errors
+/// As [`unpack`].
+pub fn unpack_query(bytes: &[u8]) -> Result<(Vec<Peak>, Vec<Peak>), UnpackError> {
     let (precision, count, mut rest) = header(bytes)?;
+    let peaks = take_list(precision, count, &mut rest)?;
+    let mut sparse = Vec::new();
+    if bytes[0] == QUERY_TAG {
+        let count = take_varint(&mut rest)?;
+        sparse = take_list(precision, count, &mut rest)?;
+    }
+    if rest.is_empty() {
+        Ok((peaks, sparse))
+    } else {
+        Err(UnpackError::Malformed)
+    }
+}
+
+/// The tag of [`pack_query`]'s blobs.
+const QUERY_TAG: u8 = 5;
+
+/// Reads `count` peaks off the front of `rest`.
+fn take_list(
+    precision: BinPrecision,
+    count: u64,
+    rest: &mut &[u8],
+) -> Result<Vec<Peak>, UnpackError> {
     let count = usize::try_from(count).map_err(|_| UnpackError::Malformed)?;
     // Each peak takes at least two bytes: a count beyond that is a lie.
     if count > rest.len() / 2 {
@@ -114,18 +162,18 @@ pub fn unpack(bytes: &[u8]) -> Result<Vec<Peak>, UnpackError> {
     let mut peaks = Vec::with_capacity(count);
     let mut frame = 0u32;
     for _ in 0..count {
-        let word = take_varint(&mut rest)?;
+        let word = take_varint(rest)?;
         let delta = u32::try_from(word >> 1).map_err(|_| UnpackError::Malformed)?;
         frame = frame.checked_add(delta).ok_or(UnpackError::Malformed)?;
         let bin = match precision {
             BinPrecision::Whole => {
                 let (&b, tail) = rest.split_first().ok_or(UnpackError::Malformed)?;
-                rest = tail;
+                *rest = tail;
                 f32::from(b)
             }
             BinPrecision::Fine => {
                 let (b, tail) = rest.split_at_checked(2).ok_or(UnpackError::Malformed)?;
-                rest = tail;
+                *rest = tail;
                 f32::from(u16::from_le_bytes([b[0], b[1]])) / 256.0
             }
         };
@@ -144,11 +192,7 @@ pub fn unpack(bytes: &[u8]) -> Result<Vec<Peak>, UnpackError> {
             bin: bin + base as f32,
         });
     }
-    if rest.is_empty() {
-        Ok(peaks)
-    } else {
-        Err(UnpackError::Malformed)
-    }
+    Ok(peaks)
 }
 
 /// The number of peaks packed bytes declare, read without unpacking them, so
@@ -166,7 +210,7 @@ fn header(bytes: &[u8]) -> Result<(BinPrecision, u64, &[u8]), UnpackError> {
     let (&tag, mut rest) = bytes.split_first().ok_or(UnpackError::Malformed)?;
     let precision = match tag {
         3 => BinPrecision::Whole,
-        4 => BinPrecision::Fine,
+        4 | QUERY_TAG => BinPrecision::Fine,
         1 | 2 => return Err(UnpackError::EarlierAnalysis(tag)),
         other => return Err(UnpackError::UnknownPrecision(other)),
     };
@@ -256,11 +300,23 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
             let _ = unpack(&bytes);
+            let _ = unpack_query(&bytes);
+        }
+
+        #[test]
+        fn a_query_blob_keeps_both_lists(peaks in peaks_strategy(), sparse in peaks_strategy()) {
+            let bytes = pack_query(&peaks, &sparse);
+            prop_assert_eq!(unpack_query(&bytes).unwrap(), (peaks.clone(), sparse));
+            prop_assert_eq!(unpack(&bytes).unwrap(), peaks.clone());
+            prop_assert_eq!(peak_count(&bytes).unwrap(), peaks.len() as u64);
+            // A plain blob has no sparse list.
+            let plain = pack(&peaks, BinPrecision::Fine);
+            prop_assert_eq!(unpack_query(&plain).unwrap(), (peaks, Vec::new()));
         }
 
         #[test]
         fn arbitrary_peak_bytes_never_panic_and_stay_in_their_band(
-            tag in 3u8..=4,
+            tag in 3u8..=5,
             count in 0u8..40,
             body in prop::collection::vec(any::<u8>(), 0..120),
         ) {

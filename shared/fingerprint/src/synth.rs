@@ -31,19 +31,28 @@ impl Rng {
 
 /// `seconds` of synthetic music at `rate` Hz, different for every seed.
 pub fn music(seed: u64, seconds: f32, rate: u32) -> Vec<f32> {
+    music_warped(seed, seconds, rate, crate::Warp::NONE)
+}
+
+/// [`music`] of the same seed under `warp`: played `warp.time` times as
+/// fast (a DJ's tempo, key kept) with every frequency `warp.freq` times as
+/// high (a key shift); [`crate::Warp::speed`] is a turntable's speed.
+/// `seconds` is the warped music's length.
+pub fn music_warped(seed: u64, seconds: f32, rate: u32, warp: crate::Warp) -> Vec<f32> {
     let mut rng = Rng::new(seed);
     let n = (seconds * rate as f32) as usize;
     let mut out = vec![0.0f32; n];
     let mut start = 0usize;
     while start < n {
-        let len = (rng.range(0.12, 0.45) * rate as f32) as usize;
+        let len = (rng.range(0.12, 0.45) / warp.time * rate as f32) as usize;
         let voices: Vec<(f32, f32)> = (0..3)
-            .map(|_| (rng.range(250.0, 1800.0), rng.range(0.2, 1.0)))
+            .map(|_| (rng.range(250.0, 1800.0) * warp.freq, rng.range(0.2, 1.0)))
             .collect();
         let end = (start + len).min(n);
         for (i, sample) in out[start..end].iter_mut().enumerate() {
             let t = i as f32 / rate as f32;
-            let envelope = (-t * 6.0).exp() * (t * 200.0).min(1.0);
+            let tt = t * warp.time;
+            let envelope = (-tt * 6.0).exp() * (tt * 200.0).min(1.0);
             let mut v = 0.0;
             for &(freq, amp) in &voices {
                 for harmonic in 1..=3 {

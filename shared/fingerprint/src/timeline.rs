@@ -69,10 +69,12 @@ pub struct Scanner<'a> {
     window: u32,
     hop: u32,
     peaks: VecDeque<Peak>,
+    sparse: VecDeque<Peak>,
     next_start: u32,
     open: Option<Segment>,
     searcher: Searcher,
     rebased: Vec<Peak>,
+    rebased_sparse: Vec<Peak>,
 }
 
 impl<'a> Scanner<'a> {
@@ -86,11 +88,21 @@ impl<'a> Scanner<'a> {
             window,
             hop,
             peaks: VecDeque::new(),
+            sparse: VecDeque::new(),
             next_start: 0,
             open: None,
             searcher: Searcher::default(),
             rebased: Vec::new(),
+            rebased_sparse: Vec::new(),
         }
+    }
+
+    /// Feeds the recording's next sparse peaks
+    /// ([`crate::Fingerprinter::take_sparse`]), before the [`Scanner::push`]
+    /// that makes their windows ready: windows are then searched wide
+    /// ([`Index::search_wide`]), for DJ sets and key shifts.
+    pub fn push_sparse(&mut self, sparse: &[Peak]) {
+        self.sparse.extend(sparse.iter().copied());
     }
 
     /// Feeds the next peaks of the recording (in time order) and the frame
@@ -117,23 +129,33 @@ impl<'a> Scanner<'a> {
 
     fn scan_window(&mut self, len: u32, out: &mut Vec<Segment>) {
         let start = self.next_start;
-        while self.peaks.front().is_some_and(|p| p.frame < start) {
-            self.peaks.pop_front();
+        for (peaks, rebased) in [
+            (&mut self.peaks, &mut self.rebased),
+            (&mut self.sparse, &mut self.rebased_sparse),
+        ] {
+            while peaks.front().is_some_and(|p| p.frame < start) {
+                peaks.pop_front();
+            }
+            rebased.clear();
+            rebased.extend(
+                peaks
+                    .iter()
+                    .take_while(|p| p.frame < start + len)
+                    .map(|p| Peak {
+                        frame: p.frame - start,
+                        bin: p.bin,
+                    }),
+            );
         }
-        self.rebased.clear();
-        self.rebased.extend(
-            self.peaks
-                .iter()
-                .take_while(|p| p.frame < start + len)
-                .map(|p| Peak {
-                    frame: p.frame - start,
-                    bin: p.bin,
-                }),
-        );
         let window_start_s = f64::from(start) * FRAME_SECONDS;
         let found = self
             .index
-            .search(&self.rebased, &self.options.search, &mut self.searcher)
+            .search_wide(
+                &self.rebased,
+                &self.rebased_sparse,
+                &self.options.search,
+                &mut self.searcher,
+            )
             .filter(|c| c.confidence >= self.options.min_confidence);
         if let Some(c) = found {
             let speed = f64::from(c.speed);

@@ -262,11 +262,6 @@ impl TripletIndex {
         }
     }
 
-    /// Bytes held.
-    pub(crate) fn bytes(&self) -> usize {
-        self.offsets.len() * 4 + self.frames.len() * 6
-    }
-
     /// The catalogue twins of `query`'s triplets whose warp is within
     /// [`MAX_WARP`] (with room for the catalogue bins' rounding).
     pub(crate) fn hits(&self, query: &[Triplet], out: &mut Vec<TripletHit>) {

@@ -7,10 +7,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use hendu_fingerprint::params::{SAMPLE_RATE, is_low_bin};
-use hendu_fingerprint::synth::{bass_line, mix_at_snr, music, white_noise};
+use hendu_fingerprint::synth::{bass_line, mix_at_snr, music, music_warped, white_noise};
 use hendu_fingerprint::{
     Clip, DecodeError, Fingerprinter, Index, IndexBuilder, PeakProfile, SearchOptions, Searcher,
-    fingerprint_clip, fingerprint_file, read_clip,
+    Warp, fingerprint_clip, fingerprint_clip_sparse, fingerprint_file, read_clip,
 };
 
 fn fixture(name: &str) -> PathBuf {
@@ -200,6 +200,65 @@ fn recognises_audio_played_two_percent_fast() {
 }
 
 #[test]
+fn a_djs_speed_tempo_and_key_changes_are_found_by_the_wide_search() {
+    let index = catalogue(&[1, 2, 3], 60.0);
+    let rate = 22_050;
+    // 8 s of the warped music from 12 s of its own (warped) time line.
+    let cut = |samples: Vec<f32>| samples[12 * rate as usize..20 * rate as usize].to_vec();
+    let cases = [
+        // A turntable 7% fast: the original declared at a 7% higher rate.
+        (
+            "7% fast",
+            Clip {
+                sample_rate: (rate as f32 * 1.07).round() as u32,
+                samples: excerpt(2, 12.0 * 1.07, 8.0 * 1.07, rate),
+            },
+            Warp::speed(1.07),
+        ),
+        (
+            "tempo 8% slower, key kept",
+            Clip {
+                sample_rate: rate,
+                samples: cut(music_warped(2, 60.0, rate, Warp { time: 0.92, freq: 1.0 })),
+            },
+            Warp { time: 0.92, freq: 1.0 },
+        ),
+        (
+            "a semitone up, tempo kept",
+            Clip {
+                sample_rate: rate,
+                samples: cut(music_warped(2, 60.0, rate, Warp { time: 1.0, freq: 1.0595 })),
+            },
+            Warp { time: 1.0, freq: 1.0595 },
+        ),
+    ];
+    for (name, clip, warp) in cases {
+        let (peaks, sparse) = fingerprint_clip_sparse(&clip);
+        let options = SearchOptions::default();
+        // The speed grid alone cannot reach these warps (a key-locked
+        // clip may still match weakly at speed 1, where its onsets line up
+        // for a second or two) ...
+        let narrow = index.search(&peaks, &options, &mut Searcher::default());
+        assert!(
+            narrow.as_ref().is_none_or(|c| c.confidence < 0.9
+                || (c.speed - warp.time).abs() > 0.01
+                || (c.pitch - warp.freq).abs() > 0.01),
+            "{name}: the grid found {narrow:?}"
+        );
+        // ... the triplets propose the warp.
+        let found = index
+            .search_wide(&peaks, &sparse, &options, &mut Searcher::default())
+            .unwrap_or_else(|| panic!("{name}: no candidate"));
+        assert_eq!(found.track, 1, "{name}: {found:?}");
+        assert!(found.confidence > 0.9, "{name}: {found:?}");
+        assert!((found.speed - warp.time).abs() < 0.006, "{name}: {found:?}");
+        assert!((found.pitch - warp.freq).abs() < 0.006, "{name}: {found:?}");
+        let offset = 12.0 * f64::from(warp.time);
+        assert!((found.offset_s - offset).abs() < 0.15, "{name}: {found:?}");
+    }
+}
+
+#[test]
 fn unknown_audio_is_not_confidently_matched() {
     let index = catalogue(&[1, 2, 3, 4, 5], 60.0);
     for seed in 100..110 {
@@ -207,8 +266,9 @@ fn unknown_audio_is_not_confidently_matched() {
             sample_rate: 22_050,
             samples: music(seed, 8.0, 22_050),
         };
-        let peaks = fingerprint_clip(&clip, PeakProfile::QUERY);
-        let best = index.search(&peaks, &SearchOptions::default(), &mut Searcher::default());
+        let (peaks, sparse) = fingerprint_clip_sparse(&clip);
+        let options = SearchOptions::default();
+        let best = index.search_wide(&peaks, &sparse, &options, &mut Searcher::default());
         assert!(
             best.as_ref().is_none_or(|c| c.confidence < 0.5),
             "seed {seed}: {best:?}"

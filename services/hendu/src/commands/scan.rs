@@ -42,6 +42,7 @@ pub fn run(args: &ScanArgs) -> Result<i32> {
     let mut scanner = Scanner::new(&catalog.index, options);
     let mut fingerprinter: Option<Fingerprinter> = None;
     let mut peaks = Vec::new();
+    let mut sparse = Vec::new();
     let mut segments = Vec::new();
     let progress = ProgressBar::new_spinner().with_style(
         ProgressStyle::with_template("{spinner} {msg}")
@@ -91,10 +92,16 @@ pub fn run(args: &ScanArgs) -> Result<i32> {
         .next_chunk()
         .with_context(|| format!("cannot decode {}", args.file.display()))?
     {
-        let fp = fingerprinter
-            .get_or_insert_with(|| Fingerprinter::new(chunk.sample_rate, PeakProfile::QUERY));
+        let fp = fingerprinter.get_or_insert_with(|| {
+            let mut fp = Fingerprinter::new(chunk.sample_rate, PeakProfile::QUERY);
+            fp.keep_sparse();
+            fp
+        });
         peaks.clear();
         fp.push(chunk.samples, &mut peaks);
+        sparse.clear();
+        fp.take_sparse(&mut sparse);
+        scanner.push_sparse(&sparse);
         scanner.push(&peaks, fp.final_before(), &mut segments);
         if !segments.is_empty() {
             emit(&mut segments)?;
@@ -110,6 +117,9 @@ pub fn run(args: &ScanArgs) -> Result<i32> {
     };
     peaks.clear();
     fp.finish(&mut peaks);
+    sparse.clear();
+    fp.take_sparse(&mut sparse);
+    scanner.push_sparse(&sparse);
     scanner.push(&peaks, fp.frames(), &mut segments);
     scanner.finish(fp.frames(), &mut segments);
     emit(&mut segments)?;
