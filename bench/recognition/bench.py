@@ -6,17 +6,19 @@ a step runs the cached earlier steps it needs):
 
   corpus   download the packages with apt-get, unpack them, find the music (Ogg
            Vorbis longer than 60 s), drop duplicates, hold out ~15% of the tracks
-  queries  cut clips from every track under eight conditions (clean 3/5/10 s, MP3,
-           pink noise at 5 and 0 dB SNR, 2% fast, telephone)
+  queries  cut clips from every track under eighteen conditions (clean 3/5/10 s, MP3,
+           pink noise at 5, 0 and -5 dB SNR, 2% fast, telephone, Opus, 5% and 8%
+           fast, 8% slow, tempo +-8% key kept, a semitone up and down, a room)
   run      index the indexed tracks with `hendu index`, query everything with
            `hendu match`, score recall / false positives / latency / resources
-  scan     build a ~27-minute broadcast (and a degraded copy) from excerpts, run
+  scan     build a ~27-minute broadcast (a degraded copy, and a DJ set), run
            `hendu scan` and score the reported stretches
   report   print the report again from the saved results
   all      corpus, queries, run (and scan with --scan)  [default]
 
 The markdown report goes to stdout and to --out; progress goes to stderr.
-Needs Python 3.11, ffmpeg and sox (Debian: apt-get install ffmpeg sox).
+Needs Python 3.11, ffmpeg, sox and espeak-ng (Debian: apt-get install ffmpeg sox
+espeak-ng).
 """
 
 from __future__ import annotations

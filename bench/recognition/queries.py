@@ -22,6 +22,21 @@ FAST_SPEED = 1.02
 SPEEDS = {"speed5": 1.05, "speed8": 1.08, "slow8": 0.92}
 TEMPOS = {"tempo8": 1.08, "tempo_slow8": 0.92}
 PITCHES = {"pitch_up1": 100, "pitch_down1": -100}  # cents
+# A live-event room: the music reverberates, a crowd talks over it at ROOM_SNR_DB,
+# and a cheap microphone with automatic gain sends 150-7000 Hz at 16 kHz, mono.
+ROOM_REVERB = ["reverb", "70", "50", "100", "100", "0", "0"]
+ROOM_SNR_DB = 5.0
+ROOM_AGC = ["compand", "0.01,0.3", "6:-70,-70,-40,-25,-20,-14,0,-8", "0"]
+BABBLE_TALKERS = ["en", "de", "fr", "es", "it", "nl", "en-us", "pl"]
+BABBLE_WORDS = (
+    "the of and to in is you that it he was for on are as with his they at be this "
+    "have from or one had by word but not what all were we when your can said there "
+    "use an each which she do how their if will up other about out many then them "
+    "these so some her would make like him into time has look two more write go see "
+    "number no way could people my than first water been call who oil its now find "
+    "long down day did get come made may part music night stage crowd drink dance "
+    "friend ticket band light sound loud weekend song later tonight really great"
+).split()
 
 
 @dataclass(frozen=True)
@@ -49,11 +64,9 @@ CONDITIONS = [
     Condition("tempo_slow8", 10.0, "10 s, tempo 8% slower, key kept"),
     Condition("pitch_up1", 10.0, "10 s, a semitone higher, tempo kept"),
     Condition("pitch_down1", 10.0, "10 s, a semitone lower, tempo kept"),
+    Condition("room", 10.0, "10 s, a live-event room: reverberation, crowd babble at "
+              "5 dB SNR, 150-7000 Hz, automatic gain, 16 kHz mono"),
 ]
-# The conditions of the engine issue; the rest are those of the live-events issue,
-# reported in a table of their own.
-BASE_CONDITIONS = ["clean3", "clean5", "clean10", "mp3_64k", "pink5db", "pink0db",
-                   "fast2", "phone"]
 CONDITION_NAMES = [c.name for c in CONDITIONS]
 
 
@@ -156,6 +169,45 @@ def noise_bank(cfg: Config, rate: int, channels: int) -> Path:
     return path
 
 
+def babble_bank(cfg: Config, rate: int) -> Path:
+    """A crowd talking, mono at `rate`, NOISE_BANK_S long: eight espeak-ng talkers in
+    different languages, voices and speeds reading random words, mixed (made once)."""
+    path = cfg.data / "noise" / f"babble_{rate}.wav"
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cfg.data / "noise") as td:
+        talkers = []
+        for k, voice in enumerate(BABBLE_TALKERS):
+            rng = rng_for(cfg.seed, "babble", k)
+            text = " ".join(rng.choice(BABBLE_WORDS) for _ in range(int(NOISE_BANK_S * 3)))
+            raw = Path(td) / f"talker{k}.wav"
+            run(["espeak-ng", "-v", voice + ("+f3" if k % 2 else "+m3"),
+                 "-s", str(rng.randint(150, 200)), "-p", str(rng.randint(30, 70)),
+                 "-w", raw, text])
+            out = Path(td) / f"t{k}.wav"
+            run(["sox", "-R", raw, "-r", rate, "-c", "1", "-b", "16", out,
+                 "trim", "0", NOISE_BANK_S, "pad", "0", NOISE_BANK_S, "trim", "0",
+                 NOISE_BANK_S, "gain", "-n", "-3"])
+            talkers.append(out)
+        tmp = Path(td) / "babble.wav"
+        run(["sox", "-R", "-m", *talkers, tmp, "gain", "-n", "-3"])
+        os.replace(tmp, path)
+    return path
+
+
+def room(clip: Path, babble: Path, babble_offset: float, out: Path, tmp: Path) -> None:
+    """The clip as a sensor in a crowded room hears it (see ROOM_*)."""
+    mono = tmp / "mono.wav"
+    length = wav_seconds(clip)
+    run(["sox", "-R", clip, "-c", "1", "-b", "16", mono, *ROOM_REVERB, "trim", "0",
+         f"{length:.6f}"])
+    crowd = tmp / "crowd.wav"
+    add_noise(mono, babble, babble_offset, ROOM_SNR_DB, crowd, tmp)
+    run(["sox", "-R", crowd, "-r", "16000", "-c", "1", "-b", "16", out,
+         "sinc", "150-7000", *ROOM_AGC, "gain", "-n", "-1"])
+
+
 def extract(src: str, start: float, length: float, out: Path) -> None:
     """Decode `length` seconds of `src` from `start` into 16-bit WAV (sample-accurate)."""
     run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-ss", f"{start:.3f}", "-i", src,
@@ -211,6 +263,8 @@ def make_query(job: dict, noise_path: str | None, phone_codec: str, tmp_root: st
             if cond == "mp3_64k":
                 run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", clip,
                      "-c:a", "libmp3lame", "-b:a", "64k", "-f", "mp3", partial])
+            elif cond == "room":
+                room(clip, Path(noise_path), job["noise_offset_s"], partial, tmp)
             elif cond == "opus24":
                 run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", clip,
                      "-c:a", "libopus", "-b:a", "24k", "-f", "ogg", partial])
@@ -242,7 +296,7 @@ def make_query(job: dict, noise_path: str | None, phone_codec: str, tmp_root: st
 
 def build(cfg: Config, corpus: dict) -> dict:
     """Run the queries step: generate missing clips with a process pool, write the manifest."""
-    require_tools("ffmpeg", "sox")
+    require_tools("ffmpeg", "sox", "espeak-ng")
     jobs = plan(cfg, corpus)
     phone_codec = "gsm" if ffmpeg_has_encoder("libgsm") else "mulaw"
     if phone_codec != "gsm":
@@ -253,14 +307,21 @@ def build(cfg: Config, corpus: dict) -> dict:
     noise = {}
     for j in todo:
         if j["condition"].startswith("pink"):
-            key = (j["sample_rate"], j["channels"])
+            key = ("pink", j["sample_rate"], j["channels"])
             if key not in noise:
-                noise[key] = str(noise_bank(cfg, *key))
+                noise[key] = str(noise_bank(cfg, *key[1:]))
+        elif j["condition"] == "room":
+            key = ("babble", j["sample_rate"], 1)
+            if key not in noise:
+                noise[key] = str(babble_bank(cfg, j["sample_rate"]))
     if todo:
         progress = Progress("queries: generating", len(todo))
         with ProcessPoolExecutor(max_workers=cfg.jobs) as pool:
             futures = [
-                pool.submit(make_query, j, noise.get((j["sample_rate"], j["channels"])),
+                pool.submit(make_query, j,
+                            noise.get(("babble", j["sample_rate"], 1)
+                                      if j["condition"] == "room"
+                                      else ("pink", j["sample_rate"], j["channels"])),
                             phone_codec, str(cfg.tmp_dir))
                 for j in todo
             ]

@@ -135,13 +135,23 @@ pub fn catalogue_landmarks(peaks: &[Peak], fan_out: usize, out: &mut Vec<Landmar
 /// [`QUERY_MAX_PAIRS_PER_ANCHOR`] of them in time order: more than the
 /// engine's own peaks can put in a zone, so only a forged peak list is cut.
 pub fn query_landmarks(peaks: &[Peak], warp: impl Into<Warp>, out: &mut Vec<Landmark>) {
-    pair_up(&query_grid(peaks, warp.into()), QUERY_MAX_PAIRS_PER_ANCHOR, out);
+    pair_up(
+        &query_grid(peaks, warp.into()),
+        QUERY_MAX_PAIRS_PER_ANCHOR,
+        out,
+    );
 }
 
 fn query_grid(peaks: &[Peak], warp: Warp) -> Vec<GridPeak> {
     peaks
         .iter()
-        .map(|p| GridPeak::new((p.frame as f32 * warp.time).round() as i64, p.bin, warp.freq))
+        .map(|p| {
+            GridPeak::new(
+                (p.frame as f32 * warp.time).round() as i64,
+                p.bin,
+                warp.freq,
+            )
+        })
         .collect()
 }
 

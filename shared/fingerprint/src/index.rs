@@ -401,8 +401,10 @@ impl Index {
         searcher: &mut Searcher,
     ) -> Option<Candidate> {
         let mut best: Option<Candidate> = None;
-        let confident =
-            |b: &Option<Candidate>| b.as_ref().is_some_and(|b| b.confidence >= options.stop_confidence);
+        let confident = |b: &Option<Candidate>| {
+            b.as_ref()
+                .is_some_and(|b| b.confidence >= options.stop_confidence)
+        };
         for &speed in &options.speeds {
             self.try_warp(peaks, Warp::speed(speed), options, searcher, &mut best);
             if confident(&best) {
@@ -442,20 +444,40 @@ impl Index {
                 reach,
             )
         } else {
-            (&[Warp { time: step, freq: 0.0 }, Warp { time: 0.0, freq: step }], MAX_WARP)
+            (
+                &[
+                    Warp {
+                        time: step,
+                        freq: 0.0,
+                    },
+                    Warp {
+                        time: 0.0,
+                        freq: step,
+                    },
+                ],
+                MAX_WARP,
+            )
         };
         for axis in axes {
             for direction in [1.0f32, -1.0] {
-                while let Some(at) = best.as_ref().map(|b| Warp { time: b.speed, freq: b.pitch }) {
+                while let Some(at) = best.as_ref().map(|b| Warp {
+                    time: b.speed,
+                    freq: b.pitch,
+                }) {
                     let next = Warp {
                         time: at.time + direction * axis.time,
                         freq: at.freq + direction * axis.freq,
                     };
-                    if (next.time - 1.0).abs() > reach + 1e-6 || (next.freq - 1.0).abs() > reach + 1e-6 {
+                    if (next.time - 1.0).abs() > reach + 1e-6
+                        || (next.freq - 1.0).abs() > reach + 1e-6
+                    {
                         break;
                     }
                     self.try_warp(peaks, next, options, searcher, &mut best);
-                    if best.as_ref().is_none_or(|b| b.speed != next.time || b.pitch != next.freq) {
+                    if best
+                        .as_ref()
+                        .is_none_or(|b| b.speed != next.time || b.pitch != next.freq)
+                    {
                         break;
                     }
                 }
@@ -488,7 +510,10 @@ impl Index {
         let mut from = 0;
         while from < hits.len() {
             let key = coarse(&hits[from]);
-            let len = hits[from..].iter().position(|h| coarse(h) != key).unwrap_or(hits.len() - from);
+            let len = hits[from..]
+                .iter()
+                .position(|h| coarse(h) != key)
+                .unwrap_or(hits.len() - from);
             runs.push((key, from, from + len));
             from += len;
         }

@@ -183,7 +183,11 @@ pub fn query_triplets(peaks: &[Peak], out: &mut Vec<Triplet>) {
             let Some(base) = cell(x[d], CELLS[d]) else {
                 // Outside the cells, as the catalogue would be: perhaps just.
                 let near = if x[d] < 0.0 { 0 } else { CELLS[d] - 1 };
-                let edge = if x[d] < 0.0 { -x[d] } else { x[d] - CELLS[d] as f32 };
+                let edge = if x[d] < 0.0 {
+                    -x[d]
+                } else {
+                    x[d] - CELLS[d] as f32
+                };
                 if edge >= margins[d] {
                     return;
                 }
@@ -322,7 +326,14 @@ pub(crate) fn best_warp(hits: &[TripletHit], scratch: &mut Vec<(i64, f32)>) -> (
                 from += 1;
             }
             if to + 1 - from > best.0 {
-                best = (to + 1 - from, Warp { time: tempo, freq: 1.0 }, scratch[from].0);
+                best = (
+                    to + 1 - from,
+                    Warp {
+                        time: tempo,
+                        freq: 1.0,
+                    },
+                    scratch[from].0,
+                );
             }
         }
     }
@@ -340,7 +351,13 @@ pub(crate) fn best_warp(hits: &[TripletHit], scratch: &mut Vec<(i64, f32)>) -> (
         .collect();
     freqs.sort_unstable_by(f32::total_cmp);
     let freq = freqs.get(freqs.len() / 2).copied().unwrap_or(1.0);
-    (count, Warp { time: warp.time, freq })
+    (
+        count,
+        Warp {
+            time: warp.time,
+            freq,
+        },
+    )
 }
 
 #[cfg(test)]
@@ -349,7 +366,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn constellation(raw: &[(u32, f32)]) -> Vec<Peak> {
-        let mut peaks: Vec<Peak> = raw.iter().map(|&(frame, bin)| Peak { frame, bin }).collect();
+        let mut peaks: Vec<Peak> = raw
+            .iter()
+            .map(|&(frame, bin)| Peak { frame, bin })
+            .collect();
         peaks.sort_by(|a, b| a.frame.cmp(&b.frame).then(a.bin.total_cmp(&b.bin)));
         peaks.dedup_by_key(|p| p.frame);
         peaks
@@ -400,8 +420,14 @@ mod tests {
         let peaks = constellation(&raw);
         for warp in [
             Warp::speed(1.08),
-            Warp { time: 0.92, freq: 1.0 },
-            Warp { time: 1.0, freq: 1.0595 },
+            Warp {
+                time: 0.92,
+                freq: 1.0,
+            },
+            Warp {
+                time: 1.0,
+                freq: 1.0595,
+            },
         ] {
             let query = warped(&peaks, warp);
             let (mut cat, mut q) = (Vec::new(), Vec::new());
@@ -413,8 +439,14 @@ mod tests {
             index.hits(&q, &mut hits);
             let (count, found) = best_warp(&hits, &mut Vec::new());
             assert!(count > 100, "{warp:?}: {count} agreeing hits");
-            assert!((found.time - warp.time).abs() < 0.005, "{warp:?}: {found:?}");
-            assert!((found.freq - warp.freq).abs() < 0.005, "{warp:?}: {found:?}");
+            assert!(
+                (found.time - warp.time).abs() < 0.005,
+                "{warp:?}: {found:?}"
+            );
+            assert!(
+                (found.freq - warp.freq).abs() < 0.005,
+                "{warp:?}: {found:?}"
+            );
         }
     }
 }

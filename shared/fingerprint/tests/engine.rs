@@ -219,17 +219,39 @@ fn a_djs_speed_tempo_and_key_changes_are_found_by_the_wide_search() {
             "tempo 8% slower, key kept",
             Clip {
                 sample_rate: rate,
-                samples: cut(music_warped(2, 60.0, rate, Warp { time: 0.92, freq: 1.0 })),
+                samples: cut(music_warped(
+                    2,
+                    60.0,
+                    rate,
+                    Warp {
+                        time: 0.92,
+                        freq: 1.0,
+                    },
+                )),
             },
-            Warp { time: 0.92, freq: 1.0 },
+            Warp {
+                time: 0.92,
+                freq: 1.0,
+            },
         ),
         (
             "a semitone up, tempo kept",
             Clip {
                 sample_rate: rate,
-                samples: cut(music_warped(2, 60.0, rate, Warp { time: 1.0, freq: 1.0595 })),
+                samples: cut(music_warped(
+                    2,
+                    60.0,
+                    rate,
+                    Warp {
+                        time: 1.0,
+                        freq: 1.0595,
+                    },
+                )),
             },
-            Warp { time: 1.0, freq: 1.0595 },
+            Warp {
+                time: 1.0,
+                freq: 1.0595,
+            },
         ),
     ];
     for (name, clip, warp) in cases {

@@ -8,9 +8,7 @@ use anyhow::Result;
 use hendu_fingerprint::blocks::block_of;
 use hendu_fingerprint::index::TRACK_GAP_FRAMES;
 use hendu_fingerprint::params::FRAME_SECONDS;
-use hendu_fingerprint::{
-    Candidate, SearchOptions, Searcher, fingerprint_clip_sparse, read_clip,
-};
+use hendu_fingerprint::{Candidate, SearchOptions, Searcher, fingerprint_clip_sparse, read_clip};
 use rayon::prelude::*;
 use serde_json::{Value, json};
 
@@ -145,7 +143,9 @@ fn identify(
         Ok(clip) => {
             let (peaks, sparse) = fingerprint_clip_sparse(&clip);
             (
-                catalog.index.search_wide(&peaks, &sparse, options, searcher),
+                catalog
+                    .index
+                    .search_wide(&peaks, &sparse, options, searcher),
                 None,
             )
         }
