@@ -315,6 +315,7 @@ pub struct Searcher {
     triplet_hits: Vec<TripletHit>,
     hough: Vec<(i64, f32)>,
     proposals: Vec<(usize, Warp)>,
+    warps: Vec<(usize, Warp)>,
 }
 
 /// How strongly a candidate stands out, from two independent views:
@@ -497,53 +498,15 @@ impl Index {
         let used = sparse.partition_point(|p| p.frame < reach);
         query_triplets(&sparse[..used], &mut s.triplets);
         self.triplets.hits(&s.triplets, &mut s.triplet_hits);
-        // A true alignment piles its hits into a few hundred frames of
-        // `global - frame` (a tempo of ±10% drifts a 10 s query's offsets by
-        // 62 frames); chance hits spread over every track's length. So the
-        // Hough transform looks only at the densest windows of two coarse
-        // offsets, not at the tracks with the most hits (long tracks collect
-        // the most chance ones).
-        let coarse = |h: &TripletHit| (h.global - h.frame.min(h.global)) >> COARSE_OFFSET_BITS;
-        s.triplet_hits.sort_unstable_by_key(coarse);
-        let hits = &s.triplet_hits;
-        let mut runs: Vec<(u32, usize, usize)> = Vec::new();
-        let mut from = 0;
-        while from < hits.len() {
-            let key = coarse(&hits[from]);
-            let len = hits[from..]
-                .iter()
-                .position(|h| coarse(h) != key)
-                .unwrap_or(hits.len() - from);
-            runs.push((key, from, from + len));
-            from += len;
-        }
-        let mut windows: Vec<(usize, usize)> = runs
-            .iter()
-            .enumerate()
-            .map(|(i, &(key, a, b))| match runs.get(i + 1) {
-                Some(&(next, _, c)) if next == key + 1 => (a, c),
-                _ => (a, b),
-            })
-            .filter(|&(a, b)| b - a >= MIN_TRIPLET_VOTES)
-            .collect();
-        windows.sort_unstable_by_key(|&(a, b)| std::cmp::Reverse(b - a));
-        let mut taken: Vec<(usize, usize)> = Vec::new();
-        for (a, b) in windows {
-            if taken.len() == HOUGH_WINDOWS {
-                break;
-            }
-            if taken.iter().any(|&(x, y)| a < y && x < b) {
-                continue;
-            }
-            taken.push((a, b));
-            let (count, warp) = triplets::best_warp(&s.triplet_hits[a..b], &mut s.hough);
+        triplets::proposals(&mut s.triplet_hits, &mut s.hough, &mut s.warps);
+        for &(count, warp) in &s.warps {
             let tried = (warp.time - warp.freq).abs() < options.refine_step
                 && (warp.time - 1.0).abs() <= options.max_deviation + options.refine_step;
             let again = s.proposals.iter().any(|p| {
                 (p.1.time - warp.time).abs() < options.refine_step
                     && (p.1.freq - warp.freq).abs() < options.refine_step
             });
-            if count >= MIN_TRIPLET_VOTES && !tried && !again {
+            if !tried && !again {
                 s.proposals.push((count, warp));
             }
         }
@@ -784,17 +747,6 @@ fn on_grid(warp: Warp, options: &SearchOptions) -> bool {
 /// than over the grid alone. On the benchmark's tuning half, never-indexed
 /// clips reached 6.58 under proposed warps against 5.81 on the grid.
 const PROPOSED_WARP_PENALTY: f32 = 1.0;
-
-/// Fewest triplet hits of one track, and fewest agreeing on a warp, for the
-/// warp to be proposed.
-const MIN_TRIPLET_VOTES: usize = 4;
-
-/// Windows of coarse offsets whose triplet hits are searched for a warp:
-/// those with the most hits.
-const HOUGH_WINDOWS: usize = 8;
-
-/// A coarse offset spans `1 << COARSE_OFFSET_BITS` frames (2 s).
-const COARSE_OFFSET_BITS: u32 = 7;
 
 /// A matched stretch starts (ends) at the first (last) agreeing landmark that
 /// has `DENSE_HITS - 1` more within `DENSE_FRAMES` (2 s): a lone chance hit in

@@ -52,6 +52,12 @@ pub const TRIPLET_MIN_BIN: f32 = 12.0;
 /// Widest warp the triplets look for, either way, in time and in frequency.
 pub const MAX_WARP: f32 = 0.10;
 
+/// Most sparse peaks of a query its triplets are made from: twice the
+/// catalogue profile's 24 a second over the 59 s a query is matched on (see
+/// [`crate::index::TRACK_GAP_FRAMES`]). The engine's own lists stay well
+/// below; a forged one costs no more than this.
+pub const MAX_QUERY_PEAKS: usize = 2 * 24 * 59;
+
 /// Cells of the time ratio over `(0, 1)`.
 const TIME_CELLS: f32 = 8.0;
 /// Cells per octave of the frequency ratios ...
@@ -107,9 +113,16 @@ fn usable(p: &Peak) -> bool {
     !is_low_bin(p.bin) && p.bin >= TRIPLET_MIN_BIN
 }
 
+/// Most peaks of one frame a triplet may use: the catalogue profile keeps a
+/// peak only as the maximum of ±10 bins, so the main band's 213 bins hold at
+/// most 20 per frame; a list with more is not the engine's (a forged blob),
+/// and the rest of the frame is dropped.
+const MAX_PEAKS_PER_FRAME: usize = 20;
+
 /// Calls `f(a, b, c)` for the triplets of `peaks` (in time order) whose span
 /// lies within `min_dt..=max_dt` frames; with `whole_bins`, as stores keep
-/// catalogue peaks.
+/// catalogue peaks. Linear in the peaks: each anchor takes its first
+/// [`TRIPLET_TARGETS`] later peaks, found from a cursor that only moves on.
 fn each_triplet(
     peaks: &[Peak],
     min_dt: u32,
@@ -117,25 +130,39 @@ fn each_triplet(
     whole_bins: bool,
     mut f: impl FnMut(Peak, Peak, Peak),
 ) {
-    let peaks: Vec<Peak> = peaks
-        .iter()
-        .map(|p| Peak {
+    let mut kept: Vec<Peak> = Vec::with_capacity(peaks.len());
+    let mut in_frame = 0;
+    for p in peaks {
+        let p = Peak {
             bin: if whole_bins { p.bin.round() } else { p.bin },
             ..*p
-        })
-        .filter(usable)
-        .collect();
-    let mut targets = Vec::with_capacity(TRIPLET_TARGETS);
+        };
+        if !usable(&p) {
+            continue;
+        }
+        in_frame = match kept.last() {
+            Some(last) if last.frame == p.frame => in_frame + 1,
+            _ => 1,
+        };
+        if in_frame <= MAX_PEAKS_PER_FRAME {
+            kept.push(p);
+        }
+    }
+    let peaks = kept;
+    // First peak of a later frame than the anchor's.
+    let mut later = 0;
     for (i, &a) in peaks.iter().enumerate() {
-        targets.clear();
-        targets.extend(
-            peaks[i + 1..]
-                .iter()
-                .filter(|t| t.frame > a.frame)
-                .take_while(|t| t.frame - a.frame <= max_dt)
-                .take(TRIPLET_TARGETS)
-                .copied(),
-        );
+        later = later.max(i + 1);
+        while later < peaks.len() && peaks[later].frame <= a.frame {
+            later += 1;
+        }
+        let targets = &peaks[later..];
+        let count = targets
+            .iter()
+            .take(TRIPLET_TARGETS)
+            .take_while(|t| t.frame - a.frame <= max_dt)
+            .count();
+        let targets = &targets[..count];
         for (j, &b) in targets.iter().enumerate() {
             for &c in &targets[j + 1..] {
                 if c.frame > b.frame && c.frame - a.frame >= min_dt {
@@ -172,7 +199,10 @@ pub fn catalogue_triplets(peaks: &[Peak], out: &mut Vec<Triplet>) {
 /// A query's triplets, each under every hash its catalogue twin may have
 /// (see the margins): catalogue spans of up to [`TRIPLET_MAX_DT`] frames are
 /// query spans of up to `1 / (1 - MAX_WARP)` times that.
+///
+/// Only the first [`MAX_QUERY_PEAKS`] peaks are used.
 pub fn query_triplets(peaks: &[Peak], out: &mut Vec<Triplet>) {
+    let peaks = &peaks[..peaks.len().min(MAX_QUERY_PEAKS)];
     let max_dt = (TRIPLET_MAX_DT as f32 / (1.0 - MAX_WARP)).ceil() as u32;
     let min_dt = (TRIPLET_MIN_DT as f32 / (1.0 + MAX_WARP)).floor() as u32;
     each_triplet(peaks, min_dt, max_dt, false, |a, b, c| {
@@ -307,7 +337,7 @@ const OFFSET_SLACK: i64 = 2;
 /// tempo factor of a grid, the offsets `global - frame * tempo` of agreeing
 /// hits coincide; the frequency factor is the median of the agreeing hits'.
 /// Returns `(agreeing hits, warp)`.
-pub(crate) fn best_warp(hits: &[TripletHit], scratch: &mut Vec<(i64, f32)>) -> (usize, Warp) {
+fn best_warp(hits: &[TripletHit], scratch: &mut Vec<(i64, f32)>) -> (usize, Warp) {
     let mut best = (0, Warp::NONE, 0i64);
     let steps = (2.0 * MAX_WARP / TEMPO_STEP).round() as i32;
     for k in 0..=steps {
@@ -360,6 +390,69 @@ pub(crate) fn best_warp(hits: &[TripletHit], scratch: &mut Vec<(i64, f32)>) -> (
     )
 }
 
+/// Fewest hits agreeing on a warp for it to be proposed.
+const MIN_AGREEING: usize = 4;
+
+/// Windows of offsets whose hits are searched for a warp: those with the
+/// most hits.
+const HOUGH_WINDOWS: usize = 8;
+
+/// A coarse offset spans `1 << COARSE_OFFSET_BITS` frames (2 s); a window,
+/// two coarse offsets.
+const COARSE_OFFSET_BITS: u32 = 7;
+
+/// The warps `hits` agree on, in `out` as `(agreeing hits, warp)`, one per
+/// window of offsets searched (unsorted; `hits` is reordered).
+///
+/// A true alignment piles its hits into a few hundred frames of
+/// `global - frame` (a tempo of ±10% drifts a 10 s query's offsets by 62
+/// frames); chance hits spread over every track's length. So the Hough
+/// transform ([`best_warp`]) looks only at the densest windows of two
+/// coarse offsets, not at the tracks with the most hits (long tracks collect
+/// the most chance ones).
+pub(crate) fn proposals(
+    hits: &mut [TripletHit],
+    scratch: &mut Vec<(i64, f32)>,
+    out: &mut Vec<(usize, Warp)>,
+) {
+    out.clear();
+    let coarse = |h: &TripletHit| (h.global - h.frame.min(h.global)) >> COARSE_OFFSET_BITS;
+    hits.sort_unstable_by_key(coarse);
+    // Runs of one coarse offset, as (offset, from, to).
+    let mut runs: Vec<(u32, usize, usize)> = Vec::new();
+    for (i, h) in hits.iter().enumerate() {
+        let key = coarse(h);
+        match runs.last_mut() {
+            Some(run) if run.0 == key => run.2 = i + 1,
+            _ => runs.push((key, i, i + 1)),
+        }
+    }
+    let mut windows: Vec<(usize, usize)> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, &(key, from, to))| match runs.get(i + 1) {
+            Some(&(next, _, end)) if next == key + 1 => (from, end),
+            _ => (from, to),
+        })
+        .filter(|&(from, to)| to - from >= MIN_AGREEING)
+        .collect();
+    windows.sort_unstable_by_key(|&(from, to)| std::cmp::Reverse(to - from));
+    let mut taken: Vec<(usize, usize)> = Vec::with_capacity(HOUGH_WINDOWS);
+    for (from, to) in windows {
+        if taken.len() == HOUGH_WINDOWS {
+            break;
+        }
+        if taken.iter().any(|&(a, b)| from < b && a < to) {
+            continue;
+        }
+        taken.push((from, to));
+        let (count, warp) = best_warp(&hits[from..to], scratch);
+        if count >= MIN_AGREEING {
+            out.push((count, warp));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,7 +485,7 @@ mod tests {
         /// collide.
         #[test]
         fn a_warped_constellation_keeps_its_triplet_hashes(
-            raw in prop::collection::vec((0u32..3000, 14f32..190.0), 20..120),
+            raw in prop::collection::vec((0u32..200, 14f32..190.0), 80..160),
             time in 0.92f32..1.08,
             freq in 0.943f32..1.06,
         ) {
@@ -400,11 +493,14 @@ mod tests {
             // merges two peaks' frames.
             let raw: Vec<(u32, f32)> = raw.iter().map(|&(f, b)| (f * 12, b)).collect();
             let peaks = constellation(&raw);
+            prop_assume!(peaks.len() >= 50);
             let warp = Warp { time, freq };
             let query = warped(&peaks, warp);
             let (mut cat, mut q) = (Vec::new(), Vec::new());
             catalogue_triplets(&peaks, &mut cat);
             query_triplets(&query, &mut q);
+            // A case of few triplets would prove little.
+            prop_assume!(cat.len() >= 100);
             let found: std::collections::HashSet<u32> = q.iter().map(|t| t.hash).collect();
             let kept = cat.iter().filter(|t| found.contains(&t.hash)).count();
             // Integer catalogue bins and frames: a few edge cases slip.
@@ -437,7 +533,9 @@ mod tests {
             query_triplets(&query, &mut q);
             let mut hits = Vec::new();
             index.hits(&q, &mut hits);
-            let (count, found) = best_warp(&hits, &mut Vec::new());
+            let mut found = Vec::new();
+            proposals(&mut hits, &mut Vec::new(), &mut found);
+            let &(count, found) = found.iter().max_by_key(|p| p.0).expect("a proposal");
             assert!(count > 100, "{warp:?}: {count} agreeing hits");
             assert!(
                 (found.time - warp.time).abs() < 0.005,
@@ -448,5 +546,42 @@ mod tests {
                 "{warp:?}: {found:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_forged_list_is_cut_to_the_engines_density() {
+        let bin = |i: u32| 20.0 + ((i * 104_729) % 170) as f32;
+        // A frame with a peak in every bin, then four lone peaks: every
+        // anchor of the crowded frame would make six triplets.
+        let mut crowded: Vec<Peak> = (12..218)
+            .map(|b| Peak {
+                frame: 0,
+                bin: b as f32,
+            })
+            .collect();
+        crowded.extend((1..=4).map(|i| Peak {
+            frame: 10 * i,
+            bin: bin(i),
+        }));
+        let mut q = Vec::new();
+        query_triplets(&crowded, &mut q);
+        let anchors: std::collections::HashSet<u32> = q
+            .iter()
+            .filter(|t| t.frame == 0)
+            .map(|t| t.bin.to_bits())
+            .collect();
+        assert_eq!(anchors.len(), MAX_PEAKS_PER_FRAME);
+        // A list far longer than a query: only its first peaks are anchors.
+        let long: Vec<Peak> = (0..20_000u32)
+            .map(|i| Peak {
+                frame: 3 * i,
+                bin: bin(i),
+            })
+            .collect();
+        q.clear();
+        query_triplets(&long, &mut q);
+        let last = q.iter().map(|t| t.frame).max().expect("triplets");
+        assert!(last > 3 * (MAX_QUERY_PEAKS as u32 - 10), "{last}");
+        assert!(last < 3 * MAX_QUERY_PEAKS as u32, "{last}");
     }
 }
