@@ -11,8 +11,9 @@ a step runs the cached earlier steps it needs):
            fast, 8% slow, tempo +-8% key kept, a semitone up and down, a room)
   run      index the indexed tracks with `hendu index`, query everything with
            `hendu match`, score recall / false positives / latency / resources
-  scan     build a ~27-minute broadcast (a degraded copy, and a DJ set), run
-           `hendu scan` and score the reported stretches
+  scan     build a ~27-minute broadcast (a degraded copy), a DJ set (and the same
+           set through a room) and a radio hour with talk-over, run `hendu scan`
+           and score the reported stretches
   report   print the report again from the saved results
   all      corpus, queries, run (and scan with --scan)  [default]
 

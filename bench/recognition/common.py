@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import wave
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -313,3 +314,18 @@ def median(values: list[float]) -> float | None:
     v = sorted(values)
     m = len(v) // 2
     return v[m] if len(v) % 2 else (v[m - 1] + v[m]) / 2
+
+
+def render_parallel(cfg: Config, label: str, work: Path, fn, jobs: list, *args) -> list[str]:
+    """Render each job with `fn(job, out, *args)` in worker processes into a fresh
+    numbered WAV under `work`; returns the files in job order."""
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    cfg.tmp_dir.mkdir(parents=True, exist_ok=True)
+    outs = [str(work / f"{i:02d}.wav") for i in range(len(jobs))]
+    progress = Progress(label, len(jobs))
+    with ProcessPoolExecutor(max_workers=cfg.jobs) as pool:
+        for _ in pool.map(fn, jobs, outs, *([arg] * len(jobs) for arg in args)):
+            progress.step()
+    progress.close()
+    return outs

@@ -169,10 +169,11 @@ def noise_bank(cfg: Config, rate: int, channels: int) -> Path:
     return path
 
 
-def babble_bank(cfg: Config, rate: int) -> Path:
-    """A crowd talking, mono at `rate`, NOISE_BANK_S long: eight espeak-ng talkers in
+def babble_bank(cfg: Config, rate: int, seconds: float = NOISE_BANK_S) -> Path:
+    """A crowd talking, mono at `rate`, `seconds` long: eight espeak-ng talkers in
     different languages, voices and speeds reading random words, mixed (made once)."""
-    path = cfg.data / "noise" / f"babble_{rate}.wav"
+    name = f"babble_{rate}.wav" if seconds == NOISE_BANK_S else f"babble_{rate}_{seconds:.0f}.wav"
+    path = cfg.data / "noise" / name
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -180,15 +181,15 @@ def babble_bank(cfg: Config, rate: int) -> Path:
         talkers = []
         for k, voice in enumerate(BABBLE_TALKERS):
             rng = rng_for(cfg.seed, "babble", k)
-            text = " ".join(rng.choice(BABBLE_WORDS) for _ in range(int(NOISE_BANK_S * 3)))
+            text = " ".join(rng.choice(BABBLE_WORDS) for _ in range(int(seconds * 3)))
             raw = Path(td) / f"talker{k}.wav"
             run(["espeak-ng", "-v", voice + ("+f3" if k % 2 else "+m3"),
                  "-s", str(rng.randint(150, 200)), "-p", str(rng.randint(30, 70)),
                  "-w", raw, text])
             out = Path(td) / f"t{k}.wav"
             run(["sox", "-R", raw, "-r", rate, "-c", "1", "-b", "16", out,
-                 "trim", "0", NOISE_BANK_S, "pad", "0", NOISE_BANK_S, "trim", "0",
-                 NOISE_BANK_S, "gain", "-n", "-3"])
+                 "trim", "0", seconds, "pad", "0", seconds, "trim", "0",
+                 seconds, "gain", "-n", "-3"])
             talkers.append(out)
         tmp = Path(td) / "babble.wav"
         run(["sox", "-R", "-m", *talkers, tmp, "gain", "-n", "-3"])

@@ -217,8 +217,14 @@ def scan_section(res: dict) -> list[str]:
              "distinct indexed tracks joined by 8 s crossfades, each under one warp: "
              "6% and 8% fast, 6% slow (pitch and tempo), tempo 7% slower and 8% faster "
              "with the key kept, a semitone up and down, and one as indexed; a play's "
-             "truth starts and ends in the middle of its crossfades. "
-             "An excerpt is found when one reported row "
+             "truth starts and ends in the middle of its crossfades. dj_room is that set "
+             "heard as the room condition hears a clip (reverberation, a crowd at 5 dB, "
+             "automatic gain, 16 kHz mono). The radio hour is 21 plays (up to 150-240 s) "
+             "of indexed tracks, one of them twice, joined by 4 s crossfades, a presenter "
+             "talking over the end of one and the start of the next (3 dB above the "
+             "music), jingles (held-out music under a station call) and ad breaks (a "
+             "voice over a held-out music bed), all through broadcast compression, mono "
+             "22 kHz. An excerpt is found when one reported row "
              "naming its track covers at least half of it. Boundary errors are over found "
              "excerpts; wrong time is reported time not over an excerpt of the same track.",
              ""]

@@ -8,11 +8,11 @@ import json
 import os
 import shutil
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from common import (BenchError, Config, Progress, log, median, noise_gain, read_json,
+from common import (BenchError, Config, log, median, noise_gain, read_json, render_parallel,
                     require_tools, rng_for, run, run_timed, sox_rms, wav_frames, write_json)
+from long_sets import build_dj_room, build_radio_hour
 from queries import extract, noise_bank
 from runner import binary_version, check_binary, index, same_file, store_is_fresh
 
@@ -112,17 +112,9 @@ def build_broadcast(cfg: Config, corpus: dict) -> tuple[Path, Path]:
         return wav, truth_path
     segments = plan(cfg, corpus)
     work = cfg.scan_dir / "segments"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    cfg.tmp_dir.mkdir(parents=True, exist_ok=True)
     banks = {"pink": str(noise_bank(cfg, RATE, CHANNELS)), "white": str(white_bank(cfg))}
-    outs = [str(work / f"{i:02d}.wav") for i in range(len(segments))]
-    progress = Progress("scan: rendering broadcast segments", len(segments))
-    with ProcessPoolExecutor(max_workers=cfg.jobs) as pool:
-        for _ in pool.map(render_segment, segments, outs, [banks] * len(segments),
-                          [str(cfg.tmp_dir)] * len(segments)):
-            progress.step()
-    progress.close()
+    outs = render_parallel(cfg, "scan: rendering broadcast segments", work, render_segment,
+                           segments, banks, str(cfg.tmp_dir))
     # The timeline comes from the rendered frame counts, so it is sample-exact.
     t = 0
     timeline = []
@@ -223,15 +215,8 @@ def build_dj(cfg: Config, corpus: dict) -> tuple[Path, Path]:
                      "fade_in": i > 0, "fade_out": i < DJ_EXCERPTS - 1})
         at += length - DJ_FADE_S
     work = cfg.scan_dir / "dj_segments"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    cfg.tmp_dir.mkdir(parents=True, exist_ok=True)
-    outs = [str(work / f"{i:02d}.wav") for i in range(len(jobs))]
-    progress = Progress("scan: rendering the DJ set", len(jobs))
-    with ProcessPoolExecutor(max_workers=cfg.jobs) as pool:
-        for _ in pool.map(render_dj_excerpt, jobs, outs, [str(cfg.tmp_dir)] * len(jobs)):
-            progress.step()
-    progress.close()
+    outs = render_parallel(cfg, "scan: rendering the DJ set", work, render_dj_excerpt, jobs,
+                           str(cfg.tmp_dir))
     timeline = []
     for i, (job, out) in enumerate(zip(jobs, outs)):
         frames, _ = wav_frames(Path(out))
@@ -246,7 +231,7 @@ def build_dj(cfg: Config, corpus: dict) -> tuple[Path, Path]:
     # Each excerpt at its own level (sox -m would scale each input down by
     # the count), then the set normalised: at most two overlap, in a fade.
     inputs = [arg for out in outs for arg in ("-v", "1", out)]
-    run(["sox", "-m", *inputs, tmp, "gain", "-n", "-1"])
+    run(["sox", "-R", "-m", *inputs, tmp, "gain", "-n", "-1"])
     os.replace(tmp, wav)
     shutil.rmtree(work)
     frames, _ = wav_frames(wav)
@@ -258,11 +243,14 @@ def build_dj(cfg: Config, corpus: dict) -> tuple[Path, Path]:
 
 def build(cfg: Config, corpus: dict) -> list[tuple[str, Path, Path]]:
     """The scan files with their ground truth: [(label, audio, truth)]."""
-    require_tools("ffmpeg", "sox")
+    require_tools("ffmpeg", "sox", "espeak-ng")
     wav, truth = build_broadcast(cfg, corpus)
     mp3, dtruth = build_degraded(cfg, wav, truth)
     dj, djtruth = build_dj(cfg, corpus)
-    return [("clean", wav, truth), ("degraded", mp3, dtruth), ("dj", dj, djtruth)]
+    dj_room, dj_room_truth = build_dj_room(cfg, dj, djtruth)
+    radio, radio_truth = build_radio_hour(cfg, corpus)
+    return [("clean", wav, truth), ("degraded", mp3, dtruth), ("dj", dj, djtruth),
+            ("dj_room", dj_room, dj_room_truth), ("radio", radio, radio_truth)]
 
 
 def overlap(a0: float, a1: float, b0: float, b1: float) -> float:
