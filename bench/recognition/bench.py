@@ -6,8 +6,8 @@ a step runs the cached earlier steps it needs):
 
   corpus   download the packages with apt-get, unpack them, find the music (Ogg
            Vorbis longer than 60 s), drop duplicates, hold out ~15% of the tracks
-  queries  cut clips from every track under eighteen conditions (clean 3/5/10 s, MP3,
-           pink noise at 5, 0 and -5 dB SNR, 2% fast, telephone, Opus, 5% and 8%
+  queries  cut clips from every track under nineteen conditions (clean 3/5/10 s, MP3,
+           pink noise at 5, 0 and -5 dB SNR and 3 s at 5 dB, 2% fast, telephone, Opus, 5% and 8%
            fast, 8% slow, tempo +-8% key kept, a semitone up and down, a room)
   run      index the indexed tracks with `hendu index`, query everything with
            `hendu match`, score recall / false positives / latency / resources

@@ -11,8 +11,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from common import (Config, log, noise_gain, read_json, render_parallel, rng_for, run,
-                    sox_rms, wav_frames, write_json)
+from common import (BROADCAST_COMPAND, Config, log, noise_gain, read_json, render_parallel,
+                    rng_for, run, sox_rms, wav_frames, write_json)
 from queries import BABBLE_WORDS, babble_bank, extract, room
 
 RADIO_RATE = 22050
@@ -34,8 +34,6 @@ ADS_PER_BREAK = 2
 VOICE_OVER_MUSIC_DB = 3.0
 AD_BED_DB = -10.0
 PRESENTERS = ["en+m3", "en-us+f2"]
-# Broadcast processing of the whole hour (as in the scan's degraded copy).
-RADIO_COMPAND = ["compand", "0.01,0.2", "6:-80,-80,-50,-30,-20,-15,0,-8", "0"]
 
 
 def radio_plan(cfg: Config, corpus: dict) -> tuple[list[dict], list[dict]]:
@@ -165,13 +163,16 @@ def build_radio_hour(cfg: Config, corpus: dict) -> tuple[Path, Path]:
             if any(items[j].get("bed") for j in item["over"]):
                 bed = item["over"][0]
                 gains[bed] = noise_gain(rms[k] * gains[k], rms[bed], -AD_BED_DB)
-    # Mixed through pipes that pad each item to its place: no full-length copies.
+    # Mixed through pipes that pad each item to its place (no full-length copies),
+    # each at half its level so that a voice over music cannot clip; then the
+    # broadcast processing of the whole hour.
     inputs = []
     for item, out, gain in zip(items, outs, gains):
-        inputs += ["-v", f"{gain:.6f}", f"|sox -R {out} -p pad {item['at_s']:.4f}"]
+        inputs += ["-v", f"{0.5 * gain:.6f}", f"|sox -R {out} -p pad {item['at_s']:.4f}"]
     tmp = wav.with_name("radio.tmp.wav")
     log("scan: mixing the radio hour")
-    run(["sox", "-R", "-m", *inputs, "-b", "16", tmp, *RADIO_COMPAND, "gain", "-n", "-1"])
+    run(["sox", "-R", "-m", *inputs, "-b", "16", tmp, "gain", "-n", "-3", *BROADCAST_COMPAND,
+         "gain", "-n", "-1"])
     os.replace(tmp, wav)
     shutil.rmtree(work)
     frames, rate = wav_frames(wav)
@@ -186,7 +187,8 @@ def build_dj_room(cfg: Config, dj: Path, dj_truth: Path) -> tuple[Path, Path]:
     condition of the queries over the whole set), and its truth (cached)."""
     wav = cfg.scan_dir / "dj_room.wav"
     truth_path = cfg.scan_dir / "dj_room.truth.json"
-    if wav.exists() and truth_path.exists():
+    if (wav.exists() and truth_path.exists()
+            and wav.stat().st_mtime >= dj.stat().st_mtime):
         return wav, truth_path
     log("scan: the DJ set through a room")
     frames, rate = wav_frames(dj)

@@ -16,6 +16,8 @@ from common import (BenchError, Config, Progress, ffmpeg_has_encoder, log, noise
 EDGE_S = 10.0  # clips start and end at least this far from either end of the track
 NOISE_BANK_S = 300.0
 FAST_SPEED = 1.02
+# Pink noise at these SNRs (dB, against the clip's own RMS).
+PINK_SNR_DB = {"pink5db": 5.0, "pink0db": 0.0, "pink5db_3": 5.0, "pinkm5db": -5.0}
 # DJ and broadcast conditions: played faster or slower (pitch and tempo together,
 # as a turntable does), tempo changed with the key kept (a DJ's key-lock, a
 # station's time compression), and the key shifted with the tempo kept.
@@ -53,6 +55,7 @@ CONDITIONS = [
     Condition("mp3_64k", 10.0, "10 s, MP3 64 kbps"),
     Condition("pink5db", 10.0, "10 s, pink noise at 5 dB SNR"),
     Condition("pink0db", 10.0, "10 s, pink noise at 0 dB SNR"),
+    Condition("pink5db_3", 3.0, "3 s, pink noise at 5 dB SNR"),
     Condition("fast2", 10.0, "10 s, played 2% fast (pitch and tempo)"),
     Condition("phone", 10.0, "10 s, telephone channel (300-3400 Hz, 8 kHz, GSM)"),
     Condition("pinkm5db", 10.0, "10 s, pink noise at -5 dB SNR"),
@@ -269,9 +272,9 @@ def make_query(job: dict, noise_path: str | None, phone_codec: str, tmp_root: st
             elif cond == "opus24":
                 run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", clip,
                      "-c:a", "libopus", "-b:a", "24k", "-f", "ogg", partial])
-            elif cond in ("pink5db", "pink0db", "pinkm5db"):
-                snr = {"pink5db": 5.0, "pink0db": 0.0, "pinkm5db": -5.0}[cond]
-                add_noise(clip, Path(noise_path), job["noise_offset_s"], snr, partial, tmp)
+            elif cond in PINK_SNR_DB:
+                add_noise(clip, Path(noise_path), job["noise_offset_s"], PINK_SNR_DB[cond],
+                          partial, tmp)
             elif cond == "fast2":
                 # `speed` raises pitch and tempo together, then resamples back to the
                 # original rate: 10.2 s of the track become 10 s.
@@ -299,6 +302,9 @@ def build(cfg: Config, corpus: dict) -> dict:
     """Run the queries step: generate missing clips with a process pool, write the manifest."""
     require_tools("ffmpeg", "sox", "espeak-ng")
     jobs = plan(cfg, corpus)
+    if not ffmpeg_has_encoder("libopus"):
+        raise BenchError("ffmpeg has no libopus encoder, which the opus24 condition needs "
+                         "(Debian's ffmpeg has it)")
     phone_codec = "gsm" if ffmpeg_has_encoder("libgsm") else "mulaw"
     if phone_codec != "gsm":
         log("queries: ffmpeg has no libgsm encoder, the phone condition uses mu-law instead")

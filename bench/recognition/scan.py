@@ -10,8 +10,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from common import (BenchError, Config, log, median, noise_gain, read_json, render_parallel,
-                    require_tools, rng_for, run, run_timed, sox_rms, wav_frames, write_json)
+from common import (BROADCAST_COMPAND, BenchError, Config, log, median, noise_gain, read_json,
+                    render_parallel, require_tools, rng_for, run, run_timed, sox_rms,
+                    wav_frames, write_json)
 from long_sets import build_dj_room, build_radio_hour
 from queries import extract, noise_bank
 from runner import binary_version, check_binary, index, same_file, store_is_fresh
@@ -26,8 +27,6 @@ NOISE_S = (10.0, 30.0)
 GAPS = ["cut"] * 5 + ["heldout"] * 5 + ["noise"] * 5
 SPEED = 1.015
 SNR_DB = 10.0
-# Broadcast-style compression: fast attack, boosts quiet passages, ~3:1 above -50 dB.
-COMPAND = ["compand", "0.01,0.2", "6:-80,-80,-50,-30,-20,-15,0,-8", "0"]
 FOUND_OVERLAP = 0.5
 # A DJ set: excerpts of distinct indexed tracks, each under one of these warps
 # (sox effect, track seconds per set second), joined by crossfades.
@@ -152,7 +151,7 @@ def build_degraded(cfg: Config, wav: Path, truth_path: Path) -> tuple[Path, Path
         tmp = Path(td)
         fast = tmp / "fast.wav"
         run(["sox", "-R", wav, "-b", "16", fast, "speed", str(SPEED), "rate", "-v", RATE,
-             *COMPAND])
+             *BROADCAST_COMPAND])
         frames, _ = wav_frames(fast)
         noise = tmp / "noise.wav"
         run(["sox", "-R", "-n", "-r", RATE, "-c", CHANNELS, "-b", "16", noise,

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use hendu_fingerprint::packed::pack_query;
 use hendu_fingerprint::params::FRAME_SECONDS;
-use hendu_fingerprint::{Fingerprinter, Peak, PeakProfile};
+use hendu_fingerprint::{Fingerprinter, Peak};
 use time::OffsetDateTime;
 
 /// The shortest end of a connection kept as a sample.
@@ -131,15 +131,11 @@ impl Cutter {
         let mut rest = samples;
         while !rest.is_empty() {
             let frames = self.sample_frames();
-            let current = self.current.get_or_insert_with(|| {
-                let mut fingerprinter = Fingerprinter::new(rate, PeakProfile::QUERY);
-                fingerprinter.keep_sparse();
-                Current {
-                    fingerprinter,
-                    peaks: Vec::new(),
-                    left: frames,
-                    index: self.samples,
-                }
+            let current = self.current.get_or_insert_with(|| Current {
+                fingerprinter: Fingerprinter::for_query(rate),
+                peaks: Vec::new(),
+                left: frames,
+                index: self.samples,
             });
             let n = (current.left as usize).min(rest.len());
             current.fingerprinter.push(&rest[..n], &mut current.peaks);

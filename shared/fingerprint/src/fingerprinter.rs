@@ -134,6 +134,17 @@ impl Fingerprinter {
         }
     }
 
+    /// A query's fingerprinter: [`PeakProfile::QUERY`], and the sparse peaks
+    /// its triplets are made of ([`Fingerprinter::keep_sparse`]).
+    ///
+    /// # Panics
+    /// If `input_rate` is zero.
+    pub fn for_query(input_rate: u32) -> Self {
+        let mut fp = Self::new(input_rate, PeakProfile::QUERY);
+        fp.keep_sparse();
+        fp
+    }
+
     /// Also picks the main band's peaks with the catalogue's profile, from
     /// the same spectrogram (a query's triplets are made of them, see
     /// [`crate::triplets`]); [`Fingerprinter::take_sparse`] hands them out.
@@ -165,7 +176,13 @@ impl Fingerprinter {
             .picker
             .emitted_before()
             .min(self.low.picker.emitted_before())
-            .min(self.gate.as_ref().map_or(u32::MAX, LowGate::judged_before));
+            .min(self.gate.as_ref().map_or(u32::MAX, LowGate::judged_before))
+            .min(
+                self.main
+                    .sparse
+                    .as_ref()
+                    .map_or(u32::MAX, |(picker, _)| picker.emitted_before()),
+            );
         self.merge(ready, out);
         self.final_before = self.final_before.max(ready);
         // Later peaks of either band come at `ready` or after.
@@ -289,11 +306,11 @@ pub fn fingerprint_reader(
         rate = chunk.sample_rate;
         fingerprinter
             .get_or_insert_with(|| {
-                let mut fp = Fingerprinter::new(chunk.sample_rate, profile);
                 if profile == PeakProfile::QUERY {
-                    fp.keep_sparse();
+                    Fingerprinter::for_query(chunk.sample_rate)
+                } else {
+                    Fingerprinter::new(chunk.sample_rate, profile)
                 }
-                fp
             })
             .push(chunk.samples, &mut peaks);
     }
@@ -324,8 +341,7 @@ pub fn fingerprint_clip(clip: &Clip, profile: PeakProfile) -> Vec<Peak> {
 /// A query clip's peaks ([`PeakProfile::QUERY`]) and its sparse main-band
 /// peaks ([`Fingerprinter::keep_sparse`]), for [`crate::Index::search_wide`].
 pub fn fingerprint_clip_sparse(clip: &Clip) -> (Vec<Peak>, Vec<Peak>) {
-    let mut fp = Fingerprinter::new(clip.sample_rate, PeakProfile::QUERY);
-    fp.keep_sparse();
+    let mut fp = Fingerprinter::for_query(clip.sample_rate);
     let (mut peaks, mut sparse) = (Vec::new(), Vec::new());
     fp.push(&clip.samples, &mut peaks);
     fp.finish(&mut peaks);

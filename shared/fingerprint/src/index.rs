@@ -543,11 +543,26 @@ impl Index {
             } else {
                 PROPOSED_WARP_PENALTY
             };
-            let found = self.candidate(*v, rival, warp, penalty, &searcher.grid);
+            let mut found = self.candidate(*v, rival, warp, penalty, &searcher.grid);
+            let refines = best.as_ref().is_some_and(|b| {
+                same_alignment(b, &found)
+                    && on_grid(
+                        Warp {
+                            time: b.speed,
+                            freq: b.pitch,
+                        },
+                        options,
+                    )
+            });
+            if penalty > 0.0 && refines {
+                // The grid found this track here already: the proposed warp
+                // only sharpens it, it is no look elsewhere.
+                found = self.candidate(*v, rival, warp, 0.0, &searcher.grid);
+            }
             // Between tracks the stronger evidence wins; between warps of
             // one track, the most agreeing landmarks (the truest warp).
             let better = best.as_ref().is_none_or(|b| {
-                if b.track == found.track && (b.offset_s - found.offset_s).abs() < 2.0 {
+                if same_alignment(b, &found) {
                     found.score > b.score
                 } else {
                     found.strength > b.strength
@@ -734,6 +749,11 @@ impl OffsetCounts {
 
 /// Fewest agreeing landmarks worth verifying.
 const MIN_VOTES: u32 = 3;
+
+/// The same track at nearly the same place: two warps of one answer.
+fn same_alignment(a: &Candidate, b: &Candidate) -> bool {
+    a.track == b.track && (a.offset_s - b.offset_s).abs() < 2.0
+}
 
 /// True when `warp` is a speed within the grid's reach: not one only the
 /// triplets could propose.

@@ -57,6 +57,8 @@ pub enum UnpackError {
     Malformed,
     #[error("packed peak bin {0} is outside the analysis band")]
     BinOutOfBand(f32),
+    #[error("a query's peaks with its sparse peaks (packing 5), where one list belongs")]
+    QueryBlob,
 }
 
 /// Where a peak's band starts in the bin numbering, and the band's flag.
@@ -103,13 +105,17 @@ pub fn pack(peaks: &[Peak], precision: BinPrecision) -> Vec<u8> {
     out
 }
 
-/// Unpacks what [`pack`] wrote (and the first list of what [`pack_query`]
-/// wrote).
+/// Unpacks what [`pack`] wrote: one list of peaks. A query's blob
+/// ([`pack_query`]) is refused: a catalogue block or a sensor's sample holds
+/// one list, and [`unpack_query`] reads both.
 ///
 /// # Errors
 /// [`UnpackError`] for anything [`pack`] cannot have written; never panics and
 /// never allocates more than the input can describe.
 pub fn unpack(bytes: &[u8]) -> Result<Vec<Peak>, UnpackError> {
+    if bytes.first() == Some(&QUERY_TAG) {
+        return Err(UnpackError::QueryBlob);
+    }
     unpack_query(bytes).map(|(peaks, _)| peaks)
 }
 
@@ -307,7 +313,7 @@ mod tests {
         fn a_query_blob_keeps_both_lists(peaks in peaks_strategy(), sparse in peaks_strategy()) {
             let bytes = pack_query(&peaks, &sparse);
             prop_assert_eq!(unpack_query(&bytes).unwrap(), (peaks.clone(), sparse));
-            prop_assert_eq!(unpack(&bytes).unwrap(), peaks.clone());
+            prop_assert_eq!(unpack(&bytes), Err(UnpackError::QueryBlob));
             prop_assert_eq!(peak_count(&bytes).unwrap(), peaks.len() as u64);
             // A plain blob has no sparse list.
             let plain = pack(&peaks, BinPrecision::Fine);

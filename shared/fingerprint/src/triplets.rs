@@ -53,10 +53,16 @@ pub const TRIPLET_MIN_BIN: f32 = 12.0;
 pub const MAX_WARP: f32 = 0.10;
 
 /// Most sparse peaks of a query its triplets are made from: twice the
-/// catalogue profile's 24 a second over the 59 s a query is matched on (see
-/// [`crate::index::TRACK_GAP_FRAMES`]). The engine's own lists stay well
+/// catalogue profile's 24 a second over the 59 s of a query the triplets
+/// look at (a catalogue span of [`crate::index::TRACK_GAP_FRAMES`] at 10%
+/// slower). The engine's own lists stay well
 /// below; a forged one costs no more than this.
 pub const MAX_QUERY_PEAKS: usize = 2 * 24 * 59;
+
+/// Most triplet hits one query collects (12 bytes each): tens of times what a
+/// 10 s query finds in a catalogue of a few hundred hours, so that a query's
+/// time and memory stay bounded whatever the catalogue's hash buckets hold.
+pub const MAX_TRIPLET_HITS: usize = 1 << 20;
 
 /// Cells of the time ratio over `(0, 1)`.
 const TIME_CELLS: f32 = 8.0;
@@ -70,9 +76,12 @@ const ANCHOR_CELLS_PER_OCTAVE: f32 = 2.0;
 
 /// How near a cell's edge (in cells) a query's quantity must be for the
 /// query to probe the neighbouring cell too: frame rounding moves the time
-/// ratio by up to 0.05 (0.4 cells), bin rounding the frequency ratios by up
-/// to 0.04 octaves (0.25 cells), and a warp of [`MAX_WARP`] the anchor by
-/// 0.14 octaves (0.28 cells).
+/// ratio by up to 0.05 (0.4 cells) over spans of 20 frames or more (by
+/// more over the shortest, see [`TRIPLET_MIN_DT`]), bin rounding the
+/// frequency ratios by up to 0.04 octaves (0.25 cells) above bin 36 (by
+/// more below), and a warp of [`MAX_WARP`] the anchor by 0.14 octaves (0.28
+/// cells). Rounding beyond the margins loses a triplet, not a match: the
+/// invariance test asks for 90% of them.
 const TIME_MARGIN: f32 = 0.4;
 const RATIO_MARGIN: f32 = 0.25;
 const ANCHOR_MARGIN: f32 = 0.3;
@@ -157,15 +166,17 @@ fn each_triplet(
             later += 1;
         }
         let targets = &peaks[later..];
+        // Saturating: a list out of time order makes odd triplets, never a
+        // panic.
         let count = targets
             .iter()
             .take(TRIPLET_TARGETS)
-            .take_while(|t| t.frame - a.frame <= max_dt)
+            .take_while(|t| t.frame.saturating_sub(a.frame) <= max_dt)
             .count();
         let targets = &targets[..count];
         for (j, &b) in targets.iter().enumerate() {
             for &c in &targets[j + 1..] {
-                if c.frame > b.frame && c.frame - a.frame >= min_dt {
+                if c.frame > b.frame && c.frame.saturating_sub(a.frame) >= min_dt {
                     f(a, b, c);
                 }
             }
@@ -297,11 +308,15 @@ impl TripletIndex {
     }
 
     /// The catalogue twins of `query`'s triplets whose warp is within
-    /// [`MAX_WARP`] (with room for the catalogue bins' rounding).
+    /// [`MAX_WARP`] (with room for the catalogue's rounding: ±15% in
+    /// frequency, ±20% in time), at most [`MAX_TRIPLET_HITS`] of them.
     pub(crate) fn hits(&self, query: &[Triplet], out: &mut Vec<TripletHit>) {
         out.clear();
         let (lo, hi) = (1.0 - MAX_WARP - 0.05, 1.0 + MAX_WARP + 0.05);
         for t in query {
+            if out.len() >= MAX_TRIPLET_HITS {
+                break;
+            }
             let h = t.hash as usize;
             let (from, to) = (self.offsets[h] as usize, self.offsets[h + 1] as usize);
             for (&global, &shape) in self.frames[from..to].iter().zip(&self.shapes[from..to]) {

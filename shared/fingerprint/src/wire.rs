@@ -272,6 +272,14 @@ mod tests {
             SampleFingerprint::decode(&zero),
             Err(WireError::Duration(0))
         );
+        // Version 1 carries one list: a query's two-list blob is refused.
+        let mut two_lists = good[..HEADER].to_vec();
+        let peaks = sample().peaks;
+        two_lists.extend_from_slice(&crate::packed::pack_query(&peaks, &peaks));
+        assert!(matches!(
+            SampleFingerprint::decode(&two_lists),
+            Err(WireError::Peaks(crate::packed::UnpackError::QueryBlob))
+        ));
     }
 
     #[test]

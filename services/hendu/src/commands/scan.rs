@@ -5,9 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use hendu_fingerprint::{
-    AudioReader, DecodeLimits, Fingerprinter, PeakProfile, ScanOptions, Scanner, Segment,
-};
+use hendu_fingerprint::{AudioReader, DecodeLimits, Fingerprinter, ScanOptions, Scanner, Segment};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -92,11 +90,7 @@ pub fn run(args: &ScanArgs) -> Result<i32> {
         .next_chunk()
         .with_context(|| format!("cannot decode {}", args.file.display()))?
     {
-        let fp = fingerprinter.get_or_insert_with(|| {
-            let mut fp = Fingerprinter::new(chunk.sample_rate, PeakProfile::QUERY);
-            fp.keep_sparse();
-            fp
-        });
+        let fp = fingerprinter.get_or_insert_with(|| Fingerprinter::for_query(chunk.sample_rate));
         peaks.clear();
         fp.push(chunk.samples, &mut peaks);
         sparse.clear();
