@@ -86,7 +86,13 @@ async fn fingerprint(
             return Ok((
                 instant_ms(sample.captured_at_ms)?,
                 sample.duration_ms,
-                pack(&sample.peaks, BinPrecision::Fine),
+                // A sensor's sparse peaks (wire version 2) go along, as with
+                // the samples fingerprinted here.
+                if sample.sparse.is_empty() {
+                    pack(&sample.peaks, BinPrecision::Fine)
+                } else {
+                    pack_query(&sample.peaks, &sample.sparse)
+                },
             ));
         }
         SampleBody::Audio { captured_at, audio } => (captured_at, audio),

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::{IMEI, spawn};
 use hendu_fingerprint::Peak;
+use hendu_fingerprint::packed::unpack_query;
 use hendu_fingerprint::wire::{MEDIA_TYPE, SampleFingerprint};
 use hendu_storage::Queue;
 use hendu_storage::model::Role;
@@ -24,6 +25,11 @@ fn fingerprint(at_ms: i64) -> Vec<u8> {
         peaks: vec![Peak {
             frame: 10,
             bin: 40.5,
+        }],
+        // Wire version 2: the sparse peaks the DJ search proposes warps from.
+        sparse: vec![Peak {
+            frame: 12,
+            bin: 60.0,
         }],
     }
     .encode()
@@ -173,6 +179,12 @@ async fn a_device_sample_is_stored_and_queued_only_with_the_right_secret() {
     let stored = app.storage.documents.sample(&id).await.unwrap().unwrap();
     assert_eq!(stored.location.as_deref(), Some("Luque"));
     assert_eq!(stored.duration_ms, 30_000);
+    let sent = SampleFingerprint::decode(&fingerprint(at)).unwrap();
+    assert_eq!(
+        unpack_query(&stored.peaks).unwrap(),
+        (sent.peaks, sent.sparse),
+        "both lists are stored for the recogniser"
+    );
     let queued = app
         .storage
         .queue

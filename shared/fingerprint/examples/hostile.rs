@@ -215,6 +215,7 @@ fn child(name: &str, mode: &str) {
                 captured_at_ms: 0,
                 duration_ms: 30_000,
                 peaks: fingerprint_clip(&clip, PeakProfile::QUERY),
+                sparse: Vec::new(),
             }
             .encode()
         }

@@ -264,6 +264,7 @@ pub fn dense_sample_fingerprint(
         captured_at_ms: 1_790_000_000_000,
         duration_ms,
         peaks: Vec::new(),
+        sparse: Vec::new(),
     };
     let frames = u64::from(sample.frames());
     // A bin step that spreads a frame's peaks over 63 bins of the main band.

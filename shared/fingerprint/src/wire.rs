@@ -1,4 +1,4 @@
-//! The sample fingerprint a sensor sends instead of audio: version 1.
+//! The sample fingerprint a sensor sends instead of audio: versions 1 and 2.
 //!
 //! A device that fingerprints on board sends this (media type
 //! [`MEDIA_TYPE`]) to `POST /v1/devices/{imei}/samples`: a few kilobytes
@@ -7,14 +7,18 @@
 //! | offset | size | field |
 //! | --- | --- | --- |
 //! | 0 | 4 | magic `HNDU` |
-//! | 4 | 1 | format version, `1` |
+//! | 4 | 1 | format version, `1` or `2` |
 //! | 5 | 1 | analysis, `3`: main band 8 kHz, 512-point STFT, hop 128; low band 1 kHz, 256-point STFT, hop 16; [`crate::PeakProfile::QUERY`] |
 //! | 6 | 8 | capture instant of the first sample, Unix milliseconds, signed little-endian |
 //! | 14 | 4 | duration in milliseconds, unsigned little-endian, within (0, 3 600 000] |
-//! | 18 | ... | the peaks, [`crate::packed`] (either precision; fine keeps speed correction exact) |
+//! | 18 | ... | version 1: the peaks, [`crate::packed`] (either precision; fine keeps speed correction exact); version 2: the peaks and the sparse peaks, [`crate::packed::pack_query`] |
 //!
 //! Peaks are the output of [`crate::Fingerprinter`] with the query profile,
-//! frames counted from the start of the sample. A server refuses any other
+//! frames counted from the start of the sample; version 2 adds the sparse
+//! peaks of [`crate::Fingerprinter::for_query`], which let the engine
+//! propose a DJ's tempo or key change (`docs/recognition.md`, "DJs and key
+//! shifts"). [`SampleFingerprint::encode`] writes version 1 when there are
+//! no sparse peaks, so a server of before version 2 still reads them. A server refuses any other
 //! version or analysis rather than guess: both are bumped whenever a
 //! parameter that changes peaks changes.
 //!
@@ -44,18 +48,22 @@
 //!     captured_at_ms: 1_790_000_000_000,
 //!     duration_ms: 30_000,
 //!     peaks: vec![Peak { frame: 4, bin: 51.5 }],
+//!     sparse: vec![],
 //! };
 //! assert_eq!(SampleFingerprint::decode(&sample.encode()).unwrap(), sample);
 //! ```
 
-use crate::packed::{BinPrecision, UnpackError, pack, peak_count, unpack};
+use crate::packed::{
+    BinPrecision, UnpackError, pack, pack_query, peak_count, unpack, unpack_query,
+};
 use crate::params::{FRAME_SECONDS, HOP, SAMPLE_RATE};
 use crate::peaks::Peak;
 
 /// The HTTP media type of an encoded [`SampleFingerprint`].
 pub const MEDIA_TYPE: &str = "application/vnd.hendu.sample-fingerprint";
 pub const MAGIC: &[u8; 4] = b"HNDU";
-pub const VERSION: u8 = 1;
+/// The newest format version this build reads and writes (it reads 1 too).
+pub const VERSION: u8 = 2;
 /// The analysis this build's peaks come from.
 /// (3: a low band, 20-301 Hz, beside the main band; 2 had the main band
 /// from 78 Hz only; 1 took it from 312 Hz.)
@@ -76,7 +84,7 @@ pub enum WireError {
     #[error("not a HENDU sample fingerprint (bad magic or shorter than its header)")]
     NotAFingerprint,
     #[error(
-        "sample fingerprint version {0} is not supported (this server reads version {VERSION})"
+        "sample fingerprint version {0} is not supported (this server reads versions 1 to {VERSION})"
     )]
     Version(u8),
     #[error(
@@ -111,6 +119,8 @@ pub struct SampleFingerprint {
     pub captured_at_ms: i64,
     pub duration_ms: u32,
     pub peaks: Vec<Peak>,
+    /// The sparse peaks (version 2); empty in version 1.
+    pub sparse: Vec<Peak>,
 }
 
 impl SampleFingerprint {
@@ -119,12 +129,17 @@ impl SampleFingerprint {
         frames_in(self.duration_ms)
     }
 
-    /// The version 1 bytes, bins at fine precision.
+    /// The bytes, bins at fine precision: version 2 with sparse peaks,
+    /// version 1 without.
     pub fn encode(&self) -> Vec<u8> {
-        let peaks = pack(&self.peaks, BinPrecision::Fine);
+        let (version, peaks) = if self.sparse.is_empty() {
+            (1, pack(&self.peaks, BinPrecision::Fine))
+        } else {
+            (2, pack_query(&self.peaks, &self.sparse))
+        };
         let mut out = Vec::with_capacity(HEADER + peaks.len());
         out.extend_from_slice(MAGIC);
-        out.push(VERSION);
+        out.push(version);
         out.push(ANALYSIS);
         out.extend_from_slice(&self.captured_at_ms.to_le_bytes());
         out.extend_from_slice(&self.duration_ms.to_le_bytes());
@@ -132,7 +147,7 @@ impl SampleFingerprint {
         out
     }
 
-    /// Reads version 1 bytes.
+    /// Reads version 1 or 2 bytes.
     ///
     /// # Errors
     /// [`WireError`] for anything else; never panics.
@@ -140,8 +155,9 @@ impl SampleFingerprint {
         if bytes.len() < HEADER || &bytes[..4] != MAGIC {
             return Err(WireError::NotAFingerprint);
         }
-        if bytes[4] != VERSION {
-            return Err(WireError::Version(bytes[4]));
+        let version = bytes[4];
+        if !(1..=VERSION).contains(&version) {
+            return Err(WireError::Version(version));
         }
         if bytes[5] != ANALYSIS {
             return Err(WireError::Analysis(bytes[5]));
@@ -164,19 +180,35 @@ impl SampleFingerprint {
                 duration_ms,
             });
         }
-        let peaks = unpack(packed)?;
-        let frames = frames_in(duration_ms);
-        if let Some(p) = peaks.iter().find(|p| p.frame > frames) {
-            return Err(WireError::PeakBeyondEnd {
-                frame: p.frame,
-                frames,
+        // Version 1 holds one list; version 2 a second after it, which the
+        // unpacking bounds by the bytes that describe it.
+        let (peaks, sparse) = if version == 1 {
+            (unpack(packed)?, Vec::new())
+        } else {
+            unpack_query(packed)?
+        };
+        if sparse.len() as u64 > limit {
+            return Err(WireError::TooManyPeaks {
+                peaks: sparse.len() as u64,
+                limit,
+                duration_ms,
             });
         }
-        check_density(&peaks)?;
+        let frames = frames_in(duration_ms);
+        for list in [&peaks, &sparse] {
+            if let Some(p) = list.iter().find(|p| p.frame > frames) {
+                return Err(WireError::PeakBeyondEnd {
+                    frame: p.frame,
+                    frames,
+                });
+            }
+            check_density(list)?;
+        }
         Ok(Self {
             captured_at_ms: i64::from_le_bytes(at),
             duration_ms,
             peaks,
+            sparse,
         })
     }
 }
@@ -240,16 +272,65 @@ mod tests {
                     bin: 200.25,
                 },
             ],
+            sparse: Vec::new(),
         }
+    }
+
+    #[test]
+    fn version_2_carries_the_sparse_peaks_and_version_1_is_still_read() {
+        let plain = sample();
+        let v1 = plain.encode();
+        assert_eq!(v1[4], 1);
+        assert_eq!(SampleFingerprint::decode(&v1), Ok(plain.clone()));
+        let wide = SampleFingerprint {
+            sparse: vec![Peak {
+                frame: 30,
+                bin: 44.0,
+            }],
+            ..plain
+        };
+        let v2 = wide.encode();
+        assert_eq!(v2[4], 2);
+        assert_eq!(SampleFingerprint::decode(&v2), Ok(wide.clone()));
+        // The sparse list meets the same limits as the peaks.
+        let beyond = SampleFingerprint {
+            sparse: vec![Peak {
+                frame: 5000,
+                bin: 44.0,
+            }],
+            ..wide.clone()
+        };
+        assert!(matches!(
+            SampleFingerprint::decode(&beyond.encode()),
+            Err(WireError::PeakBeyondEnd { frame: 5000, .. })
+        ));
+        let crowded = SampleFingerprint {
+            sparse: (0..100)
+                .map(|i| Peak {
+                    frame: 3,
+                    bin: 10.0 + i as f32,
+                })
+                .collect(),
+            ..wide
+        };
+        assert!(matches!(
+            SampleFingerprint::decode(&crowded.encode()),
+            Err(WireError::FrameTooDense { frame: 3, .. })
+        ));
     }
 
     #[test]
     fn other_versions_analyses_and_garbage_are_refused_by_name() {
         let good = sample().encode();
         assert_eq!(SampleFingerprint::decode(&good), Ok(sample()));
-        let mut v2 = good.clone();
-        v2[4] = 2;
-        assert_eq!(SampleFingerprint::decode(&v2), Err(WireError::Version(2)));
+        for version in [0, 3] {
+            let mut other = good.clone();
+            other[4] = version;
+            assert_eq!(
+                SampleFingerprint::decode(&other),
+                Err(WireError::Version(version))
+            );
+        }
         let mut other = good.clone();
         other[5] = 9;
         assert_eq!(
@@ -368,6 +449,7 @@ mod tests {
             captured_at_ms: 0,
             duration_ms: 30_000,
             peaks: crate::fingerprint_clip(&clip, crate::PeakProfile::QUERY),
+            sparse: Vec::new(),
         };
         assert!(sample.peaks.len() > 2_800, "{}", sample.peaks.len());
         let back = SampleFingerprint::decode(&sample.encode()).unwrap();
@@ -380,20 +462,25 @@ mod tests {
             body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3000),
             duration_ms in 1u32..=MAX_DURATION_MS,
             raw in proptest::prelude::any::<bool>(),
+            raw_version in proptest::prelude::any::<bool>(),
         ) {
             // Either bytes from nowhere, or a valid header before them, so
             // that the peaks and the limits are reached.
             let bytes = if raw {
                 body
             } else {
-                let mut b = SampleFingerprint { captured_at_ms: 0, duration_ms, peaks: vec![] }
+                let version = if raw_version { 1 } else { 2 };
+                let mut b = SampleFingerprint { captured_at_ms: 0, duration_ms, peaks: vec![], sparse: vec![] }
                     .encode()[..HEADER]
                     .to_vec();
+                b[4] = version;
                 b.extend(body);
                 b
             };
             if let Ok(s) = SampleFingerprint::decode(&bytes) {
                 proptest::prop_assert!(s.peaks.len() as u64 <= max_peaks(s.duration_ms));
+                proptest::prop_assert!(s.sparse.len() as u64 <= max_peaks(s.duration_ms));
+                proptest::prop_assert!(s.sparse.iter().all(|p| p.frame <= s.frames()));
                 proptest::prop_assert!(s.peaks.iter().all(|p| p.frame <= s.frames()));
                 for frame in s.peaks.chunk_by(|a, b| a.frame == b.frame) {
                     proptest::prop_assert!(frame.len() <= MAX_PEAKS_PER_FRAME as usize);

@@ -40,6 +40,7 @@ fn fingerprint() -> Vec<u8> {
                 bin: 120.25,
             },
         ],
+        sparse: Vec::new(),
     }
     .encode()
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use hendu_fingerprint::resample::Resampler;
 use hendu_fingerprint::wire::SampleFingerprint;
-use hendu_fingerprint::{AudioReader, Clip, DecodeLimits, PeakProfile, fingerprint_clip};
+use hendu_fingerprint::{AudioReader, Clip, DecodeLimits, fingerprint_clip_sparse};
 
 /// The rate audio samples are sent at (the engine analyses at 8 kHz; 16
 /// kHz keeps a margin and is what a cheap board's microphone gives).
@@ -135,17 +135,15 @@ pub fn wav(samples: &[f32]) -> Vec<u8> {
 
 /// The on-device fingerprint of a stretch of audio at [`RATE`].
 pub fn fingerprint(samples: &[f32], captured_at_ms: i64) -> Vec<u8> {
-    let peaks = fingerprint_clip(
-        &Clip {
-            sample_rate: RATE,
-            samples: samples.to_vec(),
-        },
-        PeakProfile::QUERY,
-    );
+    let (peaks, sparse) = fingerprint_clip_sparse(&Clip {
+        sample_rate: RATE,
+        samples: samples.to_vec(),
+    });
     SampleFingerprint {
         captured_at_ms,
         duration_ms: (samples.len() as u64 * 1000 / u64::from(RATE)) as u32,
         peaks,
+        sparse,
     }
     .encode()
 }
@@ -178,7 +176,8 @@ struct Stretch {
 #[derive(Debug, Clone)]
 enum Prebody {
     Wav(Vec<u8>),
-    Peaks(Vec<hendu_fingerprint::Peak>),
+    /// The peaks and the sparse peaks.
+    Peaks(Vec<hendu_fingerprint::Peak>, Vec<hendu_fingerprint::Peak>),
 }
 
 impl Prepared {
@@ -191,13 +190,13 @@ impl Prepared {
                 duration_ms: (part.len() as u64 * 1000 / u64::from(RATE)) as u32,
                 body: match kind {
                     Kind::Audio => Prebody::Wav(wav(part)),
-                    Kind::Fingerprint => Prebody::Peaks(fingerprint_clip(
-                        &Clip {
+                    Kind::Fingerprint => {
+                        let (peaks, sparse) = fingerprint_clip_sparse(&Clip {
                             sample_rate: RATE,
                             samples: part.to_vec(),
-                        },
-                        PeakProfile::QUERY,
-                    )),
+                        });
+                        Prebody::Peaks(peaks, sparse)
+                    }
                 },
             })
             .collect();
@@ -229,11 +228,12 @@ impl Prepared {
             duration_ms: s.duration_ms,
             body: match &s.body {
                 Prebody::Wav(b) => Body::Audio(b.clone()),
-                Prebody::Peaks(p) => Body::Fingerprint(
+                Prebody::Peaks(peaks, sparse) => Body::Fingerprint(
                     SampleFingerprint {
                         captured_at_ms,
                         duration_ms: s.duration_ms,
-                        peaks: p.clone(),
+                        peaks: peaks.clone(),
+                        sparse: sparse.clone(),
                     }
                     .encode(),
                 ),
