@@ -17,10 +17,11 @@
 //! frames counted from the start of the sample; version 2 adds the sparse
 //! peaks of [`crate::Fingerprinter::for_query`], which let the engine
 //! propose a DJ's tempo or key change (`docs/recognition.md`, "DJs and key
-//! shifts"). [`SampleFingerprint::encode`] writes version 1 when there are
-//! no sparse peaks, so a server of before version 2 still reads them. A server refuses any other
-//! version or analysis rather than guess: both are bumped whenever a
-//! parameter that changes peaks changes.
+//! shifts"), and which meet the same limits as the peaks.
+//! [`SampleFingerprint::encode`] writes version 1 when there are no sparse
+//! peaks, so a server older than version 2 still reads them. A server
+//! refuses any other version or analysis rather than guess: both are bumped
+//! whenever a parameter that changes peaks changes.
 //!
 //! # Density limits
 //! A fingerprint is refused, before its peaks cost anything to match, when
