@@ -631,4 +631,126 @@ mod tests {
         stop.cancel();
         running.await.unwrap();
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_key_locked_tempo_is_recognised_from_the_samples_sparse_peaks() {
+        use hendu_fingerprint::packed::pack_query;
+        use hendu_fingerprint::synth::{music, music_warped};
+        use hendu_fingerprint::{Clip, Fingerprinter, PeakProfile, Warp, fingerprint_clip_sparse};
+        use hendu_storage::model::{ContentHash, NewMusic};
+
+        let scratch = Scratch::new();
+        let storage = Storage::embedded(&scratch.0.join("hendu.db"), QueueConfig::default())
+            .await
+            .unwrap();
+        let rate = 22_050;
+        let mut ids = Vec::new();
+        for seed in [1u64, 2, 3] {
+            let mut fp = Fingerprinter::new(rate, PeakProfile::CATALOGUE);
+            let mut peaks = Vec::new();
+            fp.push(&music(seed, 60.0, rate), &mut peaks);
+            fp.finish(&mut peaks);
+            let new = NewMusic::new(
+                &format!("track {seed}"),
+                None,
+                60_000,
+                ContentHash::of(&seed.to_le_bytes()),
+                &format!("track{seed}.wav"),
+            )
+            .unwrap();
+            let stored = storage
+                .add_music(&new, &peaks, fp.frames(), None)
+                .await
+                .unwrap();
+            ids.push(stored.record.id);
+        }
+        let ops = Ops::new("recognition");
+        let live = Arc::new(LiveCatalogue::new(storage.clone(), &ops.metrics));
+        live.resync().await.unwrap();
+        let consumer = Arc::new(Consumer::new(&storage, &ops, live, &config()));
+
+        // 8 s of track 2 with its tempo 8% slower and its key kept, as a
+        // DJ's key-lock plays it: once with its sparse peaks (as the
+        // communication service and the radio monitor store samples), once
+        // without (as a sensor of wire version 1 sends them).
+        let warped = music_warped(
+            2,
+            60.0,
+            rate,
+            Warp {
+                time: 0.92,
+                freq: 1.0,
+            },
+        );
+        let clip = Clip {
+            sample_rate: rate,
+            samples: warped[12 * rate as usize..20 * rate as usize].to_vec(),
+        };
+        let (peaks, sparse) = fingerprint_clip_sparse(&clip);
+        let captured_at = serde_json::from_str::<RawResult>(
+            r#"{"sample_id":"x","source":{"kind":"device","id":1},"captured_at":"2026-03-01T12:00:00Z","matched":null}"#,
+        )
+        .unwrap()
+        .captured_at;
+        let source = Source::Device(1);
+        let wide = NewSample::new(
+            source,
+            None,
+            captured_at,
+            8_000,
+            pack_query(&peaks, &sparse),
+        )
+        .unwrap();
+        let narrow = NewSample::new(
+            source,
+            None,
+            captured_at + Duration::from_secs(30),
+            8_000,
+            pack(&peaks, BinPrecision::Fine),
+        )
+        .unwrap();
+        for s in [&wide, &narrow] {
+            storage.documents.put_sample(s).await.unwrap();
+            let entry = serde_json::to_vec(&SampleQueued {
+                sample_id: s.id.clone(),
+                source,
+            })
+            .unwrap();
+            storage.queue.push(Queue::Samples, &entry).await.unwrap();
+        }
+
+        let stop = CancellationToken::new();
+        let beat = ops.health.worker("samples consumer", ALLOWANCE);
+        let running = {
+            let (consumer, stop) = (consumer.clone(), stop.clone());
+            tokio::spawn(async move { consumer.run(beat, stop).await })
+        };
+        until("the samples are done with", async || {
+            let b = storage.queue.backlog(Queue::Samples).await.unwrap();
+            b.waiting + b.pending == 0
+        })
+        .await;
+        let results = storage
+            .documents
+            .raw_results(source, captured_at, 10)
+            .await
+            .unwrap();
+        let matched = |id: &str| {
+            results
+                .iter()
+                .find(|r| r.sample_id == id)
+                .unwrap_or_else(|| panic!("no result for {id}: {results:?}"))
+                .matched
+                .clone()
+        };
+        let found = matched(&wide.id).expect("the wide search finds it");
+        assert_eq!(found.music_id, ids[1], "{found:?}");
+        assert!(found.confidence > 0.9, "{found:?}");
+        assert!(
+            matched(&narrow.id).is_none_or(|m| m.music_id != ids[1] || m.confidence < 0.9),
+            "the speed grid alone is not expected to reach 8%"
+        );
+        stop.cancel();
+        running.await.unwrap();
+    }
 }
