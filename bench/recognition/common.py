@@ -333,3 +333,14 @@ def render_parallel(cfg: Config, label: str, work: Path, fn, jobs: list, *args) 
             progress.step()
     progress.close()
     return outs
+
+
+def publish_recording(tmp: Path, wav: Path, work: Path, truth_path: Path,
+                      segments: list[dict]) -> None:
+    """Move a mixed recording into place, drop its pieces, and write its truth."""
+    os.replace(tmp, wav)
+    shutil.rmtree(work)
+    frames, rate = wav_frames(wav)
+    write_json(truth_path, {"file": str(wav), "speed": 1.0, "duration_s": frames / rate,
+                            "segments": segments})
+    log(f"scan: wrote {wav} ({frames / rate / 60:.1f} min)")

@@ -6,13 +6,12 @@ play from the middle of one fade to the middle of the next), the rest for refere
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
-from common import (BROADCAST_COMPAND, Config, log, noise_gain, read_json, render_parallel,
-                    rng_for, run, sox_rms, wav_frames, write_json)
+from common import (BROADCAST_COMPAND, Config, log, noise_gain, publish_recording, read_json,
+                    render_parallel, rng_for, run, sox_rms, wav_frames, write_json)
 from queries import BABBLE_WORDS, babble_bank, extract, room
 
 RADIO_RATE = 22050
@@ -173,12 +172,7 @@ def build_radio_hour(cfg: Config, corpus: dict) -> tuple[Path, Path]:
     log("scan: mixing the radio hour")
     run(["sox", "-R", "-m", *inputs, "-b", "16", tmp, "gain", "-n", "-3", *BROADCAST_COMPAND,
          "gain", "-n", "-1"])
-    os.replace(tmp, wav)
-    shutil.rmtree(work)
-    frames, rate = wav_frames(wav)
-    write_json(truth_path, {"file": str(wav), "speed": 1.0, "duration_s": frames / rate,
-                            "segments": timeline})
-    log(f"scan: wrote {wav} ({frames / rate / 60:.1f} min)")
+    publish_recording(tmp, wav, work, truth_path, timeline)
     return wav, truth_path
 
 

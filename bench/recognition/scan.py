@@ -10,9 +10,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from common import (BROADCAST_COMPAND, BenchError, Config, log, median, noise_gain, read_json,
-                    render_parallel, require_tools, rng_for, run, run_timed, sox_rms,
-                    wav_frames, write_json)
+from common import (BROADCAST_COMPAND, BenchError, Config, log, median, noise_gain,
+                    publish_recording, read_json, render_parallel, require_tools, rng_for, run,
+                    run_timed, sox_rms, wav_frames, write_json)
 from long_sets import build_dj_room, build_radio_hour
 from queries import extract, noise_bank
 from runner import binary_version, check_binary, index, same_file, store_is_fresh
@@ -231,12 +231,7 @@ def build_dj(cfg: Config, corpus: dict) -> tuple[Path, Path]:
     # the count), then the set normalised: at most two overlap, in a fade.
     inputs = [arg for out in outs for arg in ("-v", "1", out)]
     run(["sox", "-R", "-m", *inputs, tmp, "gain", "-n", "-1"])
-    os.replace(tmp, wav)
-    shutil.rmtree(work)
-    frames, _ = wav_frames(wav)
-    write_json(truth_path, {"file": str(wav), "speed": 1.0, "duration_s": frames / RATE,
-                            "segments": timeline})
-    log(f"scan: wrote {wav} ({frames / RATE / 60:.1f} min)")
+    publish_recording(tmp, wav, work, truth_path, timeline)
     return wav, truth_path
 
 

@@ -495,6 +495,45 @@ mod tests {
         }
     }
 
+    /// A consumer of `storage`'s samples, its catalogue loaded.
+    async fn loaded_consumer(storage: &Storage) -> (Ops, Arc<Consumer>) {
+        let ops = Ops::new("recognition");
+        let live = Arc::new(LiveCatalogue::new(storage.clone(), &ops.metrics));
+        live.resync().await.unwrap();
+        let consumer = Arc::new(Consumer::new(storage, &ops, live, &config()));
+        (ops, consumer)
+    }
+
+    /// A capture instant, read from a result (this crate does not name the
+    /// time crate).
+    fn a_result() -> RawResult {
+        serde_json::from_str(
+            r#"{"sample_id":"x","source":{"kind":"device","id":1},"captured_at":"2026-03-01T12:00:00Z","matched":null}"#,
+        )
+        .unwrap()
+    }
+
+    /// Starts `consumer` and waits until the samples queue is worked off;
+    /// cancel the token and await the handle to stop it.
+    async fn work_off(
+        storage: &Storage,
+        ops: &Ops,
+        consumer: &Arc<Consumer>,
+    ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+        let stop = CancellationToken::new();
+        let beat = ops.health.worker("samples consumer", ALLOWANCE);
+        let running = {
+            let (consumer, stop) = (consumer.clone(), stop.clone());
+            tokio::spawn(async move { consumer.run(beat, stop).await })
+        };
+        until("the samples are done with", async || {
+            let b = storage.queue.backlog(Queue::Samples).await.unwrap();
+            b.waiting + b.pending == 0
+        })
+        .await;
+        (stop, running)
+    }
+
     async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
         let started = Instant::now();
         while !done().await {
@@ -509,17 +548,8 @@ mod tests {
         let storage = Storage::embedded(&scratch.0.join("hendu.db"), QueueConfig::default())
             .await
             .unwrap();
-        let ops = Ops::new("recognition");
-        let live = Arc::new(LiveCatalogue::new(storage.clone(), &ops.metrics));
-        live.resync().await.unwrap();
-        let consumer = Arc::new(Consumer::new(&storage, &ops, live, &config()));
-
-        // A capture instant (this crate does not name the time crate).
-        let captured_at = serde_json::from_str::<RawResult>(
-            r#"{"sample_id":"x","source":{"kind":"device","id":1},"captured_at":"2026-03-01T12:00:00Z","matched":null}"#,
-        )
-        .unwrap()
-        .captured_at;
+        let (ops, consumer) = loaded_consumer(&storage).await;
+        let captured_at = a_result().captured_at;
         let source = Source::Device(1);
         let good = NewSample::new(
             source,
@@ -547,17 +577,7 @@ mod tests {
         q.push(Queue::Samples, &entry(&damaged.id)).await.unwrap();
         q.push(Queue::Samples, &entry(&good.id)).await.unwrap();
 
-        let stop = CancellationToken::new();
-        let beat = ops.health.worker("samples consumer", ALLOWANCE);
-        let running = {
-            let (consumer, stop) = (consumer.clone(), stop.clone());
-            tokio::spawn(async move { consumer.run(beat, stop).await })
-        };
-        until("the samples are done with", async || {
-            let b = q.backlog(Queue::Samples).await.unwrap();
-            b.waiting + b.pending == 0
-        })
-        .await;
+        let (stop, running) = work_off(&storage, &ops, &consumer).await;
 
         // Entries are worked on concurrently, so they reach the dead letters
         // in no set order.
@@ -664,10 +684,7 @@ mod tests {
                 .unwrap();
             ids.push(stored.record.id);
         }
-        let ops = Ops::new("recognition");
-        let live = Arc::new(LiveCatalogue::new(storage.clone(), &ops.metrics));
-        live.resync().await.unwrap();
-        let consumer = Arc::new(Consumer::new(&storage, &ops, live, &config()));
+        let (ops, consumer) = loaded_consumer(&storage).await;
 
         // 8 s of track 2 with its tempo 8% slower and its key kept, as a
         // DJ's key-lock plays it: once with its sparse peaks (as the
@@ -687,11 +704,7 @@ mod tests {
             samples: warped[12 * rate as usize..20 * rate as usize].to_vec(),
         };
         let (peaks, sparse) = fingerprint_clip_sparse(&clip);
-        let captured_at = serde_json::from_str::<RawResult>(
-            r#"{"sample_id":"x","source":{"kind":"device","id":1},"captured_at":"2026-03-01T12:00:00Z","matched":null}"#,
-        )
-        .unwrap()
-        .captured_at;
+        let captured_at = a_result().captured_at;
         let source = Source::Device(1);
         let wide = NewSample::new(
             source,
@@ -719,17 +732,7 @@ mod tests {
             storage.queue.push(Queue::Samples, &entry).await.unwrap();
         }
 
-        let stop = CancellationToken::new();
-        let beat = ops.health.worker("samples consumer", ALLOWANCE);
-        let running = {
-            let (consumer, stop) = (consumer.clone(), stop.clone());
-            tokio::spawn(async move { consumer.run(beat, stop).await })
-        };
-        until("the samples are done with", async || {
-            let b = storage.queue.backlog(Queue::Samples).await.unwrap();
-            b.waiting + b.pending == 0
-        })
-        .await;
+        let (stop, running) = work_off(&storage, &ops, &consumer).await;
         let results = storage
             .documents
             .raw_results(source, captured_at, 10)
