@@ -42,19 +42,21 @@ impl Catalog {
             .block_on(store.storage.load_catalogue())
             .context("cannot load the catalogue")?;
         let fetch_time = started.elapsed();
-        let built = CatalogueIndex::build(&loaded.tracks);
+        let (built, refused) = CatalogueIndex::build(&loaded.tracks);
         let damaged = loaded
             .damaged
             .into_iter()
-            .chain(built.refused)
+            .chain(refused)
             .map(|(m, why)| (m.source, why))
             .collect();
+        // A fresh build numbers its tracks from 0 without gaps.
         let tracks = built
-            .musics
-            .into_iter()
+            .index
+            .tracks()
+            .filter_map(|t| built.music(t))
             .map(|m| TrackMeta {
-                source: m.source,
-                title: m.title,
+                source: m.source.clone(),
+                title: m.title.clone(),
                 duration_s: f64::from(m.duration_ms) / 1000.0,
             })
             .collect();

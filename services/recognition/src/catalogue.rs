@@ -1,67 +1,87 @@
 //! The live catalogue index.
 //!
-//! The tracks are kept as loaded from the store; the searchable index is
-//! rebuilt from them (off the async threads) after every change and swapped
-//! in whole, so a search always sees one consistent catalogue. Rebuilding
-//! the development corpus (6 h of audio) takes about 60 ms.
+//! The index is loaded from the store at start-up, a track at a time as the
+//! blocks arrive, and then changed in place of rebuilt: the tracks of a
+//! `MusicAdded` event (events arriving together share one) become a small
+//! new part of the index, searchable as soon as their fingerprints are read
+//! (milliseconds); a `MusicRemoved` track is skipped by every search from
+//! then on and dropped at the next merge. Merges run off to one side while
+//! the index goes on serving and changing (`Index::merge_due` says when and
+//! which parts), and each change swaps in a new value, so a search always
+//! sees one consistent catalogue. The fingerprints are held once, in the
+//! index.
 //!
-//! Changes arrive as events: `MusicAdded` loads that music's blocks (if it
-//! is still ready), `MusicRemoved` drops it; events that arrive together are
-//! applied with one rebuild. Events are fire and forget, so the catalogue is
-//! also compared with the store's list of ready musics every resync period
-//! and after every reconnection of the subscription.
+//! Events are fire and forget, so the catalogue is also compared with the
+//! store's list of ready musics every resync period and after every
+//! reconnection of the subscription.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use hendu_fingerprint::Merged;
 use hendu_service::{Heartbeat, Metrics};
 use hendu_storage::catalogue::{CatalogueIndex, LoadedTrack, join_blocks};
-use hendu_storage::model::{MusicId, MusicState};
+use hendu_storage::model::{Music, MusicId, MusicState};
 use hendu_storage::{Event, Storage, StorageError};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// The keeper beats at least this often.
 pub const BEAT_EVERY: Duration = Duration::from_secs(5);
-/// Events arriving within this time of each other share one rebuild.
+/// Events arriving within this time of each other share one part.
 const SETTLE: Duration = Duration::from_millis(50);
 
 #[derive(Debug)]
 pub struct LiveCatalogue {
     storage: Storage,
-    tracks: Mutex<BTreeMap<MusicId, Arc<LoadedTrack>>>,
     current: RwLock<Option<Arc<CatalogueIndex>>>,
+    /// One change at a time (the keeper's, and a test's).
+    changing: tokio::sync::Mutex<()>,
     loaded: AtomicBool,
     size: Gauge,
-    rebuilds: Counter,
+    parts: Gauge,
+    bytes: Gauge,
+    merges: Counter,
 }
 
 impl LiveCatalogue {
     pub fn new(storage: Storage, metrics: &Metrics) -> Self {
-        let size = Gauge::default();
-        let rebuilds = Counter::default();
+        let (size, parts, bytes, merges) = Default::default();
         metrics.register(
             "catalogue_tracks",
             "Tracks in this replica's index",
-            size.clone(),
+            Clone::clone(&size),
         );
         metrics.register(
-            "catalogue_rebuilds",
-            "Times the index was rebuilt after a catalogue change",
-            rebuilds.clone(),
+            "catalogue_index_parts",
+            "Parts this replica's index is made of (new tracks make one each, merges join them)",
+            Clone::clone(&parts),
+        );
+        metrics.register(
+            "catalogue_index_bytes",
+            "Memory held by this replica's index",
+            Clone::clone(&bytes),
+        );
+        metrics.register(
+            "catalogue_merges",
+            "Merges of the index's parts done",
+            Clone::clone(&merges),
         );
         Self {
             storage,
-            tracks: Mutex::new(BTreeMap::new()),
             current: RwLock::new(None),
+            changing: tokio::sync::Mutex::new(()),
             loaded: AtomicBool::new(false),
             size,
-            rebuilds,
+            parts,
+            bytes,
+            merges,
         }
     }
 
@@ -77,15 +97,21 @@ impl LiveCatalogue {
         self.loaded.load(Ordering::Acquire)
     }
 
-    fn held(&self) -> std::sync::MutexGuard<'_, BTreeMap<MusicId, Arc<LoadedTrack>>> {
-        self.tracks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn publish(&self, next: CatalogueIndex) {
+        self.size.set(next.len() as i64);
+        self.parts.set(next.index.parts() as i64);
+        self.bytes.set(next.index.bytes() as i64);
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(next));
     }
 
-    /// Loads everything, then follows the events until `stop`.
+    /// Loads everything, then follows the events until `stop`; merges the
+    /// index's parts when they are due.
     pub async fn keep_current(&self, resync: Duration, beat: Heartbeat, stop: CancellationToken) {
         let mut backoff = Duration::from_millis(200);
+        let mut merging: Option<JoinHandle<Merged>> = None;
         while !stop.is_cancelled() {
             beat.pace().await;
             beat.beat();
@@ -112,8 +138,18 @@ impl LiveCatalogue {
             loop {
                 beat.pace().await;
                 beat.beat();
+                if merging.is_none() {
+                    merging = self.start_merge();
+                }
                 tokio::select! {
                     () = stop.cancelled() => return,
+                    merged = async { merging.as_mut().expect("guarded").await }, if merging.is_some() => {
+                        merging = None;
+                        match merged {
+                            Ok(merged) => self.finish_merge(merged).await,
+                            Err(e) => tracing::error!(error = %e, "merging the index's parts failed"),
+                        }
+                    }
                     event = events.next() => {
                         let Some(event) = event else {
                             tracing::warn!("catalogue events ended; subscribing again");
@@ -141,24 +177,57 @@ impl LiveCatalogue {
         }
     }
 
-    /// Applies catalogue events, then rebuilds once.
+    /// A merge of the parts that are due for one, started off the async threads.
+    fn start_merge(&self) -> Option<JoinHandle<Merged>> {
+        let catalogue = self.current()?;
+        let from = catalogue.index.merge_due()?;
+        tracing::debug!(
+            parts = catalogue.index.parts() - from,
+            of = catalogue.index.parts(),
+            "merging the index's parts"
+        );
+        Some(tokio::task::spawn_blocking(move || {
+            catalogue.index.merge(from)
+        }))
+    }
+
+    async fn finish_merge(&self, merged: Merged) {
+        let _changing = self.changing.lock().await;
+        let Some(catalogue) = self.current() else {
+            return;
+        };
+        self.merges.inc();
+        self.publish(catalogue.with_merged(merged));
+    }
+
+    /// Applies catalogue events: the musics added become one new part of
+    /// the index, the musics removed are dropped.
     ///
     /// # Errors
     /// [`StorageError`] when an added music cannot be read.
     pub async fn apply(&self, events: &[Event]) -> Result<(), StorageError> {
-        let mut changed = false;
+        let _changing = self.changing.lock().await;
+        let Some(catalogue) = self.current() else {
+            // Not loaded yet: the load will read the store as it is.
+            return Ok(());
+        };
+        let mut added = Vec::new();
+        let mut removed = BTreeSet::new();
         for event in events {
             match *event {
-                Event::MusicAdded { music_id } => {
-                    let track = self.load_one(music_id).await?;
-                    let mut held = self.held();
-                    changed |= match track {
-                        Some(t) => held.insert(music_id, Arc::new(t)).is_none(),
-                        None => held.remove(&music_id).is_some(),
-                    };
-                }
+                Event::MusicAdded { music_id } => match self.load_one(music_id).await? {
+                    Some(track) => {
+                        removed.remove(&music_id);
+                        added.retain(|t: &LoadedTrack| t.music.id != music_id);
+                        added.push(track);
+                    }
+                    None => {
+                        removed.insert(music_id);
+                    }
+                },
                 Event::MusicRemoved { music_id } => {
-                    changed |= self.held().remove(&music_id).is_some();
+                    added.retain(|t| t.music.id != music_id);
+                    removed.insert(music_id);
                 }
                 Event::PlayRecognised { .. }
                 | Event::StationDown { .. }
@@ -166,9 +235,38 @@ impl LiveCatalogue {
                 | Event::StationBack { .. } => {}
             }
         }
-        if changed {
-            self.rebuild().await;
+        let removed: Vec<MusicId> = removed
+            .into_iter()
+            .filter(|&id| catalogue.contains(id))
+            .collect();
+        added.retain(|t| !catalogue.contains(t.music.id));
+        if added.is_empty() && removed.is_empty() {
+            return Ok(());
         }
+        let started = Instant::now();
+        let changed = tokio::task::spawn_blocking(move || {
+            let kept = catalogue.without(&removed);
+            let (next, refused) = kept.with_added(&added);
+            (next, refused, added.len(), removed.len())
+        })
+        .await;
+        let (next, refused, added, removed) = match changed {
+            Ok(changed) => changed,
+            Err(e) => {
+                tracing::error!(error = %e, "changing the index failed");
+                return Ok(());
+            }
+        };
+        log_refused(&refused);
+        tracing::debug!(
+            added,
+            removed,
+            tracks = next.len(),
+            parts = next.index.parts(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "index changed"
+        );
+        self.publish(next);
         Ok(())
     }
 
@@ -179,60 +277,62 @@ impl LiveCatalogue {
     /// [`StorageError`] from the store.
     pub async fn resync(&self) -> Result<(), StorageError> {
         if !self.is_loaded() {
-            let started = Instant::now();
-            let loaded = self.storage.load_catalogue().await?;
-            for (music, why) in &loaded.damaged {
-                tracing::error!(music = music.id, reason = %why, "a catalogue track cannot be loaded; it will not be matched");
-            }
-            *self.held() = loaded
-                .tracks
-                .into_iter()
-                .map(|t| (t.music.id, Arc::new(t)))
-                .collect();
-            self.rebuild().await;
-            self.loaded.store(true, Ordering::Release);
-            tracing::info!(
-                tracks = self.held().len(),
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "catalogue loaded"
-            );
-            return Ok(());
+            return self.load().await;
         }
         let ready = self.storage.all_musics(MusicState::Ready).await?;
-        let (missing, extra) = {
-            let held = self.held();
-            let ready_ids: std::collections::BTreeSet<MusicId> =
-                ready.iter().map(|m| m.id).collect();
-            let missing: Vec<MusicId> = ready_ids
-                .iter()
-                .filter(|id| !held.contains_key(id))
-                .copied()
-                .collect();
-            let extra: Vec<MusicId> = held
-                .keys()
-                .filter(|id| !ready_ids.contains(id))
-                .copied()
-                .collect();
-            (missing, extra)
+        let Some(catalogue) = self.current() else {
+            return Ok(());
         };
-        if missing.is_empty() && extra.is_empty() {
+        let ready_ids: BTreeSet<MusicId> = ready.iter().map(|m| m.id).collect();
+        let missing = ready_ids.iter().filter(|&&id| !catalogue.contains(id));
+        let extra = catalogue.music_ids().filter(|id| !ready_ids.contains(id));
+        let events: Vec<Event> = missing
+            .map(|&music_id| Event::MusicAdded { music_id })
+            .chain(extra.map(|music_id| Event::MusicRemoved { music_id }))
+            .collect();
+        if events.is_empty() {
             return Ok(());
         }
         tracing::info!(
-            added = missing.len(),
-            removed = extra.len(),
+            changes = events.len(),
             "resync found catalogue changes the events did not bring"
         );
-        let events: Vec<Event> = missing
-            .into_iter()
-            .map(|music_id| Event::MusicAdded { music_id })
-            .chain(
-                extra
-                    .into_iter()
-                    .map(|music_id| Event::MusicRemoved { music_id }),
-            )
-            .collect();
         self.apply(&events).await
+    }
+
+    /// The first load: the store's tracks, a track at a time, into one part
+    /// built off the async threads.
+    async fn load(&self) -> Result<(), StorageError> {
+        let _changing = self.changing.lock().await;
+        let started = Instant::now();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<LoadedTrack>(64);
+        let building = tokio::task::spawn_blocking(move || {
+            let mut builder = CatalogueIndex::builder();
+            while let Some(track) = rx.blocking_recv() {
+                builder.add(&track);
+            }
+            builder.build()
+        });
+        let damaged = self.storage.send_catalogue(tx).await;
+        let built = building.await;
+        for (music, why) in damaged? {
+            tracing::error!(music = music.id, reason = %why, "a catalogue track cannot be loaded; it will not be matched");
+        }
+        let (catalogue, refused) = built.map_err(|e| {
+            StorageError::Io(std::io::Error::other(format!(
+                "building the index failed: {e}"
+            )))
+        })?;
+        log_refused(&refused);
+        tracing::info!(
+            tracks = catalogue.len(),
+            mb = catalogue.index.bytes() / 1_000_000,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "catalogue loaded"
+        );
+        self.publish(catalogue);
+        self.loaded.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// One music's track, if it is ready and whole.
@@ -270,34 +370,11 @@ impl LiveCatalogue {
             frames,
         }))
     }
+}
 
-    async fn rebuild(&self) {
-        let tracks: Vec<Arc<LoadedTrack>> = self.held().values().cloned().collect();
-        let started = Instant::now();
-        let built =
-            tokio::task::spawn_blocking(move || CatalogueIndex::build(tracks.iter().map(|t| &**t)))
-                .await;
-        let built = match built {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "rebuilding the index failed");
-                return;
-            }
-        };
-        for (music, why) in &built.refused {
-            tracing::error!(music = music.id, reason = %why, "the index cannot take a track");
-        }
-        self.size.set(built.musics.len() as i64);
-        self.rebuilds.inc();
-        tracing::debug!(
-            tracks = built.musics.len(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "index rebuilt"
-        );
-        *self
-            .current
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(built));
+fn log_refused(refused: &[(Music, String)]) {
+    for (music, why) in refused {
+        tracing::error!(music = music.id, reason = %why, "the index cannot take a track");
     }
 }
 
@@ -376,6 +453,115 @@ mod tests {
         watching.cancel();
         watcher.await.unwrap();
         seen.load(Ordering::Relaxed)
+    }
+
+    /// A catalogue music of 30 s of synthetic music, and a 6 s query of it.
+    async fn a_music(
+        storage: &Storage,
+        seed: u64,
+    ) -> (
+        MusicId,
+        Vec<hendu_fingerprint::Peak>,
+        Vec<hendu_fingerprint::Peak>,
+    ) {
+        use hendu_fingerprint::synth::music;
+        use hendu_fingerprint::{Clip, PeakProfile, fingerprint_clip, fingerprint_clip_sparse};
+        use hendu_storage::model::{ContentHash, NewMusic};
+        let rate = 8000;
+        let samples = music(seed, 30.0, rate);
+        let peaks = fingerprint_clip(
+            &Clip {
+                sample_rate: rate,
+                samples: samples.clone(),
+            },
+            PeakProfile::CATALOGUE,
+        );
+        let new = NewMusic::new(
+            &format!("Track {seed}"),
+            None,
+            30_000,
+            ContentHash::of(&seed.to_le_bytes()),
+            &format!("track{seed}.ogg"),
+        )
+        .unwrap();
+        let frames = (30.0 / hendu_fingerprint::params::FRAME_SECONDS) as u32;
+        let music = storage
+            .add_music(&new, &peaks, frames, None)
+            .await
+            .unwrap()
+            .record;
+        let excerpt = Clip {
+            sample_rate: rate,
+            samples: samples[10 * rate as usize..16 * rate as usize].to_vec(),
+        };
+        let (query, sparse) = fingerprint_clip_sparse(&excerpt);
+        (music.id, query, sparse)
+    }
+
+    /// The music a query is recognised as, if any.
+    fn recognised(live: &LiveCatalogue, query: &[hendu_fingerprint::Peak]) -> Option<MusicId> {
+        use hendu_fingerprint::{SearchOptions, Searcher};
+        let catalogue = live.current().expect("loaded");
+        let found =
+            catalogue
+                .index
+                .search(query, &SearchOptions::default(), &mut Searcher::default())?;
+        (found.confidence > 0.5).then(|| catalogue.music(found.track).expect("held").id)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn musics_added_and_removed_are_searched_at_once_and_merged_later() {
+        let dir = std::env::temp_dir().join(format!(
+            "hendu-live-catalogue-{}-{}",
+            std::process::id(),
+            Instant::now().elapsed().as_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let storage =
+            Storage::embedded(&dir.join("hendu.db"), hendu_storage::QueueConfig::default())
+                .await
+                .unwrap();
+        let (first, first_query, _) = a_music(&storage, 1).await;
+        let (second, second_query, _) = a_music(&storage, 2).await;
+        let live = LiveCatalogue::new(storage.clone(), &Metrics::new("recognition"));
+        live.resync().await.unwrap();
+        let parts = |live: &LiveCatalogue| live.current().unwrap().index.parts();
+        assert_eq!(parts(&live), 1);
+        assert_eq!(recognised(&live, &first_query), Some(first));
+
+        // A new music: one new part, found at once; the first is as it was.
+        let (third, third_query, _) = a_music(&storage, 3).await;
+        assert_eq!(recognised(&live, &third_query), None);
+        live.apply(&[Event::MusicAdded { music_id: third }])
+            .await
+            .unwrap();
+        assert_eq!(parts(&live), 2);
+        assert_eq!(recognised(&live, &third_query), Some(third));
+        assert_eq!(recognised(&live, &second_query), Some(second));
+
+        // A deleted music is no longer found; its postings wait for a merge,
+        // which removals of an eighth of the catalogue make due.
+        storage.delete_music(first).await.unwrap();
+        live.apply(&[Event::MusicRemoved { music_id: first }])
+            .await
+            .unwrap();
+        assert_eq!(recognised(&live, &first_query), None);
+        let before = live.current().unwrap();
+        assert_eq!((before.len(), before.index.removed()), (2, 1));
+        let merge = live.start_merge().expect("a merge is due");
+        live.finish_merge(merge.await.unwrap()).await;
+        let after = live.current().unwrap();
+        assert_eq!(
+            (after.len(), after.index.removed(), after.index.parts()),
+            (2, 0, 1)
+        );
+        assert!(after.index.bytes() < before.index.bytes());
+        assert_eq!(recognised(&live, &second_query), Some(second));
+        assert_eq!(recognised(&live, &third_query), Some(third));
+        assert_eq!(recognised(&live, &first_query), None);
+        assert!(live.start_merge().is_none());
+        drop(storage);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -376,10 +376,11 @@ impl Consumer {
             let found = catalogue
                 .index
                 .search_wide(&peaks, &sparse, &options, &mut searcher);
-            let matched = found.map(|c| {
-                let music = &catalogue.musics[c.track as usize];
+            let matched = found.and_then(|c| {
+                // A candidate is a track the index holds, which has its music.
+                let music = catalogue.music(c.track)?;
                 let (a, b) = c.track_span_s();
-                (
+                Some((
                     c.confidence,
                     RawMatch {
                         music_id: music.id,
@@ -388,7 +389,7 @@ impl Consumer {
                         score: f64::from(c.score),
                         confidence: f64::from(c.confidence),
                     },
-                )
+                ))
             });
             (searcher, matched)
         })

@@ -24,13 +24,16 @@
 //! 3. **Strength and confidence** ([`strength`], [`confidence`]): the vote
 //!    margin over the best other track, plus half the verification z-score.
 
-use crate::hashes::{Landmark, Warp, catalogue_landmarks, query_landmarks};
-use crate::params::{BIN_LIMIT, CATALOGUE_FAN_OUT, FRAME_SECONDS, HASH_BITS, PAIR_MAX_DT};
+use std::sync::Arc;
+
+use crate::hashes::{Landmark, Warp, query_landmarks};
+use crate::params::{FRAME_SECONDS, PAIR_MAX_DT};
+use crate::parts::{self, Merged, PEAK_BIN_BITS, PackedPeak, Part};
 use crate::peaks::Peak;
-use crate::triplets::{
-    self, MAX_WARP, Triplet, TripletHit, TripletIndex, catalogue_triplets, query_triplets,
-};
+use crate::triplets::{self, MAX_WARP, Triplet, TripletHit, query_triplets};
 use crate::verify::{QueryGrid, Verdict, verify};
+
+use crate::parts::IndexBuilder;
 
 /// Dense id of a track inside one [`Index`], in insertion order.
 pub type TrackId = u32;
@@ -55,144 +58,27 @@ fn pairable(peaks: &[Peak], time: f32) -> &[Peak] {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum IndexError {
-    /// The global timeline (`u32` frames, about 2 years of audio) is full.
-    #[error("the index is full: at most about two years of audio fit in one index")]
+    /// The global timeline (`u32` frames, about 2 years of audio, gaps
+    /// and removed tracks included) or one part's postings (`u32` offsets,
+    /// about a year of audio) are full: the catalogue needs sharding.
+    #[error("the index is full: one index holds about a year of audio; shard the catalogue")]
     Full,
     /// One track longer than an index can address (about 37 hours).
     #[error("the track is too long to index (more than about 37 hours)")]
     TrackTooLong,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct TrackSpan {
-    start: u32,
-    frames: u32,
-    /// Range of this track's peaks in [`Index::peaks`].
-    peaks_from: u32,
-    peaks_to: u32,
-}
-
-/// A catalogue peak packed as `frame << PEAK_BIN_BITS | bin`.
-type PackedPeak = u32;
-
-/// Bits of a [`PackedPeak`] that hold the bin; the frame has the rest.
-pub(crate) const PEAK_BIN_BITS: u32 = 9;
-
-/// The bin of a [`PackedPeak`].
-pub(crate) const BIN_MASK: u32 = (1 << PEAK_BIN_BITS) - 1;
-
-const _: () = assert!(BIN_LIMIT <= 1 << PEAK_BIN_BITS);
-
-fn pack_peak(p: &Peak) -> PackedPeak {
-    (p.frame << PEAK_BIN_BITS) | p.bin.round().clamp(0.0, (BIN_LIMIT - 1) as f32) as u32
-}
-
-/// Collects catalogue fingerprints, then builds an [`Index`].
-#[derive(Debug, Default)]
-pub struct IndexBuilder {
-    landmarks: Vec<Landmark>,
-    tracks: Vec<TrackSpan>,
-    peaks: Vec<PackedPeak>,
-    scratch: Vec<Landmark>,
-    triplets: Vec<(u32, u32, u16)>,
-    triplet_scratch: Vec<Triplet>,
-}
-
-impl IndexBuilder {
-    /// An empty builder.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Adds a track from its catalogue peaks (see
-    /// [`crate::params::PeakProfile::CATALOGUE`], in time order) and its
-    /// length in frames.
-    ///
-    /// # Errors
-    /// [`IndexError::Full`] when the timeline cannot take the track.
-    pub fn add(&mut self, peaks: &[Peak], frames: u32) -> Result<TrackId, IndexError> {
-        let start = self.tracks.last().map_or(u64::from(TRACK_GAP_FRAMES), |t| {
-            u64::from(t.start) + u64::from(t.frames) + u64::from(TRACK_GAP_FRAMES)
-        });
-        let end = start + u64::from(frames) + u64::from(TRACK_GAP_FRAMES);
-        if frames >= 1 << (32 - PEAK_BIN_BITS) {
-            return Err(IndexError::TrackTooLong);
-        }
-        if end > u64::from(u32::MAX) {
-            return Err(IndexError::Full);
-        }
-        let start = start as u32;
-        self.scratch.clear();
-        catalogue_landmarks(peaks, CATALOGUE_FAN_OUT, &mut self.scratch);
-        self.landmarks.extend(self.scratch.iter().map(|l| Landmark {
-            hash: l.hash,
-            frame: start + l.frame.min(frames),
-        }));
-        self.triplet_scratch.clear();
-        catalogue_triplets(peaks, &mut self.triplet_scratch);
-        self.triplets.extend(
-            self.triplet_scratch
-                .iter()
-                .filter(|t| t.frame < frames)
-                .map(|t| triplets::entry(t, start + t.frame)),
-        );
-        let peaks_from = self.peaks.len() as u32;
-        self.peaks
-            .extend(peaks.iter().filter(|p| p.frame < frames).map(pack_peak));
-        self.tracks.push(TrackSpan {
-            start,
-            frames,
-            peaks_from,
-            peaks_to: self.peaks.len() as u32,
-        });
-        Ok((self.tracks.len() - 1) as TrackId)
-    }
-
-    /// Number of tracks added so far.
-    pub fn len(&self) -> usize {
-        self.tracks.len()
-    }
-
-    /// True when no track was added.
-    pub fn is_empty(&self) -> bool {
-        self.tracks.is_empty()
-    }
-
-    /// Sorts the postings by hash (a counting sort: linear time).
-    pub fn build(self) -> Index {
-        let buckets = 1usize << HASH_BITS;
-        let mut offsets = vec![0u32; buckets + 1];
-        for l in &self.landmarks {
-            offsets[l.hash as usize + 1] += 1;
-        }
-        for i in 0..buckets {
-            offsets[i + 1] += offsets[i];
-        }
-        let mut cursor = offsets.clone();
-        let mut postings = vec![0u32; self.landmarks.len()];
-        for l in &self.landmarks {
-            let slot = &mut cursor[l.hash as usize];
-            postings[*slot as usize] = l.frame;
-            *slot += 1;
-        }
-        Index {
-            offsets,
-            postings,
-            tracks: self.tracks,
-            peaks: self.peaks,
-            triplets: TripletIndex::build(&self.triplets),
-        }
-    }
-}
-
-/// The searchable catalogue.
-#[derive(Debug)]
+/// The searchable catalogue: parts on one global timeline, and the ids of
+/// removed tracks (see [`crate::parts`]). Cloning shares the parts.
+#[derive(Debug, Clone, Default)]
 pub struct Index {
-    offsets: Vec<u32>,
-    postings: Vec<u32>,
-    tracks: Vec<TrackSpan>,
-    peaks: Vec<PackedPeak>,
-    triplets: TripletIndex,
+    parts: Vec<Arc<Part>>,
+    /// Sorted.
+    removed: Arc<Vec<TrackId>>,
+    /// Where the next part's timeline starts, and its first id.
+    end: u32,
+    next_id: TrackId,
+    live: usize,
 }
 
 /// How [`Index::search`] explores speed changes and when it stops.
@@ -340,37 +226,231 @@ pub fn confidence(strength: f32) -> f32 {
 }
 
 impl Index {
-    /// Number of tracks.
+    pub(crate) fn from_parts(parts: Vec<Arc<Part>>, end: u32, next_id: TrackId) -> Self {
+        let live = parts.iter().map(|p| p.tracks.len()).sum();
+        Self {
+            parts,
+            removed: Arc::default(),
+            end,
+            next_id,
+            live,
+        }
+    }
+
+    /// Number of tracks (removed ones not counted).
     pub fn len(&self) -> usize {
-        self.tracks.len()
+        self.live
     }
 
     /// True when the index holds no track.
     pub fn is_empty(&self) -> bool {
-        self.tracks.is_empty()
+        self.live == 0
     }
 
-    /// Number of postings (landmarks) stored.
+    /// Number of postings (landmarks) stored, removed tracks' included.
     pub fn postings(&self) -> usize {
-        self.postings.len()
+        self.parts.iter().map(|p| p.postings.len()).sum()
+    }
+
+    /// Number of parts: one after a build or a full merge, one more for
+    /// every [`Index::with_added`] since.
+    pub fn parts(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// Removed tracks still held until a merge.
+    pub fn removed(&self) -> usize {
+        self.removed.len()
+    }
+
+    /// Bytes of memory the index holds.
+    pub fn bytes(&self) -> usize {
+        self.parts.iter().map(|p| p.bytes()).sum::<usize>() + 4 * self.removed.len()
+    }
+
+    /// Whether `track` is in the index (added and not removed).
+    pub fn contains(&self, track: TrackId) -> bool {
+        self.span(track).is_some()
+    }
+
+    /// The ids of the tracks, in order.
+    pub fn tracks(&self) -> impl Iterator<Item = TrackId> + '_ {
+        self.parts
+            .iter()
+            .flat_map(|p| p.tracks.iter().map(|t| t.id))
+            .filter(|&id| !self.is_removed(id))
+    }
+
+    /// Length of `track` in frames.
+    pub fn frames(&self, track: TrackId) -> Option<u32> {
+        self.span(track).map(|(_, t)| t.frames)
+    }
+
+    /// A builder for tracks to add to this index: their ids and their place
+    /// on the timeline follow its own ([`Index::with_added`]).
+    pub fn builder(&self) -> IndexBuilder {
+        IndexBuilder::following(self.end, self.next_id)
+    }
+
+    /// This index with the tracks of `added` too, as a part of their own;
+    /// the parts already built are shared.
+    ///
+    /// # Panics
+    /// When `added` does not follow this index (it came from
+    /// [`Index::builder`] of another index, or of an earlier state of this
+    /// one that something was added to since).
+    pub fn with_added(&self, added: IndexBuilder) -> Self {
+        assert_eq!(
+            added.origin(),
+            (self.end, self.next_id),
+            "the tracks added must follow the index they are added to"
+        );
+        let (end, next_id) = added.ending();
+        let mut parts = self.parts.clone();
+        parts.extend(added.into_part().map(Arc::new));
+        Self {
+            live: self.live
+                + parts[self.parts.len()..]
+                    .iter()
+                    .map(|p| p.tracks.len())
+                    .sum::<usize>(),
+            parts,
+            removed: self.removed.clone(),
+            end,
+            next_id,
+        }
+    }
+
+    /// This index without `tracks` (ids not in it are ignored). Their
+    /// postings stay until a merge; searches skip them from now on.
+    pub fn without(&self, tracks: &[TrackId]) -> Self {
+        let mut removed = (*self.removed).clone();
+        for &id in tracks {
+            if self.contains(id) && !removed.contains(&id) {
+                removed.push(id);
+            }
+        }
+        removed.sort_unstable();
+        Self {
+            live: self.live - (removed.len() - self.removed.len()),
+            removed: Arc::new(removed),
+            parts: self.parts.clone(),
+            end: self.end,
+            next_id: self.next_id,
+        }
+    }
+
+    /// Whether a merge is due, and of which parts (pass it to
+    /// [`Index::merge`]): every part when removed tracks make up more than
+    /// an eighth of the index; otherwise, once there are more than
+    /// [`MAX_PARTS`] parts, the latest ones, as far back as no earlier part
+    /// outweighs them four to one. Small new parts are then merged with each
+    /// other often and cheaply, and into the large ones rarely, so that
+    /// every posting is rebuilt a few times over its life rather than once
+    /// per change.
+    pub fn merge_due(&self) -> Option<usize> {
+        if !self.removed.is_empty() && self.removed.len() * 8 >= self.live.max(8) {
+            return Some(0);
+        }
+        if self.parts.len() <= MAX_PARTS {
+            return None;
+        }
+        let mut from = self.parts.len() - 1;
+        let mut tail = self.parts[from].postings.len();
+        while from > 0
+            && (from == self.parts.len() - 1 || self.parts[from - 1].postings.len() <= 4 * tail)
+        {
+            from -= 1;
+            tail += self.parts[from].postings.len();
+        }
+        Some(from)
+    }
+
+    /// Rebuilds the parts from the `from`th on as one part, without the
+    /// removed tracks: CPU work of the order of a build of those tracks, to
+    /// run off to one side. The index this is called on is not changed; put
+    /// the result in place with [`Index::with_merged`].
+    pub fn merge(&self, from: usize) -> Merged {
+        parts::merge(&self.parts[from.min(self.parts.len())..], &self.removed)
+    }
+
+    /// This index with `merged` (of this index, or of an earlier state of
+    /// it: tracks added and removed since stay so) in place of the parts it
+    /// was made from.
+    ///
+    /// # Panics
+    /// When the parts `merged` was made from are not all in this index
+    /// (it was merged from another index, or is put in place twice).
+    pub fn with_merged(&self, merged: Merged) -> Self {
+        if merged.parts == 0 {
+            return self.clone();
+        }
+        let from = self.parts.partition_point(|p| p.origin < merged.origin);
+        let to = self.parts.partition_point(|p| p.end <= merged.end);
+        let covers = self
+            .parts
+            .get(from)
+            .is_some_and(|p| p.origin == merged.origin)
+            && to - from == merged.parts
+            && self.parts[to - 1].end == merged.end;
+        assert!(
+            covers,
+            "a merge goes in place of the parts it was made from"
+        );
+        let mut parts = self.parts[..from].to_vec();
+        parts.extend(merged.part);
+        parts.extend_from_slice(&self.parts[to..]);
+        let removed: Vec<TrackId> = self
+            .removed
+            .iter()
+            .copied()
+            .filter(|id| merged.dropped.binary_search(id).is_err())
+            .collect();
+        Self {
+            parts,
+            removed: Arc::new(removed),
+            end: self.end,
+            next_id: self.next_id,
+            live: self.live,
+        }
+    }
+
+    fn is_removed(&self, track: TrackId) -> bool {
+        !self.removed.is_empty() && self.removed.binary_search(&track).is_ok()
+    }
+
+    /// The part holding `track` and its span there, unless it is removed.
+    fn span(&self, track: TrackId) -> Option<(&Part, &parts::TrackSpan)> {
+        let i = self
+            .parts
+            .partition_point(|p| p.first_id <= track)
+            .checked_sub(1)?;
+        let part = &self.parts[i];
+        let span = part.span(track)?;
+        (!self.is_removed(track)).then_some((&**part, span))
     }
 
     /// Catalogue peaks of `track` with `from <= frame < to`.
     pub(crate) fn track_peaks_between(&self, track: TrackId, from: i64, to: i64) -> &[PackedPeak] {
-        let t = self.tracks[track as usize];
-        let all = &self.peaks[t.peaks_from as usize..t.peaks_to as usize];
+        let Some((part, t)) = self.span(track) else {
+            return &[];
+        };
+        let all = part.peaks_of(t);
         let lo = all.partition_point(|&p| i64::from(p >> PEAK_BIN_BITS) < from);
         let hi = all.partition_point(|&p| i64::from(p >> PEAK_BIN_BITS) < to);
         &all[lo..hi.max(lo)]
     }
 
+    /// The track a global frame (a vote's offset, a triplet's anchor) falls
+    /// in, or in the gap before; none when it is removed.
     fn track_of(&self, offset: u32) -> Option<TrackId> {
-        let after = self
-            .tracks
-            .partition_point(|t| t.start - TRACK_GAP_FRAMES <= offset);
-        let i = after.checked_sub(1)?;
-        let t = self.tracks[i];
-        (offset < t.start + t.frames).then_some(i as TrackId)
+        let i = self
+            .parts
+            .partition_point(|p| p.origin <= offset)
+            .checked_sub(1)?;
+        self.parts[i]
+            .track_at(offset)
+            .filter(|&t| !self.is_removed(t))
     }
 
     /// Finds the best candidate for a query's peaks (picked with
@@ -497,7 +577,13 @@ impl Index {
         let reach = (TRACK_GAP_FRAMES as f32 * (1.0 - MAX_WARP)) as u32;
         let used = sparse.partition_point(|p| p.frame < reach);
         query_triplets(&sparse[..used], &mut s.triplets);
-        self.triplets.hits(&s.triplets, &mut s.triplet_hits);
+        s.triplet_hits.clear();
+        for part in &self.parts {
+            part.triplets.hits(&s.triplets, &mut s.triplet_hits);
+        }
+        if !self.removed.is_empty() {
+            s.triplet_hits.retain(|h| self.track_of(h.global).is_some());
+        }
         triplets::proposals(&mut s.triplet_hits, &mut s.hough, &mut s.warps);
         for &(count, warp) in &s.warps {
             let tried = (warp.time - warp.freq).abs() < options.refine_step
@@ -582,7 +668,7 @@ impl Index {
         penalty: f32,
         grid: &QueryGrid,
     ) -> Candidate {
-        let start = self.tracks[v.track as usize].start;
+        let start = self.span(v.track).map_or(0, |(_, t)| t.start);
         let (
             offset_frames,
             Verdict {
@@ -616,21 +702,23 @@ impl Index {
         s.landmarks.clear();
         query_landmarks(pairable(peaks, warp.time), warp, &mut s.landmarks);
         s.landmarks.retain(|l| l.frame < TRACK_GAP_FRAMES);
-        // Two passes, each of independent reads, so that the processor has
-        // many cache misses in flight at once: first where each hash's
-        // postings are, then the postings themselves.
-        s.runs.clear();
-        s.runs.extend(s.landmarks.iter().map(|l| {
-            let h = l.hash as usize;
-            (self.offsets[h], self.offsets[h + 1])
-        }));
+        // Two passes per part, each of independent reads, so that the
+        // processor has many cache misses in flight at once: first where each
+        // hash's postings are, then the postings themselves.
         s.hits.clear();
-        for (l, &(from, to)) in s.landmarks.iter().zip(&s.runs) {
-            s.hits.extend(
-                self.postings[from as usize..to as usize]
-                    .iter()
-                    .map(|&g| (u64::from(g - l.frame) << 32) | u64::from(l.frame)),
-            );
+        for part in &self.parts {
+            s.runs.clear();
+            s.runs.extend(s.landmarks.iter().map(|l| {
+                let h = l.hash as usize;
+                (part.offsets[h], part.offsets[h + 1])
+            }));
+            for (l, &(from, to)) in s.landmarks.iter().zip(&s.runs) {
+                s.hits.extend(
+                    part.postings[from as usize..to as usize]
+                        .iter()
+                        .map(|&g| (u64::from(g - l.frame) << 32) | u64::from(l.frame)),
+                );
+            }
         }
         s.voted.clear();
         if s.hits.is_empty() {
@@ -647,11 +735,14 @@ impl Index {
         let mut floor = MIN_VOTES - 1;
         for &offset in &counts.repeated {
             let count = counts.get(offset);
-            if count * 3 <= floor {
+            // Ties with the floor go on, so that which of two equal tracks
+            // is kept does not depend on the order of the hits (the index's
+            // layout): the lower track id is.
+            if count * 3 < floor {
                 continue;
             }
             let votes = count + counts.get(offset - 1) + counts.get(offset + 1);
-            if votes <= floor {
+            if votes < floor {
                 continue;
             }
             let Some(track) = self.track_of(offset) else {
@@ -672,11 +763,14 @@ impl Index {
                 None => s.voted.push(entry),
             }
             if s.voted.len() > top {
-                s.voted.sort_unstable_by_key(|v| std::cmp::Reverse(v.votes));
+                s.voted
+                    .sort_unstable_by_key(|v| (std::cmp::Reverse(v.votes), v.track));
                 s.voted.truncate(top);
                 floor = s.voted[top - 1].votes;
             }
         }
+        s.voted
+            .sort_unstable_by_key(|v| (std::cmp::Reverse(v.votes), v.track));
         for v in &mut s.voted {
             (v.first, v.last) = agreeing_span(&s.hits, v.offset, &mut s.frames);
         }
@@ -746,6 +840,9 @@ impl OffsetCounts {
         }
     }
 }
+
+/// Parts an index may have before [`Index::merge_due`] asks for a merge.
+pub const MAX_PARTS: usize = 4;
 
 /// Fewest agreeing landmarks worth verifying.
 const MIN_VOTES: u32 = 3;

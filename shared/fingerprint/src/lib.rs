@@ -64,6 +64,8 @@
 //! - [`hashes`]: peak pairs (landmarks) and speed warping.
 //! - [`fingerprinter`]: the streaming pipeline, PCM in, peaks out.
 //! - [`index`]: the inverted index and the offset-histogram matcher.
+//! - [`parts`]: the immutable parts an index is made of: tracks added and
+//!   removed without a rebuild, parts merged off to one side.
 //! - [`triplets`]: peak triplets whose shape survives speed, tempo and key
 //!   changes; they propose the warps the pair hashes are matched under.
 //! - [`verify`]: peak-by-peak verification of candidates against decoys.
@@ -84,6 +86,7 @@ pub mod hostile;
 pub mod index;
 pub mod packed;
 pub mod params;
+pub mod parts;
 pub mod peaks;
 pub mod resample;
 pub mod spectrogram;
@@ -99,7 +102,8 @@ pub use fingerprinter::{
     fingerprint_file_with, fingerprint_reader,
 };
 pub use hashes::Warp;
-pub use index::{Candidate, Index, IndexBuilder, IndexError, SearchOptions, Searcher, TrackId};
+pub use index::{Candidate, Index, IndexError, SearchOptions, Searcher, TrackId};
 pub use params::PeakProfile;
+pub use parts::{IndexBuilder, Merged};
 pub use peaks::Peak;
 pub use timeline::{ScanOptions, Scanner, Segment};

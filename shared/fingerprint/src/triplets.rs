@@ -33,6 +33,7 @@
 
 use crate::hashes::Warp;
 use crate::params::is_low_bin;
+use crate::parts::counting_sort;
 use crate::peaks::Peak;
 
 /// Bits of a triplet hash: 4 for the anchor's octave, 6 and 6 for the two
@@ -283,23 +284,17 @@ pub(crate) struct TripletHit {
 impl TripletIndex {
     /// Counting sort of `(hash, global frame, bin, span)` entries.
     pub(crate) fn build(entries: &[(u32, u32, u16)]) -> Self {
-        let buckets = 1usize << TRIPLET_BITS;
-        let mut offsets = vec![0u32; buckets + 1];
-        for e in entries {
-            offsets[e.0 as usize + 1] += 1;
-        }
-        for i in 0..buckets {
-            offsets[i + 1] += offsets[i];
-        }
-        let mut cursor = offsets.clone();
         let mut frames = vec![0u32; entries.len()];
         let mut shapes = vec![0u16; entries.len()];
-        for &(hash, frame, shape) in entries {
-            let slot = &mut cursor[hash as usize];
-            frames[*slot as usize] = frame;
-            shapes[*slot as usize] = shape;
-            *slot += 1;
-        }
+        let offsets = counting_sort(
+            1 << TRIPLET_BITS,
+            entries,
+            |e| e.0,
+            |slot, &(_, frame, shape)| {
+                frames[slot] = frame;
+                shapes[slot] = shape;
+            },
+        );
         Self {
             offsets,
             frames,
@@ -307,11 +302,16 @@ impl TripletIndex {
         }
     }
 
+    /// Bytes held.
+    pub(crate) fn bytes(&self) -> usize {
+        4 * (self.offsets.len() + self.frames.len()) + 2 * self.shapes.len()
+    }
+
     /// The catalogue twins of `query`'s triplets whose warp is within
     /// [`MAX_WARP`] (with room for the catalogue's rounding: ±15% in
-    /// frequency, ±20% in time), at most [`MAX_TRIPLET_HITS`] of them.
+    /// frequency, ±20% in time), appended to `out` while it holds fewer
+    /// than [`MAX_TRIPLET_HITS`] (the parts of an index fill one list).
     pub(crate) fn hits(&self, query: &[Triplet], out: &mut Vec<TripletHit>) {
-        out.clear();
         let (lo, hi) = (1.0 - MAX_WARP - 0.05, 1.0 + MAX_WARP + 0.05);
         for t in query {
             if out.len() >= MAX_TRIPLET_HITS {
@@ -413,8 +413,13 @@ const MIN_AGREEING: usize = 4;
 const HOUGH_WINDOWS: usize = 8;
 
 /// A coarse offset spans `1 << COARSE_OFFSET_BITS` frames (2 s); a window,
-/// two coarse offsets.
+/// two coarse offsets. Tracks start on the timeline at a multiple of it
+/// ([`TRACK_ALIGN_FRAMES`]), so the cells fall at the same places of a
+/// track whatever the index's layout.
 const COARSE_OFFSET_BITS: u32 = 7;
+
+/// Track starts on the global timeline are multiples of this.
+pub(crate) const TRACK_ALIGN_FRAMES: u32 = 1 << COARSE_OFFSET_BITS;
 
 /// The warps `hits` agree on, in `out` as `(agreeing hits, warp)`, one per
 /// window of offsets searched (unsorted; `hits` is reordered).
@@ -451,7 +456,8 @@ pub(crate) fn proposals(
         })
         .filter(|&(from, to)| to - from >= MIN_AGREEING)
         .collect();
-    windows.sort_unstable_by_key(|&(from, to)| std::cmp::Reverse(to - from));
+    // Stable: between equal windows, the earlier track's comes first.
+    windows.sort_by_key(|&(from, to)| std::cmp::Reverse(to - from));
     let mut taken: Vec<(usize, usize)> = Vec::with_capacity(HOUGH_WINDOWS);
     for (from, to) in windows {
         if taken.len() == HOUGH_WINDOWS {

@@ -14,8 +14,9 @@
 //! spreads the candidate stands above the decoys' median.
 
 use crate::hashes::{Warp, warp_bin};
-use crate::index::{BIN_MASK, Index, PEAK_BIN_BITS, TRACK_GAP_FRAMES, TrackId};
+use crate::index::{Index, TRACK_GAP_FRAMES, TrackId};
 use crate::params::{BIN_LIMIT, band_bins, is_low_bin};
+use crate::parts::{BIN_MASK, PEAK_BIN_BITS};
 use crate::peaks::Peak;
 
 /// Decoy alignments per verification.

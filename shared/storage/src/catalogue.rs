@@ -10,12 +10,13 @@
 //!   [`Storage::finish_deletions`] or a new delete completes. The row itself
 //!   stays, as a tombstone, because plays refer to it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use futures_util::TryStreamExt;
 use hendu_fingerprint::packed::{BinPrecision, pack, unpack};
 use hendu_fingerprint::params::FRAME_SECONDS;
-use hendu_fingerprint::{Index, IndexBuilder, Peak};
+use hendu_fingerprint::{Index, IndexBuilder, Merged, Peak, TrackId};
 
 use crate::Storage;
 use crate::error::{Result, StorageError};
@@ -228,35 +229,86 @@ impl Storage {
     /// # Errors
     /// [`StorageError`] from the stores.
     pub async fn load_catalogue(&self) -> Result<LoadedCatalogue> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let mut tracks = Vec::new();
+        let collect = async {
+            while let Some(track) = rx.recv().await {
+                tracks.push(track);
+            }
+        };
+        let (damaged, ()) = tokio::join!(self.send_catalogue(tx), collect);
+        Ok(LoadedCatalogue {
+            tracks,
+            damaged: damaged?,
+        })
+    }
+
+    /// [`Storage::load_catalogue`] a track at a time: every `ready` music
+    /// with its peaks goes to `out`, in id order, as soon as its blocks are
+    /// read, so that a caller building an index never holds the whole
+    /// catalogue twice (and reading waits while `out` is full). Returns the
+    /// ready musics that could not be loaded, and why. Stops early, without
+    /// an error, when `out`'s receiver is gone.
+    ///
+    /// # Errors
+    /// [`StorageError`] from the stores.
+    pub async fn send_catalogue(
+        &self,
+        out: tokio::sync::mpsc::Sender<LoadedTrack>,
+    ) -> Result<Vec<(Music, String)>> {
         let ready = self.all_musics(MusicState::Ready).await?;
-        let wanted: HashSet<MusicId> = ready.iter().map(|m| m.id).collect();
-        let mut by_music: HashMap<MusicId, Vec<FingerprintBlock>> =
-            HashMap::with_capacity(ready.len());
+        let mut damaged = Vec::new();
+        let mut musics = ready.into_iter().peekable();
         let mut blocks = self.documents.all_blocks();
-        while let Some(block) = blocks.try_next().await? {
-            if wanted.contains(&block.music_id) {
-                by_music.entry(block.music_id).or_default().push(block);
+        let mut held: Vec<FingerprintBlock> = Vec::new();
+        let mut done = Vec::new();
+        // Blocks come in music id order, as the musics do: a music is
+        // joined as soon as a block of a later one (or the end) arrives.
+        loop {
+            let block = blocks.try_next().await?;
+            let next = block.as_ref().map_or(MusicId::MAX, |b| b.music_id);
+            while let Some(music) = musics.next_if(|m| m.id < next) {
+                done.push((music, std::mem::take(&mut held)));
+            }
+            for (music, own) in done.drain(..) {
+                if let Some(track) = joined(music, &own, &mut damaged)
+                    && out.send(track).await.is_err()
+                {
+                    return Ok(damaged);
+                }
+            }
+            let Some(block) = block else {
+                return Ok(damaged);
+            };
+            if musics.peek().is_some_and(|m| m.id == block.music_id) {
+                held.push(block);
             }
         }
-        let mut loaded = LoadedCatalogue::default();
-        for music in ready {
-            let mut blocks = by_music.remove(&music.id).unwrap_or_default();
-            blocks.sort_by_key(|b| b.block);
-            if blocks.len() != music.blocks as usize {
-                let why = format!("{} of its {} blocks are stored", blocks.len(), music.blocks);
-                loaded.damaged.push((music, why));
-                continue;
-            }
-            match join_blocks(&blocks) {
-                Ok((peaks, frames)) => loaded.tracks.push(LoadedTrack {
-                    music,
-                    peaks,
-                    frames,
-                }),
-                Err(e) => loaded.damaged.push((music, e.to_string())),
-            }
+    }
+}
+
+/// A music's track from all its blocks; when they do not make one, the
+/// music and why go to `damaged`.
+fn joined(
+    music: Music,
+    blocks: &[FingerprintBlock],
+    damaged: &mut Vec<(Music, String)>,
+) -> Option<LoadedTrack> {
+    if blocks.len() != music.blocks as usize {
+        let why = format!("{} of its {} blocks are stored", blocks.len(), music.blocks);
+        damaged.push((music, why));
+        return None;
+    }
+    match join_blocks(blocks) {
+        Ok((peaks, frames)) => Some(LoadedTrack {
+            music,
+            peaks,
+            frames,
+        }),
+        Err(e) => {
+            damaged.push((music, e.to_string()));
+            None
         }
-        Ok(loaded)
     }
 }
 
@@ -269,31 +321,139 @@ pub struct LoadedCatalogue {
 }
 
 /// A searchable index of loaded tracks, and which music each track id is.
-#[derive(Debug)]
+/// Cloning shares the index's parts; changes make a new value
+/// ([`CatalogueIndex::with_added`], [`CatalogueIndex::without`]) and leave
+/// this one as it is, for the searches that hold it.
+#[derive(Debug, Clone, Default)]
 pub struct CatalogueIndex {
     pub index: Index,
-    /// Indexed by [`hendu_fingerprint::TrackId`].
-    pub musics: Vec<Music>,
-    /// Tracks the index could not take, and why.
-    pub refused: Vec<(Music, String)>,
+    /// By [`TrackId`]; `None` for a track removed.
+    musics: Vec<Option<Arc<Music>>>,
+    tracks: HashMap<MusicId, TrackId>,
 }
 
 impl CatalogueIndex {
-    /// Builds the index (CPU work: call it off the async threads).
-    pub fn build<'a>(tracks: impl IntoIterator<Item = &'a LoadedTrack>) -> Self {
-        let mut builder = IndexBuilder::new();
-        let mut musics = Vec::new();
+    /// Builds the index (CPU work: call it off the async threads). Returns
+    /// it with the tracks it could not take, and why.
+    pub fn build<'a>(
+        tracks: impl IntoIterator<Item = &'a LoadedTrack>,
+    ) -> (Self, Vec<(Music, String)>) {
+        Self::default().with_added(tracks)
+    }
+
+    /// This catalogue with `tracks` added (those it holds already are left
+    /// as they are), as one new part of the index. Returns it with the
+    /// tracks it could not take, and why.
+    pub fn with_added<'a>(
+        &self,
+        tracks: impl IntoIterator<Item = &'a LoadedTrack>,
+    ) -> (Self, Vec<(Music, String)>) {
+        let mut builder = self.index.builder();
+        let mut next = self.clone();
         let mut refused = Vec::new();
         for t in tracks {
+            if next.tracks.contains_key(&t.music.id) {
+                continue;
+            }
             match builder.add(&t.peaks, t.frames) {
-                Ok(_) => musics.push(t.music.clone()),
+                Ok(id) => next.insert(id, t.music.clone()),
                 Err(e) => refused.push((t.music.clone(), e.to_string())),
             }
         }
-        Self {
-            index: builder.build(),
-            musics,
-            refused,
+        next.index = self.index.with_added(builder);
+        (next, refused)
+    }
+
+    /// Builds the index from a stream of tracks, a track at a time (see
+    /// [`Storage::send_catalogue`]).
+    pub fn builder() -> CatalogueBuilder {
+        CatalogueBuilder::default()
+    }
+
+    fn insert(&mut self, id: TrackId, music: Music) {
+        let slot = id as usize;
+        if self.musics.len() <= slot {
+            self.musics.resize(slot + 1, None);
         }
+        self.tracks.insert(music.id, id);
+        self.musics[slot] = Some(Arc::new(music));
+    }
+
+    /// This catalogue without the given musics (those it does not hold are
+    /// ignored).
+    pub fn without(&self, musics: &[MusicId]) -> Self {
+        let mut next = self.clone();
+        let mut gone = Vec::new();
+        for id in musics {
+            if let Some(track) = next.tracks.remove(id) {
+                next.musics[track as usize] = None;
+                gone.push(track);
+            }
+        }
+        next.index = self.index.without(&gone);
+        next
+    }
+
+    /// This catalogue with a merge of its index in place (see
+    /// [`Index::merge`]; the merge may have been taken from an earlier
+    /// state of this catalogue).
+    pub fn with_merged(&self, merged: Merged) -> Self {
+        let mut next = self.clone();
+        next.index = self.index.with_merged(merged);
+        next
+    }
+
+    /// The music of a track of the index.
+    pub fn music(&self, track: TrackId) -> Option<&Music> {
+        self.musics.get(track as usize)?.as_deref()
+    }
+
+    /// Whether the catalogue holds this music.
+    pub fn contains(&self, music: MusicId) -> bool {
+        self.tracks.contains_key(&music)
+    }
+
+    /// The musics held, in no particular order.
+    pub fn music_ids(&self) -> impl Iterator<Item = MusicId> + '_ {
+        self.tracks.keys().copied()
+    }
+
+    /// Number of musics held.
+    pub fn len(&self) -> usize {
+        self.tracks.len()
+    }
+
+    /// True when no music is held.
+    pub fn is_empty(&self) -> bool {
+        self.tracks.is_empty()
+    }
+}
+
+/// Builds a [`CatalogueIndex`] a track at a time.
+#[derive(Debug, Default)]
+pub struct CatalogueBuilder {
+    builder: IndexBuilder,
+    catalogue: CatalogueIndex,
+    refused: Vec<(Music, String)>,
+}
+
+impl CatalogueBuilder {
+    /// Adds a track (CPU work: fingerprints to landmarks and triplets).
+    pub fn add(&mut self, track: &LoadedTrack) {
+        if self.catalogue.contains(track.music.id) {
+            return;
+        }
+        match self.builder.add(&track.peaks, track.frames) {
+            Ok(id) => self.catalogue.insert(id, track.music.clone()),
+            Err(e) => self.refused.push((track.music.clone(), e.to_string())),
+        }
+    }
+
+    /// The catalogue (CPU work: sorts the postings), with the tracks it
+    /// could not take, and why.
+    pub fn build(self) -> (CatalogueIndex, Vec<(Music, String)>) {
+        let mut catalogue = self.catalogue;
+        catalogue.index = self.builder.build();
+        (catalogue, self.refused)
     }
 }

@@ -227,8 +227,8 @@ pub trait DocumentStore: Send + Sync + std::fmt::Debug {
     async fn put_blocks(&self, blocks: &[FingerprintBlock]) -> Result<()>;
     /// A music's blocks, in block order.
     async fn blocks(&self, music: MusicId) -> Result<Vec<FingerprintBlock>>;
-    /// Every stored block of every music (for loading the matcher), grouped by
-    /// music and in block order within a music.
+    /// Every stored block of every music (for loading the matcher), in
+    /// music id order and in block order within a music.
     fn all_blocks(&self) -> BoxStream<'_, Result<FingerprintBlock>>;
     async fn delete_blocks(&self, music: MusicId) -> Result<()>;
 
