@@ -22,6 +22,8 @@
 //! - [`experiment`]: declared experiments (deployment, load, faults) run
 //!   into data and plots, with invariants checked.
 //! - [`null_server`]: the other end for the generator's own ceiling.
+//! - [`scale`]: the engine at catalogue scale (`hendu-scale`): the
+//!   recognition benchmark's tracks grown with synthetic ones.
 
 pub mod arrival;
 pub mod drive;
@@ -33,6 +35,7 @@ pub mod null_server;
 pub mod plot;
 pub mod recorder;
 pub mod report;
+pub mod scale;
 pub mod scenario;
 pub mod setup;
 

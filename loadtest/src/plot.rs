@@ -48,16 +48,31 @@ struct Line {
     points: Vec<(f64, f64)>,
 }
 
+/// What a plot's axes say.
+struct Axes<'a> {
+    title: &'a str,
+    x_desc: &'a str,
+    y_desc: &'a str,
+    /// A log scale for y.
+    log: bool,
+}
+
+const RUN_TIME: &str = "seconds into the run";
+
 fn draw<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
-    title: &str,
-    y_desc: &str,
-    log: bool,
+    axes: &Axes<'_>,
     lines: &[Line],
 ) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
+    let Axes {
+        title,
+        x_desc,
+        y_desc,
+        log,
+    } = *axes;
     let e = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("cannot draw the plot {title}: {e:?}");
     root.fill(&WHITE).map_err(e)?;
     let xmax = lines
@@ -83,7 +98,7 @@ where
             .build_cartesian_2d(0.0..xmax, (ymin..ymax).log_scale())
             .map_err(e)?;
         c.configure_mesh()
-            .x_desc("seconds into the run")
+            .x_desc(x_desc)
             .y_desc(y_desc)
             .label_style(("sans-serif", 13))
             .draw()
@@ -107,7 +122,7 @@ where
     } else {
         let mut c = chart.build_cartesian_2d(0.0..xmax, 0.0..ymax).map_err(e)?;
         c.configure_mesh()
-            .x_desc("seconds into the run")
+            .x_desc(x_desc)
             .y_desc(y_desc)
             .label_style(("sans-serif", 13))
             .draw()
@@ -143,32 +158,54 @@ fn legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
 }
 
 /// Writes `name.svg` and `name.png` in `dir`.
-fn both(
-    dir: &Path,
-    name: &str,
-    title: &str,
-    y_desc: &str,
-    log: bool,
-    lines: &[Line],
-) -> Result<()> {
+fn both(dir: &Path, name: &str, axes: &Axes<'_>, lines: &[Line]) -> Result<()> {
     // Both back-ends measure text with the font.
     font()?;
     let svg = dir.join(format!("{name}.svg"));
     draw(
         &SVGBackend::new(&svg, SIZE).into_drawing_area(),
-        title,
-        y_desc,
-        log,
+        axes,
         lines,
     )?;
     let png = dir.join(format!("{name}.png"));
     draw(
         &BitMapBackend::new(&png, SIZE).into_drawing_area(),
-        title,
-        y_desc,
-        log,
+        axes,
         lines,
     )
+}
+
+/// Colours of the lines of [`curves`], in order.
+const PALETTE: [RGBColor; 4] = [BLUE, RED, GREEN, MAGENTA];
+
+/// Any measured curves against any x, as `name.svg` and `name.png` in
+/// `dir`: `(label, points)` per line, at most four.
+///
+/// # Errors
+/// A file that cannot be written, no font for the PNG.
+pub fn curves(
+    dir: &Path,
+    name: &str,
+    (title, x_desc, y_desc): (&str, &str, &str),
+    log: bool,
+    lines: &[(&'static str, Vec<(f64, f64)>)],
+) -> Result<()> {
+    let lines: Vec<Line> = lines
+        .iter()
+        .zip(PALETTE)
+        .map(|((label, points), color)| Line {
+            label,
+            color,
+            points: points.clone(),
+        })
+        .collect();
+    let axes = Axes {
+        title,
+        x_desc,
+        y_desc,
+        log,
+    };
+    both(dir, name, &axes, &lines)
 }
 
 /// Requests due and answers per second.
@@ -187,9 +224,12 @@ pub fn throughput(dir: &Path, totals: &Totals) -> Result<()> {
     both(
         dir,
         "throughput",
-        "Throughput",
-        "requests per second",
-        false,
+        &Axes {
+            title: "Throughput",
+            x_desc: RUN_TIME,
+            y_desc: "requests per second",
+            log: false,
+        },
         &[
             Line {
                 label: "due",
@@ -226,9 +266,12 @@ pub fn latency(dir: &Path, totals: &Totals) -> Result<()> {
     both(
         dir,
         "latency",
-        "Latency from the intended send time",
-        "milliseconds (log)",
-        true,
+        &Axes {
+            title: "Latency from the intended send time",
+            x_desc: RUN_TIME,
+            y_desc: "milliseconds (log)",
+            log: true,
+        },
         &[
             Line {
                 label: "p50",

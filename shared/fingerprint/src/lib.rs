@@ -78,6 +78,7 @@
 //! - [`wire`]: the versioned sample fingerprint a sensor sends instead of audio.
 
 pub mod blocks;
+pub(crate) mod buckets;
 pub mod decode;
 pub mod fingerprinter;
 pub mod gate;

@@ -23,11 +23,14 @@
 
 use std::sync::Arc;
 
+use crate::buckets::BucketCounts;
 use crate::hashes::{Landmark, catalogue_landmarks};
 use crate::index::{Index, IndexError, TRACK_GAP_FRAMES, TrackId};
 use crate::params::{BIN_LIMIT, CATALOGUE_FAN_OUT, HASH_BITS};
 use crate::peaks::Peak;
-use crate::triplets::{self, TRACK_ALIGN_FRAMES, Triplet, TripletIndex, catalogue_triplets};
+use crate::triplets::{
+    self, TRACK_ALIGN_FRAMES, TRIPLET_BITS, Triplet, TripletIndex, catalogue_triplets,
+};
 
 /// A catalogue peak packed as `frame << PEAK_BIN_BITS | bin`.
 pub(crate) type PackedPeak = u32;
@@ -49,36 +52,6 @@ fn unpack_peak(p: PackedPeak) -> Peak {
         frame: p >> PEAK_BIN_BITS,
         bin: (p & BIN_MASK) as f32,
     }
-}
-
-/// Where a counting sort puts the entries of each of `buckets` hashes:
-/// `offsets[h]..offsets[h + 1]`. Calls `put(slot, entry)` for every entry.
-///
-/// # Panics
-/// When there are more than `u32::MAX` entries ([`IndexBuilder::add`]
-/// refuses a track before that).
-pub(crate) fn counting_sort<E>(
-    buckets: usize,
-    entries: &[E],
-    hash: impl Fn(&E) -> u32,
-    mut put: impl FnMut(usize, &E),
-) -> Vec<u32> {
-    let entries_fit = u32::try_from(entries.len()).is_ok();
-    assert!(entries_fit, "more postings than one part can address");
-    let mut offsets = vec![0u32; buckets + 1];
-    for e in entries {
-        offsets[hash(e) as usize + 1] += 1;
-    }
-    for i in 0..buckets {
-        offsets[i + 1] += offsets[i];
-    }
-    let mut cursor = offsets.clone();
-    for e in entries {
-        let slot = &mut cursor[hash(e) as usize];
-        put(*slot as usize, e);
-        *slot += 1;
-    }
-    offsets
 }
 
 /// A track's place on the global timeline and its peaks in its part.
@@ -140,19 +113,50 @@ impl Part {
 
 /// Collects catalogue fingerprints, then builds an [`Index`] (or a part of
 /// one: [`Index::builder`]).
+///
+/// It keeps only the tracks' peaks (4 bytes each) and counts their
+/// landmarks and triplets per hash as they arrive; [`IndexBuilder::build`]
+/// makes them again from the peaks to put each in its place. Building
+/// thus never holds a catalogue's postings twice, for the price of making
+/// them twice (measured in `docs/benchmarks.md`, "Catalogue scale").
 #[derive(Debug)]
 pub struct IndexBuilder {
-    landmarks: Vec<Landmark>,
     tracks: Vec<TrackSpan>,
     peaks: Vec<PackedPeak>,
-    scratch: Vec<Landmark>,
-    whole: Vec<Peak>,
-    triplets: Vec<(u32, u32, u16)>,
-    triplet_scratch: Vec<Triplet>,
+    landmark_counts: BucketCounts,
+    triplet_counts: BucketCounts,
+    scratch: Scratch,
     origin: u32,
     end: u32,
     first_id: TrackId,
     next_id: TrackId,
+}
+
+/// Buffers reused from track to track.
+#[derive(Debug, Default)]
+struct Scratch {
+    whole: Vec<Peak>,
+    landmarks: Vec<Landmark>,
+    triplets: Vec<Triplet>,
+}
+
+impl Scratch {
+    /// `peaks` (whole bins, in time order) as landmarks and triplets.
+    fn make(&mut self, peaks: &[Peak]) {
+        self.landmarks.clear();
+        catalogue_landmarks(peaks, CATALOGUE_FAN_OUT, &mut self.landmarks);
+        self.triplets.clear();
+        catalogue_triplets(peaks, &mut self.triplets);
+    }
+
+    /// A track's packed peaks, unpacked into `whole`, as landmarks and triplets.
+    fn make_packed(&mut self, packed: &[PackedPeak]) {
+        let mut whole = std::mem::take(&mut self.whole);
+        whole.clear();
+        whole.extend(packed.iter().map(|&p| unpack_peak(p)));
+        self.make(&whole);
+        self.whole = whole;
+    }
 }
 
 impl Default for IndexBuilder {
@@ -170,13 +174,11 @@ impl IndexBuilder {
     /// A builder whose tracks go after global frame `origin`, with ids from `first_id`.
     pub(crate) fn following(origin: u32, first_id: TrackId) -> Self {
         Self {
-            landmarks: Vec::new(),
             tracks: Vec::new(),
             peaks: Vec::new(),
-            scratch: Vec::new(),
-            whole: Vec::new(),
-            triplets: Vec::new(),
-            triplet_scratch: Vec::new(),
+            landmark_counts: BucketCounts::new(1 << HASH_BITS),
+            triplet_counts: BucketCounts::new(1 << TRIPLET_BITS),
+            scratch: Scratch::default(),
             origin,
             end: origin,
             first_id,
@@ -228,34 +230,30 @@ impl IndexBuilder {
             return Err(IndexError::Full);
         }
         let start = start as u32;
-        self.whole.clear();
-        self.whole
-            .extend(peaks.iter().filter(|p| p.frame < frames).map(|p| Peak {
-                frame: p.frame,
-                bin: p.bin.round().clamp(0.0, (BIN_LIMIT - 1) as f32),
-            }));
-        self.scratch.clear();
-        catalogue_landmarks(&self.whole, CATALOGUE_FAN_OUT, &mut self.scratch);
-        self.triplet_scratch.clear();
-        catalogue_triplets(&self.whole, &mut self.triplet_scratch);
-        let fits = |had: usize, more: usize| had + more <= u32::MAX as usize;
-        if !fits(self.landmarks.len(), self.scratch.len())
-            || !fits(self.triplets.len(), self.triplet_scratch.len())
-            || !fits(self.peaks.len(), self.whole.len())
+        let mut whole = std::mem::take(&mut self.scratch.whole);
+        whole.clear();
+        whole.extend(peaks.iter().filter(|p| p.frame < frames).map(|p| Peak {
+            frame: p.frame,
+            bin: p.bin.round().clamp(0.0, (BIN_LIMIT - 1) as f32),
+        }));
+        self.scratch.make(&whole);
+        let fits = |had: u64, more: usize| had + more as u64 <= u64::from(u32::MAX);
+        if !fits(self.landmark_counts.total(), self.scratch.landmarks.len())
+            || !fits(self.triplet_counts.total(), self.scratch.triplets.len())
+            || !fits(self.peaks.len() as u64, whole.len())
         {
+            self.scratch.whole = whole;
             return Err(IndexError::Full);
         }
-        self.landmarks.extend(self.scratch.iter().map(|l| Landmark {
-            hash: l.hash,
-            frame: start + l.frame,
-        }));
-        self.triplets.extend(
-            self.triplet_scratch
-                .iter()
-                .map(|t| triplets::entry(t, start + t.frame)),
-        );
+        for l in &self.scratch.landmarks {
+            self.landmark_counts.add(l.hash);
+        }
+        for t in &self.scratch.triplets {
+            self.triplet_counts.add(t.hash);
+        }
         let peaks_from = self.peaks.len() as u32;
-        self.peaks.extend(self.whole.iter().map(pack_peak));
+        self.peaks.extend(whole.iter().map(pack_peak));
+        self.scratch.whole = whole;
         self.tracks.push(TrackSpan {
             id,
             start,
@@ -283,24 +281,40 @@ impl IndexBuilder {
         Index::from_parts(Vec::new(), self.origin, self.first_id).with_added(self)
     }
 
-    /// The part of the tracks added, or nothing when there are none.
+    /// The part of the tracks added, or nothing when there are none: each
+    /// track's landmarks and triplets made again from its peaks, and put in
+    /// their buckets.
     pub(crate) fn into_part(self) -> Option<Part> {
         if self.tracks.is_empty() {
             return None;
         }
-        let mut postings = vec![0u32; self.landmarks.len()];
-        let offsets = counting_sort(
-            1 << HASH_BITS,
-            &self.landmarks,
-            |l| l.hash,
-            |slot, l| postings[slot] = l.frame,
-        );
+        let mut scratch = self.scratch;
+        let (offsets, mut cursor) = self.landmark_counts.into_offsets();
+        let mut postings = vec![0u32; offsets[offsets.len() - 1] as usize];
+        let (triplet_offsets, mut triplet_cursor) = self.triplet_counts.into_offsets();
+        let triplets = triplet_offsets[triplet_offsets.len() - 1] as usize;
+        let (mut frames, mut shapes) = (vec![0u32; triplets], vec![0u16; triplets]);
+        for t in &self.tracks {
+            scratch.make_packed(&self.peaks[t.peaks_from as usize..t.peaks_to as usize]);
+            for l in &scratch.landmarks {
+                let slot = &mut cursor[l.hash as usize];
+                postings[*slot as usize] = t.start + l.frame;
+                *slot += 1;
+            }
+            for tr in &scratch.triplets {
+                let (hash, frame, shape) = triplets::entry(tr, t.start + tr.frame);
+                let slot = &mut triplet_cursor[hash as usize];
+                frames[*slot as usize] = frame;
+                shapes[*slot as usize] = shape;
+                *slot += 1;
+            }
+        }
         Some(Part {
             offsets,
             postings,
             tracks: self.tracks,
             peaks: self.peaks,
-            triplets: TripletIndex::build(&self.triplets),
+            triplets: TripletIndex::from_sorted(triplet_offsets, frames, shapes),
             origin: self.origin,
             end: self.end,
             first_id: self.first_id,

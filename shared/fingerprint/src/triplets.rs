@@ -31,9 +31,10 @@
 //! profile's density every anchor would have dozens of targets and thousands
 //! of triplets.
 
+#[cfg(test)]
+use crate::buckets::BucketCounts;
 use crate::hashes::Warp;
 use crate::params::is_low_bin;
-use crate::parts::counting_sort;
 use crate::peaks::Peak;
 
 /// Bits of a triplet hash: 4 for the anchor's octave, 6 and 6 for the two
@@ -282,24 +283,34 @@ pub(crate) struct TripletHit {
 }
 
 impl TripletIndex {
-    /// Counting sort of `(hash, global frame, bin, span)` entries.
-    pub(crate) fn build(entries: &[(u32, u32, u16)]) -> Self {
-        let mut frames = vec![0u32; entries.len()];
-        let mut shapes = vec![0u16; entries.len()];
-        let offsets = counting_sort(
-            1 << TRIPLET_BITS,
-            entries,
-            |e| e.0,
-            |slot, &(_, frame, shape)| {
-                frames[slot] = frame;
-                shapes[slot] = shape;
-            },
-        );
+    /// From entries sorted into buckets: `frames` and `shapes` (see
+    /// [`entry`]) in the order of `offsets`.
+    pub(crate) fn from_sorted(offsets: Vec<u32>, frames: Vec<u32>, shapes: Vec<u16>) -> Self {
         Self {
             offsets,
             frames,
             shapes,
         }
+    }
+
+    /// Counting sort of `(hash, global frame, bin, span)` entries (the
+    /// index's builder sorts its own as it makes them).
+    #[cfg(test)]
+    pub(crate) fn build(entries: &[(u32, u32, u16)]) -> Self {
+        let mut counts = BucketCounts::new(1 << TRIPLET_BITS);
+        for e in entries {
+            counts.add(e.0);
+        }
+        let (offsets, mut cursor) = counts.into_offsets();
+        let mut frames = vec![0u32; entries.len()];
+        let mut shapes = vec![0u16; entries.len()];
+        for &(hash, frame, shape) in entries {
+            let slot = &mut cursor[hash as usize];
+            frames[*slot as usize] = frame;
+            shapes[*slot as usize] = shape;
+            *slot += 1;
+        }
+        Self::from_sorted(offsets, frames, shapes)
     }
 
     /// Bytes held.
