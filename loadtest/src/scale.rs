@@ -300,16 +300,18 @@ pub fn run(
         let remove_track = started.elapsed();
         drop(shrunk);
         let started = Instant::now();
-        let merged = grown.merge(1);
+        let merged = grown.merge(1)?;
         let grown = grown.with_merged(merged);
         let merge_new_part = started.elapsed();
         drop(index);
-        let full_merge_s = (size <= plan.full_merge_up_to).then(|| {
+        let full_merge_s = if size <= plan.full_merge_up_to {
             let started = Instant::now();
-            let merged = grown.merge(0);
+            let merged = grown.merge(0)?;
             drop(grown.with_merged(merged));
-            started.elapsed().as_secs_f64()
-        });
+            Some(started.elapsed().as_secs_f64())
+        } else {
+            None
+        };
         let index = grown;
 
         let mut times = Vec::with_capacity(queries.len());

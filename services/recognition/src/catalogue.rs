@@ -22,7 +22,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use hendu_fingerprint::Merged;
+use hendu_fingerprint::{IndexError, Merged};
 use hendu_service::{Heartbeat, Metrics};
 use hendu_storage::catalogue::{CatalogueIndex, LoadedTrack, join_blocks};
 use hendu_storage::model::{Music, MusicId, MusicState};
@@ -36,6 +36,8 @@ use tokio_util::sync::CancellationToken;
 pub const BEAT_EVERY: Duration = Duration::from_secs(5);
 /// Events arriving within this time of each other share one part.
 const SETTLE: Duration = Duration::from_millis(50);
+/// How long after a failed merge the next is tried.
+const MERGE_RETRY: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 pub struct LiveCatalogue {
@@ -111,7 +113,9 @@ impl LiveCatalogue {
     /// index's parts when they are due.
     pub async fn keep_current(&self, resync: Duration, beat: Heartbeat, stop: CancellationToken) {
         let mut backoff = Duration::from_millis(200);
-        let mut merging: Option<JoinHandle<Merged>> = None;
+        let mut merging: Option<JoinHandle<Result<Merged, IndexError>>> = None;
+        // After a failed merge, none is tried again before this.
+        let mut merge_after = Instant::now();
         while !stop.is_cancelled() {
             beat.pace().await;
             beat.beat();
@@ -138,7 +142,7 @@ impl LiveCatalogue {
             loop {
                 beat.pace().await;
                 beat.beat();
-                if merging.is_none() {
+                if merging.is_none() && Instant::now() >= merge_after {
                     merging = self.start_merge();
                 }
                 tokio::select! {
@@ -146,8 +150,15 @@ impl LiveCatalogue {
                     merged = async { merging.as_mut().expect("guarded").await }, if merging.is_some() => {
                         merging = None;
                         match merged {
-                            Ok(merged) => self.finish_merge(merged).await,
-                            Err(e) => tracing::error!(error = %e, "merging the index's parts failed"),
+                            Ok(Ok(merged)) => self.finish_merge(merged).await,
+                            Ok(Err(e)) => {
+                                tracing::error!(error = %e, "the index's parts cannot be merged; trying again later");
+                                merge_after = Instant::now() + MERGE_RETRY;
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "merging the index's parts failed; trying again later");
+                                merge_after = Instant::now() + MERGE_RETRY;
+                            }
                         }
                     }
                     event = events.next() => {
@@ -178,7 +189,7 @@ impl LiveCatalogue {
     }
 
     /// A merge of the parts that are due for one, started off the async threads.
-    fn start_merge(&self) -> Option<JoinHandle<Merged>> {
+    fn start_merge(&self) -> Option<JoinHandle<Result<Merged, IndexError>>> {
         let catalogue = self.current()?;
         let from = catalogue.index.merge_due()?;
         tracing::debug!(
@@ -549,7 +560,7 @@ mod tests {
         let before = live.current().unwrap();
         assert_eq!((before.len(), before.index.removed()), (2, 1));
         let merge = live.start_merge().expect("a merge is due");
-        live.finish_merge(merge.await.unwrap()).await;
+        live.finish_merge(merge.await.unwrap().unwrap()).await;
         let after = live.current().unwrap();
         assert_eq!(
             (after.len(), after.index.removed(), after.index.parts()),

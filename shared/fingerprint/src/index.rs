@@ -30,7 +30,7 @@ use crate::hashes::{Landmark, Warp, query_landmarks};
 use crate::params::{FRAME_SECONDS, PAIR_MAX_DT};
 use crate::parts::{self, Merged, PEAK_BIN_BITS, PackedPeak, Part};
 use crate::peaks::Peak;
-use crate::triplets::{self, MAX_WARP, Triplet, TripletHit, query_triplets};
+use crate::triplets::{self, MAX_WARP, Triplet, TripletHit, TripletIndex, query_triplets};
 use crate::verify::{QueryGrid, Verdict, verify};
 
 use crate::parts::IndexBuilder;
@@ -341,36 +341,55 @@ impl Index {
     }
 
     /// Whether a merge is due, and of which parts (pass it to
-    /// [`Index::merge`]): every part when removed tracks make up more than
-    /// an eighth of the index; otherwise, once there are more than
+    /// [`Index::merge`]): every part once removed tracks make up an eighth
+    /// of the index or more; otherwise, once there are more than
     /// [`MAX_PARTS`] parts, the latest ones, as far back as no earlier part
     /// outweighs them four to one. Small new parts are then merged with each
     /// other often and cheaply, and into the large ones rarely, so that
     /// every posting is rebuilt a few times over its life rather than once
-    /// per change.
+    /// per change. The run starts later when the merged part would exceed
+    /// one part's limits, and no merge is due when the run would neither
+    /// join parts nor drop a removed track.
     pub fn merge_due(&self) -> Option<usize> {
-        if !self.removed.is_empty() && self.removed.len() * 8 >= self.live.max(8) {
-            return Some(0);
-        }
-        if self.parts.len() <= MAX_PARTS {
+        let n = self.parts.len();
+        let wanted = if !self.removed.is_empty() && self.removed.len() * 8 >= self.live.max(8) {
+            0
+        } else if n <= MAX_PARTS {
             return None;
-        }
-        let mut from = self.parts.len() - 1;
-        let mut tail = self.parts[from].postings.len();
-        while from > 0
-            && (from == self.parts.len() - 1 || self.parts[from - 1].postings.len() <= 4 * tail)
-        {
-            from -= 1;
-            tail += self.parts[from].postings.len();
-        }
-        Some(from)
+        } else {
+            let mut from = n - 1;
+            let mut tail = self.parts[from].postings.len();
+            while from > 0 && (from == n - 1 || self.parts[from - 1].postings.len() <= 4 * tail) {
+                from -= 1;
+                tail += self.parts[from].postings.len();
+            }
+            from
+        };
+        let limit = u32::MAX as usize;
+        let fits = |run: &[Arc<Part>]| {
+            let sum = |f: fn(&Part) -> usize| run.iter().map(|p| f(p)).sum::<usize>();
+            sum(|p| p.postings.len()) <= limit
+                && sum(|p| p.triplets.len()) <= limit
+                && sum(|p| p.peaks.len()) <= limit
+        };
+        let from = (wanted..n).find(|&from| fits(&self.parts[from..]))?;
+        let run = &self.parts[from..];
+        let drops = self
+            .removed
+            .iter()
+            .any(|&id| run.iter().any(|p| p.first_id <= id && id < p.next_id));
+        (run.len() >= 2 || drops).then_some(from)
     }
 
     /// Rebuilds the parts from the `from`th on as one part, without the
     /// removed tracks: CPU work of the order of a build of those tracks, to
     /// run off to one side. The index this is called on is not changed; put
     /// the result in place with [`Index::with_merged`].
-    pub fn merge(&self, from: usize) -> Merged {
+    ///
+    /// # Errors
+    /// [`IndexError::Full`] when the tracks of those parts do not fit one
+    /// part ([`Index::merge_due`] never proposes such a run).
+    pub fn merge(&self, from: usize) -> Result<Merged, IndexError> {
         parts::merge(&self.parts[from.min(self.parts.len())..], &self.removed)
     }
 
@@ -382,21 +401,28 @@ impl Index {
     /// When the parts `merged` was made from are not all in this index
     /// (it was merged from another index, or is put in place twice).
     pub fn with_merged(&self, merged: Merged) -> Self {
-        if merged.parts == 0 {
+        if merged.sources.is_empty() {
             return self.clone();
         }
-        let from = self.parts.partition_point(|p| p.origin < merged.origin);
-        let to = self.parts.partition_point(|p| p.end <= merged.end);
-        let covers = self
+        let address = |p: &Arc<Part>| Arc::as_ptr(p) as usize;
+        let from = self
             .parts
-            .get(from)
-            .is_some_and(|p| p.origin == merged.origin)
-            && to - from == merged.parts
-            && self.parts[to - 1].end == merged.end;
+            .iter()
+            .position(|p| address(p) == merged.sources[0]);
+        let covers = from.is_some_and(|from| {
+            self.parts[from..].len() >= merged.sources.len()
+                && self.parts[from..]
+                    .iter()
+                    .map(address)
+                    .take(merged.sources.len())
+                    .eq(merged.sources.iter().copied())
+        });
         assert!(
             covers,
             "a merge goes in place of the parts it was made from"
         );
+        let from = from.unwrap_or_default();
+        let to = from + merged.sources.len();
         let mut parts = self.parts[..from].to_vec();
         parts.extend(merged.part);
         parts.extend_from_slice(&self.parts[to..]);
@@ -577,13 +603,9 @@ impl Index {
         let reach = (TRACK_GAP_FRAMES as f32 * (1.0 - MAX_WARP)) as u32;
         let used = sparse.partition_point(|p| p.frame < reach);
         query_triplets(&sparse[..used], &mut s.triplets);
-        s.triplet_hits.clear();
-        for part in &self.parts {
-            part.triplets.hits(&s.triplets, &mut s.triplet_hits);
-        }
-        if !self.removed.is_empty() {
-            s.triplet_hits.retain(|h| self.track_of(h.global).is_some());
-        }
+        let tables: Vec<&TripletIndex> = self.parts.iter().map(|p| &p.triplets).collect();
+        let live = |global: u32| self.removed.is_empty() || self.track_of(global).is_some();
+        triplets::hits(&tables, &s.triplets, live, &mut s.triplet_hits);
         triplets::proposals(&mut s.triplet_hits, &mut s.hough, &mut s.warps);
         for &(count, warp) in &s.warps {
             let tried = (warp.time - warp.freq).abs() < options.refine_step

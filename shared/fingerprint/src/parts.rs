@@ -328,31 +328,29 @@ impl IndexBuilder {
 #[derive(Debug)]
 pub struct Merged {
     pub(crate) part: Option<Arc<Part>>,
-    pub(crate) origin: u32,
-    pub(crate) end: u32,
+    /// The parts it replaces, by address: the very parts, not others that
+    /// happen to sit at the same place of the timeline.
+    pub(crate) sources: Vec<usize>,
     /// The removed tracks it no longer holds.
     pub(crate) dropped: Vec<TrackId>,
-    /// How many parts it replaces.
-    pub(crate) parts: usize,
 }
 
 impl Merged {
     /// Number of parts it replaces.
     pub fn parts(&self) -> usize {
-        self.parts
+        self.sources.len()
     }
 }
 
 /// Rebuilds `parts` as one part, leaving out the tracks in `removed` (sorted).
-pub(crate) fn merge(parts: &[Arc<Part>], removed: &[TrackId]) -> Merged {
+pub(crate) fn merge(parts: &[Arc<Part>], removed: &[TrackId]) -> Result<Merged, IndexError> {
+    let sources = parts.iter().map(|p| Arc::as_ptr(p) as usize).collect();
     let (Some(first), Some(last)) = (parts.first(), parts.last()) else {
-        return Merged {
+        return Ok(Merged {
             part: None,
-            origin: 0,
-            end: 0,
+            sources,
             dropped: Vec::new(),
-            parts: 0,
-        };
+        });
     };
     let mut builder = IndexBuilder::following(first.origin, first.first_id);
     let mut dropped = Vec::new();
@@ -365,20 +363,17 @@ pub(crate) fn merge(parts: &[Arc<Part>], removed: &[TrackId]) -> Merged {
             }
             peaks.clear();
             peaks.extend(part.peaks_of(t).iter().map(|&p| unpack_peak(p)));
-            builder
-                .place(t.id, u64::from(t.start), &peaks, t.frames)
-                .expect("a track that fitted its part fits the merged part, which is no larger");
+            // The timeline fitted these tracks; one part's postings may not.
+            builder.place(t.id, u64::from(t.start), &peaks, t.frames)?;
         }
     }
     // The merged part keeps the whole stretch of timeline and ids of the
     // parts it replaces, so that what follows them stays where it is.
     builder.end = last.end;
     builder.next_id = last.next_id;
-    Merged {
+    Ok(Merged {
         part: builder.into_part().map(Arc::new),
-        origin: first.origin,
-        end: last.end,
+        sources,
         dropped,
-        parts: parts.len(),
-    }
+    })
 }

@@ -318,23 +318,38 @@ impl TripletIndex {
         4 * (self.offsets.len() + self.frames.len()) + 2 * self.shapes.len()
     }
 
-    /// The catalogue twins of `query`'s triplets whose warp is within
-    /// [`MAX_WARP`] (with room for the catalogue's rounding: ±15% in
-    /// frequency, ±20% in time), appended to `out` while it holds fewer
-    /// than [`MAX_TRIPLET_HITS`] (the parts of an index fill one list).
-    pub(crate) fn hits(&self, query: &[Triplet], out: &mut Vec<TripletHit>) {
-        let (lo, hi) = (1.0 - MAX_WARP - 0.05, 1.0 + MAX_WARP + 0.05);
-        for t in query {
-            if out.len() >= MAX_TRIPLET_HITS {
-                break;
-            }
-            let h = t.hash as usize;
-            let (from, to) = (self.offsets[h] as usize, self.offsets[h + 1] as usize);
-            for (&global, &shape) in self.frames[from..to].iter().zip(&self.shapes[from..to]) {
+    /// Number of triplets held.
+    pub(crate) fn len(&self) -> usize {
+        self.frames.len()
+    }
+}
+
+/// The catalogue twins of `query`'s triplets in `tables` (an index's parts)
+/// whose warp is within [`MAX_WARP`] (with room for the catalogue's
+/// rounding: ±15% in frequency, ±20% in time) and whose anchor `live` keeps
+/// (a removed track's do not count), into `out`, at most about
+/// [`MAX_TRIPLET_HITS`]: query triplet by query triplet, each in every
+/// table, so that a full list favours no part.
+pub(crate) fn hits(
+    tables: &[&TripletIndex],
+    query: &[Triplet],
+    live: impl Fn(u32) -> bool,
+    out: &mut Vec<TripletHit>,
+) {
+    out.clear();
+    let (lo, hi) = (1.0 - MAX_WARP - 0.05, 1.0 + MAX_WARP + 0.05);
+    for t in query {
+        if out.len() >= MAX_TRIPLET_HITS {
+            break;
+        }
+        let h = t.hash as usize;
+        for table in tables {
+            let (from, to) = (table.offsets[h] as usize, table.offsets[h + 1] as usize);
+            for (&global, &shape) in table.frames[from..to].iter().zip(&table.shapes[from..to]) {
                 let (bin, span) = (f32::from(shape >> 8), f32::from(shape & 0xff));
                 let freq = t.bin / bin;
                 let time = span / t.span as f32;
-                if freq > lo && freq < hi && time > lo - 0.05 && time < hi + 0.05 {
+                if freq > lo && freq < hi && time > lo - 0.05 && time < hi + 0.05 && live(global) {
                     out.push(TripletHit {
                         global,
                         frame: t.frame,
@@ -563,10 +578,10 @@ mod tests {
             let entries: Vec<_> = cat.iter().map(|t| entry(t, t.frame + 5000)).collect();
             let index = TripletIndex::build(&entries);
             query_triplets(&query, &mut q);
-            let mut hits = Vec::new();
-            index.hits(&q, &mut hits);
+            let mut found_hits = Vec::new();
+            hits(&[&index], &q, |_| true, &mut found_hits);
             let mut found = Vec::new();
-            proposals(&mut hits, &mut Vec::new(), &mut found);
+            proposals(&mut found_hits, &mut Vec::new(), &mut found);
             let &(count, found) = found.iter().max_by_key(|p| p.0).expect("a proposal");
             assert!(count > 100, "{warp:?}: {count} agreeing hits");
             assert!(

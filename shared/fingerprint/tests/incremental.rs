@@ -134,7 +134,7 @@ proptest! {
                 }
                 Op::StartMerge(from) => {
                     if aside.is_none() {
-                        aside = Some(index.merge(from));
+                        aside = Some(index.merge(from).unwrap());
                     }
                 }
                 Op::FinishMerge => {
@@ -176,7 +176,7 @@ fn a_merge_drops_removed_tracks_and_keeps_later_changes() {
     }
     let index = builder.build().without(&[1]);
     let bytes = index.bytes();
-    let merged = index.merge(0);
+    let merged = index.merge(0).unwrap();
     // Meanwhile: a track added, another removed.
     let mut added = index.builder();
     let late = added.add(&tracks[3].peaks, tracks[3].frames).unwrap();
@@ -187,7 +187,7 @@ fn a_merge_drops_removed_tracks_and_keeps_later_changes() {
     // still a tombstone until the next merge.
     assert_eq!(index.removed(), 1);
     assert_eq!(index.tracks().collect::<Vec<_>>(), vec![2, late]);
-    let index = index.with_merged(index.merge(0));
+    let index = index.with_merged(index.merge(0).unwrap());
     assert_eq!((index.parts(), index.removed(), index.len()), (1, 0, 2));
     assert!(index.bytes() < bytes, "{} >= {bytes}", index.bytes());
 }
@@ -200,4 +200,36 @@ fn tracks_added_to_an_earlier_state_are_refused() {
     first.add(&pool()[0].peaks, pool()[0].frames).unwrap();
     second.add(&pool()[1].peaks, pool()[1].frames).unwrap();
     let _ = index.with_added(first).with_added(second);
+}
+
+#[test]
+#[should_panic(expected = "in place of the parts it was made from")]
+fn a_merge_of_another_index_is_refused_even_where_the_parts_line_up() {
+    let build = || {
+        let mut builder = IndexBuilder::new();
+        builder.add(&pool()[0].peaks, pool()[0].frames).unwrap();
+        builder.build()
+    };
+    let (one, other) = (build(), build());
+    let merged = one.without(&[0]).merge(0).unwrap();
+    let _ = other.with_merged(merged);
+}
+
+#[test]
+fn no_merge_is_due_that_would_change_nothing() {
+    let mut builder = IndexBuilder::new();
+    builder.add(&pool()[0].peaks, pool()[0].frames).unwrap();
+    let mut index = builder.build();
+    // One part and no removed track: nothing to do.
+    assert_eq!(index.merge_due(), None);
+    // More parts than MAX_PARTS: the new ones are due.
+    for t in &pool()[1..6] {
+        let mut added = index.builder();
+        added.add(&t.peaks, t.frames).unwrap();
+        index = index.with_added(added);
+    }
+    let from = index.merge_due().expect("six parts");
+    index = index.with_merged(index.merge(from).unwrap());
+    assert!(index.parts() <= 2, "{} parts", index.parts());
+    assert_eq!(index.len(), 6);
 }
