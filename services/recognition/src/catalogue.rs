@@ -467,46 +467,15 @@ mod tests {
     }
 
     /// A catalogue music of 30 s of synthetic music, and a 6 s query of it.
-    async fn a_music(
-        storage: &Storage,
-        seed: u64,
-    ) -> (
-        MusicId,
-        Vec<hendu_fingerprint::Peak>,
-        Vec<hendu_fingerprint::Peak>,
-    ) {
-        use hendu_fingerprint::synth::music;
-        use hendu_fingerprint::{Clip, PeakProfile, fingerprint_clip, fingerprint_clip_sparse};
-        use hendu_storage::model::{ContentHash, NewMusic};
+    async fn a_music(storage: &Storage, seed: u64) -> (MusicId, Vec<hendu_fingerprint::Peak>) {
+        use hendu_fingerprint::{Clip, fingerprint_clip_sparse};
         let rate = 8000;
-        let samples = music(seed, 30.0, rate);
-        let peaks = fingerprint_clip(
-            &Clip {
-                sample_rate: rate,
-                samples: samples.clone(),
-            },
-            PeakProfile::CATALOGUE,
-        );
-        let new = NewMusic::new(
-            &format!("Track {seed}"),
-            None,
-            30_000,
-            ContentHash::of(&seed.to_le_bytes()),
-            &format!("track{seed}.ogg"),
-        )
-        .unwrap();
-        let frames = (30.0 / hendu_fingerprint::params::FRAME_SECONDS) as u32;
-        let music = storage
-            .add_music(&new, &peaks, frames, None)
-            .await
-            .unwrap()
-            .record;
+        let (id, samples) = crate::testing::stored_music(storage, seed, 30, rate).await;
         let excerpt = Clip {
             sample_rate: rate,
             samples: samples[10 * rate as usize..16 * rate as usize].to_vec(),
         };
-        let (query, sparse) = fingerprint_clip_sparse(&excerpt);
-        (music.id, query, sparse)
+        (id, fingerprint_clip_sparse(&excerpt).0)
     }
 
     /// The music a query is recognised as, if any.
@@ -522,18 +491,10 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn musics_added_and_removed_are_searched_at_once_and_merged_later() {
-        let dir = std::env::temp_dir().join(format!(
-            "hendu-live-catalogue-{}-{}",
-            std::process::id(),
-            Instant::now().elapsed().as_nanos()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let storage =
-            Storage::embedded(&dir.join("hendu.db"), hendu_storage::QueueConfig::default())
-                .await
-                .unwrap();
-        let (first, first_query, _) = a_music(&storage, 1).await;
-        let (second, second_query, _) = a_music(&storage, 2).await;
+        let scratch = crate::testing::Scratch::new();
+        let storage = scratch.storage().await;
+        let (first, first_query) = a_music(&storage, 1).await;
+        let (second, second_query) = a_music(&storage, 2).await;
         let live = LiveCatalogue::new(storage.clone(), &Metrics::new("recognition"));
         live.resync().await.unwrap();
         let parts = |live: &LiveCatalogue| live.current().unwrap().index.parts();
@@ -541,7 +502,7 @@ mod tests {
         assert_eq!(recognised(&live, &first_query), Some(first));
 
         // A new music: one new part, found at once; the first is as it was.
-        let (third, third_query, _) = a_music(&storage, 3).await;
+        let (third, third_query) = a_music(&storage, 3).await;
         assert_eq!(recognised(&live, &third_query), None);
         live.apply(&[Event::MusicAdded { music_id: third }])
             .await
@@ -571,8 +532,6 @@ mod tests {
         assert_eq!(recognised(&live, &third_query), Some(third));
         assert_eq!(recognised(&live, &first_query), None);
         assert!(live.start_merge().is_none());
-        drop(storage);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,6 +19,9 @@
 
 pub mod catalogue;
 pub mod reconcile;
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests fail loudly by design.
+mod testing;
 pub mod worker;
 
 use std::sync::Arc;

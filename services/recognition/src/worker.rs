@@ -463,27 +463,7 @@ mod tests {
     use hendu_storage::model::{NewSample, Source};
 
     use super::*;
-
-    /// A private directory, removed at the end.
-    struct Scratch(std::path::PathBuf);
-
-    impl Scratch {
-        fn new() -> Self {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            let dir = std::env::temp_dir()
-                .join(format!("hendu-recognition-{}-{nanos}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
-            Self(dir)
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::testing::{Scratch, stored_music};
 
     fn config() -> Config {
         Config {
@@ -656,34 +636,15 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_key_locked_tempo_is_recognised_from_the_samples_sparse_peaks() {
         use hendu_fingerprint::packed::pack_query;
-        use hendu_fingerprint::synth::{music, music_warped};
-        use hendu_fingerprint::{Clip, Fingerprinter, PeakProfile, Warp, fingerprint_clip_sparse};
-        use hendu_storage::model::{ContentHash, NewMusic};
+        use hendu_fingerprint::synth::music_warped;
+        use hendu_fingerprint::{Clip, Warp, fingerprint_clip_sparse};
 
         let scratch = Scratch::new();
-        let storage = Storage::embedded(&scratch.0.join("hendu.db"), QueueConfig::default())
-            .await
-            .unwrap();
+        let storage = scratch.storage().await;
         let rate = 22_050;
         let mut ids = Vec::new();
         for seed in [1u64, 2, 3] {
-            let mut fp = Fingerprinter::new(rate, PeakProfile::CATALOGUE);
-            let mut peaks = Vec::new();
-            fp.push(&music(seed, 60.0, rate), &mut peaks);
-            fp.finish(&mut peaks);
-            let new = NewMusic::new(
-                &format!("track {seed}"),
-                None,
-                60_000,
-                ContentHash::of(&seed.to_le_bytes()),
-                &format!("track{seed}.wav"),
-            )
-            .unwrap();
-            let stored = storage
-                .add_music(&new, &peaks, fp.frames(), None)
-                .await
-                .unwrap();
-            ids.push(stored.record.id);
+            ids.push(stored_music(&storage, seed, 60, rate).await.0);
         }
         let (ops, consumer) = loaded_consumer(&storage).await;
 
