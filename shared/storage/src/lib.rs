@@ -22,6 +22,7 @@
 //! - [`queue`]: [`WorkQueue`], at-least-once work between services.
 //! - [`events`]: [`EventBus`], live events.
 //! - [`leases`]: [`Leases`], one holder per name at a time.
+//! - [`shards`]: [`Shard`], which part of the catalogue a recogniser holds.
 //! - [`catalogue`]: adding and deleting music across the stores, loading the
 //!   matcher's catalogue.
 //! - [`mysql`], [`mongo`], [`redis`]: the server implementations.
@@ -44,6 +45,7 @@ pub mod queue;
 pub mod redis;
 mod relational;
 pub mod repo;
+pub mod shards;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -58,6 +60,7 @@ pub use events::{Event, EventBus};
 pub use leases::{Fence, Leases};
 pub use queue::{Queue, WorkQueue};
 pub use repo::{DocumentStore, Inserted, RelationalStore};
+pub use shards::Shard;
 
 use crate::embedded::{LocalBus, SqliteStore};
 use crate::mongo::MongoStore;

@@ -10,6 +10,8 @@
 //!   once its raw result is stored / it went to the dead letters (index
 //!   `settled`, for reconciliation).
 //! - `raw_results`: `_id` the sample id, so a redelivered sample is one result.
+//! - `shard_answers`: `_id` `"<sample>:<N>:<k>"`, recognition shard `k` of
+//!   `N`'s answer for a sample (the first insert wins); index `sample_id`.
 //! - GridFS bucket `music_binaries`: the audio, streamed in 255 KiB chunks;
 //!   the file name is the music id.
 //!
@@ -35,11 +37,13 @@ use crate::model::{
     unix_ms,
 };
 use crate::repo::{DocumentStore, Reader};
+use crate::shards::{ShardAnswer, ShardReply};
 
 const FINGERPRINTS: &str = "music_fingerprints";
 pub(crate) const SAMPLES: &str = "sample_fingerprints";
 pub(crate) const RAW_RESULTS: &str = "raw_results";
 const BINARIES: &str = "music_binaries";
+const SHARD_ANSWERS: &str = "shard_answers";
 /// Set on a sample document when the filter decided its raw result (the
 /// name is older than that rule; it once meant the raw result was stored).
 const RECOGNISED_AT: &str = "recognised_at";
@@ -55,6 +59,7 @@ pub struct MongoStore {
     fingerprints: Collection<BlockDoc>,
     samples: Collection<SampleDoc>,
     raw_results: Collection<RawDoc>,
+    shard_answers: Collection<AnswerDoc>,
     binaries: GridFsBucket,
 }
 
@@ -102,6 +107,29 @@ fn span(d: &mongodb::bson::Document) -> Result<SampleSpan> {
         )?,
         title: d.get_str("title").ok().map(str::to_owned),
     })
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct AnswerDoc {
+    #[serde(rename = "_id")]
+    id: String,
+    sample_id: String,
+    shards: i64,
+    shard: i64,
+    reply: ShardReply,
+    answered_at: DateTime,
+}
+
+impl AnswerDoc {
+    fn answer(self) -> Result<ShardAnswer> {
+        Ok(ShardAnswer {
+            sample_id: self.sample_id,
+            shard: u32::try_from(self.shard).map_err(StorageError::corrupt)?,
+            shards: u32::try_from(self.shards).map_err(StorageError::corrupt)?,
+            reply: self.reply,
+            answered_at: from_unix_ms(self.answered_at.timestamp_millis()),
+        })
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -175,6 +203,7 @@ impl MongoStore {
             fingerprints: db.collection(FINGERPRINTS),
             samples: db.collection(SAMPLES),
             raw_results: db.collection(RAW_RESULTS),
+            shard_answers: db.collection(SHARD_ANSWERS),
             binaries: db.gridfs_bucket(
                 GridFsBucketOptions::builder()
                     .bucket_name(BINARIES.to_owned())
@@ -206,6 +235,20 @@ impl MongoStore {
             .create_index(
                 IndexModel::builder()
                     .keys(doc! { "source_kind": 1, "source_id": 1, "captured_at": 1 })
+                    .build(),
+            )
+            .await?;
+        self.shard_answers
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "sample_id": 1, "shards": 1 })
+                    .build(),
+            )
+            .await?;
+        self.shard_answers
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "answered_at": 1 })
                     .build(),
             )
             .await?;
@@ -532,6 +575,44 @@ impl DocumentStore for MongoStore {
         docs.iter()
             .map(|d| Ok(d.get_str("_id").map_err(StorageError::corrupt)?.to_owned()))
             .collect()
+    }
+
+    async fn put_shard_answer(&self, answer: &ShardAnswer) -> Result<Vec<ShardAnswer>> {
+        let doc = AnswerDoc {
+            id: format!("{}:{}:{}", answer.sample_id, answer.shards, answer.shard),
+            sample_id: answer.sample_id.clone(),
+            shards: i64::from(answer.shards),
+            shard: i64::from(answer.shard),
+            reply: answer.reply.clone(),
+            answered_at: date(answer.answered_at),
+        };
+        match self.shard_answers.insert_one(doc).await {
+            Err(e) if is_duplicate_key(&e) => {}
+            other => {
+                other?;
+            }
+        }
+        self.shard_answers(std::slice::from_ref(&answer.sample_id), answer.shards)
+            .await
+    }
+
+    async fn shard_answers(&self, sample_ids: &[String], shards: u32) -> Result<Vec<ShardAnswer>> {
+        let docs: Vec<AnswerDoc> = self
+            .shard_answers
+            .find(doc! { "sample_id": { "$in": sample_ids }, "shards": i64::from(shards) })
+            .sort(doc! { "sample_id": 1, "shard": 1 })
+            .await?
+            .try_collect()
+            .await?;
+        docs.into_iter().map(AnswerDoc::answer).collect()
+    }
+
+    async fn prune_shard_answers(&self, before: OffsetDateTime) -> Result<u64> {
+        let done = self
+            .shard_answers
+            .delete_many(doc! { "answered_at": { "$lt": date(before) } })
+            .await?;
+        Ok(done.deleted_count)
     }
 
     async fn delete_raw_results(&self, sample_ids: &[String]) -> Result<()> {

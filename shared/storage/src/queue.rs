@@ -30,37 +30,65 @@ use time::OffsetDateTime;
 
 use crate::error::Result;
 use crate::model::Source;
+use crate::shards::Shard;
 
-/// The queues of the pipeline.
+/// The queues of the pipeline, as their consumers read them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Queue {
     /// Samples waiting for recognition (consumed by `recognition`).
     Samples,
+    /// The same samples as one recognition shard reads them, in the group
+    /// of that shard ([`Shard::group`]): every entry reaches every shard, and
+    /// leaves the queue once all of them acknowledged it. Pushing to it is
+    /// pushing to [`Queue::Samples`]. Made by [`Queue::samples`].
+    SamplesShard(Shard),
     /// Raw results waiting for the filter (consumed by `filter`).
     RawResults,
 }
 
 impl Queue {
-    /// Every queue.
+    /// Every queue, each as its unsharded consumers read it.
     pub const ALL: [Self; 2] = [Self::Samples, Self::RawResults];
+
+    /// The samples as the recognisers of `shard` read them
+    /// ([`Queue::Samples`] for the whole catalogue).
+    pub fn samples(shard: Shard) -> Self {
+        if shard.is_whole() {
+            Self::Samples
+        } else {
+            Self::SamplesShard(shard)
+        }
+    }
 
     /// The queue named `name` (as [`Queue::name`] spells it).
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|q| q.name() == name)
     }
 
+    /// The queue's name: one per queue, whoever reads it.
     pub fn name(self) -> &'static str {
         match self {
-            Self::Samples => "samples",
+            Self::Samples | Self::SamplesShard(_) => "samples",
             Self::RawResults => "raw-results",
         }
     }
 
     /// The consumer group that drains it.
-    pub fn group(self) -> &'static str {
+    pub fn group(self) -> String {
         match self {
-            Self::Samples => "recognition",
-            Self::RawResults => "filter",
+            Self::Samples => Shard::GROUP.to_owned(),
+            Self::SamplesShard(shard) => shard.group(),
+            Self::RawResults => "filter".to_owned(),
+        }
+    }
+
+    /// The groups that must all have acknowledged an entry this queue's
+    /// group acknowledges before it leaves the queue, whether they exist
+    /// yet or not: a shard's siblings, or the group itself.
+    pub fn needed_groups(self) -> Vec<String> {
+        match self {
+            Self::SamplesShard(shard) => shard.siblings().map(Shard::group).collect(),
+            other => vec![other.group()],
         }
     }
 }
@@ -164,7 +192,7 @@ pub struct DeadCounts(Arc<[AtomicU64; 4]>);
 
 impl DeadCounts {
     fn slot(queue: Queue, reason: DeadReason) -> usize {
-        let q = usize::from(queue == Queue::RawResults);
+        let q = usize::from(matches!(queue, Queue::RawResults));
         let r = usize::from(reason == DeadReason::Refused);
         q * 2 + r
     }

@@ -1,12 +1,15 @@
 //! [`WorkQueue`] and [`EventBus`] on Redis.
 //!
-//! - Each [`Queue`] is a Redis Stream `<prefix>queue:<name>` read by one
-//!   consumer group (`Queue::group`) created at connect time from the start of
-//!   the stream, so entries pushed before any consumer existed are not lost.
-//!   A read first takes over entries another consumer left unacknowledged
-//!   longer than the claim timeout (`XAUTOCLAIM`), then reads new ones
-//!   (`XREADGROUP ... >`). An acknowledged entry is removed (`XACK` + `XDEL`
-//!   in one `MULTI`), so the stream holds only unfinished work.
+//! - Each [`Queue`] is a Redis Stream `<prefix>queue:<name>` read by its
+//!   consumer group (`Queue::group`; the samples have one per recognition
+//!   shard), created from the start of the stream by its first consumer (and
+//!   the filter's at connect time), so entries pushed before any consumer
+//!   existed are not lost. A read first takes over entries another consumer
+//!   left unacknowledged longer than the claim timeout (`XAUTOCLAIM`), then
+//!   reads new ones (`XREADGROUP ... >`). An entry is acknowledged and, once
+//!   no group needs it any more (every group on the stream, and every sibling
+//!   shard whether its group exists yet or not, has read and acknowledged
+//!   it), deleted, in one script: the stream holds only unfinished work.
 //! - Taking over is one Lua script: `XAUTOCLAIM`, each entry's delivery count
 //!   from `XPENDING`, and an entry delivered `max_deliveries` times already
 //!   moved to the stream `<prefix>dead:<name>` (fields `p` payload, `r`
@@ -87,9 +90,9 @@ impl RedisStore {
             queue,
             dead: DeadCounts::default(),
         };
-        for q in Queue::ALL {
-            store.create_group(q).await?;
-        }
+        // The samples' groups are made by their recognisers, whose shards
+        // only they know: a group nobody reads would keep every entry.
+        store.create_group(Queue::RawResults).await?;
         Ok(store)
     }
 
@@ -162,6 +165,12 @@ fn is_nogroup(e: &redis::RedisError) -> bool {
     matches!(e.code(), Some("NOGROUP" | "UNBLOCKED")) || e.to_string().contains("NOGROUP")
 }
 
+/// The groups an entry waits for before it leaves the stream, as the
+/// scripts take them.
+fn needed(queue: Queue) -> String {
+    queue.needed_groups().join(",")
+}
+
 /// A stream entry id (`<ms>-<seq>`); anything else names no entry.
 fn is_stream_id(id: &str) -> bool {
     id.split_once('-').is_some_and(|(ms, seq)| {
@@ -172,12 +181,74 @@ fn is_stream_id(id: &str) -> bool {
     })
 }
 
+/// Lua the scripts share. `release(key, id, needed)` deletes entry `id`
+/// once no group needs it: every group on the stream has read it (its last
+/// delivered id is at or past it) and none holds it unacknowledged, and
+/// every group named in `needed` (comma-separated) exists. Returns 1 if it
+/// deleted it.
+const QUEUE_LUA: &str = r"
+local function fields(flat)
+  local t = {}
+  for i = 1, #flat, 2 do t[flat[i]] = flat[i + 1] end
+  return t
+end
+local function later(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am > bm or (am == bm and as > bs)
+end
+local function release(key, id, needed)
+  if redis.call('EXISTS', key) == 0 then return 0 end
+  local seen = {}
+  for _, flat in ipairs(redis.call('XINFO', 'GROUPS', key)) do
+    local g = fields(flat)
+    seen[g['name']] = true
+    if later(id, g['last-delivered-id']) then return 0 end
+    if #redis.call('XPENDING', key, g['name'], id, id, 1) > 0 then return 0 end
+  end
+  for name in string.gmatch(needed, '[^,]+') do
+    if not seen[name] then return 0 end
+  end
+  redis.call('XDEL', key, id)
+  return 1
+end
+";
+
+/// Acknowledges an entry, and deletes it if no group needs it any more.
+/// KEYS: stream. ARGV: group, id, needed groups.
+const ACK: &str = r"
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return release(KEYS[1], ARGV[2], ARGV[3])
+";
+
+/// The group's backlog: `{waiting, pending}`. Waiting entries are those past
+/// the group's last delivered id: the stream's length less those pending
+/// when the group is the stream's only one and needs no other (ARGV 3 is
+/// 1; entries it finished are gone), else counted (up to ARGV 2). A group
+/// not made yet has the whole stream waiting.
+/// KEYS: stream. ARGV: group, most entries counted, alone.
+const BACKLOG: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 0} end
+local length = redis.call('XLEN', KEYS[1])
+local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+for _, flat in ipairs(groups) do
+  local g = fields(flat)
+  if g['name'] == ARGV[1] then
+    if #groups == 1 and ARGV[3] == '1' then return {length - g['pending'], g['pending']} end
+    local past = redis.call('XRANGE', KEYS[1], '(' .. g['last-delivered-id'], '+', 'COUNT', ARGV[2])
+    return {#past, g['pending']}
+  end
+end
+return {length, 0}
+";
+
 /// Takes over entries idle beyond the claim timeout (`XAUTOCLAIM`, which
 /// counts the delivery), reads each one's count (`XPENDING`), and moves
 /// those delivered more than `max_deliveries` times to the dead letters
 /// instead of handing them out, all in one atomic step.
 /// KEYS: stream, dead letters. ARGV: group, consumer, min idle ms, count,
-/// max deliveries. Returns `{{id, payload, deliveries}...}, moved`.
+/// max deliveries, needed groups. Returns `{{id, payload, deliveries}...}, moved`.
 const CLAIM: &str = r"
 local claimed = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], '0-0', 'COUNT', ARGV[4])
 local max = tonumber(ARGV[5])
@@ -199,7 +270,7 @@ for _, entry in ipairs(claimed[2]) do
       redis.call('XADD', KEYS[2], '*', 'p', payload,
         'r', 'delivered ' .. times .. ' times without being acknowledged', 'n', times, 'e', id)
       redis.call('XACK', KEYS[1], ARGV[1], id)
-      redis.call('XDEL', KEYS[1], id)
+      release(KEYS[1], id, ARGV[6])
       dead = dead + 1
     else
       out[#out + 1] = {id, payload, n}
@@ -209,8 +280,10 @@ end
 return {out, dead}
 ";
 
-/// Moves an entry to the dead letters if it is still in the stream.
-/// KEYS: stream, dead letters. ARGV: group, id, reason. Returns 1 if moved.
+/// Moves an entry to the dead letters if it is still in the stream (for
+/// this group: other shards' groups go on with it).
+/// KEYS: stream, dead letters. ARGV: group, id, reason, needed groups.
+/// Returns 1 if moved.
 const BURY: &str = r"
 local found = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
 if #found == 0 then return 0 end
@@ -224,7 +297,7 @@ local pending = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
 if type(pending) == 'table' and pending[1] then n = pending[1][4] end
 redis.call('XADD', KEYS[2], '*', 'p', payload, 'r', ARGV[3], 'n', n, 'e', ARGV[2])
 redis.pcall('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[1], ARGV[2])
+release(KEYS[1], ARGV[2], ARGV[4])
 return 1
 ";
 
@@ -252,8 +325,11 @@ redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
 return 1
 ";
 
-static CLAIM_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(CLAIM));
-static BURY_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(BURY));
+static CLAIM_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(&[QUEUE_LUA, CLAIM].concat()));
+static BURY_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(&[QUEUE_LUA, BURY].concat()));
+static ACK_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(&[QUEUE_LUA, ACK].concat()));
+static BACKLOG_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&[QUEUE_LUA, BACKLOG].concat()));
 static REQUEUE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(REQUEUE));
 static HOLD_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(HOLD));
 
@@ -311,7 +387,8 @@ impl RedisStore {
                     .arg(consumer)
                     .arg(self.queue.claim_after.as_millis() as u64)
                     .arg(max)
-                    .arg(self.queue.max_deliveries.max(1));
+                    .arg(self.queue.max_deliveries.max(1))
+                    .arg(needed(queue));
                 async move { invocation.invoke_async(&mut con).await }
             })
             .await?;
@@ -419,19 +496,18 @@ impl WorkQueue for RedisStore {
     }
 
     async fn ack(&self, queue: Queue, id: &str) -> Result<()> {
-        let key = self.key(queue);
+        if !is_stream_id(id) {
+            return Ok(());
+        }
+        let (key, group, needed) = (self.key(queue), queue.group(), needed(queue));
         self.in_group(queue, || {
             let mut con = self.commands.clone();
-            let pipe = redis::pipe()
-                .atomic()
-                .xack(&key, queue.group(), &[id])
-                .ignore()
-                .xdel(&key, &[id])
-                .ignore()
-                .clone();
-            async move { pipe.query_async::<()>(&mut con).await }
+            let mut invocation = ACK_SCRIPT.key(&key);
+            invocation.arg(&group).arg(id).arg(&needed);
+            async move { invocation.invoke_async::<i64>(&mut con).await }
         })
-        .await
+        .await?;
+        Ok(())
     }
 
     async fn hold(&self, queue: Queue, consumer: &str, id: &str) -> Result<bool> {
@@ -454,20 +530,17 @@ impl WorkQueue for RedisStore {
     }
 
     async fn backlog(&self, queue: Queue) -> Result<Backlog> {
-        let key = self.key(queue);
         let mut con = self.commands.clone();
-        let length: u64 = con.xlen(&key).await?;
-        let pending: redis::streams::StreamPendingReply = self
-            .in_group(queue, || {
-                let mut con = self.commands.clone();
-                let key = &key;
-                async move { con.xpending(key, queue.group()).await }
-            })
+        let (waiting, pending): (u64, u64) = BACKLOG_SCRIPT
+            .key(self.key(queue))
+            .arg(queue.group())
+            .arg(crate::queue::RECONCILE_SCAN + 1)
+            .arg(u8::from(queue.needed_groups() == [queue.group()]))
+            .invoke_async(&mut con)
             .await?;
-        let pending = pending.count() as u64;
         let dead: u64 = con.xlen(self.dead_key(queue)).await?;
         Ok(Backlog {
-            waiting: length.saturating_sub(pending),
+            waiting,
             pending,
             dead,
         })
@@ -509,6 +582,7 @@ impl WorkQueue for RedisStore {
             .arg(queue.group())
             .arg(&delivery.id)
             .arg(reason)
+            .arg(needed(queue))
             .invoke_async(&mut con)
             .await?;
         self.dead

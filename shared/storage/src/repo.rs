@@ -19,6 +19,7 @@ use crate::model::{
 use crate::queries::{
     Dispute, DisputeState, Grouping, PlayFilter, PlayPage, PlayRow, PlayTotal, WebSession,
 };
+use crate::shards::ShardAnswer;
 
 /// Audio bytes for the binary store.
 pub type Reader<'a> = Box<dyn AsyncRead + Send + Unpin + 'a>;
@@ -284,6 +285,17 @@ pub trait DocumentStore: Send + Sync + std::fmt::Debug {
     /// here rather than when the result is stored keeps recognition at one
     /// write per sample; the filter marks a whole decision at once.
     async fn delete_raw_results(&self, sample_ids: &[String]) -> Result<()>;
+
+    /// Stores a recognition shard's answer for a sample, unless that shard
+    /// answered for it already (the first answer stands, so that a decision
+    /// made without a late shard is never changed by it), and returns every
+    /// answer stored for the sample under the same number of shards.
+    async fn put_shard_answer(&self, answer: &ShardAnswer) -> Result<Vec<ShardAnswer>>;
+    /// The answers stored for these samples under `shards` shards.
+    async fn shard_answers(&self, sample_ids: &[String], shards: u32) -> Result<Vec<ShardAnswer>>;
+    /// Deletes the answers given before `before` (long decided); returns how
+    /// many.
+    async fn prune_shard_answers(&self, before: OffsetDateTime) -> Result<u64>;
 
     /// Streams a music's audio into the binary store, replacing any earlier
     /// copy; returns the number of bytes stored.

@@ -16,6 +16,7 @@ use crate::model::{
     FingerprintBlock, MusicId, NewSample, RawResult, SampleSpan, Source, from_unix_ms, unix_ms,
 };
 use crate::repo::{DocumentStore, Reader, RelationalStore};
+use crate::shards::ShardAnswer;
 
 /// Binaries are stored in chunks of this size.
 const CHUNK: usize = 256 * 1024;
@@ -280,6 +281,47 @@ impl DocumentStore for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(found.into_iter().collect())
+    }
+
+    async fn put_shard_answer(&self, answer: &ShardAnswer) -> Result<Vec<ShardAnswer>> {
+        let body = serde_json::to_string(answer).map_err(StorageError::corrupt)?;
+        sqlx::query(
+            "INSERT OR IGNORE INTO shard_answers (sample_id, shards, shard, body, answered_ms) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&answer.sample_id)
+        .bind(answer.shards)
+        .bind(answer.shard)
+        .bind(body)
+        .bind(unix_ms(answer.answered_at))
+        .execute(&self.pool)
+        .await?;
+        self.shard_answers(std::slice::from_ref(&answer.sample_id), answer.shards)
+            .await
+    }
+
+    async fn shard_answers(&self, sample_ids: &[String], shards: u32) -> Result<Vec<ShardAnswer>> {
+        let ids = serde_json::to_string(sample_ids).map_err(StorageError::corrupt)?;
+        let bodies: Vec<String> = sqlx::query_scalar(
+            "SELECT body FROM shard_answers WHERE shards = ? \
+             AND sample_id IN (SELECT value FROM json_each(?)) ORDER BY sample_id, shard",
+        )
+        .bind(shards)
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        bodies
+            .iter()
+            .map(|b| serde_json::from_str(b).map_err(StorageError::corrupt))
+            .collect()
+    }
+
+    async fn prune_shard_answers(&self, before: OffsetDateTime) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM shard_answers WHERE answered_ms < ?")
+            .bind(unix_ms(before))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 
     async fn delete_raw_results(&self, sample_ids: &[String]) -> Result<()> {

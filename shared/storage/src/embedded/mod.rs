@@ -5,7 +5,8 @@
 //! - [`documents`]: the MongoDB collections and the binaries (in 256 KiB chunks).
 //! - [`queue`]: the Redis work queue, with the same at-least-once semantics;
 //!   entries live in the file, so they survive a crash and can be shared by
-//!   several processes on one machine.
+//!   several processes on one machine; [`groups`]: the recognition shards'
+//!   consumer groups beside the queue's own.
 //! - [`leases`]: the Redis leases, as rows with an expiry.
 //! - [`LocalBus`]: the Redis pub/sub events, within one process.
 //!
@@ -14,6 +15,7 @@
 //! never corrupts the file.
 
 mod documents;
+mod groups;
 mod leases;
 mod queue;
 mod relational;

@@ -4,6 +4,10 @@
 //! reader. Each claim is one `UPDATE ... RETURNING`, atomic in SQLite, so two
 //! readers (threads or processes) never get the same delivery.
 //!
+//! Those columns are the delivery of the queue's own group. Other groups
+//! (the recognition shards, each reading every sample) keep theirs beside
+//! it ([`super::groups`]).
+//!
 //! An entry stamped too long ago that was already delivered `max_deliveries`
 //! times moves to `dead_letters` instead (one transaction whose first
 //! statement deletes it, so two readers never both move it).
@@ -27,12 +31,12 @@ use crate::queue::{
 /// (pushes in this process wake it at once).
 const POLL: Duration = Duration::from_millis(50);
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     unix_ms(OffsetDateTime::now_utc())
 }
 
 /// Entry ids are row ids; anything else names no entry.
-fn row_id(id: &str) -> Option<i64> {
+pub(super) fn row_id(id: &str) -> Option<i64> {
     id.parse().ok()
 }
 
@@ -190,7 +194,11 @@ impl WorkQueue for SqliteStore {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let pushed = self.pushed.notified();
-            let got = self.claim(queue, consumer, max.max(1)).await?;
+            let got = if matches!(queue, Queue::SamplesShard(_)) {
+                self.group_claim(queue, consumer, max.max(1)).await?
+            } else {
+                self.claim(queue, consumer, max.max(1)).await?
+            };
             let now = tokio::time::Instant::now();
             if !got.is_empty() || now >= deadline {
                 return Ok(got);
@@ -203,6 +211,9 @@ impl WorkQueue for SqliteStore {
         let Some(id) = row_id(id) else {
             return Ok(());
         };
+        if matches!(queue, Queue::SamplesShard(_)) {
+            return self.group_ack(queue, id).await;
+        }
         sqlx::query("DELETE FROM queue_entries WHERE queue = ? AND id = ?")
             .bind(queue.name())
             .bind(id)
@@ -215,6 +226,9 @@ impl WorkQueue for SqliteStore {
         let Some(id) = row_id(id) else {
             return Ok(false);
         };
+        if matches!(queue, Queue::SamplesShard(_)) {
+            return self.group_hold(queue, consumer, id).await;
+        }
         let done = sqlx::query(
             "UPDATE queue_entries SET delivered_ms = ? WHERE queue = ? AND id = ? AND consumer = ? \
              AND deliveries > 0",
@@ -229,6 +243,9 @@ impl WorkQueue for SqliteStore {
     }
 
     async fn backlog(&self, queue: Queue) -> Result<Backlog> {
+        if matches!(queue, Queue::SamplesShard(_)) {
+            return self.group_backlog(queue).await;
+        }
         let row = sqlx::query(
             "SELECT COALESCE(SUM(deliveries = 0), 0) AS waiting, COALESCE(SUM(deliveries > 0), 0) AS pending, \
              (SELECT COUNT(*) FROM dead_letters WHERE queue = ?1) AS dead \
@@ -273,6 +290,9 @@ impl WorkQueue for SqliteStore {
         let Some(id) = row_id(&delivery.id) else {
             return Ok(());
         };
+        if matches!(queue, Queue::SamplesShard(_)) {
+            return self.group_dead_letter(queue, id, reason).await;
+        }
         let mut tx = self.pool.begin().await?;
         let Some(row) = sqlx::query(
             "DELETE FROM queue_entries WHERE queue = ? AND id = ? RETURNING id, payload, deliveries",

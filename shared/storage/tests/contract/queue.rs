@@ -9,7 +9,7 @@ use hendu_storage::model::{NewSample, Source};
 use hendu_storage::queue::{
     Backlog, DeadReason, Queue, SampleQueued, requeue_lost_samples, too_many_deliveries,
 };
-use hendu_storage::{Event, Storage, StorageError};
+use hendu_storage::{Event, Shard, Storage, StorageError};
 use time::OffsetDateTime;
 
 use crate::harness::{CLAIM_AFTER, Harness, Kind};
@@ -25,6 +25,7 @@ crate::contract!(queue:
     dead_letters_are_listed_requeued_and_discarded,
     a_held_delivery_is_neither_taken_over_nor_counted_again,
     lost_samples_are_queued_again_by_reconciliation,
+    every_shard_reads_every_entry_which_leaves_once_all_are_done,
 );
 
 const WAIT: Duration = Duration::from_millis(200);
@@ -797,4 +798,100 @@ async fn samples_stored_before_reconciliation_existed_count_as_recognised() {
         again.unsettled_samples(cutoff, 10).await.unwrap(),
         [(new.id.clone(), Source::Device(3))]
     );
+}
+
+/// The payloads of what `consumer` of `queue` reads now.
+async fn read_all(
+    storage: &Storage,
+    queue: Queue,
+    consumer: &str,
+) -> Vec<hendu_storage::queue::Delivery> {
+    storage
+        .queue
+        .read(queue, consumer, 100, WAIT)
+        .await
+        .unwrap()
+}
+
+fn payloads(got: &[hendu_storage::queue::Delivery]) -> Vec<String> {
+    got.iter()
+        .map(|d| String::from_utf8(d.payload.clone()).unwrap())
+        .collect()
+}
+
+pub async fn every_shard_reads_every_entry_which_leaves_once_all_are_done(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let q = &h.storage.queue;
+    let shard = |k| Queue::samples(Shard::new(k, 3).unwrap());
+    assert_eq!(Queue::samples(Shard::WHOLE), Queue::Samples);
+    for i in 0..5 {
+        q.push(Queue::Samples, format!("s{i}").as_bytes())
+            .await
+            .unwrap();
+    }
+    let all: Vec<String> = (0..5).map(|i| format!("s{i}")).collect();
+    let queued = || async { q.entries(Queue::Samples, None, 100).await.unwrap().len() };
+
+    // The first shard finishes everything; the others have not started.
+    let first = read_all(&h.storage, shard(1), "a").await;
+    assert_eq!(payloads(&first), all);
+    for d in &first {
+        q.ack(shard(1), &d.id).await.unwrap();
+    }
+    assert_eq!(q.backlog(shard(1)).await.unwrap(), Backlog::default());
+    assert_eq!(q.backlog(shard(2)).await.unwrap().waiting, 5);
+    assert_eq!(queued().await, 5, "the other shards still need them");
+
+    // A shard that starts later still gets them, and so does the third.
+    let second = read_all(&h.storage, shard(2), "b").await;
+    assert_eq!(payloads(&second), all);
+    for d in &second {
+        q.ack(shard(2), &d.id).await.unwrap();
+    }
+    let third = read_all(&h.storage, shard(3), "c").await;
+    assert_eq!(payloads(&third), all);
+    for d in &third[..4] {
+        q.ack(shard(3), &d.id).await.unwrap();
+    }
+    assert_eq!(queued().await, 1, "the entry the third shard holds stays");
+    assert_eq!(
+        q.backlog(shard(3)).await.unwrap(),
+        Backlog {
+            waiting: 0,
+            pending: 1,
+            dead: 0
+        }
+    );
+    assert!(
+        read_all(&h.storage, shard(3), "d").await.is_empty(),
+        "held within the timeout"
+    );
+    tokio::time::sleep(CLAIM_AFTER + Duration::from_millis(100)).await;
+    let again = read_all(&h.storage, shard(3), "d").await;
+    assert_eq!(payloads(&again), ["s4"]);
+    assert!(again[0].redelivered);
+    assert!(
+        read_all(&h.storage, shard(1), "a").await.is_empty(),
+        "no other shard gets it again"
+    );
+    q.ack(shard(3), &again[0].id).await.unwrap();
+    assert_eq!(queued().await, 0);
+
+    // One shard refusing an entry leaves it to the others.
+    q.push(Queue::Samples, b"bad").await.unwrap();
+    let refused = read_all(&h.storage, shard(2), "b").await;
+    assert_eq!(payloads(&refused), ["bad"]);
+    q.dead_letter(shard(2), &refused[0], "cannot")
+        .await
+        .unwrap();
+    let dead = q.dead_letters(Queue::Samples, None, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].payload, b"bad");
+    for k in [1, 3] {
+        let got = read_all(&h.storage, shard(k), "x").await;
+        assert_eq!(payloads(&got), ["bad"], "shard {k}");
+        assert_eq!(queued().await, 1);
+        q.ack(shard(k), &got[0].id).await.unwrap();
+    }
+    assert_eq!(queued().await, 0);
 }

@@ -24,6 +24,7 @@ crate::contract!(records:
     a_station_is_changed_reports_its_state_and_gaps_and_goes_only_without_plays,
     a_sources_samples_are_listed_in_time_with_their_title,
     live_leases_are_listed_by_prefix_with_their_holders,
+    a_shards_first_answer_stands_and_a_samples_answers_come_together,
 );
 
 fn t0() -> OffsetDateTime {
@@ -1014,4 +1015,79 @@ pub async fn live_leases_are_listed_by_prefix_with_their_holders(kind: Kind) {
         1
     );
     assert!(leases.held("nothing/").await.unwrap().is_empty());
+}
+
+pub async fn a_shards_first_answer_stands_and_a_samples_answers_come_together(kind: Kind) {
+    use hendu_storage::shards::{ShardAnswer, ShardCandidate, ShardReply};
+
+    let h = Harness::new(kind).await;
+    let docs = &h.storage.documents;
+    let answer = |sample: &str, shard: u32, reply: ShardReply, at: OffsetDateTime| ShardAnswer {
+        sample_id: sample.into(),
+        shard,
+        shards: 3,
+        reply,
+        answered_at: at,
+    };
+    let best = ShardReply::Best(Some(ShardCandidate {
+        matched: RawMatch {
+            music_id: 7,
+            block: 2,
+            offset_s: 61.5,
+            score: 40.0,
+            confidence: 0.9,
+        },
+        rival_votes: 6,
+        z: 9.5,
+        penalty: 0.0,
+    }));
+    let first = docs
+        .put_shard_answer(&answer("s1", 2, best.clone(), t0()))
+        .await
+        .unwrap();
+    assert_eq!(first, vec![answer("s1", 2, best.clone(), t0())]);
+    // A late answer of the same shard does not replace the first.
+    let again = docs
+        .put_shard_answer(&answer("s1", 2, ShardReply::TimedOut, t0()))
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+    let later = t0() + Duration::seconds(5);
+    let all = docs
+        .put_shard_answer(&answer("s1", 1, ShardReply::Best(None), later))
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|a| (a.shard, a.reply.clone()))
+            .collect::<Vec<_>>(),
+        [(1, ShardReply::Best(None)), (2, best.clone())]
+    );
+    docs.put_shard_answer(&answer("s2", 3, ShardReply::TimedOut, later))
+        .await
+        .unwrap();
+    // Another split of the same sample is another set.
+    let mut other = answer("s1", 1, ShardReply::Best(None), later);
+    other.shards = 2;
+    assert_eq!(docs.put_shard_answer(&other).await.unwrap().len(), 1);
+
+    let both = docs
+        .shard_answers(&["s1".into(), "s2".into(), "s3".into()], 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        both.iter()
+            .map(|a| (a.sample_id.as_str(), a.shard))
+            .collect::<Vec<_>>(),
+        [("s1", 1), ("s1", 2), ("s2", 3)]
+    );
+    assert_eq!(
+        docs.prune_shard_answers(later).await.unwrap(),
+        1,
+        "the one before"
+    );
+    assert_eq!(
+        docs.shard_answers(&["s1".into()], 3).await.unwrap().len(),
+        1
+    );
 }
