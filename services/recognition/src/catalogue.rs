@@ -11,6 +11,9 @@
 //! sees one consistent catalogue. The fingerprints are held once, in the
 //! index.
 //!
+//! A replica of a shard (`HENDU_RECOGNITION_SHARD`) holds only the tracks of
+//! its shard, and passes the others' events over.
+//!
 //! Events are fire and forget, so the catalogue is also compared with the
 //! store's list of ready musics every resync period and after every
 //! reconnection of the subscription.
@@ -26,7 +29,7 @@ use hendu_fingerprint::{IndexError, Merged};
 use hendu_service::{Heartbeat, Metrics};
 use hendu_storage::catalogue::{CatalogueIndex, LoadedTrack, join_blocks};
 use hendu_storage::model::{Music, MusicId, MusicState};
-use hendu_storage::{Event, Storage, StorageError};
+use hendu_storage::{Event, Shard, Storage, StorageError};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::task::JoinHandle;
@@ -42,6 +45,7 @@ const MERGE_RETRY: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct LiveCatalogue {
     storage: Storage,
+    shard: Shard,
     current: RwLock<Option<Arc<CatalogueIndex>>>,
     /// One change at a time (the keeper's, and a test's).
     changing: tokio::sync::Mutex<()>,
@@ -53,7 +57,8 @@ pub struct LiveCatalogue {
 }
 
 impl LiveCatalogue {
-    pub fn new(storage: Storage, metrics: &Metrics) -> Self {
+    /// The tracks of `shard` ([`Shard::WHOLE`]: all of them).
+    pub fn new(storage: Storage, metrics: &Metrics, shard: Shard) -> Self {
         let (size, parts, bytes, merges) = Default::default();
         metrics.register(
             "catalogue_tracks",
@@ -77,6 +82,7 @@ impl LiveCatalogue {
         );
         Self {
             storage,
+            shard,
             current: RwLock::new(None),
             changing: tokio::sync::Mutex::new(()),
             loaded: AtomicBool::new(false),
@@ -226,6 +232,7 @@ impl LiveCatalogue {
         let mut removed = BTreeSet::new();
         for event in events {
             match *event {
+                Event::MusicAdded { music_id } if !self.shard.owns(music_id) => {}
                 Event::MusicAdded { music_id } => match self.load_one(music_id).await? {
                     Some(track) => {
                         removed.remove(&music_id);
@@ -294,7 +301,11 @@ impl LiveCatalogue {
         let Some(catalogue) = self.current() else {
             return Ok(());
         };
-        let ready_ids: BTreeSet<MusicId> = ready.iter().map(|m| m.id).collect();
+        let ready_ids: BTreeSet<MusicId> = ready
+            .iter()
+            .map(|m| m.id)
+            .filter(|&id| self.shard.owns(id))
+            .collect();
         let missing = ready_ids.iter().filter(|&&id| !catalogue.contains(id));
         let extra = catalogue.music_ids().filter(|id| !ready_ids.contains(id));
         let events: Vec<Event> = missing
@@ -324,7 +335,7 @@ impl LiveCatalogue {
             }
             builder.build()
         });
-        let damaged = self.storage.send_catalogue(tx).await;
+        let damaged = self.storage.send_catalogue(self.shard, tx).await;
         let built = building.await;
         for (music, why) in damaged? {
             tracing::error!(music = music.id, reason = %why, "a catalogue track cannot be loaded; it will not be matched");
@@ -337,6 +348,7 @@ impl LiveCatalogue {
         log_refused(&refused);
         tracing::info!(
             tracks = catalogue.len(),
+            shard = %self.shard,
             mb = catalogue.index.bytes() / 1_000_000,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "catalogue loaded"
@@ -495,7 +507,7 @@ mod tests {
         let storage = scratch.storage().await;
         let (first, first_query) = a_music(&storage, 1).await;
         let (second, second_query) = a_music(&storage, 2).await;
-        let live = LiveCatalogue::new(storage.clone(), &Metrics::new("recognition"));
+        let live = LiveCatalogue::new(storage.clone(), &Metrics::new("recognition"), Shard::WHOLE);
         live.resync().await.unwrap();
         let parts = |live: &LiveCatalogue| live.current().unwrap().index.parts();
         assert_eq!(parts(&live), 1);

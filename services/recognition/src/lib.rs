@@ -8,6 +8,13 @@
 //! replica, matches each against the index, writes the raw result (best
 //! match, or "no match") and queues it for the filter, then acknowledges.
 //! A replica that dies leaves its unacknowledged samples to the others.
+//!
+//! A catalogue larger than one replica's memory is split into shards
+//! (`HENDU_RECOGNITION_SHARD=k/N`, [`shards`]): a replica then holds only its
+//! shard's tracks, reads every sample in its shard's own group, and stores
+//! its best candidate; the sample's raw result is decided from all the
+//! shards' answers by the replica that completes them, or, when a shard
+//! stays silent, by reconciliation after `HENDU_SHARD_WAIT_S` without it.
 //! Samples that can never be recognised go to the queue's dead letters, and a
 //! periodic reconciliation ([`reconcile`]) queues again the stored samples
 //! the queue lost.
@@ -15,10 +22,13 @@
 //! # Layout
 //! - [`catalogue`]: the live catalogue index.
 //! - [`worker`]: samples in, raw results out.
-//! - [`reconcile`]: stored samples the queue lost, queued again.
+//! - [`reconcile`]: stored samples the queue lost, queued again; samples a
+//!   shard left unanswered, decided without it.
+//! - [`shards`]: a sample's raw result from its shards' answers.
 
 pub mod catalogue;
 pub mod reconcile;
+pub mod shards;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // Tests fail loudly by design.
 mod testing;
@@ -29,6 +39,7 @@ use std::time::Duration;
 
 use hendu_service::Application;
 use hendu_service::settings::{default_replica, var_or};
+use hendu_storage::Shard;
 
 pub use catalogue::LiveCatalogue;
 
@@ -42,6 +53,8 @@ pub mod vars {
     pub const RESYNC_S: &str = "HENDU_CATALOGUE_RESYNC_S";
     pub const RECONCILE_S: &str = "HENDU_RECONCILE_S";
     pub const REPLICA: &str = "HENDU_REPLICA";
+    pub const SHARD: &str = "HENDU_RECOGNITION_SHARD";
+    pub const SHARD_WAIT_S: &str = "HENDU_SHARD_WAIT_S";
 }
 
 const HELP: &str =
@@ -54,6 +67,12 @@ const HELP: &str =
   HENDU_QUEUE_MAX_DELIVERIES     a sample delivered this often without being acknowledged
                                  goes to the dead letters (default 5)
   HENDU_REPLICA                  this replica's name in the queue (default host name and pid)
+  HENDU_RECOGNITION_SHARD        k/N: hold only shard k of the catalogue split N ways, and
+                                 answer every sample for it (default 1/1: the whole catalogue);
+                                 run replicas of every shard, each shard's sharing its work
+  HENDU_SHARD_WAIT_S             a sample some shard has not answered this long after capture
+                                 is decided from the answers in, recorded as partial
+                                 (default 120; more than the claim timeout)
 
 Default port: 8082.";
 
@@ -81,6 +100,10 @@ pub struct Config {
     pub claim_after: Duration,
     /// Names this replica's consumer in the queue.
     pub replica: String,
+    /// The part of the catalogue this replica holds.
+    pub shard: Shard,
+    /// How long after capture a sample waits for every shard's answer.
+    pub shard_wait: Duration,
 }
 
 impl Config {
@@ -104,6 +127,16 @@ impl Config {
             30_000,
             "a whole number of milliseconds",
         )?;
+        let shard = var_or(vars::SHARD, Shard::WHOLE, "a shard k/N, as in 2/3")?;
+        let shard_wait = hendu_service::settings::seconds_or(vars::SHARD_WAIT_S, 120.0)?;
+        if shard_wait <= Duration::from_millis(claim_after_ms) {
+            anyhow::bail!(
+                "{} must be longer than the claim timeout ({} ms), or a shard's replica that \
+                 dies would be decided without before another takes its samples over",
+                vars::SHARD_WAIT_S,
+                claim_after_ms
+            );
+        }
         Ok(Self {
             concurrency,
             min_confidence,
@@ -111,13 +144,19 @@ impl Config {
             reconcile: Duration::from_secs(reconcile_s.max(1)),
             claim_after: Duration::from_millis(claim_after_ms),
             replica: var_or(vars::REPLICA, default_replica(), "a name")?,
+            shard,
+            shard_wait,
         })
     }
 }
 
 /// Adds the recogniser's workers, readiness check and metrics to `app`.
 pub fn install(app: &mut Application, config: &Config) {
-    let live = Arc::new(LiveCatalogue::new(app.storage.clone(), &app.ops.metrics));
+    let live = Arc::new(LiveCatalogue::new(
+        app.storage.clone(),
+        &app.ops.metrics,
+        config.shard,
+    ));
     let loaded = live.clone();
     app.ops.health.check(move || {
         let missing = (!loaded.is_loaded()).then(|| "loading".to_owned());

@@ -7,6 +7,10 @@
 //! [`MARGIN`] are considered, and at most [`LIMIT`] per pass; every replica
 //! runs it, and a sample two replicas queue at once is recognised twice to
 //! the same raw result.
+//!
+//! A shard's replica also decides the samples some shard left unanswered
+//! for `HENDU_SHARD_WAIT_S` after their first answer, without it
+//! ([`crate::shards::decide_overdue`]), and prunes answers a day old.
 
 use std::time::Duration;
 
@@ -17,6 +21,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio_util::sync::CancellationToken;
 
 use crate::Config;
+use crate::shards::{KEEP_ANSWERS, decide_overdue};
 
 /// Samples captured this long beyond the claim timeout are no longer in
 /// flight (a 30 s sample is uploaded when it ends).
@@ -31,8 +36,12 @@ pub struct Reconciler {
     storage: Storage,
     every: Duration,
     settled_after: Duration,
+    shard: hendu_storage::Shard,
+    shard_wait: Duration,
+    min_confidence: f32,
     requeued: Counter,
     set_aside: Counter,
+    partial: Counter,
 }
 
 impl Reconciler {
@@ -50,12 +59,24 @@ impl Reconciler {
             "Samples reconciliation found in the dead letters and leaves to an administrator",
             set_aside.clone(),
         );
+        let partial = Counter::default();
+        if !config.shard.is_whole() {
+            ops.metrics.register(
+                "samples_decided_overdue",
+                "Samples decided without the shards that had not answered within HENDU_SHARD_WAIT_S",
+                partial.clone(),
+            );
+        }
         Self {
             storage: storage.clone(),
             every: config.reconcile,
             settled_after: config.claim_after + MARGIN,
+            shard: config.shard,
+            shard_wait: config.shard_wait,
+            min_confidence: config.min_confidence,
             requeued,
             set_aside,
+            partial,
         }
     }
 
@@ -101,6 +122,18 @@ impl Reconciler {
                 set_aside = done.set_aside,
                 "reconciliation found samples the queue had lost"
             );
+        }
+        if !self.shard.is_whole() {
+            let decided = decide_overdue(
+                &self.storage,
+                self.shard,
+                self.shard_wait,
+                self.min_confidence,
+            )
+            .await?;
+            self.partial.inc_by(decided as u64);
+            let old = time::OffsetDateTime::now_utc() - KEEP_ANSWERS;
+            self.storage.documents.prune_shard_answers(old).await?;
         }
         Ok(done)
     }

@@ -25,8 +25,9 @@ use hendu_fingerprint::packed::unpack_query;
 use hendu_fingerprint::{SearchOptions, Searcher};
 use hendu_service::{Heartbeat, Ops};
 use hendu_storage::model::{RawMatch, RawResult};
-use hendu_storage::queue::{Delivery, RawResultQueued, ReadStatus, SampleQueued};
-use hendu_storage::{Queue, Storage, StorageError};
+use hendu_storage::queue::{Delivery, ReadStatus, SampleQueued};
+use hendu_storage::shards::{ShardAnswer, ShardCandidate, ShardReply};
+use hendu_storage::{Queue, Shard, Storage, StorageError};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -36,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Config;
 use crate::catalogue::LiveCatalogue;
+use crate::shards;
 
 /// The consumer beats at least this often when idle; `/healthz` fails after
 /// this allowance without a beat.
@@ -46,7 +48,10 @@ const WAIT: Duration = Duration::from_secs(2);
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Outcome {
     /// `match`, `no_match`, `dead_lettered` (can never succeed: moved to the
-    /// dead letters) or `failed` (a transient failure, retried).
+    /// dead letters) or `failed` (a transient failure, retried); for a
+    /// shard, `answered` (its answer stored, others to come) and
+    /// `decided_partial` (decided without a shard that timed out, counted
+    /// besides the decision's own outcome).
     outcome: &'static str,
 }
 
@@ -63,6 +68,8 @@ struct Meters {
 enum Done {
     Matched,
     NoMatch,
+    /// A shard's answer stored; the other shards' are still to come.
+    Answered,
 }
 
 /// Why a sample was not done.
@@ -123,6 +130,9 @@ pub struct Consumer {
     name: String,
     concurrency: usize,
     min_confidence: f32,
+    shard: Shard,
+    /// The queue as this replica reads it: its shard's group.
+    queue: Queue,
     options: Arc<SearchOptions>,
     meters: Meters,
     readable: ReadStatus,
@@ -185,6 +195,8 @@ impl Consumer {
             name: config.replica.clone(),
             concurrency: config.concurrency,
             min_confidence: config.min_confidence,
+            shard: config.shard,
+            queue: Queue::samples(config.shard),
             options: Arc::new(SearchOptions::default()),
             meters,
             readable,
@@ -209,7 +221,7 @@ impl Consumer {
             beat.beat();
             if last_backlog.elapsed() > Duration::from_secs(5) {
                 last_backlog = Instant::now();
-                if let Ok(b) = self.storage.queue.backlog(Queue::Samples).await {
+                if let Ok(b) = self.storage.queue.backlog(self.queue).await {
                     self.meters.waiting.set(b.waiting as i64);
                     self.meters.pending.set(b.pending as i64);
                     self.meters.dead.set(b.dead as i64);
@@ -223,7 +235,7 @@ impl Consumer {
             }
             let read = tokio::select! {
                 () = stop.cancelled() => return,
-                read = self.storage.queue.read(Queue::Samples, &self.name, self.concurrency, WAIT) => read,
+                read = self.storage.queue.read(self.queue, &self.name, self.concurrency, WAIT) => read,
             };
             let deliveries = match read {
                 Ok(d) => {
@@ -273,8 +285,9 @@ impl Consumer {
                     self.count(match done {
                         Done::Matched => "match",
                         Done::NoMatch => "no_match",
+                        Done::Answered => "answered",
                     });
-                    if let Err(e) = self.storage.queue.ack(Queue::Samples, &delivery.id).await {
+                    if let Err(e) = self.storage.queue.ack(self.queue, &delivery.id).await {
                         // Redelivered later; the result is idempotent.
                         tracing::warn!(error = %e, entry = %delivery.id, "cannot acknowledge a sample");
                     }
@@ -300,7 +313,7 @@ impl Consumer {
                     match self
                         .storage
                         .queue
-                        .hold(Queue::Samples, &self.name, &delivery.id)
+                        .hold(self.queue, &self.name, &delivery.id)
                         .await
                     {
                         Ok(true) | Err(_) => {}
@@ -321,7 +334,7 @@ impl Consumer {
         match self
             .storage
             .queue
-            .dead_letter(Queue::Samples, delivery, reason)
+            .dead_letter(self.queue, delivery, reason)
             .await
         {
             Ok(()) => self.count("dead_lettered"),
@@ -381,7 +394,7 @@ impl Consumer {
                 let music = catalogue.music(c.track)?;
                 let (a, b) = c.track_span_s();
                 Some((
-                    c.confidence,
+                    c.evidence(),
                     RawMatch {
                         music_id: music.id,
                         block: block_of(a, b, f64::from(music.duration_ms) / 1000.0),
@@ -394,7 +407,7 @@ impl Consumer {
             (searcher, matched)
         })
         .await;
-        let (searcher, matched) = match searched {
+        let (searcher, found) = match searched {
             Ok(r) => r,
             Err(e) => {
                 let why = format!("matching panicked: {e}");
@@ -404,9 +417,40 @@ impl Consumer {
         self.meters
             .search_seconds
             .observe(started.elapsed().as_secs_f64());
-        let matched = matched
-            .filter(|(confidence, _)| *confidence >= self.min_confidence)
-            .map(|(_, m)| m);
+        let matched = if self.shard.is_whole() {
+            found
+                .map(|(_, m)| m)
+                .filter(|m| m.confidence >= f64::from(self.min_confidence))
+        } else {
+            let answer = ShardAnswer {
+                sample_id: sample.id.clone(),
+                shard: self.shard.index(),
+                shards: self.shard.count(),
+                reply: ShardReply::Best(found.map(|(e, matched)| ShardCandidate {
+                    matched,
+                    rival_votes: e.rival_votes,
+                    z: f64::from(e.z),
+                    penalty: f64::from(e.penalty),
+                })),
+                answered_at: time::OffsetDateTime::now_utc(),
+            };
+            let answers = match self.storage.documents.put_shard_answer(&answer).await {
+                Ok(a) => a,
+                Err(e) => return (searcher, Err(with_sample(e.into(), id))),
+            };
+            // The replica whose answer completes the set decides; one whose
+            // slot reconciliation filled (it was too late) leaves it be.
+            let mine_timed_out = answers
+                .iter()
+                .any(|a| a.shard == self.shard.index() && a.reply == ShardReply::TimedOut);
+            if !shards::complete(&answers, self.shard.count()) || mine_timed_out {
+                return (searcher, Ok(Done::Answered));
+            }
+            if shards::log_partial(&sample.id, &answers) == shards::Decision::Partial {
+                self.count("decided_partial");
+            }
+            shards::decide(&answers, self.min_confidence)
+        };
         let done = if matched.is_some() {
             Done::Matched
         } else {
@@ -421,27 +465,13 @@ impl Consumer {
             matched,
             stored_at: None,
         };
-        let forwarded = self.forward(&result).await;
+        let forwarded = shards::forward(&self.storage, &result).await;
         (
             searcher,
             forwarded
                 .map(|()| done)
                 .map_err(|e| with_sample(e.into(), id)),
         )
-    }
-
-    /// Stores the raw result (reconciliation leaves a sample that has one
-    /// alone) and queues it for the filter.
-    async fn forward(&self, result: &RawResult) -> Result<(), StorageError> {
-        self.storage.documents.put_raw_result(result).await?;
-        let entry = RawResultQueued {
-            sample_id: result.sample_id.clone(),
-            source: result.source,
-        };
-        let payload =
-            serde_json::to_vec(&entry).map_err(|e| StorageError::Corrupt(e.to_string()))?;
-        self.storage.queue.push(Queue::RawResults, &payload).await?;
-        Ok(())
     }
 }
 
@@ -473,13 +503,19 @@ mod tests {
             reconcile: Duration::from_secs(60),
             claim_after: Duration::from_secs(30),
             replica: "test".into(),
+            shard: Shard::WHOLE,
+            shard_wait: Duration::from_secs(120),
         }
     }
 
     /// A consumer of `storage`'s samples, its catalogue loaded.
     async fn loaded_consumer(storage: &Storage) -> (Ops, Arc<Consumer>) {
         let ops = Ops::new("recognition");
-        let live = Arc::new(LiveCatalogue::new(storage.clone(), &ops.metrics));
+        let live = Arc::new(LiveCatalogue::new(
+            storage.clone(),
+            &ops.metrics,
+            Shard::WHOLE,
+        ));
         live.resync().await.unwrap();
         let consumer = Arc::new(Consumer::new(storage, &ops, live, &config()));
         (ops, consumer)
@@ -585,7 +621,8 @@ mod tests {
         // The good one went on to the filter.
         let forwarded = q.entries(Queue::RawResults, None, 10).await.unwrap();
         assert_eq!(forwarded.len(), 1);
-        let r: RawResultQueued = serde_json::from_slice(&forwarded[0].1).unwrap();
+        let r: hendu_storage::queue::RawResultQueued =
+            serde_json::from_slice(&forwarded[0].1).unwrap();
         assert_eq!(r.sample_id, good.id);
         let results = storage
             .documents

@@ -225,6 +225,57 @@ pub fn confidence(strength: f32) -> f32 {
     1.0 / (1.0 + (-(strength - CONFIDENCE_MID) / CONFIDENCE_SCALE).exp())
 }
 
+/// What a catalogue shard's best candidate weighs when a query's answer is
+/// decided across shards (each shard searched its own tracks only).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Evidence {
+    /// Landmarks agreeing on the candidate.
+    pub votes: u32,
+    /// The best other track of its own shard at the same warp.
+    pub rival_votes: u32,
+    /// The verification z-score.
+    pub z: f32,
+    /// Deducted for a warp found off the grid.
+    pub penalty: f32,
+}
+
+impl Candidate {
+    /// The evidence behind this candidate.
+    pub fn evidence(&self) -> Evidence {
+        Evidence {
+            votes: self.score,
+            rival_votes: self.rival_score,
+            z: self.z,
+            penalty: (strength(self.score, self.rival_score, self.z) - self.strength).max(0.0),
+        }
+    }
+}
+
+/// The winner among the shards' best candidates (`None` for a shard with
+/// none), and its strength. Each candidate's rival is the stronger of its
+/// own shard's and the other shards' best candidates: what the best other
+/// track would have been had one index held every track, so a candidate
+/// needs the margin over the whole catalogue it would need unsharded.
+pub fn strongest_across_shards(bests: &[Option<Evidence>]) -> Option<(usize, f32)> {
+    let mut winner: Option<(usize, f32)> = None;
+    for (i, e) in bests.iter().enumerate() {
+        let Some(e) = e else { continue };
+        let others = bests
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j != i)
+            .filter_map(|(_, o)| o.map(|o| o.votes))
+            .max()
+            .unwrap_or(0);
+        let rival = e.rival_votes.max(others);
+        let s = strength(e.votes, rival, e.z) - e.penalty;
+        if winner.is_none_or(|(_, best)| s > best) {
+            winner = Some((i, s));
+        }
+    }
+    winner
+}
+
 impl Index {
     pub(crate) fn from_parts(parts: Vec<Arc<Part>>, end: u32, next_id: TrackId) -> Self {
         let live = parts.iter().map(|p| p.tracks.len()).sum();
@@ -924,6 +975,41 @@ fn agreeing_span(hits: &[u64], offset: u32, frames: &mut Vec<u32>) -> (u32, u32)
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn across_shards_a_candidate_must_stand_out_from_every_shards_best() {
+        let e = |votes, rival_votes, z| Evidence {
+            votes,
+            rival_votes,
+            z,
+            penalty: 0.0,
+        };
+        // Alone, a shard's candidate keeps its own strength.
+        let only = [None, Some(e(40, 6, 8.0)), None];
+        assert_eq!(
+            strongest_across_shards(&only),
+            Some((1, strength(40, 6, 8.0)))
+        );
+        // Another shard's better chance alignment is its rival, as it would
+        // be in one index.
+        let two = [Some(e(40, 6, 8.0)), Some(e(12, 5, 1.0))];
+        assert_eq!(
+            strongest_across_shards(&two),
+            Some((0, strength(40, 12, 8.0)))
+        );
+        // Two chance alignments weaken each other; the stronger still wins.
+        let (i, s) = strongest_across_shards(&[Some(e(11, 10, 1.0)), Some(e(13, 4, 2.0))]).unwrap();
+        assert_eq!(i, 1);
+        assert!(s < strength(13, 4, 2.0));
+        assert_eq!(strongest_across_shards(&[None, None]), None);
+        // The penalty of a warp found off the grid stays deducted.
+        let mut off = e(40, 6, 8.0);
+        off.penalty = 1.5;
+        assert_eq!(
+            strongest_across_shards(&[Some(off)]),
+            Some((0, strength(40, 6, 8.0) - 1.5))
+        );
+    }
 
     proptest! {
         #[test]

@@ -103,7 +103,10 @@ pub use fingerprinter::{
     fingerprint_file_with, fingerprint_reader,
 };
 pub use hashes::Warp;
-pub use index::{Candidate, Index, IndexError, SearchOptions, Searcher, TrackId};
+pub use index::{
+    Candidate, Evidence, Index, IndexError, SearchOptions, Searcher, TrackId,
+    strongest_across_shards,
+};
 pub use params::PeakProfile;
 pub use parts::{IndexBuilder, Merged};
 pub use peaks::Peak;

@@ -23,6 +23,7 @@ use crate::error::{Result, StorageError};
 use crate::events::Event;
 use crate::model::{FingerprintBlock, Music, MusicId, MusicState, NewMusic};
 use crate::repo::{Inserted, Reader};
+use crate::shards::Shard;
 
 /// First frame of block `index` (blocks start every 15 s).
 fn block_start_frame(index: u32) -> u32 {
@@ -236,15 +237,15 @@ impl Storage {
                 tracks.push(track);
             }
         };
-        let (damaged, ()) = tokio::join!(self.send_catalogue(tx), collect);
+        let (damaged, ()) = tokio::join!(self.send_catalogue(Shard::WHOLE, tx), collect);
         Ok(LoadedCatalogue {
             tracks,
             damaged: damaged?,
         })
     }
 
-    /// [`Storage::load_catalogue`] a track at a time: every `ready` music
-    /// with its peaks goes to `out`, in id order, as soon as its blocks are
+    /// [`Storage::load_catalogue`] a track at a time, of `shard`'s musics
+    /// only: every `ready` music with its peaks goes to `out`, in id order, as soon as its blocks are
     /// read, so that a caller building an index never holds the whole
     /// catalogue twice (and reading waits while `out` is full). Returns the
     /// ready musics that could not be loaded, and why. Stops early, without
@@ -254,9 +255,11 @@ impl Storage {
     /// [`StorageError`] from the stores.
     pub async fn send_catalogue(
         &self,
+        shard: Shard,
         out: tokio::sync::mpsc::Sender<LoadedTrack>,
     ) -> Result<Vec<(Music, String)>> {
-        let ready = self.all_musics(MusicState::Ready).await?;
+        let mut ready = self.all_musics(MusicState::Ready).await?;
+        ready.retain(|m| shard.owns(m.id));
         let mut damaged = Vec::new();
         let mut musics = ready.into_iter().peekable();
         let mut blocks = self.documents.all_blocks();

@@ -48,6 +48,11 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// Where the services' data lives, for starting more of them.
+    pub fn config(&self) -> &StorageConfig {
+        &self._place.config
+    }
+
     pub async fn start(recognisers: usize, filters: usize) -> Self {
         Self::start_with(recognisers, filters, &[]).await
     }

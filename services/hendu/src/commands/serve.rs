@@ -35,6 +35,13 @@ pub const DEFAULT_PORT: u16 = 8080;
 pub fn run(args: &ServeArgs) -> Result<i32> {
     let hash_generator = hendu_hash_generator::Config::from_env()?;
     let recognition = hendu_recognition::Config::from_env()?;
+    if !recognition.shard.is_whole() {
+        anyhow::bail!(
+            "hendu serve holds the whole catalogue; {} is for the hendu-recognition replicas of a \
+             sharded deployment",
+            hendu_recognition::vars::SHARD
+        );
+    }
     let filter = hendu_filter::Config::from_env()?;
     let communication = hendu_communication::Config::from_env_on(args.addr.ip())?;
     let radio_monitor = hendu_radio_monitor::Config::from_env()?;
