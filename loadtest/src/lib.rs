@@ -36,6 +36,7 @@ pub mod plot;
 pub mod recorder;
 pub mod report;
 pub mod scale;
+pub mod scale_shards;
 pub mod scenario;
 pub mod setup;
 

@@ -183,6 +183,47 @@ pub struct ConditionReport {
     pub own_copy: usize,
 }
 
+/// Recall and wrong answers, condition by condition, as queries come.
+#[derive(Debug, Default)]
+pub struct Tally(Vec<ConditionReport>);
+
+impl Tally {
+    /// One query of `condition`: answered right, wrong, and whether the
+    /// wrong answer is a synthetic copy of the queried track.
+    pub fn add(&mut self, condition: &str, right: bool, wrong: bool, own_copy: bool) {
+        let slot = match self.0.iter().position(|c| c.condition == condition) {
+            Some(i) => i,
+            None => {
+                self.0.push(ConditionReport {
+                    condition: condition.to_owned(),
+                    queries: 0,
+                    recall: 0.0,
+                    wrong: 0,
+                    own_copy: 0,
+                });
+                self.0.len() - 1
+            }
+        };
+        let c = &mut self.0[slot];
+        // `recall` counts the right answers until `reports`.
+        c.queries += 1;
+        c.recall += f64::from(u8::from(right));
+        c.wrong += usize::from(wrong);
+        c.own_copy += usize::from(own_copy);
+    }
+
+    /// Each condition's report, in the order they first came.
+    pub fn reports(self) -> Vec<ConditionReport> {
+        self.0
+            .into_iter()
+            .map(|c| ConditionReport {
+                recall: c.recall / c.queries.max(1) as f64,
+                ..c
+            })
+            .collect()
+    }
+}
+
 /// Settings of one run.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -210,7 +251,8 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn percentile(sorted: &[f64], q: f64) -> f64 {
+/// The `q` quantile of sorted values (`NaN` for none).
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -315,7 +357,7 @@ pub fn run(
         let index = grown;
 
         let mut times = Vec::with_capacity(queries.len());
-        let mut per: Vec<(String, usize, usize, usize, usize)> = Vec::new();
+        let mut tally = Tally::default();
         let mut held_strengths = Vec::new();
         let mut held_answered = 0;
         for q in queries {
@@ -336,17 +378,7 @@ pub fn run(
                     let wrong = answered.is_some() && !right;
                     let own_copy =
                         answered.is_some_and(|c| made_from.get(&c.track) == Some(&track.as_str()));
-                    let slot = match per.iter().position(|p| p.0 == q.condition) {
-                        Some(i) => i,
-                        None => {
-                            per.push((q.condition.clone(), 0, 0, 0, 0));
-                            per.len() - 1
-                        }
-                    };
-                    per[slot].1 += 1;
-                    per[slot].2 += usize::from(right);
-                    per[slot].3 += usize::from(wrong);
-                    per[slot].4 += usize::from(own_copy);
+                    tally.add(&q.condition, right, wrong, own_copy);
                 }
             }
         }
@@ -371,16 +403,7 @@ pub fn run(
             queries: queries.len(),
             search_p50_ms: percentile(&times, 0.5),
             search_p99_ms: percentile(&times, 0.99),
-            by_condition: per
-                .into_iter()
-                .map(|(condition, n, right, wrong, own_copy)| ConditionReport {
-                    condition,
-                    queries: n,
-                    recall: right as f64 / n.max(1) as f64,
-                    wrong,
-                    own_copy,
-                })
-                .collect(),
+            by_condition: tally.reports(),
             held_out: held_strengths.len(),
             held_out_answered: held_answered,
             held_out_max_strength: held_strengths.last().copied().unwrap_or(f32::NAN),

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Parser;
 use hendu_loadtest::scale::{self, Plan};
+use hendu_loadtest::scale_shards;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -40,6 +41,12 @@ struct Cli {
     /// Seed of the synthetic tracks.
     #[arg(long, default_value_t = 20_261_207)]
     seed: u64,
+    /// Instead: split the catalogue of each size over this many shards
+    /// (comma-separated, from 1, the reference), search every query in every
+    /// shard, decide across them as the recognisers do, and compare recall,
+    /// false positives, memory and time (`shards.json`, `shards.md`).
+    #[arg(long, value_delimiter = ',')]
+    shards: Vec<u32>,
     /// Where the results go.
     #[arg(long, default_value = ".bench-data/scale")]
     out: PathBuf,
@@ -54,6 +61,22 @@ fn main() -> Result<()> {
     eprintln!("{} real catalogue tracks", real.len());
     let queries = scale::load_queries(&cli.data.join("queries/queries.json"), &cli.conditions)?;
     eprintln!("{} queries of {:?}", queries.len(), cli.conditions);
+    let provenance = serde_json::json!({
+        "revision": std::process::Command::new("git")
+            .args(["rev-parse", "--short", "HEAD"])
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()),
+        "date": time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .ok(),
+        "cpus": std::thread::available_parallelism().map(std::num::NonZero::get).ok(),
+        "seed": cli.seed,
+        "conditions": cli.conditions,
+    });
+    if !cli.shards.is_empty() {
+        return split(&cli, &real, &queries, &provenance);
+    }
     let plan = Plan {
         sizes: cli.sizes.clone(),
         seed: cli.seed,
@@ -75,21 +98,52 @@ fn main() -> Result<()> {
             r.held_out_max_strength
         );
     })?;
-    let provenance = serde_json::json!({
-        "revision": std::process::Command::new("git")
-            .args(["rev-parse", "--short", "HEAD"])
-            .output()
-            .ok()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()),
-        "date": time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .ok(),
-        "cpus": std::thread::available_parallelism().map(std::num::NonZero::get).ok(),
-        "seed": cli.seed,
-        "conditions": cli.conditions,
-    });
     let dir = scale::write(&cli.out, &reports, &provenance).context("cannot write the results")?;
     println!("{}", scale::table(&reports));
     eprintln!("results in {}", dir.display());
+    Ok(())
+}
+
+/// `--shards`: each size split over each shard count.
+fn split(
+    cli: &Cli,
+    real: &[hendu_storage::catalogue::LoadedTrack],
+    queries: &[scale::Query],
+    provenance: &serde_json::Value,
+) -> Result<()> {
+    let mut reports = Vec::new();
+    for &size in &cli.sizes {
+        reports.extend(scale_shards::run(
+            real,
+            queries,
+            size,
+            &cli.shards,
+            cli.seed,
+            0.5,
+            |r| {
+                eprintln!(
+                    "{} tracks in {} shards: largest {:.0} MB; slowest shard p50 {:.1} ms; never-indexed answered {} of {}, strongest {:.2}; {} answers unlike one index",
+                    r.tracks,
+                    r.shards,
+                    r.largest_shard_mb,
+                    r.slowest_shard_p50_ms,
+                    r.held_out_answered,
+                    r.held_out,
+                    r.held_out_max_strength,
+                    r.differ_from_one
+                );
+            },
+        )?);
+    }
+    std::fs::create_dir_all(&cli.out)?;
+    let json = serde_json::json!({ "provenance": provenance, "splits": reports });
+    std::fs::write(
+        cli.out.join("shards.json"),
+        serde_json::to_string_pretty(&json)?,
+    )?;
+    let table = scale_shards::table(&reports);
+    std::fs::write(cli.out.join("shards.md"), &table)?;
+    println!("{table}");
+    eprintln!("results in {}", cli.out.join("shards.md").display());
     Ok(())
 }

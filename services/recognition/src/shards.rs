@@ -27,6 +27,9 @@ use hendu_storage::shards::{ShardAnswer, ShardCandidate, ShardReply};
 use hendu_storage::{Queue, Shard, Storage, StorageError};
 use time::OffsetDateTime;
 
+/// How many of the oldest undecided samples one pass looks at.
+const CANDIDATES: u32 = 1000;
+
 /// Answers older than this are long decided and pruned.
 pub const KEEP_ANSWERS: Duration = Duration::from_secs(24 * 3600);
 
@@ -112,9 +115,7 @@ pub async fn decide_overdue(
 ) -> Result<usize, StorageError> {
     let now = OffsetDateTime::now_utc();
     let docs = &storage.documents;
-    let unsettled = docs
-        .unsettled_samples(now - wait, RECONCILE_SCAN.min(1000) as u32)
-        .await?;
+    let unsettled = docs.unsettled_samples(now - wait, CANDIDATES).await?;
     let ids: Vec<String> = unsettled.into_iter().map(|(id, _)| id).collect();
     let recognised = docs.samples_with_raw_results(&ids).await?;
     let ids: Vec<String> = ids
