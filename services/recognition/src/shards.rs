@@ -22,7 +22,7 @@ use std::time::Duration;
 use hendu_fingerprint::index::confidence;
 use hendu_fingerprint::{Evidence, strongest_across_shards};
 use hendu_storage::model::{RawMatch, RawResult};
-use hendu_storage::queue::{RECONCILE_SCAN, RawResultQueued};
+use hendu_storage::queue::RawResultQueued;
 use hendu_storage::shards::{ShardAnswer, ShardCandidate, ShardReply};
 use hendu_storage::{Queue, Shard, Storage, StorageError};
 use time::OffsetDateTime;
