@@ -12,9 +12,9 @@
 //! slot taken and changes nothing.
 //!
 //! The candidate that wins is the one that stands out most against the best
-//! of every shard ([`hendu_fingerprint::strongest_across_shards`]), so the
-//! confidence a sample gets, and the false-positive rate at a threshold, are
-//! those of one index holding every track.
+//! of every shard ([`hendu_fingerprint::strongest_across_shards`]): close to
+//! the margin one index holding every track would ask for, not the same
+//! (`docs/benchmarks.md`, "Split over shards").
 
 use std::collections::BTreeMap;
 use std::time::Duration;

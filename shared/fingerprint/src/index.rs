@@ -253,9 +253,9 @@ impl Candidate {
 
 /// The winner among the shards' best candidates (`None` for a shard with
 /// none), and its strength. Each candidate's rival is the stronger of its
-/// own shard's and the other shards' best candidates: what the best other
-/// track would have been had one index held every track, so a candidate
-/// needs the margin over the whole catalogue it would need unsharded.
+/// own shard's and the other shards' best candidates: close to the best
+/// other track one index holding every track would have found, though the
+/// other shards' best are at their own warps, not at the candidate's.
 pub fn strongest_across_shards(bests: &[Option<Evidence>]) -> Option<(usize, f32)> {
     let mut winner: Option<(usize, f32)> = None;
     for (i, e) in bests.iter().enumerate() {
