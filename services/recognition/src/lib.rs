@@ -70,9 +70,9 @@ const HELP: &str =
   HENDU_RECOGNITION_SHARD        k/N: hold only shard k of the catalogue split N ways, and
                                  answer every sample for it (default 1/1: the whole catalogue);
                                  run replicas of every shard, each shard's sharing its work
-  HENDU_SHARD_WAIT_S             a sample some shard has not answered this long after capture
-                                 is decided from the answers in, recorded as partial
-                                 (default 120; more than the claim timeout)
+  HENDU_SHARD_WAIT_S             a sample some shard has not answered this long after the first
+                                 shard's answer is decided from the answers in, recorded as
+                                 partial (default 120; more than the claim timeout)
 
 Default port: 8082.";
 
@@ -102,7 +102,7 @@ pub struct Config {
     pub replica: String,
     /// The part of the catalogue this replica holds.
     pub shard: Shard,
-    /// How long after capture a sample waits for every shard's answer.
+    /// How long after its first answer a sample waits for every shard's.
     pub shard_wait: Duration,
 }
 
