@@ -447,15 +447,7 @@ pub fn table(reports: &[SizeReport]) -> String {
             r.held_out_max_strength,
         ));
     }
-    let conditions: Vec<&str> = reports
-        .first()
-        .map(|r| {
-            r.by_condition
-                .iter()
-                .map(|c| c.condition.as_str())
-                .collect()
-        })
-        .unwrap_or_default();
+    let conditions = condition_names(reports.first().map(|r| &r.by_condition[..]));
     out.push_str("\n| tracks |");
     for c in &conditions {
         out.push_str(&format!(" {c} recall (wrong, of them own copy) |"));
@@ -473,6 +465,16 @@ pub fn table(reports: &[SizeReport]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The conditions of a run's first report, in its order (the columns of a
+/// table).
+pub fn condition_names(first: Option<&[ConditionReport]>) -> Vec<&str> {
+    first
+        .unwrap_or_default()
+        .iter()
+        .map(|c| c.condition.as_str())
+        .collect()
 }
 
 /// Writes `results.json`, `results.md` and the plots into `dir`.

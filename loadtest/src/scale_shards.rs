@@ -23,7 +23,7 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use serde::Serialize;
 
-use crate::scale::{Query, Tally, percentile, synthetic};
+use crate::scale::{Query, Tally, condition_names, percentile, synthetic};
 
 /// What one split measured.
 #[derive(Debug, Clone, Serialize)]
@@ -190,15 +190,7 @@ pub fn table(reports: &[SplitReport]) -> String {
     let mut out = String::from(
         "| tracks | shards | largest shard MB (all) | slowest shard p50 / p99 ms | all shards p50 ms | never-indexed answered | strongest never-indexed | answers unlike one index |",
     );
-    let conditions: Vec<&str> = reports
-        .first()
-        .map(|r| {
-            r.by_condition
-                .iter()
-                .map(|c| c.condition.as_str())
-                .collect()
-        })
-        .unwrap_or_default();
+    let conditions = condition_names(reports.first().map(|r| &r.by_condition[..]));
     for c in &conditions {
         out.push_str(&format!(" {c} recall (wrong) |"));
     }

@@ -25,9 +25,11 @@
 //! - [`reconcile`]: stored samples the queue lost, queued again; samples a
 //!   shard left unanswered, decided without it.
 //! - [`shards`]: a sample's raw result from its shards' answers.
+//! - [`results`]: a raw result stored and queued for the filter.
 
 pub mod catalogue;
 pub mod reconcile;
+pub mod results;
 pub mod shards;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // Tests fail loudly by design.

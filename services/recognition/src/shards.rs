@@ -21,11 +21,12 @@ use std::time::Duration;
 
 use hendu_fingerprint::index::confidence;
 use hendu_fingerprint::{Evidence, strongest_across_shards};
-use hendu_storage::model::{RawMatch, RawResult};
-use hendu_storage::queue::RawResultQueued;
+use hendu_storage::model::RawMatch;
 use hendu_storage::shards::{ShardAnswer, ShardCandidate, ShardReply};
-use hendu_storage::{Queue, Shard, Storage, StorageError};
+use hendu_storage::{Shard, Storage, StorageError};
 use time::OffsetDateTime;
+
+use crate::results::forward;
 
 /// How many of the oldest undecided samples one pass looks at.
 const CANDIDATES: u32 = 1000;
@@ -83,22 +84,6 @@ pub fn complete(answers: &[ShardAnswer], shards: u32) -> bool {
     seen.len() == shards as usize
 }
 
-/// Stores the raw result (reconciliation leaves a sample that has one
-/// alone) and queues it for the filter.
-///
-/// # Errors
-/// [`StorageError`] from the stores.
-pub async fn forward(storage: &Storage, result: &RawResult) -> Result<(), StorageError> {
-    storage.documents.put_raw_result(result).await?;
-    let entry = RawResultQueued {
-        sample_id: result.sample_id.clone(),
-        source: result.source,
-    };
-    let payload = serde_json::to_vec(&entry).map_err(|e| StorageError::Corrupt(e.to_string()))?;
-    storage.queue.push(Queue::RawResults, &payload).await?;
-    Ok(())
-}
-
 /// Decides the samples some shard of `shard`'s split left unanswered for
 /// `wait` after their first answer: the silent shards are recorded as timed
 /// out, and the raw result decided from the answers in. Samples no shard
@@ -153,17 +138,8 @@ pub async fn decide_overdue(
         let Some(sample) = docs.sample(&sample_id).await? else {
             continue;
         };
-        let result = RawResult {
-            sample_id: sample.id.clone(),
-            source: sample.source,
-            captured_at: sample.captured_at,
-            duration_ms: sample.duration_ms,
-            location: sample.location,
-            matched: decide(&all, min_confidence),
-            stored_at: None,
-        };
         log_partial(&sample_id, &all);
-        forward(storage, &result).await?;
+        forward(storage, sample, decide(&all, min_confidence)).await?;
         decided += 1;
     }
     Ok(decided)

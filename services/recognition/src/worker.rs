@@ -24,7 +24,7 @@ use hendu_fingerprint::blocks::block_of;
 use hendu_fingerprint::packed::unpack_query;
 use hendu_fingerprint::{SearchOptions, Searcher};
 use hendu_service::{Heartbeat, Ops};
-use hendu_storage::model::{RawMatch, RawResult};
+use hendu_storage::model::RawMatch;
 use hendu_storage::queue::{Delivery, ReadStatus, SampleQueued};
 use hendu_storage::shards::{ShardAnswer, ShardCandidate, ShardReply};
 use hendu_storage::{Queue, Shard, Storage, StorageError};
@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Config;
 use crate::catalogue::LiveCatalogue;
-use crate::shards;
+use crate::{results, shards};
 
 /// The consumer beats at least this often when idle; `/healthz` fails after
 /// this allowance without a beat.
@@ -456,16 +456,7 @@ impl Consumer {
         } else {
             Done::NoMatch
         };
-        let result = RawResult {
-            sample_id: sample.id.clone(),
-            source: sample.source,
-            captured_at: sample.captured_at,
-            duration_ms: sample.duration_ms,
-            location: sample.location,
-            matched,
-            stored_at: None,
-        };
-        let forwarded = shards::forward(&self.storage, &result).await;
+        let forwarded = results::forward(&self.storage, sample, matched).await;
         (
             searcher,
             forwarded
@@ -490,7 +481,7 @@ fn with_sample(failure: Failure, id: Option<&str>) -> Failure {
 mod tests {
     use hendu_fingerprint::packed::{BinPrecision, pack};
     use hendu_storage::QueueConfig;
-    use hendu_storage::model::{NewSample, Source};
+    use hendu_storage::model::{NewSample, RawResult, Source};
 
     use super::*;
     use crate::testing::{Scratch, stored_music};

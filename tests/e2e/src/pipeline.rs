@@ -143,6 +143,11 @@ pub async fn settled_plays(storage: &Storage, source: Source, t0: OffsetDateTime
         storage.queue.backlog(Queue::RawResults).await,
         storage.documents.raw_result_sources().await
     );
+    plays_of(storage, source, t0).await
+}
+
+/// The plays of `source` recorded so far around a broadcast that began at `t0`.
+pub async fn plays_of(storage: &Storage, source: Source, t0: OffsetDateTime) -> Vec<Play> {
     storage
         .relational
         .plays_of_source(

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use hendu_e2e::broadcast;
 use hendu_e2e::pipeline::{
-    IMEI, Pipeline, assert_plays_match_the_programme, settled_plays, the_broadcast,
+    IMEI, Pipeline, assert_plays_match_the_programme, plays_of, settled_plays, the_broadcast,
     upload_catalogue,
 };
 use hendu_e2e::{Service, eventually};
-use hendu_storage::model::{Play, Source};
-use hendu_storage::{Shard, Storage};
+use hendu_storage::Shard;
+use hendu_storage::model::Source;
 use time::OffsetDateTime;
 
 /// A recogniser of `shard`, with `extra` settings.
@@ -40,18 +40,6 @@ async fn wait_for_shares(replicas: &[(Shard, &Service)], ids: &[i64]) {
         .await;
         assert!(seen.is_some(), "{} never held its {share} tracks", r.name);
     }
-}
-
-async fn plays_of(storage: &Storage, source: Source, t0: OffsetDateTime) -> Vec<Play> {
-    storage
-        .relational
-        .plays_of_source(
-            source,
-            t0 - time::Duration::hours(1),
-            t0 + time::Duration::hours(2),
-        )
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -167,14 +167,7 @@ impl SqliteStore {
             bury(&mut tx, queue, id, &reason, deliveries).await?;
         }
         tx.commit().await?;
-        tracing::warn!(
-            queue = queue.name(),
-            group = %queue.group(),
-            entries = due.len(),
-            "entries delivered too often without being acknowledged moved to the dead letters"
-        );
-        self.dead
-            .add(queue, DeadReason::MaxDeliveries, due.len() as u64);
+        self.overdelivered(queue, due.len());
         Ok(())
     }
 

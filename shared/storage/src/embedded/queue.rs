@@ -134,14 +134,20 @@ impl SqliteStore {
             .await?;
         }
         tx.commit().await?;
+        self.overdelivered(queue, due.len());
+        Ok(())
+    }
+
+    /// Logs and counts `n` entries of `queue`'s group moved to the dead
+    /// letters for too many deliveries.
+    pub(super) fn overdelivered(&self, queue: Queue, n: usize) {
         tracing::warn!(
             queue = queue.name(),
-            entries = due.len(),
+            group = %queue.group(),
+            entries = n,
             "entries delivered too often without being acknowledged moved to the dead letters"
         );
-        self.dead
-            .add(queue, DeadReason::MaxDeliveries, due.len() as u64);
-        Ok(())
+        self.dead.add(queue, DeadReason::MaxDeliveries, n as u64);
     }
 }
 
